@@ -1,0 +1,179 @@
+"""The one place the product reaches the model.
+
+Two modes, chosen by `Settings.model_server_url`:
+
+* **embedded** (None, the default): the model runs in this process. `model_server` is imported
+  lazily, inside the calls, so importing the backend (API, CLI) never loads torch; a worker that
+  embeds loads each model version once and keeps the last one.
+* **HTTP** (``http://model-server:8001``): images go to `model_server/service.py`, which batches
+  concurrent requests on its GPU. The client sends a project's images concurrently so they share
+  batches, and checks first that the server holds the very checkpoint (sha256) of the version asked
+  for: an embedding computed by another model would silently break every click on that image.
+
+Decoder export, untrained weights and checkpoint checks are file operations on the CPU and always
+run in process (through `model_server.weights`).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import httpx
+import numpy as np
+
+from model_server import api
+
+if TYPE_CHECKING:
+    from backend.core.config import Settings
+
+EmbeddingResult = api.EmbeddingResult
+
+
+class ModelServerError(RuntimeError):
+    """The model server is unreachable, refused the request, or serves another model."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which weights to run: a model version as the model side needs it.
+
+    Attributes:
+        architecture: ``vit_t`` | ``vit_b`` | ``vit_l`` | ``vit_h``.
+        checkpoint: local path of the weights file.
+        sha256: the file's hex sha256 (what a remote server must report).
+    """
+
+    architecture: str
+    checkpoint: Path
+    sha256: str | None
+
+
+class _InProcessModels:
+    """Keeps the last loaded `EmbeddingModel` (one model in memory per process is plenty)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[str, str, str | None] | None = None
+        self._model = None
+
+    def get(self, spec: ModelSpec):
+        key = (spec.architecture, str(spec.checkpoint), spec.sha256)
+        with self._lock:
+            if self._key != key:
+                from model_server.embedding_model import EmbeddingModel
+
+                self._model = None  # free the old one before loading the next
+                self._model = EmbeddingModel(spec.architecture, spec.checkpoint)
+                self._key = key
+            return self._model
+
+
+_IN_PROCESS = _InProcessModels()
+
+
+class ModelServerClient:
+    """Embeds images and prepares model artifacts, in process or over HTTP.
+
+    Args:
+        url: base URL of a running model server, or None for the embedded mode.
+        timeout: seconds per HTTP request (a batch on a busy GPU can take a while).
+        concurrency: images in flight at once over HTTP (so the server can batch them).
+    """
+
+    def __init__(self, url: str | None = None, timeout: float = 300.0, concurrency: int = 8) -> None:
+        self.url = url.rstrip("/") if url else None
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self._verified: set[tuple[str, str | None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelServerClient:
+        return cls(settings.model_server_url)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+    def embed(self, images_rgb: Sequence[np.ndarray], spec: ModelSpec) -> list[EmbeddingResult]:
+        """Embed HxWx3 uint8 RGB images with the model `spec` names.
+
+        Returns one `EmbeddingResult` per image (1x256x64x64 float16, original (h, w), resized
+        (h, w) in the 1024 frame), in order.
+
+        Raises:
+            ValueError: an image is not HxWx3 uint8 or is empty.
+            ModelServerError: the server is unreachable, failed, or serves another checkpoint.
+        """
+        images = [api.validate_rgb(image) for image in images_rgb]
+        if not images:
+            return []
+        if self.embedded:
+            return _IN_PROCESS.get(spec).embed(images)
+        with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+            self._check_serves(http, spec)
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(images))) as pool:
+                return list(pool.map(lambda image: self._embed_one(http, image), images))
+
+    def health(self) -> api.HealthOut:
+        """The remote server's health (HTTP mode only)."""
+        if self.embedded:
+            raise ModelServerError("no model server URL configured: the model runs in process")
+        with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+            return self._health(http)
+
+    def _health(self, http: httpx.Client) -> api.HealthOut:
+        try:
+            response = http.get("/v1/health")
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise ModelServerError(f"model server at {self.url} is not healthy: {error}") from error
+        return api.HealthOut.model_validate(response.json())
+
+    def _check_serves(self, http: httpx.Client, spec: ModelSpec) -> None:
+        key = (spec.architecture, spec.sha256)
+        if key in self._verified:
+            return
+        health = self._health(http)
+        if health.architecture != spec.architecture or health.checkpoint_sha256 != spec.sha256:
+            raise ModelServerError(
+                f"model server at {self.url} serves {health.architecture} "
+                f"(checkpoint sha256 {health.checkpoint_sha256}), but {spec.architecture} "
+                f"(sha256 {spec.sha256}) was asked for: start it with that checkpoint"
+            )
+        self._verified.add(key)
+
+    def _embed_one(self, http: httpx.Client, image: np.ndarray) -> EmbeddingResult:
+        body, headers = api.encode_image_request(image)
+        try:
+            response = http.post("/v1/embed", content=body, headers=headers)
+        except httpx.HTTPError as error:
+            raise ModelServerError(f"model server at {self.url} unreachable: {error}") from error
+        if response.status_code != 200:
+            raise ModelServerError(
+                f"model server at {self.url} answered {response.status_code}: {response.text[:300]}"
+            )
+        return api.decode_embedding_response(response.content, response.headers)
+
+    # Model artifacts: file work on the CPU, always in process.
+
+    def save_untrained_checkpoint(self, architecture: str, path: Path) -> str:
+        """Write seeded random weights of `architecture` to `path`; return their sha256."""
+        from model_server.weights import save_untrained_checkpoint
+
+        return save_untrained_checkpoint(architecture, path)
+
+    def verify_checkpoint(self, architecture: str, path: Path) -> str:
+        """Strict load of `path` as `architecture` (ValueError naming the problem); return sha256."""
+        from model_server.weights import verify_checkpoint
+
+        return verify_checkpoint(architecture, path)
+
+    def export_decoder(self, spec: ModelSpec, path: Path) -> Path:
+        """Write the browser's ONNX decoder (prompt encoder + mask decoder) of `spec` to `path`."""
+        from model_server.weights import export_browser_decoder
+
+        return export_browser_decoder(spec.architecture, spec.checkpoint, path)

@@ -1,0 +1,159 @@
+"""The embedding service's public contract: constants, wire format and schemas, free of torch.
+
+The backend imports this module (never `service.py`, which imports torch) to talk to the model
+server over HTTP or to read what the in-process model returns, so everything here needs only
+numpy and pydantic.
+
+Wire format of ``POST /v1/embed`` (one image per request; the server batches concurrent requests):
+
+* request body: the image as raw RGB bytes, uint8, C-order HxWx3, with header
+  ``X-Image-Size: h,w``. Raw pixels rather than an encoded file so that the server computes
+  exactly what the caller's array holds (no second decode, no colour-mode surprises).
+* response body: the embedding as float16 little-endian C-order bytes, shape 1x256x64x64, with
+  headers ``X-Embedding-Shape: 1,256,64,64``, ``X-Embedding-Dtype: float16``,
+  ``X-Original-Size: h,w`` (the image) and ``X-Input-Size: h,w`` (the image resized so that its
+  longest side is 1024, before padding). These are the same headers the backend sends to the
+  browser with ``GET /api/images/{id}/embedding``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+from pydantic import BaseModel
+
+MODEL_SIZE = 1024  # side of the square frame the encoder sees (longest side resized to it, padded)
+EMBEDDING_SHAPE: tuple[int, int, int, int] = (1, 256, 64, 64)
+EMBEDDING_DTYPE = "float16"
+EMBEDDING_NBYTES = int(np.prod(EMBEDDING_SHAPE)) * 2
+ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
+
+HEADER_IMAGE_SIZE = "X-Image-Size"
+HEADER_SHAPE = "X-Embedding-Shape"
+HEADER_DTYPE = "X-Embedding-Dtype"
+HEADER_ORIGINAL_SIZE = "X-Original-Size"
+HEADER_INPUT_SIZE = "X-Input-Size"
+
+# Largest image the service accepts, in pixels (the backend's own upload limit is lower).
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One image's embedding as the encoder computed it.
+
+    Attributes:
+        embedding: 1x256x64x64 float16 array (C-order), the image embedding in the padded 64x64
+            grid of the 1024 model frame.
+        original_size: (h, w) of the image that was embedded.
+        input_size: (h, w) of that image resized so its longest side is 1024 (the unpadded region).
+    """
+
+    embedding: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+class HealthOut(BaseModel):
+    """What ``GET /v1/health`` reports: enough to tell which model answers and how busy it is."""
+
+    status: str
+    architecture: str
+    device: str
+    dtype: str
+    checkpoint_sha256: str | None
+    queue_depth: int
+    max_batch: int
+    max_wait_ms: float
+
+
+def format_size(size: tuple[int, int]) -> str:
+    """(h, w) → ``"h,w"``, the header form of a size."""
+    return f"{int(size[0])},{int(size[1])}"
+
+
+def parse_size(text: str | None, what: str) -> tuple[int, int]:
+    """``"h,w"`` → (h, w); a missing or malformed value raises ValueError naming ``what``."""
+    if not text:
+        raise ValueError(f"missing {what} (expected 'h,w')")
+    parts = text.split(",")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"malformed {what} {text!r} (expected 'h,w')") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{what} must be positive, got {text!r}")
+    return h, w
+
+
+def validate_rgb(image: np.ndarray) -> np.ndarray:
+    """Check that ``image`` is an HxWx3 uint8 RGB array of a sane size; return it C-contiguous."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB image, got dtype {image.dtype}")
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError("the image is empty")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image of {h}x{w} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
+    return np.ascontiguousarray(image)
+
+
+def encode_image_request(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of ``POST /v1/embed`` for an HxWx3 uint8 RGB image."""
+    image = validate_rgb(image)
+    headers = {HEADER_IMAGE_SIZE: format_size(image.shape[:2]),
+               "Content-Type": "application/octet-stream"}
+    return image.tobytes(), headers
+
+
+def decode_image_request(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
+    """Inverse of `encode_image_request`: raw bytes + ``X-Image-Size`` → HxWx3 uint8 array."""
+    h, w = parse_size(headers.get(HEADER_IMAGE_SIZE), HEADER_IMAGE_SIZE)
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image of {h}x{w} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
+    if len(body) != h * w * 3:
+        raise ValueError(f"body has {len(body)} bytes, expected {h * w * 3} for an RGB {h}x{w} image")
+    return np.frombuffer(body, dtype=np.uint8).reshape(h, w, 3)
+
+
+def embedding_headers(result: EmbeddingResult) -> dict[str, str]:
+    """The headers that describe an embedding's bytes (shared with the backend's browser endpoint)."""
+    return {
+        HEADER_SHAPE: ",".join(str(s) for s in EMBEDDING_SHAPE),
+        HEADER_DTYPE: EMBEDDING_DTYPE,
+        HEADER_ORIGINAL_SIZE: format_size(result.original_size),
+        HEADER_INPUT_SIZE: format_size(result.input_size),
+    }
+
+
+def embedding_to_bytes(embedding: np.ndarray) -> bytes:
+    """1x256x64x64 (or 256x64x64) float16 array → little-endian C-order bytes."""
+    array = np.asarray(embedding)
+    if array.size != int(np.prod(EMBEDDING_SHAPE)):
+        raise ValueError(f"expected an embedding of shape {EMBEDDING_SHAPE}, got {array.shape}")
+    return np.ascontiguousarray(array.reshape(EMBEDDING_SHAPE), dtype="<f2").tobytes()
+
+
+def embedding_from_bytes(body: bytes) -> np.ndarray:
+    """Little-endian float16 bytes → 1x256x64x64 float16 array (read-only view)."""
+    if len(body) != EMBEDDING_NBYTES:
+        raise ValueError(f"embedding has {len(body)} bytes, expected {EMBEDDING_NBYTES}")
+    return np.frombuffer(body, dtype="<f2").reshape(EMBEDDING_SHAPE)
+
+
+def decode_embedding_response(body: bytes, headers: Mapping[str, str]) -> EmbeddingResult:
+    """Response of ``POST /v1/embed`` → `EmbeddingResult`, checking shape and dtype headers."""
+    shape = headers.get(HEADER_SHAPE)
+    dtype = headers.get(HEADER_DTYPE)
+    if shape != ",".join(str(s) for s in EMBEDDING_SHAPE) or dtype != EMBEDDING_DTYPE:
+        raise ValueError(f"unexpected embedding format: shape {shape!r}, dtype {dtype!r}")
+    return EmbeddingResult(
+        embedding=embedding_from_bytes(body),
+        original_size=parse_size(headers.get(HEADER_ORIGINAL_SIZE), HEADER_ORIGINAL_SIZE),
+        input_size=parse_size(headers.get(HEADER_INPUT_SIZE), HEADER_INPUT_SIZE),
+    )
