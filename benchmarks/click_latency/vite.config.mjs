@@ -1,0 +1,13 @@
+// Builds the decoder harness page (benchmarks/click_latency/index.html) with the product's own
+// worker code from frontend/src/inference/, for tests/browser/test_decoder_parity.py and
+// benchmarks/click_latency.py. Run with frontend/node_modules/.bin/vite build --config <this file>.
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+// A plain object: this folder has no node_modules of its own to import vite's defineConfig from.
+export default {
+  root: dirname(fileURLToPath(import.meta.url)),
+  logLevel: "warn",
+  build: { emptyOutDir: true, target: "es2022", chunkSizeWarningLimit: 2048 },
+  worker: { format: "es" },
+};
