@@ -1,0 +1,605 @@
+/**
+ * The annotate page: one image, its embedding fetched once, the decoder in a Web Worker, and the
+ * tools of the assisted-manual stage. The same page shows masks pre-filled by later stages
+ * (detector, automatic), so every stage annotates here.
+ *
+ * /annotate/:projectId claims the next unfinished image and redirects to /annotate/:projectId/:imageId;
+ * opening an image by id (re)takes its lock, which the page keeps fresh while it is open.
+ */
+import * as api from "../api/client";
+import type { Embedding, ImageInfo, MaskOut, ModelVersion, Point } from "../api/types";
+import { h } from "../dom";
+import { DecodeSuperseded, DecoderClient } from "../inference/decoder_client";
+import { navigate, type Cleanup } from "../router";
+import { maskColour } from "./masks";
+import { encodeRle } from "./rle";
+import { saver, type SaveEvent } from "./saver";
+import { helpPanel } from "./shortcuts";
+import {
+  AnnotateStore,
+  candidateLogits,
+  defaultCandidate,
+  EMPTY,
+  isAmbiguous,
+  isEmpty,
+  type Stroke,
+  type WorkingMask,
+} from "./store";
+import { composeMask, rleMask, AnnotateView, type SavedLayer } from "./view";
+
+const LOCK_REFRESH_MS = 60_000;
+const HOVER_THROTTLE_MS = 15;
+const DRAG_THRESHOLD_PX = 5;
+const VISITED_KEY = "dataengine.visited";
+
+type Tool = "points" | "brush" | "eraser";
+
+export async function annotatePage(root: HTMLElement, params: Record<string, string>): Promise<Cleanup | void> {
+  const projectId = Number(params.projectId);
+  if (!params.imageId) {
+    root.append(h("p", { class: "page" }, "Finding the next image…"));
+    const next = await api.claimNext(projectId);
+    if (next) return navigate(`/annotate/${projectId}/${next.id}`, true);
+    root.replaceChildren(
+      h("main", { class: "page card" }, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."), h("a", { href: "/" }, "Back to projects")),
+    );
+    return;
+  }
+  const imageId = Number(params.imageId);
+  let image: ImageInfo;
+  try {
+    image = await api.claimImage(imageId);
+  } catch (error) {
+    root.append(h("main", { class: "page card" }, h("p", { class: "error" }, String((error as Error).message)), h("a", { href: "/" }, "Back to projects")));
+    return;
+  }
+  rememberVisit(imageId);
+  const loading = h("p", { class: "page" }, `Loading ${image.file_name}…`);
+  root.append(loading);
+  const [model, bitmap, embedding, masks] = await Promise.all([
+    api.getModel(projectId),
+    api.fetchImageBitmap(imageId),
+    api.fetchEmbedding(imageId),
+    api.listMasks(imageId),
+  ]);
+  loading.remove();
+  return new AnnotateController(root, projectId, image, model, bitmap, embedding, masks).cleanup;
+}
+
+function rememberVisit(imageId: number): void {
+  const visited: number[] = JSON.parse(sessionStorage.getItem(VISITED_KEY) ?? "[]");
+  if (visited[visited.length - 1] !== imageId) visited.push(imageId);
+  sessionStorage.setItem(VISITED_KEY, JSON.stringify(visited.slice(-200)));
+}
+
+/** A UUID for idempotent saves; crypto.randomUUID exists only in secure contexts (not plain-HTTP LAN hosts). */
+function newClientId(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** A stable colour slot per mask, the same before and after the server confirmed it. */
+function colourIndex(key: string): number {
+  let hash = 0;
+  for (let i = 0; i < key.length; i++) hash = (hash * 31 + key.charCodeAt(i)) | 0;
+  return Math.abs(hash);
+}
+
+class AnnotateController {
+  private readonly store = new AnnotateStore();
+  private readonly decoder = new DecoderClient();
+  private readonly view: AnnotateView;
+  private readonly originalSize: [number, number];
+  private readonly inputSize: [number, number];
+  private readonly disposers: (() => void)[] = [];
+  private decoderReady: Promise<void>;
+  private clickChain: Promise<void> = Promise.resolve();
+  private tool: Tool = "points";
+  private brushRadius: number;
+  private pending: { points: Point[]; box: number[] | null } | null = null;
+  private drag: { x: number; y: number; clientX: number; clientY: number; button: number; alt: boolean; moved: boolean } | null = null;
+  private stroke: Stroke | null = null;
+  private cursor: [number, number] | null = null;
+  private lastHover = 0;
+  private hoverTimer = 0;
+  private hoverToken = 0;
+  private masksHidden = false;
+  private readonly unsavedMasks = new Map<string, Uint8Array>();
+  private readonly saveState = new Map<string, string>();
+
+  // Side panel elements.
+  private readonly status = h("div", { class: "muted", "data-testid": "decoder-status" }, "decoder: loading…");
+  private readonly saveStatus = h("div", { class: "save-status", "aria-live": "polite" });
+  private readonly candidates = h("div", { class: "row candidates" });
+  private readonly tools = h("div", { class: "row tools" });
+  private readonly maskList = h("ul", { class: "masks" });
+  private readonly undoButton = h("button", { title: "Ctrl+Z", onclick: () => this.store.undo() }, "Undo");
+  private readonly redoButton = h("button", { title: "Ctrl+Shift+Z", onclick: () => this.store.redo() }, "Redo");
+  private help: HTMLElement | null = null;
+
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly projectId: number,
+    private readonly image: ImageInfo,
+    private readonly model: ModelVersion,
+    bitmap: ImageBitmap,
+    embedding: Embedding,
+    masks: MaskOut[],
+  ) {
+    this.originalSize = embedding.originalSize;
+    this.inputSize = embedding.inputSize;
+    this.brushRadius = Math.max(2, Math.round(Math.max(...this.originalSize) / 100));
+    for (const mask of masks) this.store.saved.set(mask.id, mask);
+
+    const stage = h("div", { class: "stage", "data-testid": "stage" });
+    this.view = new AnnotateView(stage, this.originalSize, this.inputSize);
+    root.append(h("div", { class: "annotate" }, stage, this.sidePanel()));
+    this.view.fit();
+    this.view.drawImage(bitmap);
+    const refit = () => (this.view.fit(), this.view.drawImage(bitmap), this.render());
+    this.listen(window, "resize", refit);
+
+    this.decoderReady = this.startDecoder(embedding);
+    this.bindPointer();
+    this.listen(window, "keydown", (e) => this.onKey(e as KeyboardEvent));
+    this.disposers.push(this.store.subscribe(() => this.render()));
+    this.disposers.push(saver.subscribe((e) => this.onSave(e)));
+    const lock = window.setInterval(() => void api.claimImage(image.id).catch(() => undefined), LOCK_REFRESH_MS);
+    this.disposers.push(() => clearInterval(lock));
+    for (const p of saver.pending(image.id)) this.restorePending(p.body.client_id, p.body.rle);
+    this.render();
+  }
+
+  readonly cleanup = (): void => {
+    for (const dispose of this.disposers) dispose();
+    this.decoder.terminate();
+  };
+
+  private listen(target: EventTarget, type: string, handler: (e: Event) => void): void {
+    target.addEventListener(type, handler);
+    this.disposers.push(() => target.removeEventListener(type, handler));
+  }
+
+  private async startDecoder(embedding: Embedding): Promise<void> {
+    try {
+      // The worker cannot send our bearer token: fetch the graph here and hand it over as a blob URL.
+      const bytes = await api.fetchBytes(this.model.decoder_url);
+      const url = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+      const loaded = await this.decoder.load(url);
+      URL.revokeObjectURL(url);
+      await this.decoder.setEmbedding(embedding.data, this.originalSize, this.inputSize);
+      this.status.textContent = `decoder: ready (${loaded.numThreads} thread${loaded.numThreads > 1 ? "s" : ""})`;
+      this.status.dataset.ready = "true";
+    } catch (error) {
+      this.status.textContent = `decoder failed: ${(error as Error).message}`;
+      this.status.className = "error";
+      throw error;
+    }
+  }
+
+  // ---- side panel -------------------------------------------------------------------------------
+
+  private sidePanel(): HTMLElement {
+    const model = this.model;
+    const banner =
+      model.origin === "untrained"
+        ? h(
+            "div",
+            { class: "banner", role: "status" },
+            "Random weights: masks are meaningless until you import a checkpoint: ",
+            h("code", {}, "dataengine models import sam_vit_b_01ec64.pth --arch vit_b"),
+          )
+        : null;
+    const previous = h("button", { title: "Shift+N", onclick: () => this.previousImage() }, "◀ Previous");
+    const next = h("button", { class: "primary", title: "N", onclick: () => void this.nextImage() }, "Done, next ▶");
+    return h(
+      "aside",
+      {},
+      h("div", { class: "row" }, h("a", { href: "/" }, "Projects"), h("button", { class: "link", title: "?", onclick: () => this.toggleHelp() }, "Shortcuts (?)")),
+      h("div", {}, h("strong", { "data-testid": "file-name" }, this.image.file_name), h("div", { class: "muted" }, `${this.originalSize[1]}×${this.originalSize[0]} px`)),
+      h("div", { "data-testid": "model-version" }, `Model: ${model.name} · ${model.architecture} · ${model.origin}`),
+      banner,
+      this.status,
+      this.tools,
+      h("div", {}, h("div", { class: "muted" }, "Candidates (Tab, 1 2 3)"), this.candidates),
+      h("div", { class: "row" }, this.undoButton, this.redoButton, h("button", { title: "Esc", onclick: () => this.store.clear() }, "Clear"), h("button", { class: "primary", title: "Enter", "data-testid": "accept", onclick: () => this.accept() }, "Accept")),
+      this.saveStatus,
+      h("div", {}, h("div", { class: "row" }, h("strong", {}, "Masks"), h("button", { class: "link", title: "H", onclick: () => this.toggleAll() }, "hide/show all")), this.maskList),
+      h("div", { class: "row" }, previous, next),
+    );
+  }
+
+  private toggleHelp(): void {
+    if (this.help) {
+      this.help.remove();
+      this.help = null;
+    } else {
+      this.help = helpPanel(() => this.toggleHelp());
+      this.root.append(this.help);
+    }
+  }
+
+  // ---- rendering --------------------------------------------------------------------------------
+
+  private render(): void {
+    const working = this.store.working;
+    this.view.drawWorking(isEmpty(working) ? null : working);
+    this.drawUi();
+    this.view.drawSaved(this.layers());
+    this.renderTools();
+    this.renderCandidates(working);
+    this.renderMaskList();
+    this.undoButton.disabled = !this.store.canUndo();
+    this.redoButton.disabled = !this.store.canRedo();
+  }
+
+  private drawUi(): void {
+    const working = this.store.working;
+    const points = this.pending?.points ?? working.points;
+    let box: readonly number[] | null = this.pending?.box ?? working.box;
+    if (this.drag?.moved && this.cursor) box = boxFrom(this.drag.x, this.drag.y, ...this.cursor);
+    const brush = this.tool !== "points" && this.cursor ? { x: this.cursor[0], y: this.cursor[1], radius: this.brushRadius } : null;
+    this.view.drawUi(points, box, brush);
+  }
+
+  private layers(): SavedLayer[] {
+    const layers: SavedLayer[] = [];
+    for (const mask of this.store.saved.values()) {
+      const key = mask.client_id ?? `id:${mask.id}`;
+      if (this.masksHidden || this.store.hidden.has(key)) continue;
+      const unsaved = mask.client_id ? this.unsavedMasks.get(mask.client_id) : undefined;
+      layers.push({ key, mask: unsaved ? () => unsaved : rleMask(mask.rle), colourIndex: colourIndex(key), prefilled: mask.source !== "manual" });
+    }
+    for (const [clientId, mask] of this.unsavedMasks) {
+      if ([...this.store.saved.values()].some((m) => m.client_id === clientId)) continue;
+      if (this.masksHidden || this.store.hidden.has(clientId)) continue;
+      layers.push({ key: clientId, mask: () => mask, colourIndex: colourIndex(clientId), prefilled: false });
+    }
+    return layers;
+  }
+
+  private renderTools(): void {
+    const button = (tool: Tool, label: string, key: string) =>
+      h("button", { "aria-pressed": String(this.tool === tool), title: key, onclick: () => this.setTool(tool) }, label);
+    this.tools.replaceChildren(
+      button("points", "Points", "V"),
+      button("brush", "Brush", "B"),
+      button("eraser", "Eraser", "E"),
+      h("span", { class: "muted" }, `size ${this.brushRadius}px`),
+    );
+  }
+
+  private renderCandidates(working: WorkingMask): void {
+    const decoded = working.decoded;
+    if (!decoded) {
+      this.candidates.replaceChildren(h("span", { class: "muted" }, "click on an object"));
+      return;
+    }
+    const tokens = isAmbiguous(working) ? [1, 2, 3] : [0, 1, 2, 3];
+    this.candidates.replaceChildren(
+      ...tokens.map((t) =>
+        h(
+          "button",
+          { "aria-pressed": String(working.candidate === t), "data-token": t, onclick: () => this.selectCandidate(t) },
+          `${t === 0 ? "refined" : t} · IoU ${decoded.iou[t].toFixed(2)}`,
+        ),
+      ),
+    );
+  }
+
+  private renderMaskList(): void {
+    const items: HTMLElement[] = [];
+    const entry = (key: string, label: string, state: string, onDelete: (() => void) | null) => {
+      const [r, g, b] = colourOf(key);
+      const visible = h("input", { type: "checkbox", title: "visible" });
+      visible.checked = !this.store.hidden.has(key);
+      visible.addEventListener("change", () => {
+        if (visible.checked) this.store.hidden.delete(key);
+        else this.store.hidden.add(key);
+        this.render();
+      });
+      items.push(
+        h(
+          "li",
+          { "data-mask": key },
+          visible,
+          h("span", { class: "swatch", style: `background: rgb(${r} ${g} ${b})` }),
+          h("span", {}, label),
+          h("span", { class: "muted" }, state),
+          onDelete ? h("button", { class: "link", title: "delete this mask", onclick: onDelete }, "delete") : null,
+        ),
+      );
+    };
+    for (const mask of this.store.saved.values()) {
+      const key = mask.client_id ?? `id:${mask.id}`;
+      const origin = mask.source === "manual" ? "" : ` (${mask.source}, pre-filled)`;
+      entry(key, `#${mask.id} · ${mask.area} px${origin}`, "", () => void this.deleteSaved(mask));
+    }
+    for (const clientId of this.unsavedMasks.keys()) {
+      if ([...this.store.saved.values()].some((m) => m.client_id === clientId)) continue;
+      entry(clientId, "new mask", this.saveState.get(clientId) ?? "saving…", null);
+    }
+    this.maskList.replaceChildren(...items);
+  }
+
+  // ---- prompts ----------------------------------------------------------------------------------
+
+  private setTool(tool: Tool): void {
+    this.tool = tool;
+    this.view.drawWorking(isEmpty(this.store.working) ? null : this.store.working);
+    this.render();
+  }
+
+  private bindPointer(): void {
+    const ui = this.view.ui;
+    this.listen(ui, "contextmenu", (e) => e.preventDefault());
+    this.listen(ui, "pointerdown", (event) => {
+      const e = event as PointerEvent;
+      e.preventDefault();
+      ui.setPointerCapture(e.pointerId);
+      const [x, y] = this.view.toImage(e.clientX, e.clientY);
+      if (this.tool === "points") {
+        this.drag = { x, y, clientX: e.clientX, clientY: e.clientY, button: e.button, alt: e.altKey, moved: false };
+      } else {
+        this.stroke = { mode: this.tool === "brush" ? "brush" : "eraser", radius: this.brushRadius, points: [[x, y]] };
+        this.drawStroke();
+      }
+    });
+    this.listen(ui, "pointermove", (event) => {
+      const e = event as PointerEvent;
+      this.cursor = this.view.toImage(e.clientX, e.clientY);
+      if (this.drag && !this.drag.moved && Math.hypot(e.clientX - this.drag.clientX, e.clientY - this.drag.clientY) > DRAG_THRESHOLD_PX) {
+        this.drag.moved = true;
+      }
+      if (this.stroke) {
+        this.stroke.points.push(this.cursor);
+        this.drawStroke();
+      } else if (!this.drag) {
+        this.hover();
+      }
+      this.drawUi();
+    });
+    this.listen(ui, "pointerup", (event) => {
+      const e = event as PointerEvent;
+      const [x, y] = this.view.toImage(e.clientX, e.clientY);
+      if (this.drag) {
+        const drag = this.drag;
+        this.drag = null;
+        if (drag.moved) this.addPrompt({ box: boxFrom(drag.x, drag.y, x, y) });
+        else this.addPrompt({ point: { x: drag.x, y: drag.y, label: drag.button === 2 || drag.alt ? 0 : 1 } });
+      } else if (this.stroke) {
+        const stroke = this.stroke;
+        this.stroke = null;
+        this.store.push({ ...this.store.working, strokes: [...this.store.working.strokes, stroke] });
+      }
+    });
+    this.listen(ui, "pointerleave", () => {
+      this.cursor = null;
+      this.hoverToken++;
+      if (isEmpty(this.store.working)) this.view.drawWorking(null);
+      this.drawUi();
+    });
+  }
+
+  /** Live feedback while a stroke is drawn: the working mask with the stroke so far. */
+  private drawStroke(): void {
+    const working = this.store.working;
+    this.view.drawWorking({ ...working, strokes: [...working.strokes, this.stroke!] });
+  }
+
+  /** Previews the mask a click here would give, while nothing is prompted yet (throttled, latest wins). */
+  private hover(): void {
+    if (this.tool !== "points" || !isEmpty(this.store.working) || this.pending || !this.cursor) return;
+    const now = performance.now();
+    clearTimeout(this.hoverTimer);
+    if (now - this.lastHover < HOVER_THROTTLE_MS) {
+      this.hoverTimer = window.setTimeout(() => this.hover(), HOVER_THROTTLE_MS - (now - this.lastHover));
+      return;
+    }
+    this.lastHover = now;
+    const token = ++this.hoverToken;
+    const [x, y] = this.cursor;
+    const prompt = { points: [{ x, y, label: 1 as const }] };
+    void this.decoderReady
+      .then(() => this.decoder.decode(prompt, { hover: true }))
+      .then((decoded) => {
+        if (token !== this.hoverToken || !isEmpty(this.store.working) || this.pending) return;
+        const state = { ...EMPTY, ...prompt, decoded, candidate: defaultCandidate({ ...prompt, box: null }, decoded) };
+        this.view.drawWorking(state, true);
+      })
+      .catch((error) => {
+        if (!(error instanceof DecodeSuperseded)) this.status.textContent = `decoder: ${(error as Error).message}`;
+      });
+  }
+
+  /**
+   * A click or box: decoded with the previous logits of the shown candidate as mask input. Clicks are
+   * chained, so a fast second click refines the result of the first, never a stale state.
+   */
+  private addPrompt(add: { point?: Point; box?: [number, number, number, number] }): void {
+    this.hoverToken++;
+    const base = this.pending ?? { points: [...this.store.working.points], box: this.store.working.box ? [...this.store.working.box] : null };
+    this.pending = { points: add.point ? [...base.points, add.point] : base.points, box: add.box ?? base.box };
+    this.drawUi();
+    this.clickChain = this.clickChain.then(async () => {
+      const previous = this.store.working;
+      const next = {
+        points: add.point ? [...previous.points, add.point] : previous.points,
+        box: add.box ?? previous.box,
+      };
+      try {
+        await this.decoderReady;
+        const decoded = await this.decoder.decode({ points: next.points, box: next.box ?? undefined, maskInput: candidateLogits(previous) });
+        this.store.push({ ...previous, ...next, decoded, candidate: defaultCandidate(next, decoded) });
+      } catch (error) {
+        this.status.textContent = `decoder: ${(error as Error).message}`;
+      }
+      const settled = this.store.working;
+      if (this.pending && this.pending.points.length === settled.points.length && this.pending.box === settled.box) this.pending = null;
+      else if (this.pending && this.pending.points.length <= settled.points.length) this.pending = null;
+      this.drawUi();
+    });
+  }
+
+  private selectCandidate(token: number): void {
+    const working = this.store.working;
+    if (!working.decoded || working.candidate === token) return;
+    this.store.replace({ ...working, candidate: token });
+  }
+
+  private cycleCandidate(): void {
+    const working = this.store.working;
+    if (!working.decoded) return;
+    const tokens = isAmbiguous(working) ? [1, 2, 3] : [0, 1, 2, 3];
+    this.selectCandidate(tokens[(tokens.indexOf(working.candidate) + 1) % tokens.length]);
+  }
+
+  // ---- accept, save, delete ---------------------------------------------------------------------
+
+  /** Encodes the working mask at full resolution and hands it to the saver (which never drops it). */
+  private accept(): void {
+    void this.clickChain.then(() => {
+      const working = this.store.working;
+      if (isEmpty(working)) return;
+      const [height, width] = this.originalSize;
+      const mask = composeMask(working, this.originalSize, this.inputSize, height, width);
+      if (!mask.some((v) => v)) {
+        this.saveStatus.textContent = "empty mask: nothing to save";
+        this.saveStatus.dataset.state = "";
+        return;
+      }
+      const clientId = newClientId();
+      this.unsavedMasks.set(clientId, mask);
+      saver.enqueue(this.image.id, {
+        client_id: clientId,
+        rle: encodeRle(mask, height, width),
+        prompts: {
+          points: [...working.points],
+          box: working.box,
+          candidate: working.decoded ? working.candidate : null,
+          strokes: working.strokes.length,
+        },
+        seconds_spent: Math.round(this.store.secondsSpent() * 10) / 10,
+        clicks: this.store.actions,
+      });
+      this.store.clear();
+    });
+  }
+
+  private restorePending(clientId: string, rle: { size: [number, number]; counts: string }): void {
+    this.unsavedMasks.set(clientId, rleMask(rle)());
+    this.saveState.set(clientId, "not saved yet");
+  }
+
+  private onSave(event: SaveEvent): void {
+    if (!this.unsavedMasks.has(event.clientId)) return;
+    const status = this.saveStatus;
+    switch (event.kind) {
+      case "saving":
+        this.saveState.set(event.clientId, "saving…");
+        status.textContent = "saving…";
+        status.dataset.state = "saving";
+        break;
+      case "saved":
+        this.store.saved.set(event.mask.id, event.mask);
+        this.saveState.delete(event.clientId);
+        if (saver.pending(this.image.id).length === 0) {
+          status.textContent = "saved";
+          status.dataset.state = "saved";
+        }
+        break;
+      case "retrying":
+        this.saveState.set(event.clientId, "not saved yet, retrying");
+        status.textContent = `not saved yet (${event.error}); retrying in ${Math.round(event.delayMs / 1000)} s`;
+        status.dataset.state = "pending";
+        break;
+      case "rejected":
+        this.saveState.set(event.clientId, `refused: ${event.error}`);
+        status.textContent = `the server refused the mask: ${event.error}`;
+        status.dataset.state = "pending";
+        break;
+    }
+    this.render();
+  }
+
+  private async deleteSaved(mask: MaskOut): Promise<void> {
+    try {
+      await api.deleteMask(mask.id);
+      this.store.saved.delete(mask.id);
+      if (mask.client_id) this.unsavedMasks.delete(mask.client_id);
+      this.render();
+    } catch (error) {
+      this.saveStatus.textContent = `delete failed: ${(error as Error).message}`;
+    }
+  }
+
+  private toggleAll(): void {
+    this.masksHidden = !this.masksHidden;
+    this.render();
+  }
+
+  // ---- navigation -------------------------------------------------------------------------------
+
+  private async nextImage(): Promise<void> {
+    if (!isEmpty(this.store.working) && !confirm("Discard the mask you have not accepted?")) return;
+    this.saveStatus.textContent = "waiting for saves…";
+    await saver.flushed(this.image.id);
+    await api.markDone(this.image.id);
+    navigate(`/annotate/${this.projectId}`);
+  }
+
+  private previousImage(): void {
+    const visited: number[] = JSON.parse(sessionStorage.getItem(VISITED_KEY) ?? "[]");
+    const here = visited.lastIndexOf(this.image.id);
+    const previous = here > 0 ? visited[here - 1] : undefined;
+    if (previous === undefined) {
+      this.saveStatus.textContent = "no previous image in this session";
+      return;
+    }
+    sessionStorage.setItem(VISITED_KEY, JSON.stringify(visited.slice(0, here)));
+    void api.releaseImage(this.image.id).catch(() => undefined);
+    navigate(`/annotate/${this.projectId}/${previous}`);
+  }
+
+  // ---- keyboard ---------------------------------------------------------------------------------
+
+  private onKey(e: KeyboardEvent): void {
+    if ((e.target as HTMLElement | null)?.tagName === "INPUT") return;
+    const ctrl = e.ctrlKey || e.metaKey;
+    const key = e.key;
+    const handled = (() => {
+      if (ctrl && (key === "z" || key === "Z")) return e.shiftKey ? this.store.redo() : this.store.undo(), true;
+      if (ctrl && key === "y") return this.store.redo(), true;
+      if (ctrl || e.altKey) return false;
+      switch (key) {
+        case "Enter": this.accept(); return true;
+        case "Escape": this.help ? this.toggleHelp() : this.store.clear(); return true;
+        case "Tab": this.cycleCandidate(); return true;
+        case "1": case "2": case "3": this.selectCandidate(Number(key)); return true;
+        case "v": case "V": this.setTool("points"); return true;
+        case "b": case "B": this.setTool("brush"); return true;
+        case "e": case "E": this.setTool("eraser"); return true;
+        case "[": this.brushRadius = Math.max(1, Math.round(this.brushRadius / 1.25)); this.render(); return true;
+        case "]": this.brushRadius = Math.min(500, Math.round(this.brushRadius * 1.25) + 1); this.render(); return true;
+        case "h": case "H": this.toggleAll(); return true;
+        case "n": void this.nextImage(); return true;
+        case "N": this.previousImage(); return true;
+        case "?": this.toggleHelp(); return true;
+        default: return false;
+      }
+    })();
+    if (handled) e.preventDefault();
+  }
+}
+
+function boxFrom(x0: number, y0: number, x1: number, y1: number): [number, number, number, number] {
+  return [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
+}
+
+function colourOf(key: string): [number, number, number] {
+  return maskColour(colourIndex(key));
+}

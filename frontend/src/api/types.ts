@@ -1,0 +1,94 @@
+/** Shapes of the REST API (see notes/backend_contract.md); the server is the source of truth. */
+
+export type Role = "admin" | "manager" | "annotator" | "ml_engineer";
+export type Stage = "assisted_manual" | "semi_automatic" | "fully_automatic" | "done";
+export type MaskSource = "manual" | "detector" | "auto";
+
+export interface User {
+  id: number;
+  username: string;
+  role: Role;
+}
+
+export interface Project {
+  id: number;
+  name: string;
+  description: string | null;
+  stage: Stage;
+  image_count?: number;
+}
+
+export interface ImageInfo {
+  id: number;
+  project_id: number;
+  file_name: string;
+  width: number;
+  height: number;
+  status: string;
+  assignee_id: number | null;
+}
+
+export interface ModelVersion {
+  id: number;
+  name: string;
+  architecture: string;
+  origin: "official" | "trained" | "untrained";
+  status: string;
+  decoder_url: string;
+}
+
+/** COCO RLE: `counts` is the compressed string form; `size` is [height, width]. */
+export interface Rle {
+  size: [number, number];
+  counts: string;
+}
+
+/** One click, in the ORIGINAL image frame (pixels, x right, y down); label 1 fg, 0 bg. */
+export interface Point {
+  x: number;
+  y: number;
+  label: 0 | 1;
+}
+
+/** A box [x0, y0, x1, y1] in the original image frame. */
+export type Box = readonly [number, number, number, number];
+
+export interface Prompts {
+  points: Point[];
+  box: Box | null;
+  /** Decoder token kept (0 single-mask, 1-3 the candidates), and the brush/eraser strokes applied after. */
+  candidate: number | null;
+  strokes: number;
+}
+
+export interface MaskCreate {
+  client_id: string;
+  rle: Rle;
+  prompts: Prompts;
+  seconds_spent: number;
+  clicks: number;
+}
+
+export interface MaskOut {
+  id: number;
+  client_id: string | null;
+  image_id: number;
+  rle: Rle;
+  bbox: [number, number, number, number];
+  area: number;
+  source: MaskSource;
+  stage: Stage;
+  predicted_iou: number | null;
+  prefill_outcome: string | null;
+  created_at: string;
+}
+
+/** The image embedding as served by GET /api/images/{id}/embedding. */
+export interface Embedding {
+  /** float16 little-endian, C order, shape 1x256x64x64. */
+  data: ArrayBuffer;
+  /** [h, w] of the original image and of the resized (pre-padding) encoder input. */
+  originalSize: [number, number];
+  inputSize: [number, number];
+  modelVersionId: number;
+}

@@ -1,0 +1,51 @@
+/**
+ * History-API router. The backend answers every non-API path with index.html (SPA fallback), so
+ * a reload of /annotate/3/17 lands back on the same image.
+ */
+export type Cleanup = () => void;
+export type Page = (root: HTMLElement, params: Record<string, string>) => Cleanup | void | Promise<Cleanup | void>;
+
+interface Route {
+  pattern: RegExp;
+  keys: string[];
+  page: Page;
+}
+
+const routes: Route[] = [];
+let cleanup: Cleanup | void;
+let root: HTMLElement;
+
+export function route(path: string, page: Page): void {
+  const keys: string[] = [];
+  const pattern = new RegExp(
+    "^" + path.replace(/:(\w+)/g, (_, key: string) => (keys.push(key), "([^/]+)")) + "/?$",
+  );
+  routes.push({ pattern, keys, page });
+}
+
+export function navigate(path: string, replace = false): void {
+  if (replace) history.replaceState(null, "", path);
+  else history.pushState(null, "", path);
+  void render();
+}
+
+async function render(): Promise<void> {
+  if (cleanup) cleanup();
+  cleanup = undefined;
+  root.replaceChildren();
+  const path = location.pathname;
+  for (const r of routes) {
+    const match = r.pattern.exec(path);
+    if (!match) continue;
+    const params = Object.fromEntries(r.keys.map((k, i) => [k, decodeURIComponent(match[i + 1])]));
+    cleanup = await r.page(root, params);
+    return;
+  }
+  navigate("/", true);
+}
+
+export function start(element: HTMLElement): void {
+  root = element;
+  window.addEventListener("popstate", () => void render());
+  void render();
+}
