@@ -1,0 +1,1 @@
+"""Password login returning a bearer token."""

@@ -1,0 +1,1 @@
+"""Configuration, database engine/sessions and password/token security shared by every domain."""

@@ -1,0 +1,95 @@
+"""One `Settings` object for the whole backend, read from `DATAENGINE_*` environment variables.
+
+The defaults are the embedded mode: everything under `./var` (SQLite database, storage root, secret key),
+no external services. Production overrides `DATAENGINE_DATABASE_URL`, `DATAENGINE_BROKER_URL`, ... .
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    """Every knob of the backend. Build one per process (or per test) and pass it down explicitly."""
+
+    model_config = SettingsConfigDict(env_prefix="DATAENGINE_", env_file=None, extra="ignore")
+
+    # Where the embedded mode keeps its state. Relative paths are resolved against the working directory.
+    data_dir: Path = Path("./var")
+    # Images, thumbnails, embeddings, model artifacts and exports; default `<data_dir>/storage`.
+    storage_root: Path | None = None
+    # SQLAlchemy URL; default `sqlite:///<data_dir>/dataengine.db`. PostgreSQL: `postgresql+psycopg://...`.
+    database_url: str | None = None
+
+    # JWT signing key. When not given it is generated once and persisted in `<data_dir>/secret_key`
+    # so tokens survive a restart of the embedded mode.
+    secret_key: str | None = None
+    jwt_algorithm: str = "HS256"
+    access_token_minutes: int = Field(default=12 * 60, gt=0)
+    # bcrypt cost factor; tests lower it to keep user creation fast.
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+
+    # Upload limits. A request larger than `max_request_bytes` is refused (413) before its body is read.
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # one file
+    max_request_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)  # one whole multipart request
+    max_image_pixels: int = Field(default=50_000_000, gt=0)  # width*height, decompression-bomb guard
+    max_files_per_request: int = Field(default=500, gt=0)
+    thumbnail_size: int = Field(default=256, gt=0)
+
+    # How long a claimed image stays locked to its annotator without activity.
+    lock_expiry_seconds: int = Field(default=30 * 60, gt=0)
+
+    # Celery. None = the embedded mode (a broker and result store that need no server, chosen by
+    # backend/worker); production sets redis URLs.
+    broker_url: str | None = None
+    result_backend: str | None = None
+
+    # Model server. None = in process (embedded mode); production: "http://model-server:8001".
+    model_server_url: str | None = None
+    default_model_arch: str = "vit_t"
+
+    # The built frontend (Vite output) served at `/`; missing folder = API only.
+    frontend_dist: Path = Path("frontend/dist")
+
+    @model_validator(mode="after")
+    def _fill_derived_defaults(self) -> Settings:
+        if self.storage_root is None:
+            self.storage_root = self.data_dir / "storage"
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{(self.data_dir / 'dataengine.db').resolve()}"
+        return self
+
+    @property
+    def storage_path(self) -> Path:
+        """The storage root, always set after validation."""
+        assert self.storage_root is not None
+        return self.storage_root
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, always set after validation."""
+        assert self.database_url is not None
+        return self.database_url
+
+    def ensure_secret_key(self) -> str:
+        """Return the JWT key, generating and persisting one in `data_dir` on first use (mode 0600)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            self.secret_key = path.read_text().strip()
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_urlsafe(48)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(key)
+            tmp.chmod(0o600)
+            tmp.replace(path)
+            self.secret_key = key
+        return self.secret_key

@@ -1,0 +1,217 @@
+"""Storing validated images, listing them, and thumbnails.
+
+An HTTP upload is all-or-nothing: every file is validated first; if any is refused, the request fails
+with a message naming each refused file and nothing is stored. A folder import (CLI) instead stores what
+it can and reports what it skipped. Either way a file is first written to a temporary file, moved into
+place under its content-hash key, and the rows are committed together; if the commit fails, files that
+this call created are removed again, so there are never rows without files or new files without rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import BinaryIO
+
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.core.config import Settings
+from backend.images.validation import ImageRejected, PreparedImage, prepare_image
+from backend.models import Image, ImageStatus, Project
+from backend.storage import LocalStorage
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class UploadRejected(ValueError):
+    """One or more files of an all-or-nothing upload were refused; nothing was stored."""
+
+    def __init__(self, rejections: Sequence[ImageRejected]) -> None:
+        super().__init__("; ".join(str(r) for r in rejections))
+        self.rejections = list(rejections)
+        # The most severe status among the rejections decides the response (413 > 415 > 400).
+        self.status_code = max((r.status_code for r in rejections), key=lambda c: {413: 3, 415: 2}.get(c, 1))
+
+
+class UploadConflict(RuntimeError):
+    """A concurrent upload stored the same content in the same project first; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """A file to ingest: a seekable binary stream and the name the client gave it."""
+
+    file_name: str
+    stream: BinaryIO
+
+
+@dataclass
+class Duplicate:
+    file_name: str
+    image_id: int
+
+
+@dataclass
+class StoreResult:
+    images: list[Image] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    images: list[Image] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    rejected: list[ImageRejected] = field(default_factory=list)
+
+
+def clean_file_name(name: str | None) -> str:
+    """The base name only (no client paths), at most 255 characters."""
+    base = PurePath((name or "").replace("\\", "/")).name.strip()
+    return (base or "unnamed")[:255]
+
+
+def image_key(sha256: str, ext: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.{ext}"
+
+
+def thumbnail_key(image: Image, size: int) -> str:
+    return f"thumbnails/{size}/{image.sha256[:2]}/{image.sha256}.jpg"
+
+
+def _prepare(storage: LocalStorage, settings: Settings, incoming: IncomingFile) -> PreparedImage:
+    temp = storage.temp_path()
+    try:
+        return prepare_image(
+            incoming.stream, clean_file_name(incoming.file_name), temp,
+            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
+        )
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _discard(prepared: Iterable[PreparedImage]) -> None:
+    for p in prepared:
+        p.temp_path.unlink(missing_ok=True)
+
+
+def store_prepared(db: Session, storage: LocalStorage, project: Project, prepared: Sequence[PreparedImage]) -> StoreResult:
+    """Move prepared files into storage and commit their rows together; duplicates are reported.
+
+    A duplicate is content (sha256 of the stored bytes) already in the project, or repeated within
+    `prepared`; it is not stored again. Temporary files are always consumed.
+    """
+    result = StoreResult()
+    created_keys: list[str] = []
+    try:
+        shas = {p.sha256 for p in prepared}
+        existing = dict(
+            db.execute(select(Image.sha256, Image.id).where(Image.project_id == project.id, Image.sha256.in_(shas))).tuples()
+        )
+        in_batch: dict[str, Image] = {}
+        pending_dups: list[tuple[str, Image]] = []
+        for p in prepared:
+            if p.sha256 in existing:
+                result.duplicates.append(Duplicate(p.file_name, existing[p.sha256]))
+                continue
+            if p.sha256 in in_batch:
+                pending_dups.append((p.file_name, in_batch[p.sha256]))
+                continue
+            key = image_key(p.sha256, p.ext)
+            if not storage.exists(key):  # the same content may already be stored for another project
+                storage.put_file(key, p.temp_path)
+                created_keys.append(key)
+            row = Image(
+                project_id=project.id, file_name=p.file_name, storage_key=key, sha256=p.sha256,
+                width=p.width, height=p.height, size_bytes=p.size_bytes, status=ImageStatus.new,
+            )
+            db.add(row)
+            in_batch[p.sha256] = row
+            result.images.append(row)
+        db.commit()
+    except BaseException as exc:
+        db.rollback()
+        for key in created_keys:
+            if db.scalar(select(Image.id).where(Image.storage_key == key).limit(1)) is None:
+                storage.delete(key)
+        if isinstance(exc, IntegrityError):
+            raise UploadConflict("the same image was stored concurrently in this project; retry the upload") from exc
+        raise
+    finally:
+        _discard(prepared)
+    result.duplicates.extend(Duplicate(name, row.id) for name, row in pending_dups)
+    return result
+
+
+def upload_images(db: Session, storage: LocalStorage, settings: Settings, project: Project, files: Sequence[IncomingFile]) -> StoreResult:
+    """All-or-nothing upload: validate every file, then store all of them, or raise `UploadRejected`."""
+    prepared: list[PreparedImage] = []
+    rejected: list[ImageRejected] = []
+    try:
+        for incoming in files:
+            try:
+                prepared.append(_prepare(storage, settings, incoming))
+            except ImageRejected as exc:
+                rejected.append(exc)
+    except BaseException:
+        _discard(prepared)
+        raise
+    if rejected:
+        _discard(prepared)
+        raise UploadRejected(rejected)
+    return store_prepared(db, storage, project, prepared)
+
+
+def import_folder(
+    db: Session, storage: LocalStorage, settings: Settings, project: Project, folder: Path, batch_size: int = 32
+) -> ImportReport:
+    """Import every image file under `folder` (recursively, sorted); bad files are skipped and reported."""
+    if not folder.is_dir():
+        raise ValueError(f"not a directory: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    report = ImportReport()
+    for start in range(0, len(paths), batch_size):
+        prepared: list[PreparedImage] = []
+        try:
+            for path in paths[start : start + batch_size]:
+                with path.open("rb") as stream:
+                    try:
+                        prepared.append(_prepare(storage, settings, IncomingFile(path.name, stream)))
+                    except ImageRejected as exc:
+                        report.rejected.append(exc)
+        except BaseException:
+            _discard(prepared)
+            raise
+        stored = store_prepared(db, storage, project, prepared)
+        report.images.extend(stored.images)
+        report.duplicates.extend(stored.duplicates)
+    return report
+
+
+def list_images(db: Session, project: Project, status: ImageStatus | None, offset: int, limit: int) -> Sequence[Image]:
+    query = select(Image).where(Image.project_id == project.id)
+    if status is not None:
+        query = query.where(Image.status == status)
+    return db.scalars(query.order_by(Image.id).offset(offset).limit(limit)).all()
+
+
+def ensure_thumbnail(storage: LocalStorage, image: Image, size: int) -> str:
+    """The storage key of the image's JPEG thumbnail (longest side <= `size`), made on first request."""
+    key = thumbnail_key(image, size)
+    if storage.exists(key):
+        return key
+    with storage.open(image.storage_key) as f, PILImage.open(f) as pil:
+        pil.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster for big photos
+        thumb = pil.convert("RGB")
+        thumb.thumbnail((size, size))
+        temp = storage.temp_path(".jpg")
+        try:
+            thumb.save(temp, format="JPEG", quality=85)
+            storage.put_file(key, temp)
+        finally:
+            temp.unlink(missing_ok=True)
+    return key

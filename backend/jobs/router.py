@@ -1,0 +1,110 @@
+"""Jobs: read one, list a project's, follow one live (Server-Sent Events), cancel.
+
+Who sees a job: whoever sees its project (admins, members); a job without a project only its
+creator and admins. Everyone else gets 404, as for an unknown id.
+
+``GET /api/jobs/{id}/events`` streams ``event: job`` messages whose data is the `JobOut` JSON,
+one each time the job changes, then ``event: end`` once it is finished. Browsers' EventSource
+cannot send headers, so this route also accepts the bearer token as ``?access_token=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, SettingsDep, can_see_project
+from backend.core.security import decode_access_token
+from backend.jobs import service
+from backend.jobs.schemas import JobOut
+from backend.models import Job, Role, User
+
+router = APIRouter(tags=["jobs"])
+
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+
+
+def _visible_job(db: Session, user: User, job_id: int) -> Job:
+    job = db.get(Job, job_id)
+    if job is not None:
+        if job.project_id is not None and can_see_project(db, user, job.project_id):
+            return job
+        if job.project_id is None and (user.role == Role.admin or job.created_by == user.id):
+            return job
+    raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+
+
+@router.get("/api/jobs/{job_id}")
+def get_job(job_id: int, db: SessionDep, user: CurrentUser) -> JobOut:
+    return JobOut.model_validate(_visible_job(db, user, job_id))
+
+
+@router.post("/api/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, db: SessionDep, user: CurrentUser) -> JobOut:
+    job = _visible_job(db, user, job_id)
+    if user.role not in (Role.admin, Role.manager, Role.ml_engineer) and job.created_by != user.id:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="only managers or the job's creator may cancel it")
+    return JobOut.model_validate(service.cancel(db, job))
+
+
+@router.get("/api/projects/{project_id}/jobs")
+def list_project_jobs(
+    project: ProjectForMember,
+    db: SessionDep,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[JobOut]:
+    return [JobOut.model_validate(job) for job in service.list_project_jobs(db, project.id, kind, limit)]
+
+
+def _user_from_header_or_query(request: Request, settings: SettingsDep, db: SessionDep,
+                               access_token: str | None = None) -> User:
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else access_token
+    user_id = decode_access_token(token, settings.ensure_secret_key(), settings.jwt_algorithm) if token else None
+    user = db.get(User, user_id) if user_id is not None else None
+    if user is None or not user.is_active:
+        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="invalid or expired token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+@router.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)
+async def job_events(
+    job_id: int, request: Request, db: SessionDep, user: Annotated[User, Depends(_user_from_header_or_query)]
+) -> StreamingResponse:
+    await run_in_threadpool(_visible_job, db, user, job_id)
+    sessions = request.app.state.session_factory
+
+    def snapshot() -> JobOut:
+        with sessions() as session:
+            return JobOut.model_validate(session.get(Job, job_id))
+
+    async def events():
+        last: str | None = None
+        quiet = 0.0
+        while True:
+            job = await run_in_threadpool(snapshot)
+            data = job.model_dump_json()
+            if data != last:
+                yield f"event: job\ndata: {data}\n\n"
+                last, quiet = data, 0.0
+            if job.status in service.FINISHED:
+                yield "event: end\ndata: {}\n\n"
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_SECONDS)
+            quiet += POLL_SECONDS
+            if quiet >= KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,189 @@
+"""Job rows: the life of long work (queued → running → succeeded | failed | cancelled) and its recovery.
+
+A task never trusts that it is the only one running a job: brokers deliver a message twice (after a
+visibility timeout, after a worker loss). `claim` is an atomic UPDATE that moves a job to running only
+if it is queued or its last runner stopped heartbeating, so two deliveries never work on one job at
+once; the loser returns without doing anything. While a job runs, `Heartbeat` touches
+``heartbeat_at`` every few seconds from a thread. `sweep_stale_jobs` (Celery beat) finds running jobs
+whose heartbeat is older than `STALE_AFTER` (the worker was killed or lost) and either sends them
+again (up to `MAX_ATTEMPTS` runs) or marks them failed, so no job stays "running" forever.
+
+The number of runs is kept in ``result["attempts"]`` while a job is unfinished.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.models import Job
+from backend.models.enums import JobStatus
+from backend.worker.enqueue import enqueue_after_commit
+
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER = timedelta(seconds=60)
+MAX_ATTEMPTS = 3
+FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+# The task that runs each job kind (what the sweep sends again); a new kind adds one line.
+TASK_FOR_KIND: dict[str, str] = {"embed": "embed.embed_images"}
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when someone cancelled it; the runner stops cleanly."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_job(db: Session, kind: str, project_id: int | None, created_by: int | None, message: str = "") -> Job:
+    """Add a queued job (flushed, not committed: the caller commits it with whatever it belongs to)."""
+    job = Job(kind=kind, project_id=project_id, created_by=created_by, status=JobStatus.queued,
+              progress=0.0, message=message or "queued", result={"attempts": 0})
+    db.add(job)
+    db.flush()
+    return job
+
+
+def submit(db: Session, job: Job) -> Job:
+    """Commit `job` and send its task after the commit (the task id is stored in the same commit)."""
+    job.celery_task_id = enqueue_after_commit(db, TASK_FOR_KIND[job.kind], job.id)
+    db.commit()
+    return job
+
+
+def claim(db: Session, job_id: int, stale_after: timedelta = STALE_AFTER) -> bool:
+    """Atomically move the job to running if nobody else is running it; True if this caller won."""
+    t = now()
+    claimed = db.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            or_(
+                Job.status == JobStatus.queued,
+                (Job.status == JobStatus.running) & (Job.heartbeat_at < t - stale_after),
+            ),
+        )
+        .values(status=JobStatus.running, started_at=t, heartbeat_at=t, finished_at=None, error=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.commit()
+    if claimed:
+        job = db.get(Job, job_id)
+        db.refresh(job)
+        job.result = {**(job.result or {}), "attempts": int((job.result or {}).get("attempts", 0)) + 1}
+        db.commit()
+    return bool(claimed)
+
+
+def set_progress(db: Session, job_id: int, progress: float, message: str | None = None) -> None:
+    """Record progress (0..1) and a human message; raises `JobCancelled` if the job was cancelled."""
+    job = db.get(Job, job_id)
+    db.refresh(job)
+    if job.status == JobStatus.cancelled:
+        raise JobCancelled(f"job {job_id} was cancelled")
+    job.progress = min(max(float(progress), 0.0), 1.0)
+    if message is not None:
+        job.message = message
+    job.heartbeat_at = now()
+    db.commit()
+
+
+def succeed(db: Session, job_id: int, result: dict[str, Any], message: str = "done") -> None:
+    job = db.get(Job, job_id)
+    db.refresh(job)
+    attempts = (job.result or {}).get("attempts", 1)
+    job.status, job.progress, job.message = JobStatus.succeeded, 1.0, message
+    job.result = {**result, "attempts": attempts}
+    job.finished_at = job.heartbeat_at = now()
+    db.commit()
+
+
+def fail(db: Session, job_id: int, error: str) -> None:
+    job = db.get(Job, job_id)
+    db.refresh(job)
+    if job.status in FINISHED:
+        return
+    job.status, job.error, job.message = JobStatus.failed, error, "failed"
+    job.finished_at = now()
+    db.commit()
+
+
+def cancel(db: Session, job: Job) -> Job:
+    """Cancel a queued or running job (a running task stops at its next progress report)."""
+    if job.status not in FINISHED:
+        job.status, job.message, job.finished_at = JobStatus.cancelled, "cancelled", now()
+        db.commit()
+    return job
+
+
+def list_project_jobs(db: Session, project_id: int, kind: str | None = None, limit: int = 50) -> list[Job]:
+    query = select(Job).where(Job.project_id == project_id)
+    if kind:
+        query = query.where(Job.kind == kind)
+    return list(db.scalars(query.order_by(Job.id.desc()).limit(limit)))
+
+
+def sweep_stale_jobs(
+    db: Session, stale_after: timedelta = STALE_AFTER, max_attempts: int = MAX_ATTEMPTS
+) -> list[tuple[int, str]]:
+    """Requeue (and send again) or fail every running job whose heartbeat is older than `stale_after`.
+
+    Returns (job id, "requeued" | "failed") for each job it touched.
+    """
+    t = now()
+    stale = db.scalars(
+        select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < t - stale_after)
+    ).all()
+    actions: list[tuple[int, str]] = []
+    for job in stale:
+        attempts = int((job.result or {}).get("attempts", 1))
+        if attempts >= max_attempts or job.kind not in TASK_FOR_KIND:
+            job.status, job.finished_at, job.message = JobStatus.failed, t, "failed"
+            job.error = (f"the worker running this job stopped responding {attempts} time(s); "
+                         "giving up (work already done is kept)")
+            actions.append((job.id, "failed"))
+        else:
+            job.status, job.message = JobStatus.queued, f"worker lost; requeued (attempt {attempts + 1})"
+            job.celery_task_id = enqueue_after_commit(db, TASK_FOR_KIND[job.kind], job.id)
+            actions.append((job.id, "requeued"))
+    db.commit()
+    return actions
+
+
+class Heartbeat:
+    """Touches the job's ``heartbeat_at`` every `interval` seconds from a daemon thread.
+
+    A context manager around the work of a task: the heartbeat says "this worker is alive" even while
+    one long step (a batch on a slow CPU) runs, so staleness means a dead worker, not a slow one.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session] | Callable[[], Session], job_id: int,
+                 interval: float = HEARTBEAT_SECONDS) -> None:
+        self.session_factory = session_factory
+        self.job_id = job_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self.session_factory() as db:
+                db.execute(
+                    update(Job).where(Job.id == self.job_id, Job.status == JobStatus.running)
+                    .values(heartbeat_at=now()).execution_options(synchronize_session=False)
+                )
+                db.commit()

@@ -1,0 +1,45 @@
+"""Every table, importable from one place; importing this module registers them all on `Base.metadata`.
+
+One file per table group. New tables go in a new module imported here, and into a new Alembic migration.
+"""
+
+from backend.models.base import Base
+from backend.models.enums import (
+    ImageStatus,
+    JobStatus,
+    MaskSource,
+    ModelOrigin,
+    ModelStatus,
+    PrefillOutcome,
+    ReviewStatus,
+    Role,
+    Stage,
+)
+from backend.models.images import Embedding, Image
+from backend.models.jobs import Job
+from backend.models.masks import AnnotationSession, Mask
+from backend.models.model_versions import ModelVersion
+from backend.models.projects import Project, ProjectMember
+from backend.models.users import User
+
+__all__ = [
+    "AnnotationSession",
+    "Base",
+    "Embedding",
+    "Image",
+    "ImageStatus",
+    "Job",
+    "JobStatus",
+    "Mask",
+    "MaskSource",
+    "ModelOrigin",
+    "ModelStatus",
+    "ModelVersion",
+    "PrefillOutcome",
+    "Project",
+    "ProjectMember",
+    "ReviewStatus",
+    "Role",
+    "Stage",
+    "User",
+]

@@ -1,0 +1,32 @@
+"""model_versions: every SAM checkpoint the engine knows, with where it came from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.models.base import Base, str_enum, utcnow
+from backend.models.enums import ModelOrigin, ModelStatus
+
+
+class ModelVersion(Base):
+    """`artifacts` maps artifact name -> storage key ({checkpoint, decoder_onnx, ...}); project None = global."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(16))  # vit_t | vit_b | vit_l | vit_h
+    origin: Mapped[ModelOrigin] = mapped_column(str_enum(ModelOrigin, "model_origin"))
+    status: Mapped[ModelStatus] = mapped_column(str_enum(ModelStatus, "model_status"), default=ModelStatus.ready)
+    artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the checkpoint
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    data_snapshot: Mapped[dict[str, Any] | None]
+    hyperparameters: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,1 @@
+"""Projects and their members: the unit of access control."""

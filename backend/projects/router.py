@@ -1,0 +1,60 @@
+"""Projects (list/create/get) and their members (list/add/remove).
+
+Creating a project needs the global role manager (or admin). Managing members needs manager/admin and,
+for a manager, membership of the project (non-members get 404 like for everything of a project).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+
+from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, require_role
+from backend.models import Role, User
+from backend.projects import service
+from backend.projects.schemas import MemberAdd, MemberOut, ProjectCreate, ProjectOut
+
+router = APIRouter(prefix="/api/projects", tags=["projects"])
+
+ManagerUser = Annotated[User, Depends(require_role(Role.manager))]
+
+
+@router.get("")
+def list_projects(db: SessionDep, user: CurrentUser) -> list[ProjectOut]:
+    return service.list_project_outs(db, user)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_project(body: ProjectCreate, db: SessionDep, user: ManagerUser) -> ProjectOut:
+    project = service.create_project(db, user, body.name, body.description, body.settings)
+    return service.project_out(db, project, 0)
+
+
+@router.get("/{project_id}")
+def get_project(project: ProjectForMember, db: SessionDep) -> ProjectOut:
+    return service.project_out(db, project)
+
+
+@router.get("/{project_id}/members")
+def list_members(project: ProjectForMember, db: SessionDep) -> list[MemberOut]:
+    return service.list_members(db, project)
+
+
+@router.post("/{project_id}/members", status_code=status.HTTP_201_CREATED)
+def add_member(body: MemberAdd, project: ProjectForMember, db: SessionDep, _: ManagerUser) -> MemberOut:
+    try:
+        return service.add_member(db, project, body.user_id, body.role_in_project)
+    except service.NotFound as exc:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    except service.AlreadyMember as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+
+
+@router.delete("/{project_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_member(user_id: int, project: ProjectForMember, db: SessionDep, _: ManagerUser) -> Response:
+    try:
+        service.remove_member(db, project, user_id)
+    except service.NotFound as exc:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

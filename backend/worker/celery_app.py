@@ -1,0 +1,144 @@
+"""The Celery application: queues, routes, reliability settings and the broker of each deployment.
+
+Queues by resource, routed in one place (`TASK_ROUTES`): a task named ``embed.<x>`` goes to the
+``embed`` queue, ``auto.<x>`` to ``auto``, ``train.<x>`` to ``train``; ``jobs.<x>`` (job upkeep,
+small and quick) rides on ``embed``. A worker serves the queues it is started with (``-Q embed``).
+
+Brokers:
+
+* **production**: ``DATAENGINE_BROKER_URL=redis://redis:6379/0`` (and ``DATAENGINE_RESULT_BACKEND``,
+  default the same Redis).
+* **embedded** (no broker URL): kombu's SQLAlchemy transport on a SQLite file next to the database
+  (``sqla+sqlite:///<data_dir>/broker.sqlite``) and Celery's database result backend
+  (``db+sqlite:///<data_dir>/celery-results.sqlite``). Chosen over kombu's filesystem transport
+  because every message is a row written in a transaction: kombu takes SQLite's write lock
+  (``BEGIN IMMEDIATE``) to fetch one, so the API, the worker and a second worker process can share
+  it without half-read or doubly delivered messages, and it survives a restart as one file. Its
+  limits: it polls (every ``polling_interval`` s) and has no fan-out across processes, so remote
+  control and worker events are off in that mode.
+
+Reliability: ``acks_late`` + ``reject_on_worker_lost`` (a message is acknowledged only after its
+task finished, and one whose worker process died is given back), prefetch 1 (a worker holds one
+message at a time). No broker redelivers the message of a worker that was SIGKILLed before its
+visibility timeout (Redis: hours, so that hours-long training is not delivered twice), so job-level
+recovery does that: tasks heartbeat their job row and `backend.jobs.tasks.sweep_stale_jobs`
+(Celery beat, every `SWEEP_SECONDS`) requeues or fails jobs whose worker stopped heartbeating.
+
+`app` is configured from the environment (``Settings()``) when a worker imports this module
+(``celery -A backend.worker.celery_app worker -Q embed``); the API process calls `configure`
+with its own settings before it enqueues anything.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from celery import Celery, signals
+
+from backend.core.config import Settings
+
+QUEUES = ("embed", "auto", "train")
+TASK_ROUTES = {
+    "embed.*": {"queue": "embed"},
+    "auto.*": {"queue": "auto"},
+    "train.*": {"queue": "train"},
+    "jobs.*": {"queue": "embed"},
+}
+# Modules that define tasks; a new domain appends its tasks module here.
+TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks"]
+SWEEP_SECONDS = 30.0
+REDIS_VISIBILITY_TIMEOUT = 12 * 3600
+
+app = Celery("dataengine", include=TASK_MODULES)
+_configured_for: tuple[str, str, bool] | None = None
+_lock = threading.Lock()
+
+
+def broker_urls(settings: Settings) -> tuple[str, str]:
+    """(broker URL, result backend URL) for `settings`: Redis when set, SQLite files otherwise."""
+    if settings.broker_url:
+        return settings.broker_url, settings.result_backend or settings.broker_url
+    data_dir = settings.data_dir.resolve()
+    broker = f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"
+    return broker, settings.result_backend or f"db+sqlite:///{data_dir / 'celery-results.sqlite'}"
+
+
+def configure(settings: Settings, eager: bool = False) -> Celery:
+    """Point `app` at the broker of `settings` and keep the settings for the tasks.
+
+    Args:
+        settings: the process's settings (database, storage, broker, model server).
+        eager: run tasks synchronously in the caller (tests without a worker).
+    """
+    global _configured_for
+    broker, backend = broker_urls(settings)
+    embedded = not settings.broker_url
+    with _lock:
+        app.dataengine_settings = settings
+        if _configured_for == (broker, backend, eager):
+            return app
+        app.close()  # drop pooled connections to a previous broker
+        app.conf.update(
+            broker_url=broker,
+            result_backend=backend,
+            task_routes=TASK_ROUTES,
+            task_default_queue="embed",
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            worker_prefetch_multiplier=1,
+            task_track_started=True,
+            result_expires=7 * 24 * 3600,
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+            task_always_eager=eager,
+            task_eager_propagates=eager,
+            broker_connection_retry_on_startup=True,
+            worker_hijack_root_logger=False,
+            broker_transport_options=(
+                {"polling_interval": 0.5} if embedded else {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
+            ),
+            worker_enable_remote_control=not embedded,
+            worker_send_task_events=not embedded,
+            beat_schedule={
+                "sweep-stale-jobs": {"task": "jobs.sweep_stale_jobs", "schedule": SWEEP_SECONDS},
+            },
+        )
+        _configured_for = (broker, backend, eager)
+    return app
+
+
+def task_settings() -> Settings:
+    """The settings tasks run with (set by `configure`; the environment's in a fresh worker)."""
+    settings = getattr(app, "dataengine_settings", None)
+    if settings is None:
+        settings = configure(Settings()).dataengine_settings
+    return settings
+
+
+def enqueue(task_name: str, *args: object, task_id: str | None = None) -> str:
+    """Send `task_name` with positional `args` (ids only, never ORM objects); return the task id.
+
+    In eager mode the task runs here and now (``send_task`` would ignore eagerness).
+    """
+    if app.conf.task_always_eager:
+        app.loader.import_default_modules()
+        return app.tasks[task_name].apply(args=list(args), task_id=task_id).id
+    _ensure_data_dir()
+    return app.send_task(task_name, args=list(args), task_id=task_id).id
+
+
+def _ensure_data_dir() -> None:
+    """The embedded broker's SQLite files live in `data_dir`, which must exist before connecting."""
+    settings = getattr(app, "dataengine_settings", None)
+    if settings is not None and not settings.broker_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+@signals.celeryd_init.connect
+def _on_worker_init(**_: object) -> None:
+    _ensure_data_dir()
+
+
+if not getattr(app, "dataengine_settings", None):
+    configure(Settings())
