@@ -1,0 +1,1 @@
+"""Annotation: claiming images with a lock, and saving, listing and deleting masks."""

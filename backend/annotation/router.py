@@ -1,0 +1,92 @@
+"""Claiming images and saving masks: thin routes over `backend.annotation.service`.
+
+Any member of the project may annotate; non-members get 404 (as for unknown ids).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from backend.annotation import service
+from backend.annotation.rle import InvalidRle
+from backend.annotation.schemas import MaskCreate, MaskOut
+from backend.api.deps import CurrentUser, ImageForMember, ProjectForMember, SessionDep, SettingsDep, can_see_project
+from backend.images.schemas import ImageOut
+from backend.models import Mask, Project
+
+router = APIRouter(tags=["annotation"])
+
+
+def _expiry(settings: SettingsDep) -> timedelta:
+    return timedelta(seconds=settings.lock_expiry_seconds)
+
+
+@router.post("/api/projects/{project_id}/claim", responses={204: {"description": "no unfinished image is free"}})
+def claim_next(project: ProjectForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> Response:
+    image = service.claim_next_image(db, project, user, _expiry(settings))
+    if image is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(ImageOut.model_validate(image).model_dump_json(), media_type="application/json")
+
+
+@router.post("/api/images/{image_id}/claim")
+def claim_image(image: ImageForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> ImageOut:
+    try:
+        return ImageOut.model_validate(service.claim_image(db, image, user, _expiry(settings)))
+    except service.LockHeld as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+
+
+@router.post("/api/images/{image_id}/release")
+def release_image(image: ImageForMember, db: SessionDep, user: CurrentUser) -> ImageOut:
+    return ImageOut.model_validate(service.release_image(db, image, user))
+
+
+@router.post("/api/images/{image_id}/done")
+def finish_image(image: ImageForMember, db: SessionDep, user: CurrentUser) -> ImageOut:
+    project = db.get(Project, image.project_id)
+    assert project is not None
+    try:
+        return ImageOut.model_validate(service.finish_image(db, image, project, user))
+    except service.LockHeld as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+
+
+@router.get("/api/images/{image_id}/masks")
+def list_masks(image: ImageForMember, db: SessionDep) -> list[MaskOut]:
+    return [MaskOut.model_validate(m) for m in service.list_masks(db, image)]
+
+
+@router.post(
+    "/api/images/{image_id}/masks",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "a mask with this client_id exists already; it is returned unchanged"}},
+)
+def save_mask(
+    body: MaskCreate, image: ImageForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep, response: Response
+) -> MaskOut:
+    project = db.get(Project, image.project_id)
+    assert project is not None
+    try:
+        mask, created = service.save_mask(
+            db, image, project, user,
+            client_id=body.client_id, rle=body.rle.model_dump(), prompts=body.prompts,
+            seconds_spent=body.seconds_spent, clicks=body.clicks, expiry=_expiry(settings),
+        )
+    except InvalidRle as exc:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"invalid mask RLE: {exc}") from exc
+    except service.ClientIdConflict as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return MaskOut.model_validate(mask)
+
+
+@router.delete("/api/masks/{mask_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_mask(mask_id: int, db: SessionDep, user: CurrentUser) -> None:
+    mask = db.get(Mask, mask_id)
+    if mask is None or not can_see_project(db, user, mask.project_id):
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"mask {mask_id} not found")
+    service.delete_mask(db, mask)
