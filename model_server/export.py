@@ -39,10 +39,14 @@ emits IR version 10+ graphs that we would have to rewrite anyway.
 Both graphs are written with opset 17 and ONNX IR version <= 13: onnxruntime-web 1.30 refuses IR
 version 14, which onnx >= 1.23 writes by default.
 
-Optional int8 dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`, QUInt8 weights
-of MatMul/Gemm only). Measured on seeded random weights (tests/model_server/test_export.py): int8
-logits stay within 0.6 of float32 (logit range about +-10) and thresholded masks keep IoU >= 0.9
-with the float32 ones.
+Optional int8 dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`, QUInt8 weights,
+standard-domain ops only: DynamicQuantizeLinear/MatMulInteger, which onnxruntime-web runs). The
+file shrinks from 20.6 MB to 8.8 MB. Measured on the seeded untrained vit_t over 30 random
+prompts (1-10 points, with/without box and mask input, real-image embedding): max |int8 - fp32|
+logit 0.053 where max |logit| is 0.49 (about 11% of the range), IoU of the thresholded masks
+>= 0.957, predicted IoU within 0.005. Untrained weights give small logits, so re-measure with a
+trained checkpoint before relying on these numbers; tests/model_server/test_export.py asserts
+|diff| <= 0.2 * max |logit| and mask IoU >= 0.9.
 """
 
 from __future__ import annotations
