@@ -121,13 +121,13 @@ def decode_image_request(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(h, w, 3)
 
 
-def embedding_headers(result: EmbeddingResult) -> dict[str, str]:
+def embedding_headers(original_size: tuple[int, int], input_size: tuple[int, int]) -> dict[str, str]:
     """The headers that describe an embedding's bytes (shared with the backend's browser endpoint)."""
     return {
         HEADER_SHAPE: ",".join(str(s) for s in EMBEDDING_SHAPE),
         HEADER_DTYPE: EMBEDDING_DTYPE,
-        HEADER_ORIGINAL_SIZE: format_size(result.original_size),
-        HEADER_INPUT_SIZE: format_size(result.input_size),
+        HEADER_ORIGINAL_SIZE: format_size(original_size),
+        HEADER_INPUT_SIZE: format_size(input_size),
     }
 
 

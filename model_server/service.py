@@ -190,7 +190,7 @@ def create_service(
         return Response(
             content=api.embedding_to_bytes(result.embedding),
             media_type="application/octet-stream",
-            headers=api.embedding_headers(result),
+            headers=api.embedding_headers(result.original_size, result.input_size),
         )
 
     return app

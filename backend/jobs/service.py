@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.core.config import Settings
 from backend.models import Job
 from backend.models.enums import JobStatus
+from backend.worker import celery_app
 from backend.worker.enqueue import enqueue_after_commit
 
 HEARTBEAT_SECONDS = 5.0
@@ -50,8 +52,9 @@ def create_job(db: Session, kind: str, project_id: int | None, created_by: int |
     return job
 
 
-def submit(db: Session, job: Job) -> Job:
+def submit(db: Session, job: Job, settings: Settings) -> Job:
     """Commit `job` and send its task after the commit (the task id is stored in the same commit)."""
+    celery_app.configure(settings)
     job.celery_task_id = enqueue_after_commit(db, TASK_FOR_KIND[job.kind], job.id)
     db.commit()
     return job

@@ -63,15 +63,18 @@ def broker_urls(settings: Settings) -> tuple[str, str]:
     return broker, settings.result_backend or f"db+sqlite:///{data_dir / 'celery-results.sqlite'}"
 
 
-def configure(settings: Settings, eager: bool = False) -> Celery:
+def configure(settings: Settings, eager: bool | None = None) -> Celery:
     """Point `app` at the broker of `settings` and keep the settings for the tasks.
 
     Args:
         settings: the process's settings (database, storage, broker, model server).
-        eager: run tasks synchronously in the caller (tests without a worker).
+        eager: run tasks synchronously in the caller (tests without a worker); None keeps the
+            current choice.
     """
     global _configured_for
     broker, backend = broker_urls(settings)
+    if eager is None:
+        eager = bool(_configured_for and _configured_for[2])
     embedded = not settings.broker_url
     with _lock:
         app.dataengine_settings = settings

@@ -1,0 +1,150 @@
+"""The model registry: which weights exist, where they came from, and which one serves a project.
+
+Every version's artifacts live under the storage root (``artifacts``: ``checkpoint`` and
+``decoder_onnx`` keys, plus ``decoder_onnx_sha256`` for HTTP caching), with the checkpoint's sha256.
+
+* The **untrained** default (`ensure_default_version`): on first run the seeded random weights of
+  ``settings.default_model_arch`` (vit_t) are written ONCE as a checkpoint, and their browser
+  decoder exported. Later processes load that file, so what the browser decodes with and what the
+  worker encodes with are the same weights.
+* **official** versions come from `import_checkpoint`: the file is loaded strictly as the named
+  architecture (a wrong or truncated file is refused with the reason), copied into storage and
+  recorded with its sha256. Importing the same file twice returns the existing version.
+* A project without an active version gets the install's default (`active_version`): the newest
+  ready global official version if one was imported, else the untrained one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.clients.model_server import ModelServerClient, ModelSpec
+from backend.models import ModelVersion, Project
+from backend.models.enums import ModelOrigin, ModelStatus
+from backend.core.config import Settings
+from backend.storage import LocalStorage
+
+ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
+
+
+def model_spec(version: ModelVersion, storage: LocalStorage) -> ModelSpec:
+    """What the model side needs to run `version`: architecture, checkpoint path, sha256."""
+    return ModelSpec(version.architecture, storage.path(version.artifacts["checkpoint"]), version.sha256)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _store_decoder(version: ModelVersion, storage: LocalStorage, client: ModelServerClient, prefix: str) -> None:
+    tmp = storage.temp_path(".onnx")
+    try:
+        client.export_decoder(model_spec(version, storage), tmp)
+        sha = _file_sha256(tmp)
+        storage.put_file(f"{prefix}/decoder.onnx", tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    version.artifacts = {**version.artifacts, "decoder_onnx": f"{prefix}/decoder.onnx", "decoder_onnx_sha256": sha}
+
+
+def ensure_default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
+    """The untrained global version of ``settings.default_model_arch``, created (and committed) if missing."""
+    arch = settings.default_model_arch
+    existing = db.scalar(
+        select(ModelVersion).where(
+            ModelVersion.project_id.is_(None), ModelVersion.origin == ModelOrigin.untrained,
+            ModelVersion.architecture == arch,
+        ).order_by(ModelVersion.id)
+    )
+    if existing is not None and storage.exists(existing.artifacts.get("checkpoint", "models/missing")):
+        return existing
+    prefix = f"models/untrained/{arch}"
+    tmp = storage.temp_path(".pth")
+    try:
+        sha = client.save_untrained_checkpoint(arch, tmp)
+        storage.put_file(f"{prefix}/checkpoint.pth", tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    version = existing or ModelVersion(
+        project_id=None, name=f"untrained {arch}", architecture=arch, origin=ModelOrigin.untrained,
+        status=ModelStatus.ready, metrics={}, artifacts={},
+    )
+    version.sha256 = sha
+    version.artifacts = {"checkpoint": f"{prefix}/checkpoint.pth"}
+    _store_decoder(version, storage, client, prefix)
+    db.add(version)
+    db.commit()
+    return version
+
+
+def import_checkpoint(
+    db: Session, storage: LocalStorage, client: ModelServerClient, path: Path, architecture: str,
+    name: str | None = None,
+) -> tuple[ModelVersion, bool]:
+    """Register an official checkpoint file; return (version, created).
+
+    Raises:
+        ValueError: unknown architecture, or the file is not a valid `architecture` checkpoint.
+        FileNotFoundError: no such file.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    sha = client.verify_checkpoint(architecture, path)
+    existing = db.scalar(select(ModelVersion).where(
+        ModelVersion.sha256 == sha, ModelVersion.architecture == architecture, ModelVersion.project_id.is_(None)))
+    if existing is not None:
+        return existing, False
+    prefix = f"models/official/{architecture}-{sha[:16]}"
+    tmp = storage.temp_path(".pth")
+    shutil.copyfile(path, tmp)
+    storage.put_file(f"{prefix}/checkpoint.pth", tmp)
+    version = ModelVersion(
+        project_id=None, name=name or path.name, architecture=architecture, origin=ModelOrigin.official,
+        status=ModelStatus.ready, sha256=sha, metrics={}, artifacts={"checkpoint": f"{prefix}/checkpoint.pth"},
+    )
+    _store_decoder(version, storage, client, prefix)
+    db.add(version)
+    db.commit()
+    return version, True
+
+
+def default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
+    """The newest ready global official version, else the untrained default."""
+    official = db.scalar(
+        select(ModelVersion).where(
+            ModelVersion.project_id.is_(None), ModelVersion.origin == ModelOrigin.official,
+            ModelVersion.status == ModelStatus.ready,
+        ).order_by(ModelVersion.id.desc())
+    )
+    return official or ensure_default_version(db, storage, client, settings)
+
+
+def active_version(
+    db: Session, project: Project, storage: LocalStorage, client: ModelServerClient, settings: Settings
+) -> ModelVersion:
+    """The version serving `project`; a project without one is given the default (committed)."""
+    if project.active_model_version_id is not None:
+        version = db.get(ModelVersion, project.active_model_version_id)
+        if version is not None:
+            return version
+    version = default_version(db, storage, client, settings)
+    project.active_model_version_id = version.id
+    try:
+        db.commit()
+    except IntegrityError:  # pragma: no cover - concurrent first use; the other writer won
+        db.rollback()
+        db.refresh(project)
+    return version
