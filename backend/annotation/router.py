@@ -76,7 +76,7 @@ def save_mask(
             seconds_spent=body.seconds_spent, clicks=body.clicks, expiry=_expiry(settings),
         )
     except InvalidRle as exc:
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"invalid mask RLE: {exc}") from exc
+        raise HTTPException(status_code=422, detail=f"invalid mask RLE: {exc}") from exc
     except service.ClientIdConflict as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     if not created:
