@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from backend.annotation.router import router as annotation_router
 from backend.auth.router import router as auth_router
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
@@ -17,12 +18,14 @@ from backend.images.router import router as images_router
 from backend.projects.router import router as projects_router
 from backend.storage import LocalStorage
 from backend.users.router import router as users_router
+from backend.web import install_web
 
 ROUTERS: list[APIRouter] = [
     auth_router,
     users_router,
     projects_router,
     images_router,
+    annotation_router,
 ]
 
 
@@ -40,4 +43,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, settings=settings)
     for router in ROUTERS:
         app.include_router(router)
+    install_web(app, settings.frontend_dist)  # after every API route: its catch-all serves the SPA
     return app
