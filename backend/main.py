@@ -14,7 +14,10 @@ from backend.auth.router import router as auth_router
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.core.limits import BodySizeLimitMiddleware
+from backend.embeddings.router import router as embeddings_router
 from backend.images.router import router as images_router
+from backend.jobs.router import router as jobs_router
+from backend.model_versions.router import router as model_versions_router
 from backend.projects.router import router as projects_router
 from backend.storage import LocalStorage
 from backend.users.router import router as users_router
@@ -26,6 +29,9 @@ ROUTERS: list[APIRouter] = [
     projects_router,
     images_router,
     annotation_router,
+    jobs_router,
+    model_versions_router,
+    embeddings_router,
 ]
 
 

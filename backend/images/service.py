@@ -109,9 +109,8 @@ def store_prepared(db: Session, storage: LocalStorage, project: Project, prepare
     created_keys: list[str] = []
     try:
         shas = {p.sha256 for p in prepared}
-        existing = dict(
-            db.execute(select(Image.sha256, Image.id).where(Image.project_id == project.id, Image.sha256.in_(shas))).tuples()
-        )
+        rows = db.execute(select(Image.sha256, Image.id).where(Image.project_id == project.id, Image.sha256.in_(shas)))
+        existing = {sha: image_id for sha, image_id in rows}
         in_batch: dict[str, Image] = {}
         pending_dups: list[tuple[str, Image]] = []
         for p in prepared:

@@ -24,7 +24,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
+# Multi-picture JPEGs from phones open through the JPEG plugin (format "MPO"); the first frame is used.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 KEEP_AS_IS = {"JPEG": "jpg", "PNG": "png"}
 EXIF_ORIENTATION = 0x0112
 _CHUNK = 1024 * 1024
@@ -127,7 +128,7 @@ def prepare_image(src: BinaryIO, file_name: str, temp_path: Path, *, max_bytes: 
                 raise ImageRejected(file_name, "image has no pixels", 400)
             if width * height > max_pixels:
                 raise ImageRejected(
-                    file_name, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}", 413
+                    file_name, f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}", 413
                 )
             source_format = image.format or ""
             try:
