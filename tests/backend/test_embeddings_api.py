@@ -1,0 +1,119 @@
+"""Embedding a project (eager Celery: the task runs in the test process) and serving embeddings.
+
+The model is the untrained vit_t the install creates on first use; on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from backend.models import Embedding, Job, ModelVersion, Role
+from backend.worker import celery_app
+from model_server.embedding_file import load_embedding
+from tests.backend.jobs_helpers import upload
+
+
+@pytest.fixture
+def eager(settings) -> Iterator[None]:
+    celery_app.configure(settings, eager=True)
+    yield
+    celery_app.configure(settings, eager=False)
+
+
+def test_embed_job_embeds_every_image_once_and_is_idempotent(
+    client, db, eager, project, manager_headers, data_root, settings
+):
+    image_ids = upload(client, manager_headers, project.id, data_root, 2)
+
+    response = client.post(f"/api/projects/{project.id}/embed", headers=manager_headers)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    job = client.get(f"/api/jobs/{job_id}", headers=manager_headers).json()
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 1.0
+    assert job["result"]["embedded"] == 2 and job["result"]["total"] == 2
+
+    version = db.scalar(select(ModelVersion))
+    assert version.origin == "untrained" and version.architecture == "vit_t"
+    rows = db.scalars(select(Embedding).order_by(Embedding.image_id)).all()
+    assert [r.image_id for r in rows] == image_ids
+    assert all(r.model_version_id == version.id for r in rows)
+    embedding, original, inner = load_embedding(settings.storage_path / rows[0].storage_key)
+    assert embedding.shape == (256, 64, 64) and embedding.dtype == np.float16
+    assert max(inner) == 1024 and (rows[0].original_h, rows[0].original_w) == original
+
+    # A second job finds nothing to do and adds no rows.
+    again = client.post(f"/api/projects/{project.id}/embed", headers=manager_headers).json()
+    assert again["id"] != job_id
+    assert client.get(f"/api/jobs/{again['id']}", headers=manager_headers).json()["result"]["embedded"] == 0
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(Embedding)) == 2
+
+    listed = client.get(f"/api/projects/{project.id}/jobs", headers=manager_headers).json()
+    assert [j["id"] for j in listed] == [again["id"], job_id]
+
+
+def test_embedding_endpoint_binary_headers_etag_and_on_demand(client, db, project, manager_headers, data_root):
+    (image_id,) = upload(client, manager_headers, project.id, data_root, 1)
+    assert db.scalar(select(func.count()).select_from(Embedding)) == 0
+
+    response = client.get(f"/api/images/{image_id}/embedding", headers=manager_headers)  # computed on demand
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["x-embedding-shape"] == "1,256,64,64"
+    assert response.headers["x-embedding-dtype"] == "float16"
+    image = client.get(f"/api/images/{image_id}", headers=manager_headers).json()
+    h, w = image["height"], image["width"]
+    assert response.headers["x-original-size"] == f"{h},{w}"
+    scale = 1024 / max(h, w)
+    assert response.headers["x-input-size"] == f"{int(h * scale + 0.5)},{int(w * scale + 0.5)}"
+    version_id = int(response.headers["x-model-version"])
+    assert version_id == client.get(f"/api/projects/{project.id}/model", headers=manager_headers).json()["id"]
+    assert len(response.content) == 256 * 64 * 64 * 2
+    values = np.frombuffer(response.content, dtype="<f2")
+    assert np.isfinite(values).all() and values.astype(np.float32).std() > 0
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(Embedding)) == 1
+
+    etag = response.headers["etag"]
+    cached = client.get(f"/api/images/{image_id}/embedding", headers={**manager_headers, "If-None-Match": etag})
+    assert cached.status_code == 304 and cached.content == b""
+    again = client.get(f"/api/images/{image_id}/embedding", headers=manager_headers)
+    assert again.content == response.content and again.headers["etag"] == etag
+
+
+def test_embedding_roles_and_unknown_ids(client, project, manager_headers, make_user, login, data_root):
+    (image_id,) = upload(client, manager_headers, project.id, data_root, 1)
+    outsider = login(make_user(Role.manager))
+    annotator = make_user(Role.annotator)
+    added = client.post(f"/api/projects/{project.id}/members", json={"user_id": annotator.id}, headers=manager_headers)
+    assert added.status_code == 201, added.text
+    assert client.get(f"/api/images/{image_id}/embedding", headers=login(annotator), params={"x": 1}).status_code == 200
+    assert client.get(f"/api/images/{image_id}/embedding", headers=outsider).status_code == 404
+    assert client.post(f"/api/projects/{project.id}/embed", headers=outsider).status_code == 404
+    assert client.post(f"/api/projects/{project.id}/embed", headers=login(annotator)).status_code == 403
+    assert client.get("/api/images/999999/embedding", headers=manager_headers).status_code == 404
+    assert client.post("/api/projects/999999/embed", headers=manager_headers).status_code == 404
+    assert client.get(f"/api/images/{image_id}/embedding").status_code == 401
+
+
+def test_project_model_says_untrained_and_decoder_is_cached(client, project, manager_headers, make_user, login):
+    model = client.get(f"/api/projects/{project.id}/model", headers=manager_headers).json()
+    assert model["origin"] == "untrained" and model["architecture"] == "vit_t" and model["status"] == "ready"
+    assert "UNTRAINED" in model["notice"] and "dataengine models import" in model["notice"]
+
+    decoder = client.get(model["decoder_url"], headers=manager_headers)
+    assert decoder.status_code == 200 and len(decoder.content) > 100_000
+    import onnx
+
+    graph = onnx.load_from_string(decoder.content)
+    assert [i.name for i in graph.graph.input][:2] == ["image_embeddings", "point_coords"]
+    cached = client.get(model["decoder_url"], headers={**manager_headers, "If-None-Match": decoder.headers["etag"]})
+    assert cached.status_code == 304
+    assert client.get("/api/model-versions/999999/decoder.onnx", headers=manager_headers).status_code == 404
+    # The default version is created once, not per request.
+    assert client.get(f"/api/projects/{project.id}/model", headers=manager_headers).json()["id"] == model["id"]
