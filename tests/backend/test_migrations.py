@@ -15,11 +15,10 @@ from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
-import backend.main  # noqa: F401 - imports every router, so every model module is loaded
 from backend.core.config import Settings
 from backend.core.db import make_engine
 from backend.core.migrations import REPO_ROOT, alembic_config, downgrade, upgrade
-from backend.main import create_app
+from backend.main import create_app  # imports every router, so every model module is loaded
 from backend.models import Base
 
 
