@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from PIL import Image
 
 from model_server.__main__ import UNTRAINED_SEED, main
 from model_server.embed import load_rgb
 from model_server.embedding_file import load_embedding, save_embedding
-from model_server.transforms import resize_longest_side
+from model_server.predictor import Predictor
 from model_server.sam.build import build_sam
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,16 +30,16 @@ def test_embed_two_images_matches_predictor(images, tmp_path, capsys):
     assert main(["embed", *map(str, images), "--model", "vit_t", "--out", str(out), "--batch-size", "2"]) == 0
     assert "UNTRAINED" in capsys.readouterr().err  # the user is told the weights are random
 
-    model = build_sam("vit_t", seed=UNTRAINED_SEED)
+    predictor = Predictor(build_sam("vit_t", seed=UNTRAINED_SEED))
     for image_path in images:
         embedding, original_size, input_size = load_embedding(out / f"{image_path.stem}.npz")
         assert embedding.dtype == np.float16 and embedding.shape == (256, 64, 64)
         rgb = load_rgb(image_path)
         assert original_size == rgb.shape[:2]
         assert max(input_size) == 1024
-        with torch.no_grad():
-            x = torch.tensor(resize_longest_side(rgb)).permute(2, 0, 1)[None]
-            expected = model.embed_images(x)[0].numpy()
+        predictor.set_image(rgb)
+        assert predictor.input_size == input_size
+        expected = predictor.embedding[0].float().numpy()
         # float16 storage: relative precision 2**-11 on each value.
         np.testing.assert_allclose(embedding.astype(np.float32), expected, rtol=2e-3, atol=1e-3)
 

@@ -19,8 +19,7 @@ from model_server.export import (
     export_official_contract_onnx,
     onnx_prompt,
 )
-from types import SimpleNamespace
-from model_server.transforms import resize_longest_side
+from model_server.predictor import Predictor
 from model_server.sam.build import build_sam
 
 # int8 tolerance. Measured on this seeded untrained model (30 random prompts): max |diff| 0.053 for
@@ -30,21 +29,19 @@ INT8_MIN_MASK_IOU = 0.9
 
 
 @pytest.fixture(scope="module")
-def predictor(data_root):
+def predictor(data_root) -> Predictor:
     from PIL import Image
 
-    model = build_sam("vit_t", seed=0).eval()
+    predictor = Predictor(build_sam("vit_t", seed=0))
     image = np.asarray(Image.open(data_root / "grabcut" / "images" / "106024.jpg").convert("RGB"))
-    x = torch.tensor(resize_longest_side(image)).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        features = model.embed_images(x)
-    return SimpleNamespace(model=model, features=features)
+    predictor.set_image(image)
+    return predictor
 
 
 @pytest.fixture(scope="module")
 def embedding(predictor) -> np.ndarray:
     """1x256x64x64 float32."""
-    return predictor.features.detach().cpu().numpy().astype(np.float32)
+    return predictor.embedding.float().cpu().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +70,16 @@ def _prompt(num_points: int, box: bool, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _torch_decode(predictor, coords, labels, box, mask_input):
-    """All four tokens from the torch decoder: token 0 (single) and tokens 1-3 (multimask)."""
+    """The graph's inputs, and all four tokens from `Predictor.decode` (token 0, then tokens 1-3)."""
     point_coords, point_labels = onnx_prompt(coords, labels, box)
-    model = predictor.model
     mask = None if mask_input is None else torch.from_numpy(mask_input).reshape(1, 1, 256, 256)
     with torch.no_grad():
-        sparse, dense = model.prompt_encoder(
-            torch.from_numpy(point_coords), torch.from_numpy(point_labels).long(), mask
-        )
         outs = [
-            model.mask_decoder(
-                predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask
-            )
+            predictor.decode(torch.from_numpy(point_coords), torch.from_numpy(point_labels), mask, multimask)
             for multimask in (False, True)
         ]
-    low_res = torch.cat([outs[0][0], outs[1][0]], dim=1)[0].numpy()
-    iou = torch.cat([outs[0][1], outs[1][1]], dim=1)[0].numpy()
+    low_res = torch.cat([outs[0][0], outs[1][0]], dim=1)[0].float().numpy()
+    iou = torch.cat([outs[0][1], outs[1][1]], dim=1)[0].float().numpy()
     return point_coords, point_labels, low_res, iou
 
 
