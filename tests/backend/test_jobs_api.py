@@ -1,0 +1,119 @@
+"""Jobs: visibility, listing, cancel, the SSE stream, and recovery of a job whose worker vanished."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from backend.core.db import make_engine, make_session_factory
+from backend.jobs import service
+from backend.models import Job, Role
+from backend.models.enums import JobStatus
+from backend.worker import celery_app
+
+
+def _job(db: Session, project_id: int | None, user_id: int | None, **values) -> Job:
+    job = service.create_job(db, "embed", project_id, user_id)
+    for key, value in values.items():
+        setattr(job, key, value)
+    db.commit()
+    return job
+
+
+def test_get_and_list_jobs_respect_membership(client, db, project, manager, manager_headers, make_user, login):
+    job = _job(db, project.id, manager.id)
+    own = client.get(f"/api/jobs/{job.id}", headers=manager_headers)
+    assert own.status_code == 200
+    assert own.json()["status"] == "queued" and own.json()["progress"] == 0.0 and own.json()["kind"] == "embed"
+    outsider = login(make_user(Role.manager))
+    assert client.get(f"/api/jobs/{job.id}", headers=outsider).status_code == 404
+    assert client.get(f"/api/projects/{project.id}/jobs", headers=outsider).status_code == 404
+    assert client.get(f"/api/jobs/{job.id}/events", headers=outsider).status_code == 404
+    assert client.get("/api/jobs/999999", headers=manager_headers).status_code == 404
+    assert client.get(f"/api/jobs/{job.id}").status_code == 401
+    assert [j["id"] for j in client.get(f"/api/projects/{project.id}/jobs", headers=manager_headers).json()] == [job.id]
+
+    system_job = _job(db, None, manager.id)  # no project: its creator and admins only
+    assert client.get(f"/api/jobs/{system_job.id}", headers=manager_headers).status_code == 200
+    assert client.get(f"/api/jobs/{system_job.id}", headers=outsider).status_code == 404
+
+
+def test_cancel(client, db, project, manager, manager_headers):
+    job = _job(db, project.id, manager.id)
+    response = client.post(f"/api/jobs/{job.id}/cancel", headers=manager_headers)
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    with pytest.raises(service.JobCancelled):
+        service.set_progress(db, job.id, 0.5)
+
+
+def _read_events(response) -> list[tuple[str, dict]]:
+    events, name = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_events_stream_progress_until_the_job_ends(client, db, settings, project, manager, manager_headers):
+    job = _job(db, project.id, manager.id)
+
+    def work() -> None:  # a "worker" in another thread: claim, two progress steps, success
+        with make_session_factory(make_engine(settings.db_url))() as other:
+            assert service.claim(other, job.id)
+            for progress in (0.25, 0.75):
+                time.sleep(0.8)
+                service.set_progress(other, job.id, progress, f"{progress:.0%}")
+            time.sleep(0.8)
+            service.succeed(other, job.id, {"embedded": 4})
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    token = manager_headers["Authorization"].split()[1]
+    # EventSource cannot send headers: the token travels as a query parameter.
+    with client.stream("GET", f"/api/jobs/{job.id}/events", params={"access_token": token}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = _read_events(response)
+    worker.join()
+    assert events[-1][0] == "end"
+    states = [(data["status"], data["progress"]) for name, data in events if name == "job"]
+    assert states[0][0] in ("queued", "running") and states[-1] == ("succeeded", 1.0)
+    progresses = [p for _, p in states]
+    assert progresses == sorted(progresses) and {0.25, 0.75} <= set(progresses)
+    assert events[-2][1]["result"]["embedded"] == 4
+
+
+def test_claim_is_exclusive_and_stale_jobs_are_requeued_then_failed(db, settings, project, manager, monkeypatch):
+    celery_app.configure(settings, eager=False)
+    sent: list[tuple] = []
+    monkeypatch.setattr(celery_app, "enqueue", lambda name, *args, task_id=None: sent.append((name, args)) or task_id)
+    job = _job(db, project.id, manager.id, result={"attempts": 0, "model_version_id": 1})
+    assert service.claim(db, job.id)
+    assert not service.claim(db, job.id)  # a second delivery while the first runner heartbeats
+    assert service.sweep_stale_jobs(db, stale_after=timedelta(seconds=30)) == []
+
+    # The worker dies: its heartbeat stops. The sweep sends the job again...
+    job.heartbeat_at = service.now() - timedelta(minutes=5)
+    db.commit()
+    assert service.sweep_stale_jobs(db, stale_after=timedelta(seconds=30), max_attempts=2) == [(job.id, "requeued")]
+    db.refresh(job)
+    assert job.status == JobStatus.queued and sent == [("embed.embed_images", (job.id,))]
+    assert job.result["model_version_id"] == 1
+
+    # ...the new run dies too: with no attempts left the job fails, never stays running.
+    assert service.claim(db, job.id)
+    db.refresh(job)
+    assert job.result["attempts"] == 2
+    job.heartbeat_at = service.now() - timedelta(minutes=5)
+    db.commit()
+    assert service.sweep_stale_jobs(db, stale_after=timedelta(seconds=30), max_attempts=2) == [(job.id, "failed")]
+    db.refresh(job)
+    assert job.status == JobStatus.failed and "stopped responding" in job.error
+    assert not service.claim(db, job.id)
