@@ -124,7 +124,7 @@ class Predictor:
         labels = None if point_labels is None else _array(point_labels, "point_labels", (None,))[None]
         boxes = None if box is None else _array(box, "box", (4,), (1, 4)).reshape(1, 4)
         masks = None if mask_input is None else _array(mask_input, "mask_input", (1, LOW_RES, LOW_RES))[None]
-        result = self.predict_batch(coords, labels, boxes, masks, multimask_output, return_logits, _batch=1)
+        result = self.predict_batch(coords, labels, boxes, masks, multimask_output, return_logits, _empty_batch=1)
         return tuple(r[0] for r in result)
 
     def predict_batch(
@@ -136,7 +136,7 @@ class Predictor:
         multimask_output: bool = True,
         return_logits: bool = False,
         *,
-        _batch: int | None = None,
+        _empty_batch: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for B prompts in one decoder call; the same result as calling `predict` per prompt.
 
@@ -146,8 +146,7 @@ class Predictor:
         Full-resolution masks cost B·C·H·W floats: decode large batches in chunks.
         """
         self._require_embedding()
-        coords, labels, box_corners, masks = self._validate(point_coords, point_labels, boxes, mask_input, _batch)
-        batch = next(x.shape[0] for x in (coords, box_corners, masks, np.zeros((_batch or 0, 0))) if x is not None)
+        coords, labels, box_corners, masks, batch = self._validate(point_coords, point_labels, boxes, mask_input, _empty_batch)
         parts_c, parts_l = [], []
         if coords is not None:
             parts_c.append(apply_coords(coords, self.original_size, MODEL_SIZE))
@@ -179,8 +178,9 @@ class Predictor:
             raise ValueError("no image set: call set_image() or set_embedding() first")
 
     def _validate(
-        self, coords: Any, labels: Any, boxes: Any, masks: Any, batch: int | None
-    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        self, coords: Any, labels: Any, boxes: Any, masks: Any, default_batch: int | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
+        """Checked arrays and the batch size; `default_batch` applies when no prompt is given at all."""
         if (coords is None) != (labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         if coords is not None:
@@ -199,11 +199,11 @@ class Predictor:
         if masks is not None:
             masks = _array(masks, "mask_input", (None, 1, LOW_RES, LOW_RES))
         sizes = {x.shape[0] for x in (coords, boxes, masks) if x is not None}
-        if batch is None and not sizes:
-            raise ValueError("give at least one of point_coords, boxes, mask_input")
         if len(sizes) > 1:
             raise ValueError(f"point_coords, boxes and mask_input disagree on the batch size: {sorted(sizes)}")
-        return coords, labels, boxes, masks
+        if not sizes and default_batch is None:
+            raise ValueError("give at least one of point_coords, boxes, mask_input")
+        return coords, labels, boxes, masks, sizes.pop() if sizes else default_batch
 
     def _check_inside(self, points: np.ndarray, name: str) -> None:
         """Points ...x2 (x, y) must lie in [0, W] x [0, H] of the original image (edges included)."""
