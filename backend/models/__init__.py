@@ -20,6 +20,7 @@ from backend.models.jobs import Job
 from backend.models.masks import AnnotationSession, Mask
 from backend.models.model_versions import ModelVersion
 from backend.models.projects import Project, ProjectMember
+from backend.models.reviews import MaskReview, ReviewDecision
 from backend.models.users import User
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "Mask",
+    "MaskReview",
     "MaskSource",
     "ModelOrigin",
     "ModelStatus",
@@ -38,6 +40,7 @@ __all__ = [
     "PrefillOutcome",
     "Project",
     "ProjectMember",
+    "ReviewDecision",
     "ReviewStatus",
     "Role",
     "Stage",
