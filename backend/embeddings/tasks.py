@@ -12,6 +12,7 @@ from typing import Any
 from backend.clients.model_server import ModelServerClient
 from backend.embeddings import service
 from backend.jobs.runner import JobContext, run_job
+from backend.jobs.service import STALE_AFTER
 from backend.model_versions.service import model_spec
 from backend.models import Image, Job, ModelVersion
 from backend.storage import LocalStorage
@@ -21,9 +22,14 @@ BATCH_IN_PROCESS = 2  # images per encoder call on the CPU (progress stays fine-
 BATCH_HTTP = 16  # images in flight to a model server (it batches them on its GPU)
 
 
-@app.task(name="embed.embed_images", acks_late=True, reject_on_worker_lost=True)
-def embed_images(job_id: int) -> str:
-    return run_job(job_id, _embed_project)
+@app.task(name="embed.embed_images", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def embed_images(self, job_id: int) -> str:
+    """Embed the job's project; a delivery that finds the job held by a live runner comes back later
+    (if that runner died, e.g. its worker child was killed, this delivery then takes the job over)."""
+    outcome = run_job(job_id, _embed_project)
+    if outcome == "busy":
+        raise self.retry(countdown=STALE_AFTER.total_seconds())
+    return outcome
 
 
 def _embed_project(ctx: JobContext) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.jobs import service
+from backend.models import Job
+from backend.models.enums import JobStatus
 from backend.worker.celery_app import task_settings
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,15 @@ class JobContext:
 def run_job(job_id: int, work: Callable[[JobContext], dict[str, Any]], settings: Settings | None = None) -> str:
     """Run `work` for job `job_id` unless another runner holds it; return what happened.
 
-    Returns "succeeded", "failed", "cancelled", or "skipped" (finished already, or running elsewhere).
+    Returns "succeeded", "failed", "cancelled", "skipped" (finished already, or unknown), or "busy"
+    (another runner holds it and heartbeats: the caller may try again after `service.STALE_AFTER`).
     """
     settings = settings or task_settings()
     sessions = worker_sessions(settings)
     with sessions() as db:
         if not service.claim(db, job_id):
-            return "skipped"
+            job = db.get(Job, job_id)
+            return "busy" if job is not None and job.status == JobStatus.running else "skipped"
         try:
             with service.Heartbeat(sessions, job_id):
                 result = work(JobContext(job_id, db, settings))
