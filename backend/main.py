@@ -11,14 +11,17 @@ from fastapi import APIRouter, FastAPI
 
 from backend.annotation.router import router as annotation_router
 from backend.auth.router import router as auth_router
+from backend.auto.router import router as auto_router
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.core.limits import BodySizeLimitMiddleware
 from backend.embeddings.router import router as embeddings_router
+from backend.exchange.router import router as exchange_router
 from backend.images.router import router as images_router
 from backend.jobs.router import router as jobs_router
 from backend.model_versions.router import router as model_versions_router
 from backend.projects.router import router as projects_router
+from backend.review.router import router as review_router
 from backend.storage import LocalStorage
 from backend.users.router import router as users_router
 from backend.web import install_web
@@ -32,6 +35,9 @@ ROUTERS: list[APIRouter] = [
     jobs_router,
     model_versions_router,
     embeddings_router,
+    auto_router,
+    review_router,
+    exchange_router,
 ]
 
 

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import httpx
 import numpy as np
@@ -117,6 +117,28 @@ class ModelServerClient:
             self._check_serves(http, spec)
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(images))) as pool:
                 return list(pool.map(lambda image: self._embed_one(http, image), images))
+
+    def automatic_masks(self, image_rgb: np.ndarray, spec: ModelSpec, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every mask the automatic generator finds in one HxWx3 uint8 RGB image (image pixel frame).
+
+        `params` are the generator's keyword arguments (points_per_side, pred_iou_thresh, ...). Returns
+        its records with COCO RLE segmentations (``output_mode="coco_rle"``): segmentation, area, bbox
+        XYWH, predicted_iou, stability_score, point_coords, crop_box XYWH.
+
+        Raises:
+            ValueError: the image is not HxWx3 uint8, or a parameter is out of range.
+            ModelServerError: HTTP mode (the model server does not serve automatic masks yet).
+        """
+        image = api.validate_rgb(image_rgb)
+        if not self.embedded:
+            raise ModelServerError(
+                f"the model server at {self.url} does not serve automatic masks yet: run the auto "
+                "worker without DATAENGINE_MODEL_SERVER_URL (the model then runs in the worker)"
+            )
+        from model_server.amg import AutomaticMaskGenerator
+
+        generator = AutomaticMaskGenerator(_IN_PROCESS.get(spec).sam, output_mode="coco_rle", **params)
+        return generator.generate(image)
 
     def health(self) -> api.HealthOut:
         """The remote server's health (HTTP mode only)."""

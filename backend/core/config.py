@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # How long a claimed image stays locked to its annotator without activity.
     lock_expiry_seconds: int = Field(default=30 * 60, gt=0)
 
+    # Projects with more images than this are exported as a job (POST /exports), not streamed by GET /export.
+    export_stream_max_images: int = Field(default=500, ge=0)
+
     # Celery. None = the embedded mode (a broker and result store that need no server, chosen by
     # backend/worker); production sets redis URLs.
     broker_url: str | None = None

@@ -32,7 +32,8 @@ STALE_AFTER = timedelta(seconds=60)
 MAX_ATTEMPTS = 3
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 # The task that runs each job kind (what the sweep sends again); a new kind adds one line.
-TASK_FOR_KIND: dict[str, str] = {"embed": "embed.embed_images"}
+TASK_FOR_KIND: dict[str, str] = {"embed": "embed.embed_images", "auto": "auto.auto_annotate",
+                                 "export": "auto.export_project"}
 
 
 class JobCancelled(Exception):

@@ -45,7 +45,7 @@ TASK_ROUTES = {
     "jobs.*": {"queue": "embed"},
 }
 # Modules that define tasks; a new domain appends its tasks module here.
-TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks"]
+TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks", "backend.auto.tasks", "backend.exchange.tasks"]
 SWEEP_SECONDS = 30.0
 REDIS_VISIBILITY_TIMEOUT = 12 * 3600
 

@@ -1,0 +1,1 @@
+"""Fully automatic stage: the automatic mask generator over a project's images, as a job."""

@@ -1,0 +1,73 @@
+"""Celery task `auto.auto_annotate` (queue ``auto``): the automatic generator over a project's images.
+
+Runs through `backend.jobs.runner.run_job` (claim, heartbeat, progress, honest end state). The job's
+``result`` holds its inputs when it is created: ``model_version_id`` and ``params`` (`AutoParams`).
+Each image is stored by `service.store_image_masks` in one transaction with its "done" mark, so the
+task is idempotent and resumable: a redelivered message, a requeued job (the sweep) or a new job all
+continue with the images not done yet. An image whose stored file cannot be read is listed in the
+result and left not done; an image where the generator finds nothing is done with 0 masks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.auto import service
+from backend.auto.schemas import AutoParams
+from backend.clients.model_server import ModelServerClient
+from backend.embeddings.service import load_image_rgb
+from backend.jobs.runner import JobContext, run_job
+from backend.model_versions.service import model_spec
+from backend.models import Image, Job, ModelVersion, Project
+from backend.storage import LocalStorage
+from backend.worker.celery_app import app
+
+
+@app.task(name="auto.auto_annotate", acks_late=True, reject_on_worker_lost=True)
+def auto_annotate(job_id: int) -> str:
+    return run_job(job_id, annotate_project)
+
+
+def annotate_project(ctx: JobContext) -> dict[str, Any]:
+    """The work of one auto job (see the module docstring); returns the job's result."""
+    db, settings = ctx.db, ctx.settings
+    job = db.get(Job, ctx.job_id)
+    inputs = job.result or {}
+    params = AutoParams.model_validate(inputs.get("params", {}))
+    version = db.get(ModelVersion, int(inputs["model_version_id"]))
+    if version is None:
+        raise ValueError("the job's model version no longer exists")
+    project = db.get(Project, job.project_id)
+    sampling = service.ReviewSampling.of(project)
+    storage = LocalStorage(settings.storage_path)
+    client = ModelServerClient.from_settings(settings)
+    spec = model_spec(version, storage)
+
+    total, todo = service.images_to_do(db, project.id)
+    done = total - len(todo)
+    ctx.progress(done, total, f"{done}/{total} images")
+    masks = dropped = pending = processed = 0
+    unreadable: list[int] = []
+    for image_id in todo:
+        image = db.get(Image, image_id)
+        if image is None:  # deleted while the job ran
+            total -= 1
+            continue
+        try:
+            rgb = load_image_rgb(storage, image)
+        except ValueError:
+            unreadable.append(image_id)
+        else:
+            records = client.automatic_masks(rgb, spec, params.generator_kwargs())
+            stored = service.store_image_masks(db, image, records, sampling, params.max_mask_fraction)
+            masks, dropped, pending = masks + stored.masks, dropped + stored.dropped_large, pending + stored.pending_review
+            processed += 1
+        done += 1
+        ctx.progress(done, total, f"{done}/{total} images, {masks} masks")
+    if unreadable and not processed and todo:
+        raise ValueError(f"no image could be read ({len(unreadable)} unreadable files)")
+    return {
+        "model_version_id": version.id, "params": params.model_dump(), "total": total,
+        "processed": processed, "already_done": total - len(todo), "masks": masks,
+        "dropped_large": dropped, "pending_review": pending, "unreadable_image_ids": unreadable,
+    }

@@ -1,0 +1,58 @@
+"""Celery task `auto.export_project`: a project's export archive written to storage, with progress.
+
+For projects too large to stream in one request. The job's ``result`` holds its inputs (``format``,
+``include_images``); the archive is written to a temporary file and renamed into place at
+``exports/<project id>/<job id>-<format>.tar``, so a crashed run leaves no half archive under that
+key and a rerun simply writes it again. The result says where to download it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.exchange.archive import export_chunks
+from backend.jobs.runner import JobContext, run_job
+from backend.models import Job
+from backend.storage import LocalStorage
+from backend.worker.celery_app import app
+
+
+def export_key(project_id: int, job_id: int, fmt: str) -> str:
+    return f"exports/{project_id}/{job_id}-{fmt}.tar"
+
+
+def download_url(job_id: int) -> str:
+    return f"/api/exports/{job_id}/file"
+
+
+@app.task(name="auto.export_project", acks_late=True, reject_on_worker_lost=True)
+def export_project(job_id: int) -> str:
+    return run_job(job_id, write_export)
+
+
+def write_export(ctx: JobContext) -> dict[str, Any]:
+    """The work of one export job; returns the job's result (storage key, download URL, sizes)."""
+    db = ctx.db
+    job = db.get(Job, ctx.job_id)
+    fmt, include_images = job.result["format"], bool(job.result.get("include_images", False))
+    project_id = job.project_id
+    storage = LocalStorage(ctx.settings.storage_path)
+    key = export_key(project_id, job.id, fmt)
+    last = [0.0]
+
+    def progress(fraction: float) -> None:
+        if fraction - last[0] >= 0.01 or fraction >= 1.0:  # at most ~100 progress commits
+            last[0] = fraction
+            ctx.progress(int(fraction * 1000), 1000, f"exporting: {fraction:.0%}")
+
+    tmp = storage.temp_path(".tar")
+    try:
+        with tmp.open("wb") as out:
+            for chunk in export_chunks(db, storage, project_id, fmt, include_images, progress):
+                out.write(chunk)
+        size = tmp.stat().st_size
+        storage.put_file(key, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"format": fmt, "include_images": include_images, "storage_key": key,
+            "download_url": download_url(job.id), "bytes": size}

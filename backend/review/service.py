@@ -1,0 +1,153 @@
+"""The review queue of sampled auto masks and what reviewers decide.
+
+Auto masks enter the queue when they are stored (`backend.auto.service`, ``review_status=pending``).
+A reviewer takes the oldest pending mask and decides:
+
+- **accept**: the mask is kept as it is (IoU after review 1.0);
+- **fix**: the reviewer's corrected mask is stored as a new manual mask (``parent_mask_id`` = the auto
+  mask) that replaces it in the dataset (the auto mask is soft-deleted, its row and review stay),
+  and IoU(auto, corrected) is recorded;
+- **reject**: the mask is wrong beyond repair and leaves the dataset (soft-deleted); it counts as a
+  review below any IoU threshold.
+
+A mask is reviewed once: the decision is a conditional UPDATE from pending, so of two reviewers
+racing on one mask the second gets `AlreadyReviewed`.
+
+`summary` reports the paper's check (SAM §4: 94% of sampled masks had IoU > 0.9 with their
+professionally corrected version): the share of reviewed masks whose IoU after review is above
+`IOU_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pycocotools import mask as mask_util
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from backend.annotation.rle import check_rle
+from backend.models import (
+    Image, Mask, MaskReview, MaskSource, PrefillOutcome, ReviewDecision, ReviewStatus, Stage, User,
+)
+
+IOU_THRESHOLD = 0.9
+
+_OUTCOME = {
+    ReviewDecision.accept: (ReviewStatus.accepted, PrefillOutcome.kept),
+    ReviewDecision.fix: (ReviewStatus.fixed, PrefillOutcome.corrected),
+    ReviewDecision.reject: (ReviewStatus.rejected, PrefillOutcome.deleted),
+}
+
+
+class NotReviewable(RuntimeError):
+    """The mask is not (or no longer) in the review queue."""
+
+
+def _pending(project_id: int):  # noqa: ANN202 - a SQL condition
+    return (Mask.project_id == project_id) & (Mask.review_status == ReviewStatus.pending) & Mask.deleted_at.is_(None)
+
+
+def next_pending(db: Session, project_id: int) -> tuple[Mask, int] | None:
+    """The oldest pending mask of the project and how many are pending in all, or None."""
+    mask = db.scalar(select(Mask).where(_pending(project_id)).order_by(Mask.id).limit(1))
+    if mask is None:
+        return None
+    return mask, db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id)))
+
+
+def mask_iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """IoU of two COCO RLEs (str counts) of the same image."""
+    encoded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in (a, b)]
+    return float(mask_util.iou([encoded[0]], [encoded[1]], [0])[0][0])
+
+
+def review(
+    db: Session, mask: Mask, reviewer: User, decision: ReviewDecision, rle: dict[str, Any] | None = None,
+    seconds_spent: float | None = None,
+) -> MaskReview:
+    """Record `reviewer`'s `decision` on the pending `mask` (committed); `rle` is the fix.
+
+    Raises:
+        NotReviewable: the mask is not pending (never sampled, reviewed already, or deleted).
+        InvalidRle: the fix is not a mask of the image.
+    """
+    status, outcome = _OUTCOME[decision]
+    now = datetime.now(UTC)
+    fixed: Mask | None = None
+    iou: float | None = {ReviewDecision.accept: 1.0, ReviewDecision.reject: None}.get(decision)
+    if decision == ReviewDecision.fix:
+        if rle is None:
+            raise ValueError("a fix needs the corrected mask (rle)")
+        image = db.get(Image, mask.image_id)
+        checked = check_rle(rle, image.height, image.width)
+        iou = mask_iou(mask.rle, checked.rle)
+    changes: dict[str, Any] = {"review_status": status, "prefill_outcome": outcome, "updated_at": now}
+    if decision != ReviewDecision.accept:
+        changes["deleted_at"] = now  # replaced by the fix, or thrown away
+    taken = db.execute(
+        update(Mask).where(Mask.id == mask.id, Mask.review_status == ReviewStatus.pending, Mask.deleted_at.is_(None))
+        .values(**changes).execution_options(synchronize_session=False)
+    ).rowcount
+    if taken != 1:
+        db.rollback()
+        db.refresh(mask)
+        raise NotReviewable(f"mask {mask.id} is not in the review queue (review status {mask.review_status.value}"
+                            f"{', deleted' if mask.deleted_at else ''})")
+    if decision == ReviewDecision.fix:
+        fixed = Mask(
+            image_id=mask.image_id, project_id=mask.project_id, rle=checked.rle, bbox=checked.bbox,
+            area=checked.area, source=MaskSource.manual, stage=Stage.fully_automatic, author_id=reviewer.id,
+            parent_mask_id=mask.id, seconds_spent=seconds_spent, prompts={"review_of": mask.id},
+        )
+        db.add(fixed)
+        db.flush()
+    row = MaskReview(mask_id=mask.id, project_id=mask.project_id, reviewer_id=reviewer.id, decision=decision,
+                     iou=iou, fixed_mask_id=fixed.id if fixed else None)
+    db.add(row)
+    db.commit()
+    db.refresh(mask)
+    return row
+
+
+@dataclass(frozen=True)
+class Summary:
+    auto_masks: int
+    sampled: int
+    pending: int
+    accepted: int
+    fixed: int
+    rejected: int
+    reviewed: int
+    iou_threshold: float
+    above_threshold: int
+    share_above_threshold: float | None  # None until something was reviewed
+    mean_iou_fixed: float | None
+
+
+def summary(db: Session, project_id: int) -> Summary:
+    """Counts of the queue and the share of reviewed masks with IoU after review above the threshold."""
+    statuses = dict(db.execute(
+        select(Mask.review_status, func.count()).where(Mask.project_id == project_id, Mask.source == MaskSource.auto)
+        .group_by(Mask.review_status)
+    ).all())
+    pending = db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id)))
+    reviews = db.execute(select(MaskReview.decision, MaskReview.iou).where(MaskReview.project_id == project_id)).all()
+    above = sum(1 for _, iou in reviews if iou is not None and iou > IOU_THRESHOLD)
+    fixed_ious = [iou for decision, iou in reviews if decision == ReviewDecision.fix and iou is not None]
+    count = {d: sum(1 for decision, _ in reviews if decision == d) for d in ReviewDecision}
+    return Summary(
+        auto_masks=sum(statuses.values()),
+        sampled=sum(n for s, n in statuses.items() if s != ReviewStatus.none),
+        pending=pending,
+        accepted=count[ReviewDecision.accept],
+        fixed=count[ReviewDecision.fix],
+        rejected=count[ReviewDecision.reject],
+        reviewed=len(reviews),
+        iou_threshold=IOU_THRESHOLD,
+        above_threshold=above,
+        share_above_threshold=above / len(reviews) if reviews else None,
+        mean_iou_fixed=sum(fixed_ious) / len(fixed_ious) if fixed_ious else None,
+    )
