@@ -1,66 +1,9 @@
 /**
- * Pixel work on masks, kept out of the page so it stays testable and cheap: the decoder's low-res
- * logits are upsampled straight onto whatever grid we need (the on-screen canvas for previews, the
- * original image for the saved mask) in one bilinear pass, then thresholded at 0 like SAM's
- * postprocessing (which resizes 256 -> 1024, crops the padding, resizes to the original size).
+ * Pixel work on accepted masks and brush strokes, kept out of the page so it stays cheap and
+ * testable. Decoder logits are upsampled by inference/upsample.ts (SAM's exact postprocessing).
  */
-
-export const LOW_RES = 256;
-/** The encoder's square input side; the low-res logits cover it at 1/4 scale, padding included. */
-const INPUT_SIDE = 1024;
 
 export type Size = [height: number, width: number];
-
-/** Per-axis sample positions: for each output index, the two low-res neighbours and the weight of the second. */
-function axis(out: number, original: number, input: number): { i0: Int32Array; i1: Int32Array; w: Float32Array } {
-  const i0 = new Int32Array(out);
-  const i1 = new Int32Array(out);
-  const w = new Float32Array(out);
-  const perOut = (original / out) * (input / original) * (LOW_RES / INPUT_SIDE);
-  for (let k = 0; k < out; k++) {
-    const u = Math.min(Math.max((k + 0.5) * perOut - 0.5, 0), LOW_RES - 1);
-    const f = Math.floor(u);
-    i0[k] = f;
-    i1[k] = Math.min(f + 1, LOW_RES - 1);
-    w[k] = u - f;
-  }
-  return { i0, i1, w };
-}
-
-/**
- * Thresholds bilinearly upsampled logits.
- * @param logits float32, LOW_RES x LOW_RES, row-major, the padded 1024-input frame at 1/4 scale;
- *   `offset` is where this candidate's map starts in a [4, 256, 256] buffer.
- * @param originalSize [h, w] of the original image; inputSize [h, w] of its resized (unpadded) encoder input.
- * @returns uint8 [outH, outW] row-major, 1 where the upsampled logit is > 0; the grid spans the whole original image.
- */
-export function logitsToMask(
-  logits: Float32Array,
-  offset: number,
-  originalSize: Size,
-  inputSize: Size,
-  outH: number,
-  outW: number,
-): Uint8Array {
-  const xs = axis(outW, originalSize[1], inputSize[1]);
-  const ys = axis(outH, originalSize[0], inputSize[0]);
-  const mask = new Uint8Array(outH * outW);
-  for (let r = 0; r < outH; r++) {
-    const row0 = offset + ys.i0[r] * LOW_RES;
-    const row1 = offset + ys.i1[r] * LOW_RES;
-    const wy = ys.w[r];
-    const base = r * outW;
-    for (let c = 0; c < outW; c++) {
-      const a = xs.i0[c];
-      const b = xs.i1[c];
-      const wx = xs.w[c];
-      const top = logits[row0 + a] + (logits[row0 + b] - logits[row0 + a]) * wx;
-      const bottom = logits[row1 + a] + (logits[row1 + b] - logits[row1 + a]) * wx;
-      if (top + (bottom - top) * wy > 0) mask[base + c] = 1;
-    }
-  }
-  return mask;
-}
 
 /** Nearest-neighbour resampling of a binary mask (for drawing saved full-resolution masks on screen). */
 export function resampleMask(mask: Uint8Array, size: Size, outH: number, outW: number): Uint8Array {

@@ -56,12 +56,14 @@ export async function annotatePage(root: HTMLElement, params: Record<string, str
   rememberVisit(imageId);
   const loading = h("p", { class: "page" }, `Loading ${image.file_name}…`);
   root.append(loading);
-  const [model, bitmap, embedding, masks] = await Promise.all([
-    api.getModel(projectId),
-    api.fetchImageBitmap(imageId),
-    api.fetchEmbedding(imageId),
-    api.listMasks(imageId),
-  ]);
+  let loaded;
+  try {
+    loaded = await Promise.all([api.getModel(projectId), api.fetchImageBitmap(imageId), api.fetchEmbedding(imageId), api.listMasks(imageId)]);
+  } catch (error) {
+    loading.replaceWith(h("main", { class: "page card" }, h("p", { class: "error" }, `Could not open ${image.file_name}: ${(error as Error).message}`), h("a", { href: "/" }, "Back to projects")));
+    return;
+  }
+  const [model, bitmap, embedding, masks] = loaded;
   loading.remove();
   return new AnnotateController(root, projectId, image, model, bitmap, embedding, masks).cleanup;
 }

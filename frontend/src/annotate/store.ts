@@ -5,7 +5,7 @@
  * decode runs again.
  */
 import type { MaskOut, Point } from "../api/types";
-import { LOW_RES } from "./masks";
+import { tokenLogits } from "../inference/decoder_client";
 
 /** A brush or eraser stroke in the ORIGINAL image frame; `radius` in original pixels. */
 export interface Stroke {
@@ -47,9 +47,7 @@ export function defaultCandidate(state: Pick<WorkingMask, "points" | "box">, dec
 
 /** float32 [256*256] logits of the shown candidate: the mask input of the next click. */
 export function candidateLogits(state: WorkingMask): Float32Array | undefined {
-  if (!state.decoded) return undefined;
-  const size = LOW_RES * LOW_RES;
-  return state.decoded.lowRes.slice(state.candidate * size, (state.candidate + 1) * size);
+  return state.decoded ? tokenLogits(state.decoded.lowRes, state.candidate) : undefined;
 }
 
 export function isEmpty(state: WorkingMask): boolean {

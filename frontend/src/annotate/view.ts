@@ -8,7 +8,8 @@
  * computed on that grid, so a preview costs display pixels, not original ones.
  */
 import { decodeRle } from "./rle";
-import { applyStrokes, logitsToMask, maskColour, paintMask, resampleMask, type Rgb, type Size } from "./masks";
+import { applyStrokes, maskColour, paintMask, resampleMask, type Rgb, type Size } from "./masks";
+import { upsampleMask } from "../inference/upsample";
 import type { Point } from "../api/types";
 import type { Stroke, WorkingMask } from "./store";
 
@@ -148,7 +149,7 @@ export class AnnotateView {
  */
 export function composeMask(state: WorkingMask, originalSize: Size, inputSize: Size, outH: number, outW: number): Uint8Array {
   const mask = state.decoded
-    ? logitsToMask(state.decoded.lowRes, state.candidate * 256 * 256, originalSize, inputSize, outH, outW)
+    ? upsampleMask(state.decoded.lowRes, state.candidate, inputSize, originalSize, [outH, outW])
     : new Uint8Array(outH * outW);
   applyStrokes(mask, outH, outW, state.strokes as Stroke[], outW / originalSize[1]);
   return mask;

@@ -1,0 +1,140 @@
+"""The annotator end to end in real headless Chromium: log in, open an image, click the object, see
+the mask, refine it, accept, see "saved" only once the server has it, reload and see it again; and a
+save that survives a server failing the first request.
+
+The model is the untrained default (random weights), so the test checks that a mask is drawn and
+saved faithfully, not that it matches the object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "annotate.png"
+DECODER_TIMEOUT_MS = 180_000  # first open: the embedding is computed on demand, the decoder loaded
+
+
+def opaque_pixels(page, canvas_id: str) -> int:
+    return page.evaluate(
+        """(id) => {
+            const c = document.getElementById(id);
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+            return n;
+        }""",
+        canvas_id,
+    )
+
+
+def wait_for_pixels(page, canvas_id: str, timeout_ms: int = 30_000) -> None:
+    page.wait_for_function(
+        """(id) => {
+            const c = document.getElementById(id);
+            if (!c || !c.width) return false;
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) return true;
+            return false;
+        }""",
+        arg=canvas_id,
+        timeout=timeout_ms,
+    )
+
+
+def client_point(page, image_size: tuple[int, int], point: tuple[float, float]) -> tuple[float, float]:
+    """Original image pixels -> page coordinates over the interaction canvas."""
+    box = page.locator("#ui").bounding_box()
+    height, width = image_size
+    return box["x"] + (point[0] + 0.5) / width * box["width"], box["y"] + (point[1] + 0.5) / height * box["height"]
+
+
+def log_in_and_open(page, live_server) -> tuple[int, int]:
+    page.goto(live_server.url + "/")
+    page.wait_for_url("**/login**")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "admin password 1")
+    page.click("button[type=submit]")
+    page.click(f"a[data-project='{live_server.project_id}']")
+    page.wait_for_url(f"**/annotate/{live_server.project_id}/{live_server.image_id}")
+    return open_current(page, live_server)
+
+
+def open_current(page, live_server) -> tuple[int, int]:
+    page.wait_for_selector("[data-testid=decoder-status][data-ready=true]", timeout=DECODER_TIMEOUT_MS)
+    info = live_server.api().get(f"/api/images/{live_server.image_id}").json()
+    return info["height"], info["width"]
+
+
+def stored_masks(live_server) -> list[dict]:
+    with live_server.api() as api:
+        return api.get(f"/api/images/{live_server.image_id}/masks").raise_for_status().json()
+
+
+def test_click_refine_accept_reload(page, live_server):
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    size = log_in_and_open(page, live_server)
+    assert page.evaluate("crossOriginIsolated"), "the page must be cross-origin isolated (COOP/COEP)"
+    assert "untrained" in page.locator("[data-testid=model-version]").inner_text()
+    assert "Random weights" in page.locator(".banner").inner_text()
+    before = len(stored_masks(live_server))
+
+    page.mouse.click(*client_point(page, size, live_server.object_point))
+    wait_for_pixels(page, "overlay")
+    page.wait_for_selector(".candidates button[data-token='1']")
+    assert page.locator(".candidates button").count() == 3  # one click is ambiguous: three candidates
+
+    page.mouse.click(*client_point(page, size, live_server.background_point), button="right")
+    page.wait_for_selector(".candidates button[data-token='0']")  # refined: the single-mask token joins
+    assert opaque_pixels(page, "overlay") > 0
+
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('.save-status')?.textContent === 'saved'", timeout=30_000)
+    masks = stored_masks(live_server)
+    assert len(masks) == before + 1
+    saved = masks[-1]
+    assert saved["source"] == "manual" and saved["area"] > 0
+    assert [p["label"] for p in saved["prompts"]["points"]] == [1, 0]
+    assert saved["clicks"] == 2 and saved["seconds_spent"] >= 0
+    assert opaque_pixels(page, "overlay") == 0  # the working mask was cleared after accept
+
+    page.reload()
+    open_current(page, live_server)
+    wait_for_pixels(page, "masks")
+    assert page.locator(f".masks li >> text=#{saved['id']}").count() == 1
+
+    # A second object in progress over the saved mask, for the README's screenshot.
+    page.mouse.click(*client_point(page, size, live_server.object_point))
+    wait_for_pixels(page, "overlay")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert not errors, errors
+
+
+def test_save_survives_a_failing_server(page, live_server):
+    size = log_in_and_open(page, live_server)
+    before = len(stored_masks(live_server))
+    calls: list[int] = []
+
+    def fail_first(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        calls.append(len(calls))
+        if len(calls) == 1:
+            return route.fulfill(status=503, content_type="application/json", body='{"detail": "service unavailable"}')
+        return route.continue_()
+
+    page.route("**/api/images/*/masks", fail_first)
+    page.mouse.click(*client_point(page, size, live_server.object_point))
+    wait_for_pixels(page, "overlay")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('.save-status')?.textContent.startsWith('not saved yet')", timeout=30_000)
+    page.wait_for_function("document.querySelector('.save-status')?.textContent === 'saved'", timeout=30_000)
+    assert len(calls) == 2
+    masks = stored_masks(live_server)
+    assert len(masks) == before + 1
+    assert page.evaluate("localStorage.getItem('dataengine.pendingMasks')") == "[]"
