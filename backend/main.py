@@ -15,6 +15,7 @@ from backend.auto.router import router as auto_router
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.core.limits import BodySizeLimitMiddleware
+from backend.dashboard.router import router as dashboard_router
 from backend.embeddings.router import router as embeddings_router
 from backend.exchange.router import router as exchange_router
 from backend.images.router import router as images_router
@@ -38,6 +39,7 @@ ROUTERS: list[APIRouter] = [
     auto_router,
     review_router,
     exchange_router,
+    dashboard_router,
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.models.base import Base, str_enum, utcnow
@@ -16,6 +16,20 @@ class Mask(Base):
     """`rle` is COCO RLE {size: [h, w], counts: str} and `bbox` [x, y, w, h], both in the image frame."""
 
     __tablename__ = "masks"
+    # Dashboard aggregates (backend/dashboard, migration 0003): partial indexes over live masks so the
+    # counts, per-image histogram and time percentiles are index-only walks with millions of masks.
+    __table_args__ = (
+        Index("ix_masks_live_stage_source", "project_id", "stage", "source", "seconds_spent", "clicks",
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+        Index("ix_masks_live_image", "project_id", "image_id",
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+        Index("ix_masks_live_seconds", "project_id", "seconds_spent",
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+        Index("ix_masks_live_author_seconds", "project_id", "author_id", "seconds_spent",
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+        Index("ix_masks_prefill", "project_id", "prefill_outcome",
+              postgresql_where=text("prefill_outcome IS NOT NULL"), sqlite_where=text("prefill_outcome IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Client-generated id making saves idempotent (a retried POST returns the existing row).

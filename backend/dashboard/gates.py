@@ -1,0 +1,171 @@
+"""Stage gates: what must hold before a project moves to its next stage, as data, and the move itself.
+
+The gates are `DEFAULT_GATES` (one entry per target stage, a list of conditions). A project can
+override any threshold in its settings: ``settings["gates"][<target stage>][<condition key>] = value``
+(e.g. ``{"gates": {"semi_automatic": {"min_masks": 50}}}``). Each condition kind is one small SQL
+count; the dashboard shows every condition with its current value, and `advance_stage` refuses (409)
+while one does not hold.
+
+Moving on resets every image's status to ``new`` (statuses are per current stage; what was finished in
+earlier stages stays in ``images.stage_done``) and drops the locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from backend.models import Image, ImageStatus, Mask, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
+
+ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One requirement: `kind` names the measurement, `key` the settings name of its threshold."""
+
+    key: str
+    kind: str  # masks_in_stage | done_share | trained_models
+    stage: Stage | None  # the stage the measurement looks at (None: not stage-bound)
+    default: float
+    label: str
+
+
+# Target stage -> what must hold to enter it. Thresholds are defaults; project settings override them.
+DEFAULT_GATES: dict[Stage, list[Condition]] = {
+    Stage.semi_automatic: [
+        Condition("min_masks", "masks_in_stage", Stage.assisted_manual, 1000,
+                  "masks annotated in the assisted-manual stage"),
+        Condition("min_done_share", "done_share", Stage.assisted_manual, 0.0,
+                  "share of images done in the assisted-manual stage"),
+        Condition("min_trained_models", "trained_models", None, 0,
+                  "ready model versions retrained on this project"),
+    ],
+    Stage.fully_automatic: [
+        Condition("min_masks", "masks_in_stage", Stage.semi_automatic, 1000,
+                  "masks annotated in the semi-automatic stage"),
+        Condition("min_trained_models", "trained_models", None, 0,
+                  "ready model versions retrained on this project"),
+    ],
+    Stage.done: [
+        Condition("min_done_share", "done_share", Stage.fully_automatic, 1.0,
+                  "share of images done in the fully automatic stage"),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class ConditionState:
+    key: str
+    label: str
+    required: float
+    actual: float
+    holds: bool
+
+
+@dataclass(frozen=True)
+class Gate:
+    from_stage: Stage
+    to_stage: Stage | None  # None: the project is done, there is no next stage
+    conditions: list[ConditionState]
+
+    @property
+    def holds(self) -> bool:
+        return self.to_stage is not None and all(c.holds for c in self.conditions)
+
+
+class GateClosed(Exception):
+    """The next stage's gate does not hold (the message lists what is missing)."""
+
+
+class BadStageMove(ValueError):
+    """The requested stage is not the project's next stage."""
+
+
+def next_stage(stage: Stage) -> Stage | None:
+    i = ORDER.index(stage)
+    return ORDER[i + 1] if i + 1 < len(ORDER) else None
+
+
+def threshold(project: Project, to_stage: Stage, condition: Condition) -> float:
+    """The project's override of `condition` for `to_stage`, else its default.
+
+    Raises:
+        ValueError: the override is not a number.
+    """
+    value = ((project.settings or {}).get("gates") or {}).get(to_stage.value, {}).get(condition.key, condition.default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"project setting gates.{to_stage.value}.{condition.key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _measure(db: Session, project: Project, condition: Condition) -> float:
+    if condition.kind == "masks_in_stage":
+        return float(db.scalar(select(func.count()).select_from(Mask).where(
+            Mask.project_id == project.id, Mask.stage == condition.stage, Mask.deleted_at.is_(None))) or 0)
+    if condition.kind == "done_share":
+        assert condition.stage is not None
+        total = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project.id)) or 0
+        if total == 0:
+            return 0.0
+        done_here = Image.stage_done[condition.stage.value].as_string().is_not(None)
+        if project.stage == condition.stage:  # the current stage: its status says it, stage_done may lag
+            done_here = done_here | (Image.status == ImageStatus.done)
+        done = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project.id, done_here)) or 0
+        return done / total
+    if condition.kind == "trained_models":
+        return float(db.scalar(select(func.count()).select_from(ModelVersion).where(
+            ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained,
+            ModelVersion.status == ModelStatus.ready)) or 0)
+    raise ValueError(f"unknown gate condition kind {condition.kind!r}")
+
+
+def evaluate(db: Session, project: Project) -> Gate:
+    """The gate between the project's stage and the next one, every condition measured now."""
+    to_stage = next_stage(project.stage)
+    if to_stage is None:
+        return Gate(project.stage, None, [])
+    states = []
+    for condition in DEFAULT_GATES[to_stage]:
+        required = threshold(project, to_stage, condition)
+        actual = _measure(db, project, condition)
+        states.append(ConditionState(condition.key, condition.label, required, actual, actual >= required))
+    return Gate(project.stage, to_stage, states)
+
+
+def advance_stage(db: Session, project: Project, to_stage: Stage) -> Project:
+    """Move `project` to `to_stage` (its next stage) if the gate holds; reset image statuses and locks.
+
+    Raises:
+        BadStageMove: `to_stage` is not the next stage.
+        GateClosed: a condition does not hold.
+    """
+    expected = next_stage(project.stage)
+    if to_stage != expected:
+        raise BadStageMove(f"project is in stage {project.stage.value}; the next stage is "
+                           f"{expected.value if expected else 'none (done)'}, not {to_stage.value}")
+    gate = evaluate(db, project)
+    missing = [c for c in gate.conditions if not c.holds]
+    if missing:
+        raise GateClosed("gate to " + to_stage.value + " does not hold: " + "; ".join(
+            f"{c.label}: {_fmt(c.actual)} < {_fmt(c.required)}" for c in missing))
+    db.execute(update(Image).where(Image.project_id == project.id)
+               .values(status=ImageStatus.new, assignee_id=None, locked_until=None)
+               .execution_options(synchronize_session=False))
+    project.stage = to_stage
+    db.commit()
+    return project
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:.3g}"
+
+
+def gate_dict(gate: Gate) -> dict[str, Any]:
+    return {
+        "from_stage": gate.from_stage, "to_stage": gate.to_stage, "holds": gate.holds,
+        "conditions": [c.__dict__ for c in gate.conditions],
+    }

@@ -1,0 +1,107 @@
+"""Dashboard routes: the summary, the per-annotator and timeline tables (JSON or `?format=csv`), stage moves.
+
+Who sees what: admins, and project members whose role is manager or ML engineer, see the whole
+project; everyone else who is a member (annotators, or a manager who is only an annotator in this
+project) gets the same endpoints restricted to their own masks, images and reviews (`scope: "me"`).
+`/dashboard/me` is always the caller's own figures. Non-members get 404 (`ProjectForMember`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, require_role
+from backend.dashboard import gates, service
+from backend.dashboard.schemas import AnnotatorRow, DashboardOut, GateOut, StageMove, TimelineRow
+from backend.models import Project, ProjectMember, Role, User
+from backend.projects.service import project_out
+from backend.projects.schemas import ProjectOut
+
+router = APIRouter(prefix="/api/projects/{project_id}", tags=["dashboard"])
+
+ManagerUser = Annotated[User, Depends(require_role(Role.manager))]
+Format = Annotated[Literal["json", "csv"], Query()]
+
+
+def scope_for(db: Session, user: User, project: Project) -> service.Scope:
+    """The whole project for admins and the project's managers/ML engineers, else the caller's own."""
+    if user.role == Role.admin:
+        return service.Scope(project.id)
+    member = db.get(ProjectMember, (project.id, user.id))
+    role = (member.role_in_project if member is not None else None) or user.role
+    if role in (Role.manager, Role.ml_engineer) and user.role in (Role.manager, Role.ml_engineer):
+        return service.Scope(project.id)
+    return service.Scope(project.id, author_id=user.id)
+
+
+def csv_response(rows: list[BaseModel], model: type[BaseModel], filename: str) -> Response:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(model.model_fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.model_dump(mode="json").items()})
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/dashboard")
+def get_dashboard(project: ProjectForMember, db: SessionDep, user: CurrentUser) -> DashboardOut:
+    try:
+        return service.dashboard(db, project, scope_for(db, user, project))
+    except ValueError as exc:  # a malformed gate override in the project's settings
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.get("/dashboard/me")
+def get_my_dashboard(project: ProjectForMember, db: SessionDep, user: CurrentUser) -> DashboardOut:
+    try:
+        return service.dashboard(db, project, service.Scope(project.id, author_id=user.id))
+    except ValueError as exc:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.get("/dashboard/annotators", response_model=list[AnnotatorRow])
+def get_annotators(project: ProjectForMember, db: SessionDep, user: CurrentUser, format: Format = "json") -> Response | list[AnnotatorRow]:
+    rows = service.annotators(db, scope_for(db, user, project))
+    if format == "csv":
+        return csv_response(rows, AnnotatorRow, f"project-{project.id}-annotators.csv")
+    return rows
+
+
+@router.get("/dashboard/timeline", response_model=list[TimelineRow])
+def get_timeline(
+    project: ProjectForMember, db: SessionDep, user: CurrentUser,
+    bucket: Annotated[Literal["hour", "day"], Query()] = "hour", format: Format = "json",
+) -> Response | list[TimelineRow]:
+    rows = service.timeline(db, scope_for(db, user, project), bucket)
+    if format == "csv":
+        return csv_response(rows, TimelineRow, f"project-{project.id}-timeline-{bucket}.csv")
+    return rows
+
+
+@router.get("/gate")
+def get_gate(project: ProjectForMember, db: SessionDep) -> GateOut:
+    try:
+        return GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project)))
+    except ValueError as exc:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.post("/stage")
+def move_stage(body: StageMove, project: ProjectForMember, db: SessionDep, _: ManagerUser) -> ProjectOut:
+    """Advance the project to its next stage; 409 with what is missing while the gate does not hold."""
+    try:
+        gates.advance_stage(db, project, body.stage)
+    except gates.BadStageMove as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    except gates.GateClosed as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    return project_out(db, project)
