@@ -82,9 +82,13 @@ def test_click_refine_accept_reload(page, live_server):
     assert "untrained" in page.locator("[data-testid=model-version]").inner_text()
     assert "Random weights" in page.locator(".banner").inner_text()
     before = len(stored_masks(live_server))
+    posted: list[dict] = []
+    page.on("request", lambda r: posted.append(r.post_data_json) if r.method == "POST" and r.url.endswith("/masks") else None)
 
-    page.mouse.click(*client_point(page, size, live_server.object_point))
+    # Hovering previews the mask a click would give, before any click.
+    page.mouse.move(*client_point(page, size, live_server.object_point))
     wait_for_pixels(page, "overlay")
+    page.mouse.click(*client_point(page, size, live_server.object_point))
     page.wait_for_selector(".candidates button[data-token='1']")
     assert page.locator(".candidates button").count() == 3  # one click is ambiguous: three candidates
 
@@ -100,6 +104,8 @@ def test_click_refine_accept_reload(page, live_server):
     assert saved["source"] == "manual" and saved["area"] > 0
     assert [p["label"] for p in saved["prompts"]["points"]] == [1, 0]
     assert saved["clicks"] == 2 and saved["seconds_spent"] >= 0
+    # The browser's RLE is exactly what pycocotools writes (the server stores its canonical form).
+    assert [p["rle"] for p in posted] == [saved["rle"]]
     assert opaque_pixels(page, "overlay") == 0  # the working mask was cleared after accept
 
     page.reload()
@@ -138,3 +144,58 @@ def test_save_survives_a_failing_server(page, live_server):
     masks = stored_masks(live_server)
     assert len(masks) == before + 1
     assert page.evaluate("localStorage.getItem('dataengine.pendingMasks')") == "[]"
+
+
+def test_candidates_undo_brush_delete(page, live_server):
+    size = log_in_and_open(page, live_server)
+    point = client_point(page, size, live_server.object_point)
+    page.mouse.click(*point)
+    page.wait_for_selector(".candidates button[data-token='1']")
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+        assert page.locator(f".candidates button[data-token='{key}']").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("Tab")
+    assert page.locator(".candidates button[data-token='1']").get_attribute("aria-pressed") == "true"
+
+    page.keyboard.press("Control+z")
+    page.wait_for_selector(".candidates >> text=click on an object")
+    assert opaque_pixels(page, "overlay") == 0
+    page.keyboard.press("Control+Shift+z")
+    page.wait_for_selector(".candidates button[data-token='1']")
+    assert opaque_pixels(page, "overlay") > 0
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".candidates >> text=click on an object")
+
+    # A brush stroke alone makes a mask; the eraser takes part of it away again.
+    page.keyboard.press("b")
+    for key in ("]", "]", "]"):
+        page.keyboard.press(key)
+    box = page.locator("#ui").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
+    page.mouse.up()
+    painted = opaque_pixels(page, "overlay")
+    assert painted > 0
+    page.keyboard.press("e")
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.4, y, steps=4)
+    page.mouse.up()
+    assert 0 < opaque_pixels(page, "overlay") < painted
+
+    before = stored_masks(live_server)
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('.save-status')?.textContent === 'saved'", timeout=30_000)
+    after = stored_masks(live_server)
+    assert len(after) == len(before) + 1
+    new = after[-1]
+    assert new["prompts"]["points"] == [] and new["prompts"]["strokes"] == 2
+
+    page.locator(f".masks li >> text=#{new['id']}").locator("xpath=..").get_by_text("delete").click()
+    page.wait_for_function(f"!document.querySelector('.masks').textContent.includes('#{new['id']} ')")
+    assert [m["id"] for m in stored_masks(live_server)] == [m["id"] for m in before]
+
+    page.keyboard.press("?")
+    assert page.get_by_role("dialog", name="Keyboard shortcuts").is_visible()
