@@ -10,8 +10,17 @@ A dense mask prompt changes the image side (``E + dense``), but only through
 ``dense = conv1x1(h)`` where ``h`` is the 16-channel output of the mask encoder's second conv
 stage. The maps are linear, so ``W (E + dense) = W E + (W C) h + W c``: with the 128x16 products
 ``W C`` folded into constants, a click with mask input costs 4096x16x128 per map instead of
-4096x256x128. The "no mask" embedding is folded the same way. The result equals the one-graph
-decoder (model_server/export.py) up to float rounding: tests/model_server/test_decoder_split.py.
+4096x256x128. The "no mask" embedding is folded the same way. 
+The per-click graph then avoids the other large image-side projections too: in the later blocks'
+attentions between N tokens and 4096 image positions, the 4096-row projections (256 -> 128 in,
+128 -> 256 out) are folded into the N tokens' side per head (`token_to_image`, `image_to_token`:
+4096 x 256 x 8N instead of 4096 x 256 x 128 multiply-adds, a gain while N < 16, i.e. up to about
+ten clicks), and the graph keeps every large tensor channels-last so that it needs no large
+transposes. Together this roughly halves the work of a click.
+
+The result equals the one-graph decoder (model_server/export.py) up to float rounding (1e-6 on
+logits): tests/model_server/test_decoder_split.py, and in the browser
+tests/browser/test_decoder_parity.py.
 
 Graphs (opset 17, ONNX IR <= 13 for onnxruntime-web 1.30):
 
@@ -57,6 +66,55 @@ def _modules():
         b, _, n, _ = out.shape
         return attn.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 
+    def token_to_image(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """`attn(queries, keys, values)` for N tokens attending to the 4096 image positions, with the
+        key and value projections folded into the tokens' side (1xNx256, 1x4096x256, 1x4096x256).
+
+        Per head h: scores = (q_h W_kh) K^T (k_proj's bias adds a constant per row: softmax ignores
+        it) and out_h = (P_h V) W_vh^T + b_vh (softmax rows sum to 1). The image side then costs
+        2 x 4096 x 256 x 8N multiply-adds instead of projecting 4096 rows twice (2 x 4096 x 256 x 128).
+        """
+        h, n = attn.num_heads, queries.shape[1]
+        q = attn.q_proj(queries)[0]  # N x 128
+        d = q.shape[-1] // h
+        w_k = attn.k_proj.weight.reshape(h, d, -1)  # h x d x 256
+        q_abs = (q.reshape(n, h, d).transpose(0, 1) @ w_k).reshape(h * n, -1) * d**-0.5  # hN x 256
+        probs = torch.softmax(keys[0] @ q_abs.T, dim=0)  # 4096 x hN
+        mixed = (probs.T @ values[0]).reshape(h, n, -1)  # h x N x 256
+        w_v = attn.v_proj.weight.reshape(h, d, -1)  # h x d x 256
+        out = (mixed @ w_v.transpose(1, 2)).transpose(0, 1).reshape(1, n, -1) + attn.v_proj.bias
+        return attn.out_proj(out)
+
+    def image_to_token(attn: nn.Module, image: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """`attn(image, keys, values)` for the 4096 image positions attending to N tokens, with the
+        query and output projections folded into the tokens' side (1x4096x256, 1xNx256, 1xNx256).
+
+        Per head h: scores = X (W_qh^T k_h^T) + b_qh k_h^T and out = sum_h P_h (v_h W_oh^T) + b_o: two
+        4096 x 256 x 8N products instead of projecting 4096 rows in and out (2 x 4096 x 256 x 128).
+        """
+        h, n = attn.num_heads, keys.shape[1]
+        k, v = attn.k_proj(keys)[0], attn.v_proj(values)[0]  # N x 128 each
+        d = k.shape[-1] // h
+        k_heads = k.reshape(n, h, d).transpose(0, 1) * d**-0.5  # h x N x d
+        w_q = attn.q_proj.weight.reshape(h, d, -1)  # h x d x 256
+        k_abs = (w_q.transpose(1, 2) @ k_heads.transpose(1, 2)).transpose(0, 1).reshape(-1, h * n)  # 256 x hN
+        k_bias = (k_heads @ attn.q_proj.bias.reshape(h, d, 1)).reshape(1, h * n)
+        scores = (image[0] @ k_abs + k_bias).reshape(-1, h, n)
+        probs = torch.softmax(scores, dim=-1).reshape(-1, h * n)  # 4096 x hN
+        w_o = attn.out_proj.weight.reshape(-1, h, d).transpose(0, 1)  # h x 256 x d
+        v_out = (v.reshape(n, h, d).transpose(0, 1) @ w_o.transpose(1, 2)).reshape(h * n, -1)  # hN x 256
+        return (probs @ v_out + attn.out_proj.bias)[None]
+
+    def two_way_block(block: nn.Module, queries, keys, query_pe, key_pe):
+        """A later (not first) two-way block with both cross-attentions folded as above."""
+        q = queries + query_pe
+        queries = block.norm1(queries + block.self_attn(q, q, queries))
+        image = keys + key_pe
+        queries = block.norm2(queries + token_to_image(block.cross_attn_token_to_image, queries + query_pe, image, keys))
+        queries = block.norm3(queries + block.mlp(queries))
+        keys = block.norm4(keys + image_to_token(block.cross_attn_image_to_token, image, queries + query_pe, queries))
+        return queries, keys
+
     class ImagePart(nn.Module):
         """Embedding -> the prompt-independent projections of the first two-way block."""
 
@@ -78,21 +136,29 @@ def _modules():
             )
 
     class ClickPart(nn.Module):
-        """The rest of prompt encoder + mask decoder, from the per-image projections."""
+        """The rest of prompt encoder + mask decoder, from the per-image projections.
+
+        Written for onnxruntime-web's wasm kernels: every large tensor stays in token layout
+        (4096 x C, channels last), so the graph has no large transposes; attention heads are handled
+        with block-diagonal token matrices (8N columns) instead of reshaping 4096-row tensors; the
+        two transposed convolutions of the upscaling are matrix products whose output pixels are
+        put in raster order only at the end, on the 4x256x256 logits.
+        """
 
         def __init__(self, sam: nn.Module) -> None:
             super().__init__()
             self.prompt = PromptDecoder(sam)
-            decoder = sam.mask_decoder
-            self.decoder = decoder
-            block = decoder.transformer.layers[0]
-            self.block = block
+            self.decoder = decoder = sam.mask_decoder
+            self.block = block = decoder.transformer.layers[0]
             down = self.prompt.mask_downscaling
             self.mask_stem = down[:-1]  # up to the 16-channel map h
             conv = down[-1]  # 1x1 conv: dense = C h + c
             c_weight = conv.weight.detach()[:, :, 0, 0]  # 256 x 16
             c_bias = conv.bias.detach()
             no_mask = self.prompt.no_mask.weight.detach()[0]  # 256
+            up1, norm, _, up2, _ = decoder.output_upscaling
+            self.norm_eps = norm.eps
+            heads = block.cross_attn_token_to_image.num_heads
             with torch.no_grad():
                 for name, linear in (
                     ("keys", block.cross_attn_token_to_image.k_proj),
@@ -103,48 +169,75 @@ def _modules():
                     self.register_buffer(f"{name}_mask_w", (w @ c_weight).T.contiguous())  # 16 x 128
                     self.register_buffer(f"{name}_mask_b", w @ c_bias)
                     self.register_buffer(f"{name}_no_mask", w @ no_mask)
-            self.register_buffer("no_mask_dense", no_mask)
-            self.register_buffer("conv_weight", c_weight.T.contiguous())  # 16 x 256
-            self.register_buffer("conv_bias", c_bias)
+                self.register_buffer("dense_w", c_weight.T.contiguous())  # 16 x 256
+                self.register_buffer("dense_mask_b", c_bias)
+                self.register_buffer("dense_no_mask", no_mask)
+                self.register_buffer("head_eye", torch.eye(heads).reshape(heads, 1, heads, 1))
+                # ConvTranspose2d(k=2, s=2) weight in x out x 2 x 2 -> in x (dy, dx, out).
+                self.register_buffer("up1_w", up1.weight.detach().permute(0, 2, 3, 1).reshape(up1.in_channels, -1).contiguous())
+                self.register_buffer("up1_b", up1.bias.detach().repeat(4))
+                self.register_buffer("norm_w", norm.weight.detach().clone())
+                self.register_buffer("norm_b", norm.bias.detach().clone())
+                self.register_buffer("up2_w", up2.weight.detach().permute(0, 2, 3, 1).reshape(up2.in_channels, -1).contiguous())
+                self.register_buffer("up2_b", up2.bias.detach().repeat(4))
 
-        def _dense_terms(self, mask_input: torch.Tensor, has_mask: torch.Tensor):
-            h = self.mask_stem(mask_input).flatten(2).transpose(1, 2)  # 1 x 4096 x 16
-            dense = has_mask * (h @ self.conv_weight + self.conv_bias) + (1 - has_mask) * self.no_mask_dense
-            fix = {
-                name: has_mask * (h @ getattr(self, f"{name}_mask_w") + getattr(self, f"{name}_mask_b"))
-                + (1 - has_mask) * getattr(self, f"{name}_no_mask")
-                for name in ("keys", "values", "queries")
-            }
-            return dense, fix
+        def _block_diagonal(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+            """N x (heads*d) -> (heads*d) x (heads*N): head h's d x N block on the diagonal, zeros elsewhere."""
+            heads, n = self.head_eye.shape[0], x.shape[0]
+            blocks = (x.T * scale).reshape(heads, -1, 1, n) * self.head_eye  # heads x d x heads x N
+            return blocks.reshape(x.shape[1], -1)
+
+        def _diagonal_blocks(self, x: torch.Tensor, n: int) -> torch.Tensor:
+            """(heads*N) x (heads*d) -> N x (heads*d): row block h, column block h, for every head."""
+            heads = self.head_eye.shape[0]
+            return (x.reshape(heads, n, heads, -1) * self.head_eye).sum(0).reshape(n, -1)
 
         def forward(self, image_tokens, l0_keys, l0_values, l0_image_queries, point_coords, point_labels, mask_input, has_mask_input):
             decoder, block, transformer = self.decoder, self.block, self.decoder.transformer
+            has = has_mask_input
+
+            def bias(name: str) -> torch.Tensor:  # mask bias with a mask, the "no mask" term without
+                return has * getattr(self, f"{name}_mask_b") + (1 - has) * getattr(self, f"{name}_no_mask")
+
             sparse = self.prompt.embed_points(point_coords, point_labels)
             output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
-            tokens = torch.cat([output_tokens[None], sparse], dim=1)
+            tokens = torch.cat([output_tokens[None], sparse], dim=1)  # 1 x N x 256
+            n = tokens.shape[1]
             key_pe = self.prompt.dense_pe.flatten(2).transpose(1, 2)
-            dense, fix = self._dense_terms(mask_input, has_mask_input)
-            keys = image_tokens + dense
+            h = (has * self.mask_stem(mask_input)).flatten(2).transpose(1, 2)[0]  # 4096 x 16, zero without mask
+            keys = image_tokens[0] + h @ self.dense_w + bias("dense")  # 4096 x 256: E + dense
 
-            # First block, image side from the per-image projections.
+            # First block; its image-side projections come from the per-image graph (+ the mask terms).
+            to_image, to_token = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+            scale = (to_image.q_proj.out_features // to_image.num_heads) ** -0.5
             queries = block.norm1(block.self_attn(tokens, tokens, tokens))
-            q = block.cross_attn_token_to_image.q_proj(queries + tokens)
-            attn = attend(block.cross_attn_token_to_image, q, l0_keys + fix["keys"], l0_values + fix["values"])
-            queries = block.norm2(queries + attn)
+            q = self._block_diagonal(to_image.q_proj(queries + tokens)[0], scale)  # 128 x 8N
+            scores = l0_keys[0] @ q + h @ (self.keys_mask_w @ q) + bias("keys") @ q  # 4096 x 8N
+            probs = torch.softmax(scores, dim=0)
+            mixed = probs.T @ l0_values[0] + (probs.T @ h) @ self.values_mask_w + bias("values")  # 8N x 128
+            queries = block.norm2(queries + to_image.out_proj(self._diagonal_blocks(mixed, n))[None])
             queries = block.norm3(queries + block.mlp(queries))
-            to_token = block.cross_attn_image_to_token
-            q_tok = queries + tokens
-            attn = attend(to_token, l0_image_queries + fix["queries"], to_token.k_proj(q_tok), to_token.v_proj(queries))
-            keys = block.norm4(keys + attn)
+            k = self._block_diagonal(to_token.k_proj(queries + tokens)[0], scale)  # 128 x 8N
+            v = to_token.v_proj(queries)[0]  # N x 128
+            scores = l0_image_queries[0] @ k + h @ (self.queries_mask_w @ k) + bias("queries") @ k  # 4096 x 8N
+            probs = torch.softmax(scores.reshape(-1, to_token.num_heads, n), dim=-1).reshape(-1, to_token.num_heads * n)
+            heads, d = to_token.num_heads, v.shape[1] // to_token.num_heads
+            w_o = to_token.out_proj.weight.reshape(-1, heads, d).transpose(0, 1)  # heads x 256 x d
+            v_out = (v.reshape(n, heads, d).transpose(0, 1) @ w_o.transpose(1, 2)).reshape(heads * n, -1)
+            keys = block.norm4(keys + probs @ v_out + to_token.out_proj.bias)[None]
 
             for layer in transformer.layers[1:]:
-                queries, keys = layer(queries, keys, tokens, key_pe)
-            final = transformer.final_attn_token_to_image
-            queries = transformer.norm_final_attn(queries + final(queries + tokens, keys + key_pe, keys))
+                queries, keys = two_way_block(layer, queries, keys, tokens, key_pe)
+            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
+            queries = transformer.norm_final_attn(queries + final)
 
-            upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(1, -1, 64, 64))
-            weights = torch.stack([mlp(queries[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
-            masks = (weights @ upscaled.flatten(2)).reshape(1, -1, *upscaled.shape[-2:])
+            # Output upscaling, channels last: 4096 x 256 -> 4096 x (2x2 x 64) -> 16384 x (2x2 x 32).
+            up = keys[0] @ self.up1_w + self.up1_b
+            up = F.gelu(F.layer_norm(up.reshape(-1, 4, self.norm_w.shape[0]), self.norm_w.shape, self.norm_w, self.norm_b, self.norm_eps))
+            up = F.gelu(up.reshape(-1, self.up2_w.shape[0]) @ self.up2_w + self.up2_b)
+            weights = torch.stack([mlp(queries[0, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])  # 4 x 32
+            masks = up.reshape(-1, weights.shape[1]) @ weights.T  # rows in (y, x, dy, dx, dy2, dx2) order
+            masks = masks.reshape(64, 64, 2, 2, 2, 2, -1).permute(6, 0, 2, 4, 1, 3, 5).reshape(1, -1, 256, 256)
             return masks, decoder.iou_prediction_head(queries[:, 0])
 
     return ImagePart, ClickPart
