@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.core.config import Settings
+from backend.model_versions.cli import register_models
+from backend.up import register_up
 
 
 
@@ -105,6 +107,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     register_migrate,
     register_create_user,
     register_import_folder,
+    register_up,
+    register_models,
 ]
 
 

@@ -14,7 +14,7 @@ Brokers:
   because every message is a row written in a transaction: kombu takes SQLite's write lock
   (``BEGIN IMMEDIATE``) to fetch one, so the API, the worker and a second worker process can share
   it without half-read or doubly delivered messages, and it survives a restart as one file. Its
-  limits: it polls (every ``polling_interval`` s) and has no fan-out across processes, so remote
+  limits: it polls (every second) and has no fan-out across processes, so remote
   control and worker events are off in that mode.
 
 Reliability: ``acks_late`` + ``reject_on_worker_lost`` (a message is acknowledged only after its
@@ -98,9 +98,9 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
             task_eager_propagates=eager,
             broker_connection_retry_on_startup=True,
             worker_hijack_root_logger=False,
-            broker_transport_options=(
-                {"polling_interval": 0.5} if embedded else {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
-            ),
+            # The SQLAlchemy transport hands its options to create_engine, so it gets none (it polls
+            # every second, kombu's default).
+            broker_transport_options={} if embedded else {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT},
             worker_enable_remote_control=not embedded,
             worker_send_task_events=not embedded,
             beat_schedule={

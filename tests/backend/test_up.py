@@ -1,0 +1,123 @@
+"""`dataengine up` on a fresh data dir: admin printed once, the app served, a real worker on the
+embedded SQLite broker embeds an uploaded image, Ctrl-C stops everything. And `dataengine models`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from backend.cli import main as dataengine
+from model_server.sam.build import build_sam
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAENGINE_")}
+    return {**env, "DATAENGINE_DATA_DIR": str(tmp_path / "var"), "DATAENGINE_BCRYPT_ROUNDS": "4",
+            "DATAENGINE_FRONTEND_DIST": str(tmp_path / "no-frontend"), "OMP_NUM_THREADS": "2"}
+
+
+def _read_until(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+    raise AssertionError(f"{pattern!r} not printed; output:\n{''.join(seen)}")
+
+
+def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_root):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "up", "--port", str(port)], cwd=REPO_ROOT, env=_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    seen: list[str] = []
+    try:
+        password = _read_until(process, r"user 'admin' with password: (\S+)", 120, seen).group(1)
+        _read_until(process, r"serving http://", 300, seen)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=60) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/openapi.json").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "".join(seen)
+                time.sleep(0.5)
+            token = http.post("/api/auth/token", data={"username": "admin", "password": password}).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            project = http.post("/api/projects", json={"name": "up"}, headers=headers).json()
+            image = (data_root / "grabcut" / "images" / "106024.jpg").read_bytes()
+            upload = http.post(f"/api/projects/{project['id']}/images", files=[("files", ("a.jpg", image, "image/jpeg"))],
+                               headers=headers)
+            assert upload.status_code == 201, upload.text
+            assert http.get(f"/api/projects/{project['id']}/model", headers=headers).json()["origin"] == "untrained"
+            job = http.post(f"/api/projects/{project['id']}/embed", headers=headers).json()
+            deadline = time.monotonic() + 300
+            while job["status"] not in ("succeeded", "failed", "cancelled"):
+                assert time.monotonic() < deadline, f"job stuck: {job}"
+                time.sleep(1)
+                job = http.get(f"/api/jobs/{job['id']}", headers=headers).json()
+            assert job["status"] == "succeeded" and job["result"]["embedded"] == 1, job
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    rest = process.stdout.read()
+    assert process.returncode == 0, "".join(seen) + rest
+    assert "stopped" in rest
+
+    # A second `up` finds the admin and the default model already there and prints no password.
+    again = subprocess.run([sys.executable, "-m", "backend.cli", "models", "list"], cwd=REPO_ROOT,
+                           env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "untrained vit_t" in again.stdout and again.stdout.count("\n") == 1
+
+
+def test_models_import_is_strict_and_idempotent(tmp_path, monkeypatch, capsys):
+    for key, value in _env(tmp_path).items():
+        if key.startswith("DATAENGINE_"):
+            monkeypatch.setenv(key, value)
+    assert dataengine(["migrate"]) == 0
+    checkpoint = tmp_path / "sam_vit_t_test.pth"
+    torch.save(build_sam("vit_t", seed=7).state_dict(), checkpoint)
+    assert dataengine(["models", "import", str(checkpoint), "--arch", "vit_t"]) == 0
+    assert "imported model version 1" in capsys.readouterr().out
+    assert dataengine(["models", "import", str(checkpoint), "--arch", "vit_t"]) == 0
+    assert "already registered as model version 1" in capsys.readouterr().out
+    assert dataengine(["models", "import", str(checkpoint), "--arch", "vit_b"]) == 2
+    assert "does not match SAM vit_b" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    assert dataengine(["models", "import", str(truncated), "--arch", "vit_t"]) == 2
+    assert "truncated.pth" in capsys.readouterr().err
+    assert dataengine(["models", "list"]) == 0
+    assert "official" in capsys.readouterr().out
