@@ -199,3 +199,48 @@ def test_candidates_undo_brush_delete(page, live_server):
 
     page.keyboard.press("?")
     assert page.get_by_role("dialog", name="Keyboard shortcuts").is_visible()
+
+
+def test_prefilled_masks_and_next_image(page, live_server, data_root):
+    """A detector's mask shows as pre-filled; N finishes the image and claims the next one."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+    from sqlalchemy import update
+
+    from backend.core.db import make_engine, make_session_factory
+    from backend.models import Image, Mask, MaskSource, Stage
+
+    with live_server.api() as api:
+        info = api.get(f"/api/images/{live_server.image_id}").json()
+        pixels = np.zeros((info["height"], info["width"]), np.uint8)
+        pixels[20:120, 30:200] = 1
+        rle = mask_util.encode(np.asfortranarray(pixels))
+        second = api.post(
+            f"/api/projects/{live_server.project_id}/images",
+            files=[("files", ("124080.jpg", (data_root / "grabcut" / "images" / "124080.jpg").read_bytes(), "image/jpeg"))],
+        ).raise_for_status().json()["images"][0]
+    engine = make_engine(live_server.settings.db_url)
+    session = make_session_factory(engine)()
+    prefilled = Mask(
+        image_id=live_server.image_id, project_id=live_server.project_id,
+        rle={"size": [info["height"], info["width"]], "counts": rle["counts"].decode()}, bbox=[30, 20, 170, 100],
+        area=int(pixels.sum()), source=MaskSource.detector, stage=Stage.semi_automatic, predicted_iou=0.93,
+    )
+    session.add(prefilled)
+    session.commit()
+    try:
+        log_in_and_open(page, live_server)
+        page.wait_for_selector(f".masks li >> text=#{prefilled.id} · {prefilled.area} px (detector, pre-filled)")
+        wait_for_pixels(page, "masks")
+        page.keyboard.press("n")
+        page.wait_for_url(f"**/annotate/{live_server.project_id}/{second['id']}", timeout=60_000)
+        with live_server.api() as api:
+            assert api.get(f"/api/images/{live_server.image_id}").json()["status"] == "done"
+    finally:
+        # Leave the shared live server as the other tests expect it: one open image, no pre-fill.
+        session.delete(prefilled)
+        session.execute(update(Image).where(Image.id == live_server.image_id).values(status="in_progress"))
+        session.execute(update(Image).where(Image.id == second["id"]).values(status="done", locked_until=None))
+        session.commit()
+        session.close()
+        engine.dispose()
