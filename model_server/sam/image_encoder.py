@@ -47,8 +47,9 @@ class Attention(nn.Module):
         """Bias B x heads x HW x HW: query·(row table) + query·(column table), unscaled query."""
         b, n, _, d = q.shape
         r_q = q.reshape(b, n, h, w, d)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(self.rel_pos_h, h))
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(self.rel_pos_w, w))
+        # Contiguous (they are small) so that the large sum below is contiguous and reshapes for free.
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(self.rel_pos_h, h)).contiguous()
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(self.rel_pos_w, w)).contiguous()
         return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, n, h * w, h * w)
 
 
