@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from .sam import Sam
-from .transforms import MODEL_SIZE, apply_boxes, apply_coords, postprocess_masks, preprocess_shape, resize_longest_side
+from .transforms import (
+    MODEL_SIZE,
+    apply_boxes,
+    apply_coords,
+    postprocess_masks,
+    preprocess_shape,
+    resize_longest_side,
+)
 
 EMBEDDING_SHAPE = (256, 64, 64)
 LOW_RES = 256
@@ -89,7 +96,9 @@ class Predictor:
         """
         self._require_embedding()
         if coords.ndim != 3 or coords.shape[-1] != 2 or tuple(labels.shape) != tuple(coords.shape[:2]):
-            raise ValueError(f"coords must be BxNx2 and labels BxN, got {tuple(coords.shape)} and {tuple(labels.shape)}")
+            raise ValueError(
+                f"coords must be BxNx2 and labels BxN, got {tuple(coords.shape)} and {tuple(labels.shape)}"
+            )
         if mask_input is not None and tuple(mask_input.shape) != (coords.shape[0], 1, LOW_RES, LOW_RES):
             raise ValueError(f"mask_input must be {coords.shape[0]}x1x256x256, got {tuple(mask_input.shape)}")
         dtype = self.model.dtype
@@ -101,7 +110,8 @@ class Predictor:
     def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
         """BxCx256x256 low-res logits → BxCxHxW logits in the original frame (float32)."""
         self._require_embedding()
-        return postprocess_masks(low_res.float(), self.input_size, self.original_size, self.model.image_encoder.img_size)
+        model_size = self.model.image_encoder.img_size
+        return postprocess_masks(low_res.float(), self.input_size, self.original_size, model_size)
 
     def predict(
         self,
@@ -124,7 +134,8 @@ class Predictor:
         labels = None if point_labels is None else _array(point_labels, "point_labels", (None,))[None]
         boxes = None if box is None else _array(box, "box", (4,), (1, 4)).reshape(1, 4)
         masks = None if mask_input is None else _array(mask_input, "mask_input", (1, LOW_RES, LOW_RES))[None]
-        result = self.predict_batch(coords, labels, boxes, masks, multimask_output, return_logits, _empty_batch=1)
+        # No prompt at all is allowed here, as in the official predictor: the decoder sees only its tokens.
+        result = self._predict(coords, labels, boxes, masks, multimask_output, return_logits, empty_batch=1)
         return tuple(r[0] for r in result)
 
     def predict_batch(
@@ -135,8 +146,6 @@ class Predictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
-        *,
-        _empty_batch: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for B prompts in one decoder call; the same result as calling `predict` per prompt.
 
@@ -145,8 +154,22 @@ class Predictor:
         (masks BxCxHxW bool or float32 logits, IoU BxC float32, low-res logits BxCx256x256 float32).
         Full-resolution masks cost B·C·H·W floats: decode large batches in chunks.
         """
+        return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits, None)
+
+    def _predict(
+        self,
+        point_coords: Any,
+        point_labels: Any,
+        boxes: Any,
+        mask_input: Any,
+        multimask_output: bool,
+        return_logits: bool,
+        empty_batch: int | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._require_embedding()
-        coords, labels, box_corners, masks, batch = self._validate(point_coords, point_labels, boxes, mask_input, _empty_batch)
+        coords, labels, box_corners, masks, batch = self._validate(
+            point_coords, point_labels, boxes, mask_input, empty_batch
+        )
         parts_c, parts_l = [], []
         if coords is not None:
             parts_c.append(apply_coords(coords, self.original_size, MODEL_SIZE))
