@@ -16,7 +16,9 @@ attentions between N tokens and 4096 image positions, the 4096-row projections (
 128 -> 256 out) are folded into the N tokens' side per head (`token_to_image`, `image_to_token`:
 4096 x 256 x 8N instead of 4096 x 256 x 128 multiply-adds, a gain while N < 16, i.e. up to about
 ten clicks), and the graph keeps every large tensor channels-last so that it needs no large
-transposes. Together this roughly halves the work of a click.
+transposes. The first transposed convolution of the upscaling (4096x256x256 multiply-adds) is
+carried through the two LayerNorms as low-rank updates of a per-image product (`upscale_maps`).
+Together this roughly halves the work of a click.
 
 The result equals the one-graph decoder (model_server/export.py) up to float rounding (1e-6 on
 logits): tests/model_server/test_decoder_split.py, and in the browser
@@ -26,8 +28,9 @@ Graphs (opset 17, ONNX IR <= 13 for onnxruntime-web 1.30):
 
 * per-image ``<prefix>.image.onnx``: ``image_embeddings`` [1,256,64,64] float32 ->
   ``image_tokens`` [1,4096,256] (E in token layout), ``l0_keys`` [1,4096,128],
-  ``l0_values`` [1,4096,128], ``l0_image_queries`` [1,4096,128];
-* per-click ``<prefix>.click.onnx``: those four plus ``point_coords`` [1,N,2] (1024 frame),
+  ``l0_values`` [1,4096,128], ``l0_image_queries`` [1,4096,128], ``upscale_base`` [1,4096,256]
+  (E through the first upscaling product, see `upscale_maps`);
+* per-click ``<prefix>.click.onnx``: those five plus ``point_coords`` [1,N,2] (1024 frame),
   ``point_labels`` [1,N], ``mask_input`` [1,1,256,256], ``has_mask_input`` [1] ->
   ``low_res_masks`` [1,4,256,256], ``iou_predictions`` [1,4]: the same outputs as our one-graph
   contract, so the browser worker (frontend/src/inference/decoder.worker.ts) treats both alike.
@@ -41,7 +44,7 @@ from pathlib import Path
 
 from model_server.export import MAX_IR_VERSION, OPSET
 
-IMAGE_OUTPUTS = ["image_tokens", "l0_keys", "l0_values", "l0_image_queries"]
+IMAGE_OUTPUTS = ["image_tokens", "l0_keys", "l0_values", "l0_image_queries", "upscale_base"]
 CLICK_INPUTS = [*IMAGE_OUTPUTS, "point_coords", "point_labels", "mask_input", "has_mask_input"]
 CLICK_OUTPUTS = ["low_res_masks", "iou_predictions"]
 
@@ -85,12 +88,13 @@ def _modules():
         out = (mixed @ w_v.transpose(1, 2)).transpose(0, 1).reshape(1, n, -1) + attn.v_proj.bias
         return attn.out_proj(out)
 
-    def image_to_token(attn: nn.Module, image: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def image_to_token(attn: nn.Module, image: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
         """`attn(image, keys, values)` for the 4096 image positions attending to N tokens, with the
         query and output projections folded into the tokens' side (1x4096x256, 1xNx256, 1xNx256).
 
         Per head h: scores = X (W_qh^T k_h^T) + b_qh k_h^T and out = sum_h P_h (v_h W_oh^T) + b_o: two
         4096 x 256 x 8N products instead of projecting 4096 rows in and out (2 x 4096 x 256 x 128).
+        Returns the factors (P 4096 x 8N, V_out 8N x 256) of out = P V_out + b_o.
         """
         h, n = attn.num_heads, keys.shape[1]
         k, v = attn.k_proj(keys)[0], attn.v_proj(values)[0]  # N x 128 each
@@ -103,17 +107,29 @@ def _modules():
         probs = torch.softmax(scores, dim=-1).reshape(-1, h * n)  # 4096 x hN
         w_o = attn.out_proj.weight.reshape(-1, h, d).transpose(0, 1)  # h x 256 x d
         v_out = (v.reshape(n, h, d).transpose(0, 1) @ w_o.transpose(1, 2)).reshape(h * n, -1)  # hN x 256
-        return (probs @ v_out + attn.out_proj.bias)[None]
+        return probs, v_out
 
-    def two_way_block(block: nn.Module, queries, keys, query_pe, key_pe):
-        """A later (not first) two-way block with both cross-attentions folded as above."""
-        q = queries + query_pe
-        queries = block.norm1(queries + block.self_attn(q, q, queries))
-        image = keys + key_pe
-        queries = block.norm2(queries + token_to_image(block.cross_attn_token_to_image, queries + query_pe, image, keys))
-        queries = block.norm3(queries + block.mlp(queries))
-        keys = block.norm4(keys + image_to_token(block.cross_attn_image_to_token, image, queries + query_pe, queries))
-        return queries, keys
+    def layer_norm(z: torch.Tensor, norm: nn.LayerNorm):
+        """`norm(z)` for 4096 x C rows, also returning the rows' mean and 1/std (4096 x 1 each)."""
+        mean = z.mean(-1, keepdim=True)
+        centred = z - mean
+        inv_std = torch.rsqrt((centred * centred).mean(-1, keepdim=True) + norm.eps)
+        return centred * inv_std * norm.weight + norm.bias, mean, inv_std
+
+    def upscale_maps(sam: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first upscaling product folded through the two norm4 scales: (G2, G12), 256 x 256 each.
+
+        U = keys2 W + b with keys2 = LN2(z1), keys1 = LN1(z0) and z0 = E + (low-rank terms): per row,
+        keys2 W = inv1 (z1 G2 - mean1 * colsum(G2)) + beta2 W, G2 = diag(gamma2) W, and likewise
+        keys1 G2 through G12 = diag(gamma1) G2; so E G12, once per image, replaces a 4096x256x256
+        product per click by 4096 x (16 + 16N) x 256 ones.
+        """
+        up1 = sam.mask_decoder.output_upscaling[0]
+        first, second = sam.mask_decoder.transformer.layers
+        with torch.no_grad():
+            w = up1.weight.detach().permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # in x (dy, dx, out)
+            g2 = second.norm4.weight.detach()[:, None] * w
+            return g2, first.norm4.weight.detach()[:, None] * g2
 
     class ImagePart(nn.Module):
         """Embedding -> the prompt-independent projections of the first two-way block."""
@@ -124,6 +140,7 @@ def _modules():
             block = sam.mask_decoder.transformer.layers[0]
             self.to_image = block.cross_attn_token_to_image
             self.to_token = block.cross_attn_image_to_token
+            self.register_buffer("upscale_map", upscale_maps(sam)[1])
 
         def forward(self, image_embeddings: torch.Tensor):
             tokens = image_embeddings.flatten(2).transpose(1, 2)  # 1 x 4096 x 256
@@ -133,6 +150,7 @@ def _modules():
                 self.to_image.k_proj(with_pe),
                 self.to_image.v_proj(tokens),
                 self.to_token.q_proj(with_pe),
+                tokens @ self.upscale_map,
             )
 
     class ClickPart(nn.Module):
@@ -174,12 +192,27 @@ def _modules():
                 self.register_buffer("dense_no_mask", no_mask)
                 self.register_buffer("head_eye", torch.eye(heads).reshape(heads, 1, heads, 1))
                 # ConvTranspose2d(k=2, s=2) weight in x out x 2 x 2 -> in x (dy, dx, out).
-                self.register_buffer("up1_w", up1.weight.detach().permute(0, 2, 3, 1).reshape(up1.in_channels, -1).contiguous())
-                self.register_buffer("up1_b", up1.bias.detach().repeat(4))
+                w = up1.weight.detach().permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # in x (dy, dx, out)
+                g2, g12 = upscale_maps(sam)
+                first, second = decoder.transformer.layers
+                self.register_buffer("g2", g2.contiguous())
+                self.register_buffer("g12", g12.contiguous())
+                self.register_buffer("g2_colsum", g2.sum(0))
+                self.register_buffer("g12_colsum", g12.sum(0))
+                self.register_buffer("dense_g12_w", (c_weight.T @ g12).contiguous())  # 16 x 256
+                self.register_buffer("dense_g12_mask_b", c_bias @ g12)
+                self.register_buffer("dense_g12_no_mask", no_mask @ g12)
+                self.register_buffer("out0_g12", first.cross_attn_image_to_token.out_proj.bias.detach() @ g12)
+                self.register_buffer("out1_g2", second.cross_attn_image_to_token.out_proj.bias.detach() @ g2)
+                self.register_buffer("beta1_g2", first.norm4.bias.detach() @ g2)
+                self.register_buffer("up1_b", second.norm4.bias.detach() @ w + up1.bias.detach().repeat(4))
                 self.register_buffer("norm_w", norm.weight.detach().clone())
                 self.register_buffer("norm_b", norm.bias.detach().clone())
                 self.register_buffer("up2_w", up2.weight.detach().permute(0, 2, 3, 1).reshape(up2.in_channels, -1).contiguous())
                 self.register_buffer("up2_b", up2.bias.detach().repeat(4))
+                # Flat index of each (token, row, column) of the 4x256x256 logits in the products' order.
+                order = torch.arange(64 * 64 * 16 * 4).reshape(64, 64, 2, 2, 2, 2, 4)
+                self.register_buffer("raster_order", order.permute(6, 0, 2, 4, 1, 3, 5).reshape(-1).contiguous())
 
         def _block_diagonal(self, x: torch.Tensor, scale: float) -> torch.Tensor:
             """N x (heads*d) -> (heads*d) x (heads*N): head h's d x N block on the diagonal, zeros elsewhere."""
@@ -192,7 +225,7 @@ def _modules():
             heads = self.head_eye.shape[0]
             return (x.reshape(heads, n, heads, -1) * self.head_eye).sum(0).reshape(n, -1)
 
-        def forward(self, image_tokens, l0_keys, l0_values, l0_image_queries, point_coords, point_labels, mask_input, has_mask_input):
+        def forward(self, image_tokens, l0_keys, l0_values, l0_image_queries, upscale_base, point_coords, point_labels, mask_input, has_mask_input):
             decoder, block, transformer = self.decoder, self.block, self.decoder.transformer
             has = has_mask_input
 
@@ -224,20 +257,34 @@ def _modules():
             heads, d = to_token.num_heads, v.shape[1] // to_token.num_heads
             w_o = to_token.out_proj.weight.reshape(-1, heads, d).transpose(0, 1)  # heads x 256 x d
             v_out = (v.reshape(n, heads, d).transpose(0, 1) @ w_o.transpose(1, 2)).reshape(heads * n, -1)
-            keys = block.norm4(keys + probs @ v_out + to_token.out_proj.bias)[None]
+            keys, mean0, inv0 = layer_norm(keys + probs @ v_out + to_token.out_proj.bias, block.norm4)
+            # The first upscaling product, carried along as keys1 G2 (see `upscale_maps`).
+            z0_g12 = upscale_base[0] + h @ self.dense_g12_w + bias("dense_g12") + probs @ (v_out @ self.g12) + self.out0_g12
+            keys_g2 = inv0 * (z0_g12 - mean0 * self.g12_colsum) + self.beta1_g2
 
-            for layer in transformer.layers[1:]:
-                queries, keys = two_way_block(layer, queries, keys, tokens, key_pe)
-            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
+            # Second block, both cross-attentions folded into the tokens' side.
+            second = transformer.layers[1]
+            q = queries + tokens
+            queries = second.norm1(queries + second.self_attn(q, q, queries))
+            image = (keys + key_pe[0])[None]
+            attn = token_to_image(second.cross_attn_token_to_image, queries + tokens, image, keys[None])
+            queries = second.norm2(queries + attn)
+            queries = second.norm3(queries + second.mlp(queries))
+            to_token = second.cross_attn_image_to_token
+            probs, v_out = image_to_token(to_token, image, queries + tokens, queries)
+            keys, mean1, inv1 = layer_norm(keys + probs @ v_out + to_token.out_proj.bias, second.norm4)
+            z1_g2 = keys_g2 + probs @ (v_out @ self.g2) + self.out1_g2
+
+            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, (keys + key_pe[0])[None], keys[None])
             queries = transformer.norm_final_attn(queries + final)
 
             # Output upscaling, channels last: 4096 x 256 -> 4096 x (2x2 x 64) -> 16384 x (2x2 x 32).
-            up = keys[0] @ self.up1_w + self.up1_b
+            up = inv1 * (z1_g2 - mean1 * self.g2_colsum) + self.up1_b  # = keys2 W + b
             up = F.gelu(F.layer_norm(up.reshape(-1, 4, self.norm_w.shape[0]), self.norm_w.shape, self.norm_w, self.norm_b, self.norm_eps))
             up = F.gelu(up.reshape(-1, self.up2_w.shape[0]) @ self.up2_w + self.up2_b)
             weights = torch.stack([mlp(queries[0, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])  # 4 x 32
             masks = up.reshape(-1, weights.shape[1]) @ weights.T  # rows in (y, x, dy, dx, dy2, dx2) order
-            masks = masks.reshape(64, 64, 2, 2, 2, 2, -1).permute(6, 0, 2, 4, 1, 3, 5).reshape(1, -1, 256, 256)
+            masks = masks.reshape(-1)[self.raster_order].reshape(1, -1, 256, 256)  # a Gather: 7-d Transposes are slow
             return masks, decoder.iou_prediction_head(queries[:, 0])
 
     return ImagePart, ClickPart
