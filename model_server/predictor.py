@@ -103,7 +103,8 @@ class Predictor:
             raise ValueError(f"mask_input must be {coords.shape[0]}x1x256x256, got {tuple(mask_input.shape)}")
         dtype = self.model.dtype
         encoder = self.model.prompt_encoder
-        sparse = encoder.embed_points(coords.to(self.device, dtype), labels.to(self.device))
+        # Coordinates stay float32: the positional encoding is computed at full precision.
+        sparse = encoder.embed_points(coords.to(self.device, torch.float32), labels.to(self.device))
         dense = encoder.embed_masks(None if mask_input is None else mask_input.to(self.device, dtype))
         return self.model.mask_decoder(self.embedding, self._dense_pe, sparse, dense, multimask_output)
 

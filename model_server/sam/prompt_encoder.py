@@ -24,17 +24,22 @@ class PositionEmbeddingRandom(nn.Module):
         self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn(2, num_pos_feats))
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
-        """coords ...x2, (x, y) normalised to [0, 1] → ...x(2·num_pos_feats)."""
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
+        """coords ...x2, (x, y) normalised to [0, 1] → ...x(2·num_pos_feats), in the module's dtype.
+
+        Computed in float32 whatever the module's dtype: in half precision a 1024-frame coordinate
+        would be rounded to whole pixels and the phases (up to tens of radians) lose their meaning.
+        """
+        matrix = self.positional_encoding_gaussian_matrix
+        coords = (2 * coords.float() - 1) @ matrix.float()
         coords = 2 * math.pi * coords
-        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1).to(matrix.dtype)
 
     def grid(self, size: tuple[int, int]) -> torch.Tensor:
         """Encoding of every cell centre of an HxW grid: Cx H x W."""
         h, w = size
-        matrix = self.positional_encoding_gaussian_matrix
-        ys = (torch.arange(h, device=matrix.device, dtype=matrix.dtype) + 0.5) / h
-        xs = (torch.arange(w, device=matrix.device, dtype=matrix.dtype) + 0.5) / w
+        device = self.positional_encoding_gaussian_matrix.device
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
         points = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)
         return self.encode(points).permute(2, 0, 1)
 
@@ -77,8 +82,8 @@ class PromptEncoder(nn.Module):
         """coords BxNx2 (x, y) in the 1024 model frame, labels BxN in {−1, 0, 1, 2, 3} → BxNx256."""
         # +0.5: a pixel index names the pixel's centre.
         h, w = self.input_image_size
-        scale = coords.new_tensor([1.0 / w, 1.0 / h])
-        tokens = self.pe_layer.encode((coords + 0.5) * scale)
+        coords = coords.float()
+        tokens = self.pe_layer.encode((coords + 0.5) * coords.new_tensor([1.0 / w, 1.0 / h]))
         table = torch.cat([e.weight for e in self.point_embeddings], dim=0)
         tokens = tokens + table[labels.clamp(min=0).long()]
         padding = (labels == -1).unsqueeze(-1)

@@ -140,13 +140,13 @@ def test_decode_records_gradients_for_training(encoded_predictor):
 
 
 def test_half_precision_decoder_runs(our_vit_b, encoded_predictor):
-    """Nothing in the decoder path breaks under a reduced-precision dtype (bfloat16 on CPU)."""
+    """Nothing in the prompt encoder/decoder path breaks under `.half()` (as on a GPU)."""
     from model_server.sam import build_sam
 
     model = build_sam("vit_t", seed=0)
     model.mask_decoder.load_state_dict(our_vit_b.mask_decoder.state_dict())
     model.prompt_encoder.load_state_dict(our_vit_b.prompt_encoder.state_dict())
-    predictor = Predictor(model.to(torch.bfloat16))
+    predictor = Predictor(model.half())
     predictor.set_embedding(encoded_predictor.embedding, encoded_predictor.original_size)
     masks, iou, low_res = predictor.predict(**PROMPTS["box_and_points"])
     _, ref_iou, ref_low_res = encoded_predictor.predict(**PROMPTS["box_and_points"])
