@@ -1,5 +1,6 @@
 import { getToken } from "./api/client";
 import { annotatePage } from "./annotate/page";
+import { dashboardPage } from "./dashboard/page";
 import { loginPage } from "./pages/login";
 import { projectsPage } from "./pages/projects";
 import { navigate, route, start, type Page } from "./router";
@@ -20,6 +21,7 @@ route("/login", loginPage);
 route("/", authed(projectsPage));
 route("/annotate/:projectId", authed(annotatePage));
 route("/annotate/:projectId/:imageId", authed(annotatePage));
+route("/dashboard/:projectId", authed(dashboardPage));
 
 // Same-origin links navigate inside the app instead of reloading it.
 document.addEventListener("click", (event) => {

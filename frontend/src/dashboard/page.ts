@@ -1,0 +1,201 @@
+/**
+ * The project dashboard: headline figures, charts, per-annotator and timeline tables (CSV export),
+ * live jobs with progress bars (polled), and, for managers, the stage gate and controls.
+ * Annotators get the same page restricted to their own figures (the server decides the scope).
+ */
+import type { Chart } from "chart.js";
+import { me } from "../api/client";
+import { h } from "../dom";
+import {
+  addMember,
+  advanceStage,
+  downloadCsv,
+  getAnnotators,
+  getDashboard,
+  getTimeline,
+  listJobs,
+  startAutoAnnotation,
+  startEmbedding,
+  type AnnotatorRow,
+  type Dashboard,
+  type Job,
+  type TimelineRow,
+} from "./api";
+import { histogramChart, imagesChart, masksChart, modelsChart, timelineChart } from "./charts";
+
+const JOB_POLL_MS = 2000;
+// Layout of this page only (the app's style.css belongs to the annotator).
+const STYLE = `
+.dashboard .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 8px; }
+.dashboard .figure strong { font-size: 1.4em; }
+.dashboard .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 8px; margin: 8px 0; }
+.dashboard table { border-collapse: collapse; width: 100%; }
+.dashboard td, .dashboard th { border-bottom: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+.dashboard .jobs progress { width: 160px; margin: 0 8px; }
+`;
+
+const fmt = (value: number | null, digits = 1): string => (value === null ? "–" : value.toFixed(digits));
+const pct = (value: number | null): string => (value === null ? "–" : `${(value * 100).toFixed(1)}%`);
+
+function figure(name: string, label: string, value: string): HTMLElement {
+  return h("div", { class: "card figure" }, h("div", { class: "muted" }, label), h("strong", { "data-figure": name }, value));
+}
+
+function chartBox(name: string, title: string): [HTMLElement, HTMLCanvasElement] {
+  const canvas = h("canvas", { "data-chart": name });
+  return [h("section", { class: "card chart" }, h("h3", {}, title), h("div", { style: "position:relative;height:220px" }, canvas)), canvas];
+}
+
+function table<T>(name: string, rows: T[], columns: [string, (row: T) => string][]): HTMLTableElement {
+  return h(
+    "table",
+    { "data-table": name },
+    h("thead", {}, h("tr", {}, ...columns.map(([title]) => h("th", {}, title)))),
+    h("tbody", {}, ...rows.map((row) => h("tr", {}, ...columns.map(([, cell]) => h("td", {}, cell(row)))))),
+  );
+}
+
+function jobRow(job: Job): HTMLElement {
+  return h(
+    "li",
+    { class: "job", "data-job": job.id, "data-status": job.status },
+    h("span", {}, `#${job.id} ${job.kind} · ${job.status}`),
+    h("progress", { max: 1, value: job.progress }),
+    h("span", { class: "muted" }, job.error ?? job.message),
+  );
+}
+
+export async function dashboardPage(root: HTMLElement, params: Record<string, string>): Promise<() => void> {
+  const projectId = Number(params.projectId);
+  const charts: Chart[] = [];
+  let timer: number | undefined;
+  const message = h("p", { class: "muted", "data-message": "" });
+  const cleanup = () => {
+    if (timer !== undefined) clearInterval(timer);
+    charts.forEach((c) => c.destroy());
+  };
+
+  const [user, d, annotators, timeline] = await Promise.all([
+    me(),
+    getDashboard(projectId),
+    getAnnotators(projectId),
+    getTimeline(projectId, "hour"),
+  ]);
+  const managing = d.scope === "project" && user.role !== "annotator";
+  const rerender = () => {
+    cleanup();
+    root.replaceChildren();
+    void dashboardPage(root, params);
+  };
+  const act = (work: () => Promise<unknown>, done: string) => async () => {
+    try {
+      await work();
+      message.textContent = done;
+      rerender();
+    } catch (error) {
+      message.textContent = (error as Error).message;
+    }
+  };
+
+  const figures = h(
+    "div",
+    { class: "figures" },
+    figure("images-total", "images", String(d.images.total)),
+    figure("images-done", "done in this stage", String(d.images.by_status.done ?? 0)),
+    figure("masks-total", "masks", String(d.masks.total)),
+    figure("masks-per-image", "masks per image", fmt(d.masks.per_image_mean)),
+    figure("seconds-median", "seconds per mask (median)", fmt(d.timing.seconds_per_mask_median)),
+    figure("seconds-p90", "seconds per mask (p90)", fmt(d.timing.seconds_per_mask_p90)),
+    figure("masks-per-hour", "masks per hour", fmt(d.timing.masks_per_hour)),
+    figure("clicks-per-mask", "clicks per mask", fmt(d.timing.clicks_per_mask, 2)),
+    figure("prefill", "pre-filled kept / corrected / deleted", `${d.prefill.kept} / ${d.prefill.corrected} / ${d.prefill.deleted}`),
+    figure("review-share", `reviewed auto masks with IoU > ${d.review.iou_threshold}`, `${pct(d.review.share_within)} of ${d.review.reviewed}`),
+  );
+
+  const boxes = [
+    chartBox("images", "Images by status"),
+    chartBox("masks", "Masks by stage and source"),
+    chartBox("histogram", "Masks per image"),
+    chartBox("timeline", "Masks over time (per hour)"),
+    chartBox("models", "Model rounds: held-out metrics"),
+  ];
+
+  const jobList = h("ul", { class: "jobs", "data-jobs": "" }, ...[...d.jobs.active, ...d.jobs.recent].map(jobRow));
+  const pollJobs = async () => {
+    try {
+      jobList.replaceChildren(...(await listJobs(projectId)).map(jobRow));
+    } catch (error) {
+      message.textContent = (error as Error).message;
+    }
+  };
+  timer = window.setInterval(() => void pollJobs(), JOB_POLL_MS);
+
+  const annotatorColumns: [string, (r: AnnotatorRow) => string][] = [
+    ["annotator", (r) => r.username],
+    ["masks", (r) => String(r.masks)],
+    ["images done", (r) => String(r.images_done)],
+    ["median s/mask", (r) => fmt(r.seconds_per_mask_median)],
+    ["p90 s/mask", (r) => fmt(r.seconds_per_mask_p90)],
+    ["masks/hour", (r) => fmt(r.masks_per_hour)],
+    ["clicks/mask", (r) => fmt(r.clicks_per_mask, 2)],
+  ];
+  const timelineColumns: [string, (r: TimelineRow) => string][] = [
+    ["hour (UTC)", (r) => r.bucket],
+    ["masks", (r) => String(r.masks)],
+    ["manual", (r) => String(r.manual_masks)],
+    ["masks/hour", (r) => fmt(r.masks_per_hour)],
+    ["annotators", (r) => String(r.annotators)],
+  ];
+  const csvButton = (label: string, path: string, file: string) =>
+    h("button", { onclick: () => void downloadCsv(path, file).catch((e: Error) => (message.textContent = e.message)) }, label);
+
+  const controls = managing ? stageControls(projectId, d, act) : null;
+
+  root.append(
+    h("style", {}, STYLE),
+    h("header", { class: "bar" }, h("a", { href: "/" }, "← Projects"), h("strong", {}, `Dashboard · project ${projectId}`),
+      h("span", { class: "muted" }, `${user.username} · ${d.scope === "me" ? "your own figures" : "whole project"} · stage ${d.images.current_stage}`)),
+    h(
+      "main",
+      { class: "page dashboard" },
+      message,
+      figures,
+      h("div", { class: "charts" }, ...boxes.map(([box]) => box)),
+      h("section", { class: "card" }, h("h3", {}, "Jobs"), jobList),
+      controls,
+      h("section", { class: "card" }, h("h3", {}, "Annotators"),
+        csvButton("Export CSV", `/api/projects/${projectId}/dashboard/annotators?format=csv`, `project-${projectId}-annotators.csv`),
+        table("annotators", annotators, annotatorColumns)),
+      h("section", { class: "card" }, h("h3", {}, "Timeline"),
+        csvButton("Export CSV", `/api/projects/${projectId}/dashboard/timeline?bucket=hour&format=csv`, `project-${projectId}-timeline.csv`),
+        table("timeline", timeline, timelineColumns)),
+    ),
+  );
+
+  const [images, masks, histogram, timelineBox, models] = boxes.map(([, canvas]) => canvas);
+  charts.push(imagesChart(images, d), masksChart(masks, d), histogramChart(histogram, d), timelineChart(timelineBox, timeline), modelsChart(models, d));
+  return cleanup;
+}
+
+function stageControls(projectId: number, d: Dashboard, act: (work: () => Promise<unknown>, done: string) => () => Promise<void>): HTMLElement {
+  const gate = d.gate;
+  const userId = h("input", { type: "number", min: 1, placeholder: "user id", "data-control": "member-id" });
+  return h(
+    "section",
+    { class: "card", "data-gate": gate.holds ? "open" : "closed" },
+    h("h3", {}, gate.to_stage ? `Gate to ${gate.to_stage}` : "Project done"),
+    h("ul", {}, ...gate.conditions.map((c) =>
+      h("li", { "data-condition": c.key, "data-holds": String(c.holds) }, `${c.holds ? "✔" : "✘"} ${c.label}: ${c.actual} (needs ${c.required})`))),
+    gate.to_stage
+      ? h("button", { disabled: !gate.holds, "data-control": "advance", onclick: act(() => advanceStage(projectId, gate.to_stage!), `moved to ${gate.to_stage}`) },
+          `Advance to ${gate.to_stage}`)
+      : null,
+    h("button", { "data-control": "embed", onclick: act(() => startEmbedding(projectId), "embedding started") }, "Start embedding"),
+    h("button", { "data-control": "auto", onclick: act(() => startAutoAnnotation(projectId), "auto-annotation started") }, "Start auto-annotation"),
+    h("button", { disabled: true, title: "detector training is not implemented yet" }, "Train detector (not available yet)"),
+    h("div", {}, userId, h("button", {
+      "data-control": "add-member",
+      onclick: act(() => addMember(projectId, Number(userId.value)), "annotator added"),
+    }, "Assign annotator")),
+  );
+}
