@@ -4,8 +4,9 @@
   SQLite database and storage in a temporary folder, the built frontend (`frontend/dist`, built here
   with npm if missing), an admin user and a project holding one real photograph from
   ../shared/data/grabcut. Embedded mode: the model runs in process (untrained vit_t, random weights).
-- `browser`: Chromium from /usr/bin/chromium through Playwright's sync API; the browser tests skip,
-  with the reason, only when that binary is missing.
+- `browser`: Chromium from /usr/bin/chromium through Playwright's sync API, one per test module (a
+  running sync Playwright blocks any other in the process, e.g. the decoder harness of
+  test_decoder_parity.py); the browser tests skip, with the reason, only when that binary is missing.
 - `page`: a fresh browser context and page per test, logged out.
 """
 
@@ -141,7 +142,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> It
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Chromium (scripts/install --test does) to run the browser tests")

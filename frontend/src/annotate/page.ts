@@ -102,7 +102,9 @@ class AnnotateController {
   private clickChain: Promise<void> = Promise.resolve();
   private tool: Tool = "points";
   private brushRadius: number;
+  /** Prompts clicked but not decoded yet, drawn at once so a click never feels lost. */
   private pending: { points: Point[]; box: number[] | null } | null = null;
+  private promptsInFlight = 0;
   private drag: { x: number; y: number; clientX: number; clientY: number; button: number; alt: boolean; moved: boolean } | null = null;
   private stroke: Stroke | null = null;
   private cursor: [number, number] | null = null;
@@ -150,7 +152,13 @@ class AnnotateController {
     this.listen(window, "keydown", (e) => this.onKey(e as KeyboardEvent));
     this.disposers.push(this.store.subscribe(() => this.render()));
     this.disposers.push(saver.subscribe((e) => this.onSave(e)));
-    const lock = window.setInterval(() => void api.claimImage(image.id).catch(() => undefined), LOCK_REFRESH_MS);
+    const lock = window.setInterval(
+      () =>
+        void api.claimImage(image.id).catch((error) => {
+          if (error instanceof api.ApiError && error.status === 409) this.status.textContent = `lock lost: ${error.message}`;
+        }),
+      LOCK_REFRESH_MS,
+    );
     this.disposers.push(() => clearInterval(lock));
     for (const p of saver.pending(image.id)) this.restorePending(p.body.client_id, p.body.rle);
     this.render();
@@ -426,6 +434,7 @@ class AnnotateController {
     this.hoverToken++;
     const base = this.pending ?? { points: [...this.store.working.points], box: this.store.working.box ? [...this.store.working.box] : null };
     this.pending = { points: add.point ? [...base.points, add.point] : base.points, box: add.box ?? base.box };
+    this.promptsInFlight++;
     this.drawUi();
     this.clickChain = this.clickChain.then(async () => {
       const previous = this.store.working;
@@ -440,9 +449,7 @@ class AnnotateController {
       } catch (error) {
         this.status.textContent = `decoder: ${(error as Error).message}`;
       }
-      const settled = this.store.working;
-      if (this.pending && this.pending.points.length === settled.points.length && this.pending.box === settled.box) this.pending = null;
-      else if (this.pending && this.pending.points.length <= settled.points.length) this.pending = null;
+      if (--this.promptsInFlight === 0) this.pending = null;
       this.drawUi();
     });
   }
