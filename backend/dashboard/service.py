@@ -79,10 +79,15 @@ def live_masks(scope: Scope) -> list[ColumnElement[bool]]:
     return where
 
 
-def percentiles(db: Session, where: Sequence[ColumnElement[bool]], column, qs: Sequence[float]) -> list[float | None]:  # type: ignore[no-untyped-def]
-    """`percentile_cont(q)` of `column` over the rows matching `where` (NULLs ignored), portably."""
+def percentiles(db: Session, where: Sequence[ColumnElement[bool]], column, qs: Sequence[float],  # type: ignore[no-untyped-def]
+                n: int | None = None) -> list[float | None]:
+    """`percentile_cont(q)` of `column` over the rows matching `where` (NULLs ignored), portably.
+
+    `n`, the number of such non-NULL values, is counted here unless the caller already knows it.
+    """
     where = [*where, column.is_not(None)]
-    n = db.scalar(select(func.count()).select_from(Mask).where(*where)) or 0
+    if n is None:
+        n = db.scalar(select(func.count()).select_from(Mask).where(*where)) or 0
     out: list[float | None] = []
     for q in qs:
         if n == 0:
@@ -135,7 +140,7 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
     if scope.author_id is None:  # images without any mask; for one annotator "their images" are those they masked
         counts[0] = max(image_total - images_with_masks, 0)
     denominator = image_total if scope.author_id is None else images_with_masks
-    median, p90 = percentiles(db, where, Mask.seconds_spent, [0.5, 0.9])
+    median, p90 = percentiles(db, where, Mask.seconds_spent, [0.5, 0.9], n=timed)
 
     masks = MasksOut(
         total=total,
@@ -226,7 +231,7 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     out = []
     for author_id, username, n, timed, seconds, clicked, clicks, first, last in rows:
         seconds = float(seconds or 0)
-        median, p90 = percentiles(db, [*where, Mask.author_id == author_id], Mask.seconds_spent, [0.5, 0.9])
+        median, p90 = percentiles(db, [*where, Mask.author_id == author_id], Mask.seconds_spent, [0.5, 0.9], n=timed)
         out.append(AnnotatorRow(
             user_id=author_id, username=username, masks=n, images_done=done.get(author_id, 0), timed_masks=timed,
             total_seconds=seconds, seconds_per_mask_median=median, seconds_per_mask_p90=p90,

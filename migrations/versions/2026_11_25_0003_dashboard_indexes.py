@@ -25,7 +25,8 @@ INDEXES: dict[str, tuple[list[str], sa.TextClause]] = {
     "ix_masks_live_stage_source": (["project_id", "stage", "source", "seconds_spent", "clicks"], LIVE),
     "ix_masks_live_image": (["project_id", "image_id"], LIVE),
     "ix_masks_live_seconds": (["project_id", "seconds_spent"], LIVE),
-    "ix_masks_live_author_seconds": (["project_id", "author_id", "seconds_spent"], LIVE),
+    "ix_masks_live_author_seconds": (["project_id", "author_id", "seconds_spent", "clicks", "created_at"], LIVE),
+    "ix_masks_live_created": (["project_id", "created_at", "source", "seconds_spent", "author_id"], LIVE),
     "ix_masks_prefill": (["project_id", "prefill_outcome"], PREFILLED),
 }
 
