@@ -91,8 +91,10 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 
 def start_worker(settings: Settings) -> subprocess.Popen:
     """One worker for every queue, beat inside, one task at a time (the CPU model uses every core)."""
+    from backend.worker.celery_app import QUEUES
+
     command = [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "worker",
-               "-Q", "embed,auto,train", "-P", "solo", "-B",
+               "-Q", ",".join(QUEUES), "-P", "solo", "-B",
                "-s", str(settings.data_dir / "celerybeat-schedule"),
                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
     return subprocess.Popen(command, cwd=REPO_ROOT, env=worker_environment(settings), start_new_session=True)

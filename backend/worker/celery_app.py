@@ -19,9 +19,11 @@ Brokers:
 
 Reliability: ``acks_late`` + ``reject_on_worker_lost`` (a message is acknowledged only after its
 task finished, and one whose worker process died is given back), prefetch 1 (a worker holds one
-message at a time). No broker redelivers the message of a worker that was SIGKILLed before its
-visibility timeout (Redis: hours, so that hours-long training is not delivered twice), so job-level
-recovery does that: tasks heartbeat their job row and `backend.jobs.tasks.sweep_stale_jobs`
+message at a time). That is not enough when the whole worker dies (SIGKILL, a lost machine):
+kombu's SQLAlchemy transport hides a message for good when it is fetched (``visible = False``),
+so nothing brings it back, and Redis gives an unacknowledged message back only after its
+visibility timeout (set to hours, so that hours-long training is not delivered twice). Job-level
+recovery covers both: tasks heartbeat their job row, and `backend.jobs.tasks.sweep_stale_jobs`
 (Celery beat, every `SWEEP_SECONDS`) requeues or fails jobs whose worker stopped heartbeating.
 
 `app` is configured from the environment (``Settings()``) when a worker imports this module
