@@ -106,7 +106,8 @@ def store_image_masks(
     """Insert `image`'s auto masks and mark it done, in one transaction (committed here).
 
     `records` are the generator's coco_rle records (segmentation, predicted_iou, stability_score,
-    point_coords, crop_box; area and bbox are recomputed from the RLE). Masks covering at least
+    point_coords, crop_box). Area and bbox are recomputed from the RLE with pycocotools, as for every
+    other mask: COCO's box has width x_max - x_min + 1, one more than the official generator reports. Masks covering at least
     `max_mask_fraction` of the image are dropped. If another run finished the image meanwhile,
     nothing is stored.
     """
