@@ -89,9 +89,9 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes * rows.any(dim=1, keepdim=True)
 
 
-def box_xyxy_to_xywh(box: list[float] | np.ndarray | torch.Tensor) -> list[float]:
-    """One XYXY box → [x, y, width, height] as a plain list."""
-    x0, y0, x1, y1 = (float(v) for v in box)
+def box_xyxy_to_xywh(box: list[int] | np.ndarray | torch.Tensor) -> list[int]:
+    """One integer XYXY box → [x, y, width, height] as a plain list of ints."""
+    x0, y0, x1, y1 = (int(v) for v in box)
     return [x0, y0, x1 - x0, y1 - y0]
 
 
