@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -16,6 +17,9 @@ import torch
 from model_server.sam.build import build_sam
 
 UNTRAINED_SEED = 0
+
+# torch.onnx.export keeps global state: two exports in one process at once fail.
+_export_lock = threading.Lock()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -42,6 +46,20 @@ def save_untrained_checkpoint(architecture: str, path: str | Path, seed: int = U
     return file_sha256(path)
 
 
+def save_model_checkpoint(model: torch.nn.Module, path: str | Path) -> str:
+    """Write `model`'s state dict to `path` (atomically, via a temporary file); return its sha256.
+
+    What a retraining round stores as its version's checkpoint: the same format as the official
+    files, so `build_sam(architecture, checkpoint=path)` loads it strictly.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return file_sha256(path)
+
+
 def verify_checkpoint(architecture: str, path: str | Path) -> str:
     """Load `path` strictly as `architecture`; return its sha256.
 
@@ -57,4 +75,6 @@ def export_browser_decoder(architecture: str, checkpoint: str | Path, path: str 
     """Export the prompt encoder + mask decoder of a checkpoint as the browser's ONNX graph."""
     from model_server.export import export_decoder_onnx
 
-    return export_decoder_onnx(build_sam(architecture, checkpoint=checkpoint), path)
+    model = build_sam(architecture, checkpoint=checkpoint)
+    with _export_lock:
+        return export_decoder_onnx(model, path)

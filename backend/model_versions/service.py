@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 from pathlib import Path
 
 from sqlalchemy import select
@@ -31,6 +32,10 @@ from backend.core.config import Settings
 from backend.storage import LocalStorage
 
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
+
+# The first requests of a fresh install (the annotate page asks for the model and an embedding at
+# once) would otherwise both write the default weights and export its decoder concurrently.
+_default_version_lock = threading.Lock()
 
 
 def model_spec(version: ModelVersion, storage: LocalStorage) -> ModelSpec:
@@ -59,6 +64,11 @@ def _store_decoder(version: ModelVersion, storage: LocalStorage, client: ModelSe
 
 def ensure_default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
     """The untrained global version of ``settings.default_model_arch``, created (and committed) if missing."""
+    with _default_version_lock:
+        return _ensure_default_version(db, storage, client, settings)
+
+
+def _ensure_default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
     arch = settings.default_model_arch
     existing = db.scalar(
         select(ModelVersion).where(

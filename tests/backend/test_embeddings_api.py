@@ -117,3 +117,20 @@ def test_project_model_says_untrained_and_decoder_is_cached(client, project, man
     assert client.get("/api/model-versions/999999/decoder.onnx", headers=manager_headers).status_code == 404
     # The default version is created once, not per request.
     assert client.get(f"/api/projects/{project.id}/model", headers=manager_headers).json()["id"] == model["id"]
+
+
+def test_first_use_from_concurrent_requests_creates_one_default_version(
+    client, db, project, manager_headers, data_root
+):
+    """The annotate page asks for the model and an embedding at once on a fresh install."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (image_id,) = upload(client, manager_headers, project.id, data_root, 1)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        model = pool.submit(client.get, f"/api/projects/{project.id}/model", headers=manager_headers)
+        embedding = pool.submit(client.get, f"/api/images/{image_id}/embedding", headers=manager_headers)
+        model_response, embedding_response = model.result(), embedding.result()
+    assert model_response.status_code == 200, model_response.text
+    assert embedding_response.status_code == 200, embedding_response.text
+    assert embedding_response.headers["x-model-version"] == str(model_response.json()["id"])
+    assert db.scalar(select(func.count()).select_from(ModelVersion)) == 1

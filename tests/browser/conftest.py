@@ -131,10 +131,6 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> It
                 files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))],
                 headers=auth,
             ).raise_for_status().json()
-            # Warm the model registry (the untrained default and its decoder ONNX are made on first
-            # use) and the embedding, one request at a time, before the browser asks for both at once.
-            http.get(f"/api/projects/{project['id']}/model", headers=auth).raise_for_status()
-            http.get(f"/api/images/{uploaded['images'][0]['id']}/embedding", headers=auth).raise_for_status()
         inside, outside = _inside_and_outside(data_root / "grabcut" / "masks" / f"{Path(IMAGE_NAME).stem}__0.png")
         yield LiveServer(url, settings, token, project["id"], uploaded["images"][0]["id"], inside, outside)
     finally:
