@@ -19,7 +19,12 @@ export async function projectsPage(root: HTMLElement): Promise<void> {
       h("div", {}, h("strong", {}, p.name), h("span", { class: "muted" }, ` · ${STAGE_NAMES[p.stage] ?? p.stage}`)),
       p.description ? h("p", { class: "muted" }, p.description) : null,
       h("div", { class: "muted" }, `${p.image_count ?? "?"} images`),
-      h("a", { href: `/annotate/${p.id}`, class: "button", "data-project": p.id }, "Annotate"),
+      h(
+        "div",
+        { class: "actions" },
+        h("a", { href: `/annotate/${p.id}`, class: "button", "data-project": p.id }, "Annotate"),
+        h("a", { href: `/dashboard/${p.id}`, class: "button secondary" }, "Dashboard"),
+      ),
     ),
   );
   root.append(
