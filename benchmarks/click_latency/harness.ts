@@ -10,9 +10,9 @@
  *   returns logits at the original size, thresholded into an original-size ImageData.
  */
 
-import { bestToken, DecoderClient, tokenLogits, type Point, type Prompt } from "../../frontend/src/inference/decoder_client";
+import { bestToken, DecoderClient, DecodeSuperseded, tokenLogits, type Point, type Prompt } from "../../frontend/src/inference/decoder_client";
 import { buildPrompt } from "../../frontend/src/inference/prompt";
-import { MaskUpsampler, maskToImageData } from "../../frontend/src/inference/upsample";
+import { MaskUpsampler } from "../../frontend/src/inference/upsample";
 import type { OfficialRequest } from "./official.worker";
 
 type Size = [number, number];
@@ -71,6 +71,7 @@ const states = new Map<string, VariantState>();
 let armed: { variant: string; label: 0 | 1; fresh: boolean } | null = null;
 let measured = 0;
 let displayUpsampler: MaskUpsampler | null = null;
+let overlay: ImageData | null = null; // kept across clicks, as the annotator keeps its overlay
 let lastLowRes: Float32Array | null = null;
 
 function toBase64(bytes: Uint8Array): string {
@@ -120,6 +121,7 @@ function setUpStage(imageUrl: string, display: Size): void {
   [official.width, official.height] = [sizes!.original[1], sizes!.original[0]]; // the demo: full resolution
   for (const canvas of [ours, official]) Object.assign(canvas.style, { width: `${w}px`, height: `${h}px` });
   displayUpsampler = new MaskUpsampler(sizes!.input, sizes!.original, display);
+  overlay = new ImageData(w, h);
   document.getElementById("stage")!.addEventListener("click", (event) => void onClick(event));
 }
 
@@ -140,9 +142,8 @@ async function onClick(event: MouseEvent): Promise<void> {
     const result = await state.ours.decode(prompt);
     const logits = tokenLogits(result.lowRes, bestToken(result.iou, state.points.length === 1));
     state.previous = logits;
-    const mask = displayUpsampler!.upsample(logits);
-    const [h, w] = sizes.display;
-    (document.getElementById("ours") as HTMLCanvasElement).getContext("2d")!.putImageData(maskToImageData(mask, w, h, COLOR), 0, 0);
+    displayUpsampler!.paint(logits, new Uint32Array(overlay!.data.buffer), COLOR);
+    (document.getElementById("ours") as HTMLCanvasElement).getContext("2d")!.putImageData(overlay!, 0, 0);
     state.decodeMs.push(result.ms);
   } else {
     const graph = buildPrompt(prompt, sizes.original, sizes.input);
@@ -179,6 +180,25 @@ function upsample(token: number): string {
   return toBase64(upsampler.upsample(tokenLogits(lastLowRes!, token)));
 }
 
+/**
+ * Latest-wins scheduling as the annotator triggers it: three hover previews, a click, a last hover,
+ * all issued at once. Returns each call's outcome: "done", "superseded" or "error: ...".
+ */
+function burst(variant: string, point: Point): Promise<string[]> {
+  const client = states.get(variant)!.ours!;
+  const prompt: Prompt = { points: [point] };
+  const calls = [
+    client.decode(prompt, { hover: true }),
+    client.decode(prompt, { hover: true }),
+    client.decode(prompt, { hover: true }),
+    client.decode(prompt),
+    client.decode(prompt, { hover: true }),
+  ];
+  return Promise.all(
+    calls.map((call) => call.then(() => "done", (error) => (error instanceof DecodeSuperseded ? "superseded" : `error: ${error}`))),
+  );
+}
+
 function maskInputFromBase64(text: string): Float32Array {
   const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
   return new Float32Array(bytes.buffer);
@@ -189,6 +209,7 @@ function maskInputFromBase64(text: string): Float32Array {
   decode: (variant: string, prompt: Prompt & { maskInputBase64?: string }) =>
     decode(variant, { ...prompt, maskInput: prompt.maskInputBase64 ? maskInputFromBase64(prompt.maskInputBase64) : undefined }),
   upsample,
+  burst,
   arm: (variant: string, label: 0 | 1, fresh: boolean) => {
     armed = { variant, label, fresh };
   },

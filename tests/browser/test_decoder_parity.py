@@ -143,3 +143,12 @@ def test_browser_decoder_matches_python_predictor(setup, variant):
             assert masks[i].any(), f"{name}: degenerate reference mask (empty), the comparison would prove nothing"
             assert _iou(browser_mask, masks[i]) >= MIN_MASK_IOU, f"{name}, token {token}: mask IoU {_iou(browser_mask, masks[i]):.4f}"
         previous[name] = low_res[int(np.argmax(iou))]
+
+
+def test_superseded_hover_previews_are_dropped(setup):
+    """Hovers queued behind a running decode are dropped once anything newer arrives; clicks never."""
+    page, _, _, _ = setup
+    outcomes = page.evaluate("a => h7.burst(...a)", ["split", {"x": 10, "y": 10, "label": 1}])
+    # The first hover starts at once; the two queued behind it are superseded (by each other and by
+    # the click); the click and the hover after it run.
+    assert outcomes == ["done", "superseded", "superseded", "done", "done"]

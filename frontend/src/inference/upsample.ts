@@ -80,11 +80,28 @@ export class MaskUpsampler {
    * @returns height x width Uint8Array, 1 where the upsampled logit is > 0.
    */
   upsample(logits: Float32Array): Uint8Array {
+    const mask = new Uint8Array(this.height * this.width);
+    this.run(logits, mask, 1, 0);
+    return mask;
+  }
+
+  /**
+   * Draws the mask straight into RGBA pixels (e.g. `new Uint32Array(imageData.data.buffer)` of a
+   * height x width ImageData kept across clicks): `color` inside, transparent outside. One pass, no
+   * intermediate mask and no allocation: the drawing path of the annotator's overlay.
+   *
+   * @param color [r, g, b, a] each 0-255.
+   */
+  paint(logits: Float32Array, pixels: Uint32Array, color: readonly [number, number, number, number]): void {
+    if (pixels.length !== this.height * this.width) throw new Error(`pixels hold ${pixels.length} values; expected ${this.height}x${this.width}`);
+    this.run(logits, pixels, packRgba(color), 0);
+  }
+
+  private run(logits: Float32Array, out: Uint8Array | Uint32Array, inside: number, outside: number): void {
     if (logits.length !== LOW * LOW) throw new Error(`logits have ${logits.length} values; expected ${LOW * LOW}`);
     const { height, width, rowBuffer: row } = this;
     const { index: ri, weight: rw } = this.rows;
     const { index: ci, weight: cw } = this.cols;
-    const mask = new Uint8Array(height * width);
     for (let v = 0; v < height; v++) {
       const t = v * TAPS;
       const r0 = ri[t] * LOW, r1 = ri[t + 1] * LOW, r2 = ri[t + 2] * LOW, r3 = ri[t + 3] * LOW;
@@ -95,11 +112,15 @@ export class MaskUpsampler {
       const base = v * width;
       for (let u = 0, c = 0; u < width; u++, c += TAPS) {
         const value = cw[c] * row[ci[c]] + cw[c + 1] * row[ci[c + 1]] + cw[c + 2] * row[ci[c + 2]] + cw[c + 3] * row[ci[c + 3]];
-        mask[base + u] = value > 0 ? 1 : 0;
+        out[base + u] = value > 0 ? inside : outside;
       }
     }
-    return mask;
   }
+}
+
+/** [r, g, b, a] -> one Uint32 pixel of an ImageData (little-endian byte order, as on every browser platform). */
+function packRgba([r, g, b, a]: readonly [number, number, number, number]): number {
+  return ((a << 24) | (b << 16) | (g << 8) | r) >>> 0;
 }
 
 let cached: { key: string; upsampler: MaskUpsampler } | null = null;
@@ -127,8 +148,7 @@ export function maskToImageData(mask: Uint8Array, width: number, height: number,
   if (mask.length !== width * height) throw new Error(`mask has ${mask.length} pixels; expected ${width}x${height}`);
   const image = new ImageData(width, height);
   const pixels = new Uint32Array(image.data.buffer);
-  const [r, g, b, a] = color;
-  const packed = ((a << 24) | (b << 16) | (g << 8) | r) >>> 0; // little-endian RGBA
+  const packed = packRgba(color);
   for (let i = 0; i < mask.length; i++) if (mask[i]) pixels[i] = packed;
   return image;
 }
