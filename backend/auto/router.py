@@ -4,6 +4,11 @@ Body: `AutoParams` (every field optional; absurd values are a 422 and no job is 
 ML engineers (and admins) who are members may start it. If an auto job of the project is already
 queued or running, that job is returned instead of a second one. 202 with the `JobOut`; follow it
 with ``GET /api/jobs/{id}`` or its SSE events.
+
+It neither requires nor changes the project's stage (a manager may try it earlier); the masks are
+stored with stage ``fully_automatic``, an image's progress in that stage is
+``images.stage_done["fully_automatic"]``, and ``images.status`` (the annotators' queue) is untouched.
+The project's ``review_fraction`` setting is checked here so a bad value fails before the job.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Review endpoints: any member of the project may review its sampled auto masks.
 
-- ``GET /api/projects/{id}/review/next`` → `ReviewItem` (the oldest pending mask), 204 when none;
+- ``GET /api/projects/{id}/review/next?after=<mask id>`` → `ReviewItem` (the oldest pending mask, above
+  ``after`` to skip one), 204 when none. Two reviewers asking at once get the same mask; the second
+  to decide gets 409 and asks again (masks are not locked to a reviewer);
 - ``POST /api/masks/{id}/review`` `ReviewIn` → `ReviewOut` (201); 409 if the mask is not pending
   (already reviewed, never sampled, deleted), 422 for a fix whose RLE is not a mask of the image;
 - ``GET /api/projects/{id}/review/summary`` → `ReviewSummaryOut`.
@@ -8,7 +10,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskOut
@@ -22,8 +26,8 @@ router = APIRouter(tags=["review"])
 
 
 @router.get("/api/projects/{project_id}/review/next", responses={204: {"description": "nothing pending"}})
-def next_for_review(project: ProjectForMember, db: SessionDep) -> Response:
-    found = service.next_pending(db, project.id)
+def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0)] = 0) -> Response:
+    found = service.next_pending(db, project.id, after)
     if found is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     mask, pending = found

@@ -50,9 +50,10 @@ def _pending(project_id: int):  # noqa: ANN202 - a SQL condition
     return (Mask.project_id == project_id) & (Mask.review_status == ReviewStatus.pending) & Mask.deleted_at.is_(None)
 
 
-def next_pending(db: Session, project_id: int) -> tuple[Mask, int] | None:
-    """The oldest pending mask of the project and how many are pending in all, or None."""
-    mask = db.scalar(select(Mask).where(_pending(project_id)).order_by(Mask.id).limit(1))
+def next_pending(db: Session, project_id: int, after: int = 0) -> tuple[Mask, int] | None:
+    """The oldest pending mask of the project with an id above `after` (a reviewer skipping masks
+    passes the last id they saw), and how many are pending in all; None when there is none."""
+    mask = db.scalar(select(Mask).where(_pending(project_id), Mask.id > after).order_by(Mask.id).limit(1))
     if mask is None:
         return None
     return mask, db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id)))

@@ -37,6 +37,8 @@ def test_review_next_accept_fix_reject_and_summary(client, db, project, manager,
     assert item.json()["mask"]["id"] == ids[0] and item.json()["pending"] == 4
     assert item.json()["image"]["id"] == reviewed_image.id and item.json()["mask"]["source"] == "auto"
 
+    skipped = client.get(f"/api/projects/{project.id}/review/next?after={ids[0]}", headers=headers).json()
+    assert skipped["mask"]["id"] == ids[1] and skipped["pending"] == 4
     accepted = client.post(f"/api/masks/{ids[0]}/review", json={"decision": "accept"}, headers=headers)
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["iou"] == 1.0 and accepted.json()["fixed_mask"] is None
