@@ -232,3 +232,22 @@ def test_duplicate_file_names_are_kept_apart(client, db, project, manager_header
     names = sorted(i["file_name"] for i in json.loads(members["annotations/instances.json"])["images"])
     assert names == sorted(f"{i}_same.jpg" for i in ids)
     assert sorted(k for k in members if k.startswith("images/")) == [f"images/{n}" for n in names]
+
+
+def test_export_is_generated_image_by_image(db, project, filled, settings):
+    """The archive leaves in pieces (one per image, then the end), so the response streams it."""
+    from backend.exchange.archive import export_chunks
+    from backend.storage import LocalStorage
+
+    a, b, _ = filled
+    seen: list[float] = []
+    chunks = list(export_chunks(db, LocalStorage(settings.storage_path), project.id, "sa1b", True, seen.append))
+    sizes = [len(c) for c in chunks]
+    assert len([s for s in sizes if s]) >= 3 and seen == [0.5, 1.0]
+    # The first piece (tar's 10 KiB records may hold back a tail) already carries image A, not B.
+    assert f"sa1b/{a.id}.json".encode() in chunks[0] and f"sa1b/{b.id}.json".encode() not in chunks[0]
+    assert 0 < sizes[0] < sum(sizes)
+    assert sorted(_members(b"".join(chunks))) == sorted([f"sa1b/{a.id}.json", f"images/{a.file_name}",
+                                                         f"sa1b/{b.id}.json", f"images/{b.file_name}"])
+    with pytest.raises(ValueError, match="unknown export format"):
+        next(export_chunks(db, LocalStorage(settings.storage_path), project.id, "voc", False))
