@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,18 @@ def official_model(name: str, weights: dict[str, torch.Tensor]):
     return model.eval()
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds per call of `fn()`, `repeats` calls after `warmup` untimed ones."""
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each function, calls interleaved (a, b, a, b, ...) so that load from
+    other processes on the shared machine hits every contender alike; `warmup` untimed rounds."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -80,16 +84,19 @@ def pct(times: list[float], q: float) -> float:
 def bench_encoders(image: np.ndarray, quick: bool) -> list[str]:
     sa = official()
     rows = []
-    for name, repeats in (("vit_t", 2 if quick else 5), ("vit_b", 1 if quick else 3)):
+    for name, repeats, warmup in (("vit_t", 2 if quick else 3, 1), ("vit_b", 1 if quick else 2, 0)):
         ours = build_sam(name, seed=0)
         theirs = official_model(name, ours.state_dict())
         predictor, reference = Predictor(ours), sa.SamPredictor(theirs)
         with torch.inference_mode():
-            t_ours = timed(lambda: predictor.set_image(image), repeats)
-            t_ref = timed(lambda: reference.set_image(image), repeats)
+            times = interleaved(
+                {"ours": lambda: predictor.set_image(image), "official": lambda: reference.set_image(image)},
+                repeats, warmup,
+            )
+        t_ours, t_ref = min(times["ours"]), min(times["official"])
         rows.append(
-            f"| encoder {name} (s/image, median of {repeats}) | {statistics.median(t_ours):.2f} "
-            f"| {statistics.median(t_ref):.2f} | {statistics.median(t_ref) / statistics.median(t_ours):.2f}x |"
+            f"| encoder {name}, `set_image` (s/image, best of {repeats}) | {t_ours:.2f} | {t_ref:.2f} "
+            f"| {t_ref / t_ours:.2f}x |"
         )
     return rows
 
@@ -127,7 +134,7 @@ def bench_onnx(model, embedding: np.ndarray, image_size: tuple[int, int], quick:
 
     official()  # the package's SamOnnxModel needs the torchvision stub
     theirs = official_model("vit_t", model.state_dict())
-    calls = 30 if quick else 200
+    calls = 20 if quick else 100
     rng = np.random.default_rng(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,26 +148,30 @@ def bench_onnx(model, embedding: np.ndarray, image_size: tuple[int, int], quick:
                 official_package_onnx(theirs, Path(tmp) / f"pkg_{tag}.onnx", quantize), True)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-        for label, (path, full_res) in graphs.items():
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            cells = []
-            for clicks in (1, 2, 3):
-                coords, labels = onnx_prompt(
-                    rng.uniform([0, 0], [1023, 767], (clicks, 2)), (np.arange(clicks) % 2 == 0).astype(int)
-                )
-                feed = {
-                    "image_embeddings": embedding,
-                    "point_coords": coords,
-                    "point_labels": labels,
-                    "mask_input": np.zeros((1, 1, 256, 256), np.float32),
-                    "has_mask_input": np.zeros(1, np.float32),
-                }
-                if full_res:
-                    feed["orig_im_size"] = np.array(image_size, np.float32)
-                times = timed(lambda: session.run(None, feed), calls, warmup=5)
-                cells.append(f"{1e3 * pct(times, 50):.1f} / {1e3 * pct(times, 95):.1f}")
-            rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    return rows
+        sessions = {
+            label: (ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), full_res)
+            for label, (path, full_res) in graphs.items()
+        }
+        cells: dict[str, list[str]] = {label: [] for label in graphs}
+        for clicks in (1, 2, 3):
+            coords, labels = onnx_prompt(
+                rng.uniform([0, 0], [1023, 767], (clicks, 2)), (np.arange(clicks) % 2 == 0).astype(int)
+            )
+            feed = {
+                "image_embeddings": embedding,
+                "point_coords": coords,
+                "point_labels": labels,
+                "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+            }
+            full_feed = {**feed, "orig_im_size": np.array(image_size, np.float32)}
+            calls_by_graph = {
+                label: (lambda s=session, f=(full_feed if full_res else feed): s.run(None, f))
+                for label, (session, full_res) in sessions.items()
+            }
+            for label, times in interleaved(calls_by_graph, calls, warmup=3).items():
+                cells[label].append(f"{1e3 * pct(times, 50):.1f} / {1e3 * pct(times, 95):.1f}")
+    return [f"| {label} | " + " | ".join(row) + " |" for label, row in cells.items()]
 
 
 def bench_batched_decode(model, image: np.ndarray, quick: bool) -> list[str]:
@@ -177,7 +188,7 @@ def bench_batched_decode(model, image: np.ndarray, quick: bool) -> list[str]:
     clicks = torch.as_tensor(apply_coords(points, (h, w)), dtype=torch.float32)[:, None]
     coords_1024 = torch.cat([clicks, torch.zeros(64, 1, 2)], dim=1)
     labels = torch.tensor([[1.0, -1.0]]).repeat(64, 1)
-    repeats = 2 if quick else 5
+    repeats = 2 if quick else 3
 
     def ours_decode():
         predictor.decode(coords_1024, labels, None, multimask_output=True)
@@ -190,20 +201,24 @@ def bench_batched_decode(model, image: np.ndarray, quick: bool) -> list[str]:
             reference.predict(point_coords=point[None], point_labels=np.array([1]), multimask_output=True)
 
     with torch.inference_mode():
-        t_decode = statistics.median(timed(ours_decode, repeats))
-        t_batch = statistics.median(timed(ours_predict_batch, repeats))
-        t_loop = statistics.median(timed(official_loop, repeats))
+        times = interleaved(
+            {"decode": ours_decode, "batch": ours_predict_batch, "loop": official_loop}, repeats
+        )
+    t_decode, t_batch, t_loop = (statistics.median(times[k]) for k in ("decode", "batch", "loop"))
     return [
-        f"| 64 prompts: ours `Predictor.decode` batched, low-res (ms) | {1e3 * t_decode:.0f} "
-        f"| {1e3 * t_loop:.0f} | {t_loop / t_decode:.1f}x |",
-        f"| 64 prompts: ours `Predictor.predict_batch`, full-res (ms) | {1e3 * t_batch:.0f} "
-        f"| {1e3 * t_loop:.0f} | {t_loop / t_batch:.1f}x |",
+        f"| 64 prompts: ours `Predictor.decode` batched, low-res (ms, median of {repeats}) "
+        f"| {1e3 * t_decode:.0f} | {1e3 * t_loop:.0f} | {t_loop / t_decode:.1f}x |",
+        f"| 64 prompts: ours `Predictor.predict_batch`, full-res (ms, median of {repeats}) "
+        f"| {1e3 * t_batch:.0f} | {1e3 * t_loop:.0f} | {t_loop / t_batch:.1f}x |",
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument(
+        "--parts", default="encoders,batched,onnx", help="comma-separated subset of encoders,batched,onnx"
+    )
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
@@ -218,13 +233,18 @@ def main() -> None:
           f"onnxruntime threads {THREADS}, seeded untrained weights shared by ours and the official.\n")
     print("| measurement | ours | official | official / ours |")
     print("|---|---|---|---|")
-    for row in bench_encoders(image, args.quick):
-        print(row)
-    for row in bench_batched_decode(model, image, args.quick):
-        print(row)
+    parts = set(args.parts.split(","))
+    if "encoders" in parts:
+        for row in bench_encoders(image, args.quick):
+            print(row, flush=True)
+    if "batched" in parts:
+        for row in bench_batched_decode(model, image, args.quick):
+            print(row, flush=True)
+    if "onnx" not in parts:
+        return
     print("\nDecoder under onnxruntime CPU, ms per call p50 / p95:\n")
     print("| graph | 1 click | 2 clicks | 3 clicks |")
-    print("|---|---|---|---|")
+    print("|---|---|---|---|", flush=True)
     for row in bench_onnx(model, embedding, image.shape[:2], args.quick):
         print(row)
 

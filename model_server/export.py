@@ -29,12 +29,13 @@ structure: `prompt_encoder.pe_layer`, `point_embeddings`, `not_a_point_embed`, `
   ``low_res_masks`` [1, 1, 256, 256], with the demo's single-mask selection (token 0 when the
   prompt has more than one point besides the padding, otherwise the best of tokens 1-3).
 
-Exporter choice: we use the TorchScript-based exporter (``dynamo=False``). The graphs are pure
-tensor arithmetic with one dynamic axis (N); tracing gives a small, clean graph with ``N`` as a
-symbolic dimension via ``dynamic_axes`` and needs no ``torch.export`` shape constraints. The
-dynamo exporter (torch 2.13's default) also works for our contract but specialises the
-``orig_im_size``-dependent slicing of the official contract, writes external data by default and
-emits IR version 10+ graphs that we would have to rewrite anyway.
+Exporter choice: the TorchScript-based exporter (``dynamo=False``). Tracing with ``dynamic_axes``
+gives ``N`` as a symbolic dimension, exports fast and writes exactly opset 17. Tried with
+torch 2.13 on the vit_t decoder: the dynamo exporter (``dynamic_shapes`` with a ``torch.export.Dim``)
+also gives a working dynamic-N graph, and a tidier one (363 nodes against 887, most of the
+difference being Shape/Gather/Cast bookkeeping that onnxruntime folds at load), but it emits opset
+18 and its down-conversion to 17 fails in onnx's version converter (an ``axes`` input it cannot
+turn into an attribute), and it took ~90 s against ~20 s on the shared development machine.
 
 Both graphs are written with opset 17 and ONNX IR version <= 13: onnxruntime-web 1.30 refuses IR
 version 14, which onnx >= 1.23 writes by default.
