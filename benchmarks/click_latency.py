@@ -13,7 +13,11 @@ runtime settings: SIMD, 2 threads under cross-origin isolation):
   dynamic int8 as the demo ships it): the graph upsamples the chosen mask to the original size;
   the page thresholds every full-res logit into an original-size ImageData (the demo's drawing path).
 * ``ours-*``: our contract (low-res logits of all four tokens) through the product's DecoderClient;
-  the page upsamples only the shown token, at display resolution (frontend/src/inference/upsample.ts).
+  the page upsamples only the shown token, at display resolution, straight into the overlay's
+  ImageData (frontend/src/inference/upsample.ts). ``ours-fp32`` / ``ours-int8``: the one-graph
+  decoder (model_server/export.py); ``ours-split`` / ``ours-split-int8``: the per-image + per-click
+  decoder (model_server/decoder_split.py). Only the float32 graphs pass the browser parity test
+  (tests/browser/test_decoder_parity.py); int8 ones are here for comparison.
 
 Click sequence: groups of four clicks on the object of the image (first a foreground click, then
 refinements alternating background/foreground, each with the previous low-res logits as mask input),
@@ -151,7 +155,10 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clicks", type=int, default=100, help="measured clicks per graph")
-    parser.add_argument("--variants", default="official-int8,ours-int8", help="comma-separated graphs to compare")
+    parser.add_argument(
+        "--variants", default="official-int8,ours-fp32,ours-split",
+        help="comma-separated graphs: official-int8, ours-fp32, ours-int8, ours-split, ours-split-int8",
+    )
     args = parser.parse_args()
     if not harness.CHROMIUM.exists():
         sys.exit(f"{harness.CHROMIUM} not found: the benchmark needs the system's Chromium")

@@ -7,9 +7,11 @@ threads). Both sides get the same float16 embedding of a real GrabCut image (wha
 serves), so the comparison isolates the decoder, the prompt transform and the mask upsampling.
 
 Tolerances (float32 graphs against torch float32): low-res logits within 1e-3 absolute (observed
-~1e-6; the logits of the seeded model span about +-2), IoU predictions within 1e-4, and the mask
-the browser upsamples itself (upsample.ts) at the original size has IoU >= 0.99 with the
-predictor's mask (observed 1.0 up to a few boundary pixels).
+<= 6e-7; the logits of the seeded model span about +-0.4), IoU predictions within 1e-4, and the
+mask the browser upsamples itself (upsample.ts) at the original size has IoU >= 0.99 with the
+predictor's mask (observed 1.0000). Dynamic-int8 graphs do NOT meet this bar on seeded weights
+(measured mask IoU 0.978-0.997, logits off by up to 9e-3), so only float32 graphs are tested and
+shipped: the one-graph decoder (model_server/export.py) and the split one (decoder_split.py).
 """
 
 from __future__ import annotations
