@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.core.config import Settings
+from backend.dashboard.cli import register_rebuild_rollups
 from backend.model_versions.cli import register_models
 from backend.up import register_up
 
@@ -109,6 +110,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     register_import_folder,
     register_up,
     register_models,
+    register_rebuild_rollups,
 ]
 
 

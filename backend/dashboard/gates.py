@@ -3,7 +3,7 @@
 The gates are `DEFAULT_GATES` (one entry per target stage, a list of conditions). A project can
 override any threshold in its settings: ``settings["gates"][<target stage>][<condition key>] = value``
 (e.g. ``{"gates": {"semi_automatic": {"min_masks": 50}}}``). Each condition kind is one small SQL
-count; the dashboard shows every condition with its current value, and `advance_stage` refuses (409)
+count (live masks come from the `mask_stats` rollup); the dashboard shows every condition with its current value, and `advance_stage` refuses (409)
 while one does not hold.
 
 Moving on resets every image's status to ``new`` (statuses are per current stage; what was finished in
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.models import Image, ImageStatus, Mask, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
+from backend.models import Image, ImageStatus, MaskStat, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
 
 ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
 
@@ -104,8 +104,9 @@ def threshold(project: Project, to_stage: Stage, condition: Condition) -> float:
 
 def _measure(db: Session, project: Project, condition: Condition) -> float:
     if condition.kind == "masks_in_stage":
-        return float(db.scalar(select(func.count()).select_from(Mask).where(
-            Mask.project_id == project.id, Mask.stage == condition.stage, Mask.deleted_at.is_(None))) or 0)
+        assert condition.stage is not None
+        return float(db.scalar(select(func.sum(MaskStat.masks)).where(
+            MaskStat.project_id == project.id, MaskStat.stage == condition.stage.value)) or 0)
     if condition.kind == "done_share":
         assert condition.stage is not None
         total = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project.id)) or 0

@@ -1,13 +1,20 @@
-"""The dashboard's figures, each one SQL aggregate over the project's rows (no per-row Python loops).
+"""The dashboard's figures: mask figures from the rollup tables, the rest from small SQL aggregates.
 
-Everything is written once in SQLAlchemy Core and runs the same on SQLite and PostgreSQL. Percentiles
-(median and p90 of seconds per mask) use the portable ORDER BY + OFFSET form: count the n values, then
-read the one or two values around position q*(n-1) and interpolate linearly between them, which is
-exactly PostgreSQL's `percentile_cont(q)`. With the partial index (project_id, seconds_spent) WHERE
-deleted_at IS NULL that is an index-only walk on PostgreSQL, not a sort of every mask.
+Mask counts, sums, the masks-per-image distribution, pre-fill outcomes, the timeline and the annotator
+table read `mask_stats` / `image_mask_counts` (backend/models/dashboard.py), which database triggers keep
+exact in the same transaction as every mask write: thousands of rows per request, not a walk over
+millions of masks. All figures stay exact (the tests check hand-worked values):
 
-A `Scope` with `author_id` restricts every mask, image, review and timing figure to one user (what an
-annotator may see); without it the figures are the whole project's.
+- median / p90 of seconds per mask are `percentile_cont(q)` exactly: `mask_seconds` (counts per
+  quarter-second bucket) says which bucket holds rank floor(q*(n-1)) and how many values lie below it;
+  the value itself (and the next one, to interpolate) is read from the masks' partial index
+  (project_id[, author_id], seconds_spent) starting at that bucket, a walk of one bucket only.
+- floating sums of seconds are maintained by adding and subtracting, so after deletions they can differ
+  from a fresh sum in the last bits (~1e-12 relative), well below what any display shows.
+
+Everything is SQLAlchemy Core and runs the same on SQLite and PostgreSQL. A `Scope` with `author_id`
+restricts every mask, image, review and timing figure to one user (what an annotator may see);
+without it the figures are the whole project's.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import ColumnElement, case, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, String, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from backend.dashboard import gates
@@ -37,14 +44,18 @@ from backend.dashboard.schemas import (
     TimingOut,
 )
 from backend.jobs.schemas import JobOut
+from backend.models.dashboard import SECONDS_BUCKETS_PER_SECOND
 from backend.models import (
     Image,
+    ImageMaskCount,
     ImageStatus,
     Job,
     JobStatus,
     Mask,
     MaskReview,
+    MaskSecondsBucket,
     MaskSource,
+    MaskStat,
     ModelVersion,
     PrefillOutcome,
     Project,
@@ -79,15 +90,43 @@ def live_masks(scope: Scope) -> list[ColumnElement[bool]]:
     return where
 
 
-def percentiles(db: Session, where: Sequence[ColumnElement[bool]], column, qs: Sequence[float],  # type: ignore[no-untyped-def]
-                n: int | None = None) -> list[float | None]:
-    """`percentile_cont(q)` of `column` over the rows matching `where` (NULLs ignored), portably.
+def _stats_where(scope: Scope) -> list[ColumnElement[bool]]:
+    where = [MaskStat.project_id == scope.project_id]
+    if scope.author_id is not None:
+        where.append(MaskStat.author_key == scope.author_id)
+    return where
 
-    `n`, the number of such non-NULL values, is counted here unless the caller already knows it.
+
+def _scope_buckets(db: Session, scope: Scope) -> list[tuple[int, int]]:
+    """The scope's [(bucket, live timed masks)] ascending, from `mask_seconds`."""
+    where = [MaskSecondsBucket.project_id == scope.project_id, MaskSecondsBucket.masks > 0]
+    if scope.author_id is not None:
+        where.append(MaskSecondsBucket.author_key == scope.author_id)
+    rows = db.execute(select(MaskSecondsBucket.bucket, func.sum(MaskSecondsBucket.masks)).where(*where)
+                      .group_by(MaskSecondsBucket.bucket).order_by(MaskSecondsBucket.bucket)).all()
+    return [(b, int(n)) for b, n in rows]
+
+
+def _author_buckets(db: Session, project_id: int) -> dict[int, list[tuple[int, int]]]:
+    """Every author's [(bucket, live timed masks)] ascending (author_key 0, masks without author, included)."""
+    rows = db.execute(select(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket, MaskSecondsBucket.masks)
+                      .where(MaskSecondsBucket.project_id == project_id, MaskSecondsBucket.masks > 0)
+                      .order_by(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket)).all()
+    out: dict[int, list[tuple[int, int]]] = {}
+    for author, b, n in rows:
+        out.setdefault(author, []).append((b, int(n)))
+    return out
+
+
+def percentiles(db: Session, scope: Scope, qs: Sequence[float],
+                buckets: list[tuple[int, int]] | None = None) -> list[float | None]:
+    """Exactly `percentile_cont(q)` of the scope's live masks' seconds_spent, for each q in `qs`.
+
+    `buckets` are the scope's [(bucket, count)] from `mask_seconds` if the caller already has them.
     """
-    where = [*where, column.is_not(None)]
-    if n is None:
-        n = db.scalar(select(func.count()).select_from(Mask).where(*where)) or 0
+    if buckets is None:
+        buckets = _scope_buckets(db, scope)
+    n = sum(count for _, count in buckets)
     out: list[float | None] = []
     for q in qs:
         if n == 0:
@@ -95,7 +134,14 @@ def percentiles(db: Session, where: Sequence[ColumnElement[bool]], column, qs: S
             continue
         position = q * (n - 1)
         low = math.floor(position)
-        values = db.scalars(select(column).where(*where).order_by(column).offset(low).limit(2)).all()
+        below = 0
+        for bucket, count in buckets:  # the bucket holding rank `low`
+            if below + count > low:
+                break
+            below += count
+        start = bucket / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
+        values = db.scalars(select(Mask.seconds_spent).where(*live_masks(scope), Mask.seconds_spent >= start)
+                            .order_by(Mask.seconds_spent).offset(low - below).limit(2)).all()
         value = float(values[0])
         if position > low and len(values) == 2:
             value += (position - low) * (float(values[1]) - value)
@@ -120,19 +166,25 @@ def image_stats(db: Session, project: Project, scope: Scope) -> ImagesOut:
 
 def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, TimingOut]:
     """Counts by stage and source, the masks-per-image distribution, and time/clicks per mask."""
-    where = live_masks(scope)
     rows = db.execute(
-        select(Mask.stage, Mask.source, func.count(), func.count(Mask.seconds_spent), func.sum(Mask.seconds_spent),
-               func.count(Mask.clicks), func.sum(Mask.clicks))
-        .where(*where).group_by(Mask.stage, Mask.source).order_by(Mask.stage, Mask.source)
+        select(MaskStat.stage, MaskStat.source, func.sum(MaskStat.masks), func.sum(MaskStat.timed),
+               func.sum(MaskStat.seconds), func.sum(MaskStat.clicked), func.sum(MaskStat.clicks))
+        .where(*_stats_where(scope)).group_by(MaskStat.stage, MaskStat.source)
+        .having(func.sum(MaskStat.masks) > 0).order_by(MaskStat.stage, MaskStat.source)
     ).all()
+    rows = [(Stage(st), MaskSource(src), int(n), int(timed), float(sec or 0), int(clicked), int(clicks or 0))
+            for st, src, n, timed, sec, clicked, clicks in rows]
     total = sum(r[2] for r in rows)
     timed = sum(r[3] for r in rows)
-    seconds = float(sum(r[4] or 0 for r in rows))
+    seconds = sum(r[4] for r in rows)
     clicked = sum(r[5] for r in rows)
-    clicks = sum(r[6] or 0 for r in rows)
+    clicks = sum(r[6] for r in rows)
 
-    per_image = select(func.count().label("n")).where(*where).group_by(Mask.image_id).subquery()
+    where = [ImageMaskCount.project_id == scope.project_id]
+    if scope.author_id is not None:
+        where.append(ImageMaskCount.author_key == scope.author_id)
+    per_image = (select(func.sum(ImageMaskCount.masks).label("n")).where(*where).group_by(ImageMaskCount.image_id)
+                 .having(func.sum(ImageMaskCount.masks) > 0).subquery())
     bucket = case(*[(per_image.c.n <= high, i) for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is not None],
                   else_=len(HISTOGRAM_BOUNDS) - 1)
     counts = dict(db.execute(select(bucket, func.count()).group_by(bucket)).all())
@@ -140,7 +192,7 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
     if scope.author_id is None:  # images without any mask; for one annotator "their images" are those they masked
         counts[0] = max(image_total - images_with_masks, 0)
     denominator = image_total if scope.author_id is None else images_with_masks
-    median, p90 = percentiles(db, where, Mask.seconds_spent, [0.5, 0.9], n=timed)
+    median, p90 = percentiles(db, scope, [0.5, 0.9])
 
     masks = MasksOut(
         total=total,
@@ -163,11 +215,9 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
 
 def prefill_stats(db: Session, scope: Scope) -> PrefillOut:
     """What annotators did with pre-filled masks; deleted ones count too (that is the outcome)."""
-    where = [Mask.project_id == scope.project_id, Mask.prefill_outcome.is_not(None)]
-    if scope.author_id is not None:
-        where.append(Mask.author_id == scope.author_id)
-    counts = dict(db.execute(select(Mask.prefill_outcome, func.count()).where(*where).group_by(Mask.prefill_outcome)).all())
-    return PrefillOut(**{o.value: counts.get(o, 0) for o in PrefillOutcome})
+    row = db.execute(select(func.sum(MaskStat.prefill_kept), func.sum(MaskStat.prefill_corrected),
+                            func.sum(MaskStat.prefill_deleted)).where(*_stats_where(scope))).one()
+    return PrefillOut(kept=int(row[0] or 0), corrected=int(row[1] or 0), deleted=int(row[2] or 0))
 
 
 def review_stats(db: Session, scope: Scope) -> ReviewOut:
@@ -220,46 +270,47 @@ def dashboard(db: Session, project: Project, scope: Scope) -> DashboardOut:
 
 def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     """One row per mask author of the scope: counts, time (median/p90 per author), clicks, images done."""
-    where = [*live_masks(scope), Mask.author_id.is_not(None)]
     rows = db.execute(
-        select(Mask.author_id, User.username, func.count(), func.count(Mask.seconds_spent), func.sum(Mask.seconds_spent),
-               func.count(Mask.clicks), func.sum(Mask.clicks), func.min(Mask.created_at), func.max(Mask.created_at))
-        .join(User, User.id == Mask.author_id).where(*where).group_by(Mask.author_id, User.username).order_by(Mask.author_id)
+        select(MaskStat.author_key, User.username, func.sum(MaskStat.masks), func.sum(MaskStat.timed),
+               func.sum(MaskStat.seconds), func.sum(MaskStat.clicked), func.sum(MaskStat.clicks))
+        .join(User, User.id == MaskStat.author_key).where(*_stats_where(scope), MaskStat.author_key > 0)
+        .group_by(MaskStat.author_key, User.username).having(func.sum(MaskStat.masks) > 0)
+        .order_by(MaskStat.author_key)
     ).all()
     done_where = [Image.project_id == scope.project_id, Image.status == ImageStatus.done, Image.assignee_id.is_not(None)]
     done = dict(db.execute(select(Image.assignee_id, func.count()).where(*done_where).group_by(Image.assignee_id)).all())
+    buckets = _author_buckets(db, scope.project_id)
     out = []
-    for author_id, username, n, timed, seconds, clicked, clicks, first, last in rows:
-        seconds = float(seconds or 0)
-        median, p90 = percentiles(db, [*where, Mask.author_id == author_id], Mask.seconds_spent, [0.5, 0.9], n=timed)
+    for author_id, username, n, timed, seconds, clicked, clicks in rows:
+        n, timed, seconds, clicked, clicks = int(n), int(timed), float(seconds or 0), int(clicked), int(clicks or 0)
+        own = Scope(scope.project_id, author_id)
+        median, p90 = percentiles(db, own, [0.5, 0.9], buckets.get(author_id, []))
+        first, last = db.execute(select(func.min(Mask.created_at), func.max(Mask.created_at))
+                                 .where(*live_masks(own))).one()
         out.append(AnnotatorRow(
-            user_id=author_id, username=username, masks=n, images_done=done.get(author_id, 0), timed_masks=timed,
-            total_seconds=seconds, seconds_per_mask_median=median, seconds_per_mask_p90=p90,
+            user_id=author_id, username=username, masks=n, images_done=done.get(author_id, 0),
+            timed_masks=timed, total_seconds=seconds, seconds_per_mask_median=median, seconds_per_mask_p90=p90,
             masks_per_hour=timed * 3600.0 / seconds if seconds > 0 else None,
-            clicks_per_mask=(clicks or 0) / clicked if clicked else None,
+            clicks_per_mask=clicks / clicked if clicked else None,
             first_mask_at=first, last_mask_at=last,
         ))
     return out
 
 
-def bucket_expression(dialect: str, bucket: Bucket) -> ColumnElement[str]:
-    """The ISO start (UTC) of the hour or day of `masks.created_at`, as text, on this dialect."""
-    if dialect == "sqlite":
-        return func.strftime("%Y-%m-%dT%H:00:00" if bucket == "hour" else "%Y-%m-%dT00:00:00", Mask.created_at)
-    utc = func.timezone("UTC", Mask.created_at)
-    return func.to_char(func.date_trunc(bucket, utc), literal_column("'YYYY-MM-DD\"T\"HH24:00:00'"))
-
-
 def timeline(db: Session, scope: Scope, bucket: Bucket) -> list[TimelineRow]:
-    """Masks made per hour/day, and the annotation throughput within each."""
-    key = bucket_expression(db.get_bind().dialect.name, bucket).label("bucket")
+    """Masks made per hour/day (UTC), and the annotation throughput within each."""
+    key = (MaskStat.hour if bucket == "hour"
+           else func.substr(MaskStat.hour, 1, 10, type_=String) + "T00:00:00").label("bucket")
+    author = case((and_(MaskStat.masks > 0, MaskStat.author_key > 0), MaskStat.author_key))
     rows = db.execute(
-        select(key, func.count(), func.count(case((Mask.source == MaskSource.manual, 1))),
-               func.count(Mask.seconds_spent), func.sum(Mask.seconds_spent), func.count(func.distinct(Mask.author_id)))
-        .where(*live_masks(scope)).group_by(key).order_by(key)
+        select(key, func.sum(MaskStat.masks), func.sum(case((MaskStat.source == MaskSource.manual.value, MaskStat.masks),
+                                                            else_=0)),
+               func.sum(MaskStat.timed), func.sum(MaskStat.seconds), func.count(func.distinct(author)))
+        .where(*_stats_where(scope)).group_by(key).having(func.sum(MaskStat.masks) > 0).order_by(key)
     ).all()
     return [
-        TimelineRow(bucket=b, masks=n, manual_masks=manual, timed_masks=timed, total_seconds=float(s or 0),
-                    masks_per_hour=timed * 3600.0 / float(s) if s else None, annotators=people)
+        TimelineRow(bucket=b, masks=int(n), manual_masks=int(manual), timed_masks=int(timed),
+                    total_seconds=float(s or 0), masks_per_hour=int(timed) * 3600.0 / float(s) if s else None,
+                    annotators=people)
         for b, n, manual, timed, s, people in rows
     ]

@@ -15,6 +15,7 @@ from backend.models.enums import (
     Role,
     Stage,
 )
+from backend.models.dashboard import ImageMaskCount, MaskSecondsBucket, MaskStat
 from backend.models.images import Embedding, Image
 from backend.models.jobs import Job
 from backend.models.masks import AnnotationSession, Mask
@@ -28,12 +29,15 @@ __all__ = [
     "Base",
     "Embedding",
     "Image",
+    "ImageMaskCount",
     "ImageStatus",
     "Job",
     "JobStatus",
     "Mask",
     "MaskReview",
+    "MaskSecondsBucket",
     "MaskSource",
+    "MaskStat",
     "ModelOrigin",
     "ModelStatus",
     "ModelVersion",

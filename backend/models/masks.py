@@ -16,21 +16,16 @@ class Mask(Base):
     """`rle` is COCO RLE {size: [h, w], counts: str} and `bbox` [x, y, w, h], both in the image frame."""
 
     __tablename__ = "masks"
-    # Dashboard aggregates (backend/dashboard, migration 0003): partial indexes over live masks so the
-    # counts, per-image histogram and time percentiles are index-only walks with millions of masks.
+    # Dashboard (backend/dashboard, migrations 0003/0004): most figures come from the rollup tables of
+    # backend/models/dashboard.py; these partial indexes over live masks serve the exact percentiles
+    # (project, per author) and the annotators' first/last mask.
     __table_args__ = (
-        Index("ix_masks_live_stage_source", "project_id", "stage", "source", "seconds_spent", "clicks",
-              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
-        Index("ix_masks_live_image", "project_id", "image_id",
-              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
         Index("ix_masks_live_seconds", "project_id", "seconds_spent",
               postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
-        Index("ix_masks_live_author_seconds", "project_id", "author_id", "seconds_spent", "clicks", "created_at",
+        Index("ix_masks_live_author_seconds", "project_id", "author_id", "seconds_spent",
               postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
-        Index("ix_masks_live_created", "project_id", "created_at", "source", "seconds_spent", "author_id",
+        Index("ix_masks_live_author_created", "project_id", "author_id", "created_at",
               postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
-        Index("ix_masks_prefill", "project_id", "prefill_outcome",
-              postgresql_where=text("prefill_outcome IS NOT NULL"), sqlite_where=text("prefill_outcome IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

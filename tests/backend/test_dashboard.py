@@ -255,13 +255,16 @@ def test_bad_gate_override_is_a_clear_422(client, db, project, manager_headers):
     assert response.status_code == 422 and "gates.semi_automatic.min_masks" in response.json()["detail"]
 
 
-def test_portable_percentiles_equal_percentile_cont(db, seeded, settings):
-    """On PostgreSQL our ORDER BY + OFFSET percentiles are exactly percentile_cont's."""
+def test_percentiles_equal_percentile_cont(db, seeded, settings):
+    """On PostgreSQL our rollup-located percentiles are exactly percentile_cont's, project-wide and per author."""
     if not settings.db_url.startswith("postgresql"):
         pytest.skip("percentile_cont is PostgreSQL's")
     pid = seeded["project"].id
-    ours = service.percentiles(db, service.live_masks(service.Scope(pid)), Mask.seconds_spent, [0.5, 0.9, 0.0, 1.0, 0.33])
-    theirs = db.execute(text(
-        "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.0, 1.0, 0.33]) WITHIN GROUP (ORDER BY seconds_spent) "
-        "FROM masks WHERE project_id = :p AND deleted_at IS NULL"), {"p": pid}).scalar_one()
-    assert ours == pytest.approx(list(theirs))
+    qs = [0.5, 0.9, 0.0, 1.0, 0.33]
+    for author in (None, seeded["a1"].id, seeded["a2"].id):
+        ours = service.percentiles(db, service.Scope(pid, author), qs)
+        theirs = db.execute(text(
+            "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.0, 1.0, 0.33]) WITHIN GROUP (ORDER BY seconds_spent) "
+            "FROM masks WHERE project_id = :p AND deleted_at IS NULL AND (CAST(:a AS INTEGER) IS NULL OR author_id = :a)"),
+            {"p": pid, "a": author}).scalar_one()
+        assert ours == pytest.approx(list(theirs))

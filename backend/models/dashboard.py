@@ -1,0 +1,74 @@
+"""Dashboard rollups of `masks`, kept exact by database triggers in the same transaction as every mask write.
+
+Why rollups: with a million masks, counting, summing and ranking the masks on every dashboard request
+walks the whole project's index several times (seconds per request). These three small tables hold the
+same figures pre-aggregated, so a request reads thousands of rows instead of millions.
+
+Why triggers (migration 0004, `backend/dashboard/rollups.py` has the SQL): masks are written by ORM
+flushes (annotation saves, auto-annotation, COCO import), by Core `update(Mask)` statements (the review
+flow's soft deletes) and by bulk SQL (the benchmark's load); a row trigger sees all of them, with the
+old and new row, inside the writing transaction. `rebuild_rollups` recomputes them from `masks` (after a
+load that bypassed the triggers, or to check them).
+
+`author_key` is `masks.author_id`, or 0 for masks without an author (auto, detector), so it can be part
+of a primary key. A mask contributes to `mask_stats.prefill_*` whether or not it is deleted (deleting a
+pre-filled mask IS its outcome); every other figure counts live masks only (`deleted_at IS NULL`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.models.base import Base
+
+# Width of one `mask_seconds.bucket`: 1/SECONDS_BUCKETS_PER_SECOND s. A power of two, so that
+# floor(seconds * 4) == b  <=>  b / 4 <= seconds < (b + 1) / 4 holds exactly in binary floating point.
+SECONDS_BUCKETS_PER_SECOND = 4
+
+
+class MaskStat(Base):
+    """Live masks (and pre-fill outcomes) per project, UTC hour of creation, stage, source and author."""
+
+    __tablename__ = "mask_stats"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[str] = mapped_column(String(19), primary_key=True)  # "YYYY-MM-DDTHH:00:00" (UTC)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)  # masks.author_id, 0 = none
+    masks: Mapped[int] = mapped_column(BigInteger)  # live masks
+    timed: Mapped[int] = mapped_column(BigInteger)  # live masks with seconds_spent
+    seconds: Mapped[float] = mapped_column(Float)  # sum of their seconds_spent
+    clicked: Mapped[int] = mapped_column(BigInteger)  # live masks with clicks
+    clicks: Mapped[int] = mapped_column(BigInteger)  # sum of their clicks
+    prefill_kept: Mapped[int] = mapped_column(BigInteger)  # masks (deleted or not) by prefill_outcome
+    prefill_corrected: Mapped[int] = mapped_column(BigInteger)
+    prefill_deleted: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaskSecondsBucket(Base):
+    """How many live timed masks of a project and author took seconds_spent in [bucket/4, (bucket+1)/4).
+
+    The percentiles find the bucket holding the wanted rank here, then read the exact value from the
+    masks' (project_id, seconds_spent) index starting at that bucket: exact, and a walk of one bucket.
+    """
+
+    __tablename__ = "mask_seconds"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # floor(seconds_spent * 4)
+    masks: Mapped[int] = mapped_column(BigInteger)
+
+
+class ImageMaskCount(Base):
+    """Live masks per image and author: the masks-per-image distribution without touching `masks`."""
+
+    __tablename__ = "image_mask_counts"
+    __table_args__ = (Index("ix_image_mask_counts_image_id", "image_id"),)
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)
+    masks: Mapped[int] = mapped_column(BigInteger)
