@@ -275,6 +275,10 @@ def _modules():
             keys, mean1, inv1 = layer_norm(keys + probs @ v_out + to_token.out_proj.bias, second.norm4)
             z1_g2 = keys_g2 + probs @ (v_out @ self.g2) + self.out1_g2
 
+            # Only the IoU and mask tokens are read after the final attention: the prompt tokens'
+            # rows (independent of them) are not computed.
+            outputs = output_tokens.shape[0]
+            queries, tokens = queries[:, :outputs], tokens[:, :outputs]
             final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, (keys + key_pe[0])[None], keys[None])
             queries = transformer.norm_final_attn(queries + final)
 
