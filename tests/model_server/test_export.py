@@ -1,7 +1,7 @@
 """ONNX decoder graphs against the torch decoder, under onnxruntime on the CPU.
 
 The decoder is the same for every variant, so one small seeded model serves all tests; the
-image embedding is a real vit_t embedding of a GrabCut image so that logits have realistic structure.
+image embedding is the seeded untrained vit_t's embedding of a real GrabCut image.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from model_server.export import (
 )
 from model_server.predictor import Predictor
 from model_server.sam.build import build_sam
+from model_server.transforms import postprocess_masks, preprocess_shape
 
 # int8 tolerance. Measured on this seeded untrained model (30 random prompts): max |diff| 0.053 for
 # max |logit| 0.49 (11%), thresholded-mask IoU >= 0.957, predicted IoU within 0.005.
@@ -172,20 +173,11 @@ def test_official_contract_matches_ours(graphs, embedding, decoder, num_clicks, 
     assert masks.shape == (1, 1, *orig_size) and low_res.shape == (1, 1, 256, 256)
     np.testing.assert_allclose(low_res[0, 0], ours[token], atol=1e-5, rtol=0)
     np.testing.assert_allclose(iou[0, 0], ours_iou[token], atol=1e-6, rtol=0)
-    # Full resolution inside the graph agrees with the predictor's own post-processing.
-    expected = predictor_postprocess(ours[token], orig_size)
+    # Full resolution inside the graph agrees with the product's own post-processing.
+    expected = postprocess_masks(
+        torch.from_numpy(ours[token])[None, None], preprocess_shape(*orig_size), orig_size
+    )[0, 0].numpy()
     np.testing.assert_allclose(masks[0, 0], expected, atol=1e-4, rtol=0)
-
-
-def predictor_postprocess(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
-    """256x256 logits -> HxW logits: bilinear to 1024, crop the padding, bilinear to the original."""
-    from torch.nn import functional as F
-
-    scale = 1024 / max(orig_size)
-    h, w = (int(side * scale + 0.5) for side in orig_size)
-    x = F.interpolate(torch.from_numpy(low_res)[None, None], (1024, 1024), mode="bilinear", align_corners=False)
-    x = F.interpolate(x[..., :h, :w], orig_size, mode="bilinear", align_corners=False)
-    return x[0, 0].numpy()
 
 
 def test_runner_rejects_bad_prompts(embedding, decoder):
