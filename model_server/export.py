@@ -310,7 +310,10 @@ class OnnxDecoder:
             ``low_res`` 4x256x256 float32 logits (token 0 single-mask, 1-3 multimask) and ``iou``
             4 float32 predicted IoUs.
         """
-        embedding = np.asarray(embedding, dtype=np.float32).reshape(1, 256, 64, 64)
+        embedding = np.asarray(embedding, dtype=np.float32)
+        if embedding.shape not in ((256, 64, 64), (1, 256, 64, 64)):
+            raise ValueError(f"embedding must be 256x64x64 or 1x256x64x64, got {embedding.shape}")
+        embedding = embedding.reshape(1, 256, 64, 64)
         coords = np.asarray(coords_1024, dtype=np.float32).reshape(1, -1, 2)
         labs = np.asarray(labels, dtype=np.float32).reshape(1, -1)
         if coords.shape[1] != labs.shape[1] or coords.shape[1] == 0:
@@ -319,7 +322,10 @@ class OnnxDecoder:
             mask = np.zeros((1, 1, LOW_RES, LOW_RES), dtype=np.float32)
             has_mask = np.zeros(1, dtype=np.float32)
         else:
-            mask = np.asarray(mask_input, dtype=np.float32).reshape(1, 1, LOW_RES, LOW_RES)
+            mask = np.asarray(mask_input, dtype=np.float32)
+            if mask.size != LOW_RES * LOW_RES:
+                raise ValueError(f"mask_input must be 256x256 low-res logits, got {mask.shape}")
+            mask = mask.reshape(1, 1, LOW_RES, LOW_RES)
             has_mask = np.ones(1, dtype=np.float32)
         low_res, iou = self.session.run(
             None,

@@ -185,3 +185,8 @@ def test_runner_rejects_bad_prompts(embedding, decoder):
         decoder(embedding, np.zeros((3, 2)), np.zeros(2))
     with pytest.raises(ValueError, match="labels"):
         onnx_prompt(np.zeros((2, 2)), np.zeros(3))
+    coords, labels = onnx_prompt(np.zeros((1, 2)), np.ones(1))
+    with pytest.raises(ValueError, match="embedding"):
+        decoder(embedding[:, :128], coords, labels)
+    with pytest.raises(ValueError, match="mask_input"):
+        decoder(embedding, coords, labels, np.zeros((128, 128), np.float32))
