@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+# The evaluation data lives beside the repository (../shared/data) and is never copied into it;
+# DATAENGINE_DATA_ROOT points elsewhere when a checkout sits in another place.
+DATA_ROOT = Path(os.environ.get("DATAENGINE_DATA_ROOT", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """`../shared/data`: real images with object masks (never copied into the repository)."""
+    """`../shared/data`: real images with object masks (grabcut, davis345)."""
     if not DATA_ROOT.is_dir():
-        pytest.skip(f"evaluation data not found at {DATA_ROOT}")
+        pytest.skip(f"evaluation data not found at {DATA_ROOT} (set DATAENGINE_DATA_ROOT)")
     return DATA_ROOT
