@@ -16,12 +16,14 @@ from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.core.limits import BodySizeLimitMiddleware
 from backend.dashboard.router import router as dashboard_router
+from backend.detection.router import router as detection_router
 from backend.embeddings.router import router as embeddings_router
 from backend.exchange.router import router as exchange_router
 from backend.images.router import router as images_router
 from backend.jobs.router import router as jobs_router
 from backend.model_versions.router import router as model_versions_router
 from backend.projects.router import router as projects_router
+from backend.retraining.router import router as retraining_router
 from backend.review.router import router as review_router
 from backend.storage import LocalStorage
 from backend.users.router import router as users_router
@@ -40,6 +42,8 @@ ROUTERS: list[APIRouter] = [
     review_router,
     exchange_router,
     dashboard_router,
+    retraining_router,
+    detection_router,
 ]
 
 

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Sequence
 
 import httpx
@@ -31,6 +32,33 @@ if TYPE_CHECKING:
     from backend.core.config import Settings
 
 EmbeddingResult = api.EmbeddingResult
+
+
+@dataclass(frozen=True)
+class TrainingArrays:
+    """One (image embedding, object mask) pair for training or evaluation, as numpy arrays.
+
+    Attributes:
+        embedding: 256x64x64 float16/float32, the image encoder's output for the image.
+        original_size: (h, w) of the image in pixels.
+        input_size: (h, w) of the image resized to the 1024 frame (longest side 1024).
+        mask: HxW bool object mask in the original image frame (H, W = original_size), not empty.
+    """
+
+    embedding: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a training run produced: `sha256` of the checkpoint written, unless it stopped early."""
+
+    steps_done: int
+    losses: list[float]
+    stopped_early: bool
+    sha256: str | None
 
 
 class ModelServerError(RuntimeError):
@@ -199,3 +227,110 @@ class ModelServerClient:
         from model_server.weights import export_browser_decoder
 
         return export_browser_decoder(spec.architecture, spec.checkpoint, path)
+
+    # Training and evaluation run in this process (the `train` worker), on cached embeddings:
+    # only the prompt encoder and mask decoder learn, so a CPU worker is enough.
+
+    def retrain(
+        self,
+        spec: ModelSpec,
+        samples: Sequence[TrainingArrays],
+        config: dict[str, Any],
+        out_checkpoint: Path,
+        *,
+        checkpoint_dir: Path | None = None,
+        progress: Callable[[int, int, float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainOutcome:
+        """Train `spec`'s prompt encoder + mask decoder on `samples`; write the full model to `out_checkpoint`.
+
+        `config` holds `model_server.training.TrainConfig` fields (steps, lr, batch_size, ...).
+        `checkpoint_dir` keeps the run's resumable state (a rerun after a crash continues from it).
+        `progress(step, total, loss)` is called as training goes; when `should_stop()` turns true the
+        run ends early and nothing is written (``sha256`` None).
+
+        Raises:
+            ValueError: no samples, a malformed sample, or a bad config field.
+        """
+        from model_server.sam.build import build_sam
+        from model_server.training import TrainConfig, TrainingSample, train_decoder
+        from model_server.weights import save_model_checkpoint
+
+        if not samples:
+            raise ValueError("no training samples")
+        model = build_sam(spec.architecture, checkpoint=spec.checkpoint)
+        result = train_decoder(
+            model, [_training_sample(TrainingSample, s) for s in samples], TrainConfig(**config),
+            checkpoint_dir=checkpoint_dir,
+            progress=progress or (lambda step, total, loss: None),
+            should_stop=should_stop or (lambda: False),
+        )
+        sha = None if result.stopped_early else save_model_checkpoint(model, out_checkpoint)
+        return TrainOutcome(int(result.steps_done), [float(v) for v in result.losses], bool(result.stopped_early), sha)
+
+    def evaluate(
+        self, spec: ModelSpec, samples: Sequence[TrainingArrays], max_clicks: int = 20,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, float]:
+        """Interactive-segmentation metrics of `spec` on `samples` (simulated clicks from the masks):
+        miou_1pt, miou_at_1/3/5, noc85, noc90, n_samples (`model_server.evaluation.evaluate`);
+        `progress(done, total)` after each mask."""
+        from model_server.evaluation import evaluate
+        from model_server.sam.build import build_sam
+        from model_server.training import TrainingSample
+
+        if not samples:
+            raise ValueError("no evaluation samples")
+        model = build_sam(spec.architecture, checkpoint=spec.checkpoint)
+        metrics = evaluate(model, [_training_sample(TrainingSample, s) for s in samples], max_clicks=max_clicks,
+                           progress=progress)
+        return {key: float(value) for key, value in metrics.items()}
+
+
+    # The box detector of the semi-automatic stage: a small head over cached embeddings, trained
+    # and run in this process (the `train` / `auto` worker); the SAM decoder for its box prompts too.
+
+    def train_detector(
+        self, samples: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int], Any]], config: dict[str, Any],
+        out_path: Path, progress: Callable[[int, int, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Train a detector on (embedding 256x64x64, original (h, w), input (h, w), boxes Kx4 XYXY
+        original frame) samples, write it to `out_path`; return its training metrics.
+
+        Raises:
+            ValueError: no boxes, fewer than ``config["min_boxes"]``, or a malformed sample.
+        """
+        from model_server.detector import train_detector
+
+        detector, metrics = train_detector(samples, config, progress=progress)
+        detector.save(out_path)
+        return metrics
+
+    def evaluate_detector(
+        self, path: Path, samples: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int], Any]],
+        score_thresh: float = 0.5,
+    ) -> dict[str, float]:
+        """Box recall/precision at IoU 0.5 (at `score_thresh`) and AP50 of the detector file `path`."""
+        from model_server.detector import Detector, evaluate_detector
+
+        return evaluate_detector(Detector.load(path), samples, score_thresh=score_thresh)
+
+    def propose_masks(
+        self, spec: ModelSpec, detector_path: Path, embedding: np.ndarray, original_size: tuple[int, int],
+        input_size: tuple[int, int], *, score_thresh: float, pred_iou_thresh: float, nms_thresh: float,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Detector boxes → SAM masks (box prompts, batched) on one image's cached embedding
+        (256x64x64, of the model `spec`): (boxes above `score_thresh`, records of the kept masks:
+        COCO RLE ``segmentation`` in the original frame, ``area``, ``box`` XYXY, ``score``,
+        ``predicted_iou``). See `model_server.proposals.propose_masks`."""
+        from model_server.detector import Detector
+        from model_server.predictor import Predictor
+        from model_server.proposals import propose_masks
+
+        predictor = Predictor(_IN_PROCESS.get(spec).sam)
+        return propose_masks(predictor, Detector.load(detector_path), embedding, original_size, input_size,
+                             score_thresh=score_thresh, pred_iou_thresh=pred_iou_thresh, nms_thresh=nms_thresh)
+
+def _training_sample(cls: Any, sample: TrainingArrays) -> Any:
+    return cls(embedding=sample.embedding, original_size=tuple(sample.original_size),
+               input_size=tuple(sample.input_size), mask=sample.mask)

@@ -33,7 +33,8 @@ MAX_ATTEMPTS = 3
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 # The task that runs each job kind (what the sweep sends again); a new kind adds one line.
 TASK_FOR_KIND: dict[str, str] = {"embed": "embed.embed_images", "auto": "auto.auto_annotate",
-                                 "export": "auto.export_project"}
+                                 "export": "auto.export_project", "train": "train.retrain",
+                                 "detect_train": "train.train_detector", "detect": "auto.propose_masks"}
 
 
 class JobCancelled(Exception):

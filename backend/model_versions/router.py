@@ -4,18 +4,31 @@
 random weights (masks are meaningless) and the `notice` says how to import real ones.
 ``GET /api/model-versions/{id}/decoder.onnx`` serves the ONNX graph the annotator runs; a
 version's files never change, so it is sent with a strong ETag and ``immutable`` caching.
+
+The registry of a project (ML engineers): ``GET /api/projects/{id}/model-versions`` (with metrics),
+``POST /api/projects/{id}/model-versions/{vid}/promote`` and ``POST .../model-versions/rollback``
+(promote the active version's parent). 404 for another project's version, 409 for a version that
+is not ready or a rollback without a parent.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
-from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, SettingsDep, StorageDep, can_see_project
+from backend.api.deps import (
+    CurrentUser, ProjectForMember, SessionDep, SettingsDep, StorageDep, can_see_project, require_role,
+)
 from backend.clients.model_server import ModelServerClient
-from backend.model_versions import service
-from backend.models import ModelVersion
+from backend.core.config import Settings
+from backend.jobs.schemas import JobOut
+from backend.model_versions import promotion, service
+from backend.model_versions.schemas import ModelVersionOut, PromotionOut
+from backend.models import ModelVersion, Project, Role, User
 from backend.models.enums import ModelOrigin, ModelStatus
 
 router = APIRouter(tags=["models"])
@@ -63,3 +76,54 @@ def get_decoder(version_id: int, request: Request, db: SessionDep, user: Current
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return FileResponse(storage.path(key), media_type="application/octet-stream", headers=headers,
                         filename=f"decoder-{version.architecture}-{version.id}.onnx")
+
+
+# The registry of a project (ML engineer page): list, promote, roll back. See `promotion`.
+
+MlEngineer = Annotated[User, Depends(require_role(Role.ml_engineer))]
+
+
+def _version_out(version: ModelVersion, project: Project) -> ModelVersionOut:
+    fields = {name: getattr(version, name) for name in ModelVersionOut.model_fields if hasattr(version, name)}
+    return ModelVersionOut(**fields, active=version.id == project.active_model_version_id,
+                           decoder_url=f"/api/model-versions/{version.id}/decoder.onnx")
+
+
+@router.get("/api/projects/{project_id}/model-versions")
+def list_model_versions(
+    project: ProjectForMember, db: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> list[ModelVersionOut]:
+    """The project's versions and the global ones, newest first, each with its held-out metrics."""
+    service.active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+    return [_version_out(v, project) for v in promotion.project_versions(db, project)]
+
+
+def _promote(db: Session, project: Project, version: ModelVersion | None, user: User, settings: Settings) -> PromotionOut:
+    try:
+        previous, job, reused = promotion.promote(db, project, version, user.id, settings)
+    except LookupError as error:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(error)) from None
+    except promotion.PromotionError as error:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
+    if job is not None:
+        db.refresh(job)
+    return PromotionOut(model=_version_out(version, project), previous_id=previous,
+                        embed_job=JobOut.model_validate(job) if job is not None else None, embeddings_reused=reused)
+
+
+@router.post("/api/projects/{project_id}/model-versions/{version_id}/promote")
+def promote_model_version(
+    version_id: int, project: ProjectForMember, db: SessionDep, user: MlEngineer, settings: SettingsDep
+) -> PromotionOut:
+    """Make the version the project's active one (rolling back is promoting an earlier version)."""
+    return _promote(db, project, db.get(ModelVersion, version_id), user, settings)
+
+
+@router.post("/api/projects/{project_id}/model-versions/rollback")
+def rollback_model_version(project: ProjectForMember, db: SessionDep, user: MlEngineer, settings: SettingsDep) -> PromotionOut:
+    """Promote the active version's parent."""
+    try:
+        target = promotion.rollback_target(db, project)
+    except promotion.PromotionError as error:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
+    return _promote(db, project, target, user, settings)

@@ -47,8 +47,10 @@ TASK_ROUTES = {
     "jobs.*": {"queue": "embed"},
 }
 # Modules that define tasks; a new domain appends its tasks module here.
-TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks", "backend.auto.tasks", "backend.exchange.tasks"]
+TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks", "backend.auto.tasks", "backend.exchange.tasks",
+                "backend.retraining.tasks", "backend.detection.tasks"]
 SWEEP_SECONDS = 30.0
+RETRAIN_CHECK_SECONDS = 60.0  # how often beat looks for projects due a retraining round
 REDIS_VISIBILITY_TIMEOUT = 12 * 3600
 
 app = Celery("dataengine", include=TASK_MODULES)
@@ -107,6 +109,7 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
             worker_send_task_events=not embedded,
             beat_schedule={
                 "sweep-stale-jobs": {"task": "jobs.sweep_stale_jobs", "schedule": SWEEP_SECONDS},
+                "start-due-retrain-rounds": {"task": "jobs.start_due_retrain_rounds", "schedule": RETRAIN_CHECK_SECONDS},
             },
         )
         _configured_for = (broker, backend, eager)

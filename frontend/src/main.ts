@@ -2,6 +2,7 @@ import { getToken } from "./api/client";
 import { annotatePage } from "./annotate/page";
 import { dashboardPage } from "./dashboard/page";
 import { loginPage } from "./pages/login";
+import { modelsPage } from "./models/page";
 import { projectsPage } from "./pages/projects";
 import { navigate, route, start, type Page } from "./router";
 import "./style.css";
@@ -22,6 +23,7 @@ route("/", authed(projectsPage));
 route("/annotate/:projectId", authed(annotatePage));
 route("/annotate/:projectId/:imageId", authed(annotatePage));
 route("/dashboard/:projectId", authed(dashboardPage));
+route("/models/:projectId", authed(modelsPage));
 
 // Same-origin links navigate inside the app instead of reloading it.
 document.addEventListener("click", (event) => {

@@ -1,0 +1,93 @@
+"""Promotion and rollback: which registered version serves a project, and its embeddings.
+
+A project's active version (``projects.active_model_version_id``) is what the annotate page loads
+(``GET /api/projects/{id}/model``) and what embeddings are computed with. Promoting a version:
+
+* must name a ready version of the project or a global one (official, untrained);
+* **rollback** is promoting an earlier version; `rollback_target` is the active version's parent;
+* if the new version's **image encoder** is the previous one's, the project's embeddings are still
+  valid: rows for the new version are added pointing at the same files (no recomputation). A
+  retraining round only trains the prompt encoder and mask decoder, so a trained version records
+  ``artifacts["encoder_from"]``: the version whose encoder weights it carries. Otherwise (another
+  architecture or other encoder weights) an embedding job is started for the new version.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.core.config import Settings
+from backend.jobs import service as jobs
+from backend.models import Embedding, Image, Job, ModelVersion, Project
+from backend.models.enums import ModelStatus
+
+
+class PromotionError(ValueError):
+    """The version cannot serve this project (another project's, not ready, no parent to roll back to)."""
+
+
+def encoder_identity(version: ModelVersion) -> int:
+    """Id of the version whose image-encoder weights `version` has (its own id unless inherited)."""
+    return int((version.artifacts or {}).get("encoder_from", version.id))
+
+
+def project_versions(db: Session, project: Project) -> list[ModelVersion]:
+    """The project's own versions and the global ones, newest first."""
+    return list(db.scalars(select(ModelVersion).where(
+        (ModelVersion.project_id == project.id) | ModelVersion.project_id.is_(None)
+    ).order_by(ModelVersion.id.desc())))
+
+
+def check_promotable(project: Project, version: ModelVersion | None) -> ModelVersion:
+    if version is None or version.project_id not in (None, project.id):
+        raise LookupError("model version not found in this project")
+    if version.status != ModelStatus.ready:
+        raise PromotionError(f"model version {version.id} is {version.status}, only a ready version can serve")
+    return version
+
+
+def rollback_target(db: Session, project: Project) -> ModelVersion:
+    """The parent of the project's active version (PromotionError if it has none)."""
+    active = db.get(ModelVersion, project.active_model_version_id) if project.active_model_version_id else None
+    if active is None or active.parent_id is None or db.get(ModelVersion, active.parent_id) is None:
+        raise PromotionError("the active model version has no parent to roll back to; promote a version by id")
+    return db.get(ModelVersion, active.parent_id)
+
+
+def reuse_embeddings(db: Session, project_id: int, source_id: int, target_id: int) -> int:
+    """Add rows for `target_id` sharing the files of `source_id`'s embeddings (same image encoder)
+    for the project's images that have none yet; returns how many. Flushed, not committed."""
+    have = select(Embedding.image_id).where(Embedding.model_version_id == target_id)
+    rows = db.scalars(select(Embedding).join(Image, Image.id == Embedding.image_id).where(
+        Image.project_id == project_id, Embedding.model_version_id == source_id, Embedding.image_id.not_in(have)))
+    added = 0
+    for row in rows:
+        db.add(Embedding(image_id=row.image_id, model_version_id=target_id, storage_key=row.storage_key,
+                         dtype=row.dtype, shape=row.shape, original_h=row.original_h, original_w=row.original_w,
+                         input_h=row.input_h, input_w=row.input_w))
+        added += 1
+    db.flush()
+    return added
+
+
+def promote(
+    db: Session, project: Project, version: ModelVersion, user_id: int | None, settings: Settings
+) -> tuple[int | None, Job | None, int]:
+    """Make `version` the project's active one (committed); return (previous id, embed job or None,
+    embeddings reused). Raises LookupError / PromotionError as `check_promotable`."""
+    check_promotable(project, version)
+    previous = db.get(ModelVersion, project.active_model_version_id) if project.active_model_version_id else None
+    project.active_model_version_id = version.id
+    if previous is not None and previous.id == version.id:
+        db.commit()
+        return previous.id, None, 0
+    if previous is not None and encoder_identity(previous) == encoder_identity(version):
+        reused = reuse_embeddings(db, project.id, previous.id, version.id)
+        db.commit()
+        return previous.id, None, reused
+    job = jobs.create_job(db, "embed", project.id, user_id,
+                          message=f"embedding with model version {version.id} (its image encoder is new here)")
+    job.result = {**job.result, "model_version_id": version.id}
+    jobs.submit(db, job, settings)
+    return (previous.id if previous else None), job, 0

@@ -1,0 +1,1 @@
+"""Retraining rounds: train the model on a project's collected masks, evaluate, register, promote."""

@@ -1,0 +1,133 @@
+"""What a round trains on: a snapshot of the project's accepted masks, split by image.
+
+**Accepted** masks are the project's live masks (not deleted) whose review did not reject them,
+from every stage and source (manual, detector pre-fills the annotators kept, automatic masks).
+Masks covering more than `MAX_MASK_FRACTION` of their image are left out, as in the paper
+(App. A: such masks are mostly background).
+
+**Split by image**, never by mask: masks of one image share its embedding, so a mask of a held-out
+image seen in training would leak. An image is held out when a seeded hash of its id falls below
+the held-out fraction. Hashing (rather than shuffling the current list) keeps an image on the same
+side round after round as the project grows, so successive rounds are compared on held-out images
+none of them trained on. With few images the hash may put all of them on one side; then the image
+with the smallest (largest) hash is moved so both sides have at least one image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.clients.model_server import ModelServerClient, ModelSpec, TrainingArrays
+from backend.embeddings import service as embeddings
+from backend.models import Image, Mask, ModelVersion
+from backend.models.enums import ReviewStatus
+from backend.storage import LocalStorage
+from model_server.embedding_file import load_embedding
+
+MAX_MASK_FRACTION = 0.9
+
+
+def accepted_masks_query(project_id: int):
+    """SELECT of the project's accepted masks (see the module docstring), in id order."""
+    return (select(Mask).where(Mask.project_id == project_id, Mask.deleted_at.is_(None),
+                               Mask.review_status != ReviewStatus.rejected).order_by(Mask.id))
+
+
+@dataclass
+class Snapshot:
+    """The masks of one round by image, and the counts recorded as the version's data snapshot."""
+
+    train: dict[int, list[Mask]] = field(default_factory=dict)  # image id -> masks
+    held_out: dict[int, list[Mask]] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_masks(self) -> int:
+        return sum(len(m) for m in self.train.values())
+
+    @property
+    def held_out_masks(self) -> int:
+        return sum(len(m) for m in self.held_out.values())
+
+
+def _unit_hash(seed: int, image_id: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_images(image_ids: list[int], held_out_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train ids, held-out ids), each sorted; both non-empty when there are at least two images.
+
+    Raises:
+        ValueError: `held_out_fraction` not in (0, 1).
+    """
+    if not 0 < held_out_fraction < 1:
+        raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+    ranked = sorted(image_ids, key=lambda i: _unit_hash(seed, i))
+    held = [i for i in ranked if _unit_hash(seed, i) < held_out_fraction]
+    train = [i for i in ranked if _unit_hash(seed, i) >= held_out_fraction]
+    if len(ranked) >= 2 and not held:
+        held, train = [train[0]], train[1:]
+    elif len(ranked) >= 2 and not train:
+        held, train = held[:-1], [held[-1]]
+    return sorted(train), sorted(held)
+
+
+def take_snapshot(db: Session, project_id: int, held_out_fraction: float, seed: int) -> Snapshot:
+    """The accepted masks of the project now, split by image, with counts per stage and source."""
+    masks = list(db.scalars(accepted_masks_query(project_id)))
+    sizes = {image.id: image.height * image.width for image in db.scalars(
+        select(Image).where(Image.id.in_({m.image_id for m in masks})))}
+    usable = [m for m in masks if 0 < m.area <= MAX_MASK_FRACTION * sizes[m.image_id]]
+    by_image: dict[int, list[Mask]] = {}
+    for mask in usable:
+        by_image.setdefault(mask.image_id, []).append(mask)
+    train_ids, held_ids = split_images(list(by_image), held_out_fraction, seed)
+    snapshot = Snapshot(train={i: by_image[i] for i in train_ids}, held_out={i: by_image[i] for i in held_ids})
+    snapshot.record = {
+        "masks": len(usable),
+        "images": len(by_image),
+        "by_stage": dict(sorted(Counter(str(m.stage) for m in usable).items())),
+        "by_source": dict(sorted(Counter(str(m.source) for m in usable).items())),
+        "dropped_large_or_empty": len(masks) - len(usable),
+        "train_images": len(train_ids),
+        "train_masks": snapshot.train_masks,
+        "held_out_images": len(held_ids),
+        "held_out_masks": snapshot.held_out_masks,
+        "held_out_image_ids": held_ids,
+        "held_out_fraction": held_out_fraction,
+        "split_seed": seed,
+        "max_mask_id": max((m.id for m in masks), default=0),
+    }
+    return snapshot
+
+
+def decode_mask(mask: Mask) -> np.ndarray:
+    """The mask as HxW bool in its image's pixel frame (from its COCO RLE)."""
+    rle = dict(mask.rle)
+    if isinstance(rle.get("counts"), str):
+        rle["counts"] = rle["counts"].encode("ascii")
+    return mask_utils.decode(rle).astype(bool)
+
+
+def load_samples(
+    db: Session, storage: LocalStorage, client: ModelServerClient, version: ModelVersion, spec: ModelSpec,
+    masks_by_image: dict[int, list[Mask]],
+) -> list[TrainingArrays]:
+    """One `TrainingArrays` per mask, with its image's embedding by `version` (computed if missing)."""
+    samples: list[TrainingArrays] = []
+    for image_id, masks in masks_by_image.items():
+        image = db.get(Image, image_id)
+        row = embeddings.get_or_compute(db, storage, client, version, spec, image)
+        embedding, original, inner = load_embedding(storage.path(row.storage_key))
+        for mask in masks:
+            samples.append(TrainingArrays(embedding, original, inner, decode_mask(mask)))
+    return samples

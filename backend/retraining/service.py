@@ -1,0 +1,159 @@
+"""Starting retraining rounds (by hand or when enough new masks came in) and judging their result.
+
+Project settings read here (``projects.settings`` JSON, all optional):
+
+* ``retrain_every_masks`` (int, default 0 = off): Celery beat starts a round once the project has
+  this many new accepted masks since the last round began (`start_due_rounds`). "Since the last
+  round" counts masks with an id above the round's watermark (the newest mask id when it was
+  started), whatever that round's outcome: a failed or cancelled round waits for N more masks
+  instead of being retried every minute.
+* ``auto_promote`` (bool, default false): a finished round becomes the project's active version
+  only if it beats the active one on the held-out images (`is_better`) and the active version is
+  still the round's parent (someone may have promoted another version meanwhile).
+* ``retrain_params`` (object, default {}): the `RetrainParams` of rounds beat starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.clients.model_server import ModelServerClient
+from backend.core.config import Settings
+from backend.jobs import service as jobs
+from backend.model_versions.service import active_version
+from backend.models import Job, Mask, Project
+from backend.models.enums import JobStatus
+from backend.retraining.dataset import accepted_masks_query
+from backend.retraining.schemas import RetrainParams
+from backend.storage import LocalStorage
+
+KIND = "train"
+
+
+class RoundConflict(Exception):
+    """A round of this project is already queued or running."""
+
+
+class NotEnoughMasks(ValueError):
+    """The project has fewer accepted masks than the round needs."""
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """A project's retraining settings (see the module docstring), validated."""
+
+    retrain_every_masks: int
+    auto_promote: bool
+    params: RetrainParams
+
+    @classmethod
+    def of(cls, project: Project) -> RoundSettings:
+        """Raises ValueError naming the bad setting."""
+        settings = project.settings or {}
+        every = settings.get("retrain_every_masks", 0) or 0
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise ValueError(f"project setting retrain_every_masks must be an integer ≥ 0, got {every!r}")
+        auto = settings.get("auto_promote", False)
+        if not isinstance(auto, bool):
+            raise ValueError(f"project setting auto_promote must be true or false, got {auto!r}")
+        try:
+            params = RetrainParams.model_validate(settings.get("retrain_params") or {})
+        except ValueError as error:
+            raise ValueError(f"project setting retrain_params is invalid: {error}") from None
+        return cls(every, auto, params)
+
+
+def is_better(new: dict[str, float], active: dict[str, float]) -> bool:
+    """Whether held-out metrics `new` beat `active` (both measured on the same held-out masks).
+
+    Fewer clicks to 90% IoU (NoC@90) first: it is what an annotator's time depends on. On a tie
+    (e.g. both never reach 90% and score max_clicks), the higher single-point mIoU wins. Equal on
+    both is not better: promotion needs evidence.
+    """
+    new_noc, old_noc = float(new["noc90"]), float(active["noc90"])
+    if abs(new_noc - old_noc) > 1e-9:
+        return new_noc < old_noc
+    return float(new["miou_1pt"]) > float(active["miou_1pt"]) + 1e-9
+
+
+def running_round(db: Session, project_id: int) -> Job | None:
+    return db.scalar(select(Job).where(Job.project_id == project_id, Job.kind == KIND,
+                                       Job.status.in_((JobStatus.queued, JobStatus.running))).order_by(Job.id.desc()))
+
+
+def accepted_mask_count(db: Session, project_id: int, after_id: int = 0) -> int:
+    query = accepted_masks_query(project_id).where(Mask.id > after_id).order_by(None)
+    return db.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
+def _max_mask_id(db: Session, project_id: int) -> int:
+    return db.scalar(select(func.max(Mask.id)).where(Mask.project_id == project_id)) or 0
+
+
+def last_watermark(db: Session, project_id: int) -> int:
+    """The newest mask id when the project's last round started (0 before the first round)."""
+    last = db.scalar(select(Job).where(Job.project_id == project_id, Job.kind == KIND).order_by(Job.id.desc()))
+    return int((last.result or {}).get("mask_watermark", 0)) if last is not None else 0
+
+
+def start_round(
+    db: Session, project: Project, user_id: int | None, params: RetrainParams, settings: Settings,
+    storage: LocalStorage, reason: str = "started by hand",
+) -> Job:
+    """Create and send a `train` job for `project` (committed); it trains from the active version.
+
+    Raises:
+        RoundConflict: a round of the project is queued or running.
+        NotEnoughMasks: fewer accepted masks than ``params.min_masks`` (checked again by the task,
+            which also drops masks covering most of their image).
+    """
+    pending = running_round(db, project.id)
+    if pending is not None:
+        raise RoundConflict(f"a retraining round of project {project.id} is already {pending.status} (job {pending.id})")
+    count = accepted_mask_count(db, project.id)
+    if count < params.min_masks:
+        raise NotEnoughMasks(f"not enough masks to retrain: the project has {count} accepted mask(s), "
+                             f"a round needs at least {params.min_masks} (min_masks)")
+    version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+    job = jobs.create_job(db, KIND, project.id, user_id,
+                          message=f"retraining from model version {version.id} ({reason})")
+    job.result = {**job.result, "model_version_id": version.id, "params": params.model_dump(),
+                  "mask_watermark": _max_mask_id(db, project.id), "reason": reason}
+    return jobs.submit(db, job, settings)
+
+
+def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> list[tuple[int, int]]:
+    """Start a round in every project whose `retrain_every_masks` new masks have come in.
+
+    Returns (project id, job id) of each round started. A project with invalid settings is skipped
+    (its settings are the manager's to fix; the API refuses them when rounds are started by hand).
+    """
+    started: list[tuple[int, int]] = []
+    for project in db.scalars(select(Project).order_by(Project.id)):
+        try:
+            round_settings = RoundSettings.of(project)
+        except ValueError:
+            continue
+        every = round_settings.retrain_every_masks
+        if not every or running_round(db, project.id) is not None:
+            continue
+        new = accepted_mask_count(db, project.id, after_id=last_watermark(db, project.id))
+        if new < every:
+            continue
+        try:
+            job = start_round(db, project, None, round_settings.params, settings, storage,
+                              reason=f"{new} new masks since the last round (retrain_every_masks={every})")
+        except (RoundConflict, NotEnoughMasks):
+            db.rollback()
+            continue
+        started.append((project.id, job.id))
+    return started
+
+
+def round_auto_promote(project: Project, params: RetrainParams) -> bool:
+    """The round's own choice if given, else the project's setting."""
+    if params.auto_promote is not None:
+        return params.auto_promote
+    return bool((project.settings or {}).get("auto_promote", False))

@@ -1,0 +1,270 @@
+"""Celery tasks of retraining: `train.retrain` (queue ``train``) and the beat check that starts rounds.
+
+`train.retrain(job_id)` runs one round through `backend.jobs.runner.run_job` (claim, heartbeat,
+honest end state). The job's ``result`` holds its inputs from the start: ``model_version_id`` (the
+parent: the project's active version when the round was started), ``params`` (`RetrainParams`) and
+``mask_watermark``. The round:
+
+1. snapshots the accepted masks and splits them by image (`dataset.take_snapshot`); too few → the
+   job fails with a message saying how many there are and how many are needed;
+2. loads the parent's embeddings of those images (computing missing ones through the client);
+3. trains the prompt encoder + mask decoder from the parent's weights (progress 5%→85%): the job's
+   ``result`` shows ``step``, ``total_steps``, ``loss``, ``eta_seconds`` and a ``loss_curve`` of
+   [step, loss] points (thinned to at most `MAX_CURVE_POINTS`), written at most every
+   `REPORT_SECONDS`; a cancelled job stops training at the next step (``should_stop``);
+4. evaluates the new weights AND the parent on the held-out masks (85%→97%);
+5. registers the version (origin trained, parent, same architecture and image encoder, artifacts
+   checkpoint + browser decoder, hyper-parameters, both metrics, data snapshot) in the same commit
+   that records its id on the job, so a redelivered task does not register it twice;
+6. auto-promotes it if the round says so and it is better (`service.is_better`).
+
+Training state is checkpointed under ``training/job-<id>/`` in storage, so a requeued job (worker
+lost, see the jobs sweep) resumes where the checkpoint left off; it is removed when the round ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from backend.clients.model_server import ModelServerClient, ModelSpec, TrainOutcome
+from backend.jobs import service as jobs
+from backend.jobs.runner import JobContext, run_job, worker_sessions
+from backend.jobs.service import STALE_AFTER, JobCancelled
+from backend.model_versions import promotion
+from backend.model_versions.service import _store_decoder, model_spec
+from backend.models import Job, ModelVersion, Project
+from backend.models.enums import JobStatus, ModelOrigin, ModelStatus
+from backend.retraining import dataset, service
+from backend.retraining.schemas import RetrainParams
+from backend.storage import LocalStorage
+from backend.worker.celery_app import app, task_settings
+
+REPORT_SECONDS = 1.0
+MAX_CURVE_POINTS = 500
+TRAIN_START, TRAIN_END, EVAL_END = 0.05, 0.85, 0.97
+
+
+@app.task(name="train.retrain", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def retrain(self, job_id: int) -> str:
+    """Run one retraining round (see the module docstring)."""
+    outcome = run_job(job_id, run_round)
+    if outcome == "busy":
+        raise self.retry(countdown=STALE_AFTER.total_seconds())
+    return outcome
+
+
+# Small and quick, so it rides the `jobs.*` route (the embed queue), never behind a long training.
+@app.task(name="jobs.start_due_retrain_rounds")
+def start_due_retrain_rounds() -> list[tuple[int, int]]:
+    """Start a round in each project that collected `retrain_every_masks` new masks (beat)."""
+    settings = task_settings()
+    with worker_sessions(settings)() as db:
+        return service.start_due_rounds(db, settings, LocalStorage(settings.storage_path))
+
+
+class _Reporter:
+    """Live training progress on the job row, and the cancel flag read back from it.
+
+    Writes at most every `REPORT_SECONDS` (and at the last step) so a fast step loop does not
+    hammer the database; reading the cancel flag is rate-limited the same way.
+    """
+
+    def __init__(self, ctx: JobContext, total_steps: int) -> None:
+        self.ctx, self.total = ctx, total_steps
+        self.curve: list[list[float]] = []
+        self.stride = 1
+        self.first_step: int | None = None
+        self.started = time.monotonic()
+        self.last_write = 0.0
+        self.cancelled = False
+        self.last_check = 0.0
+        self.step, self.loss, self.eta = 0, float("nan"), None
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        if self.first_step is None:  # a resumed run starts past step 1
+            self.first_step = step - 1
+        self.step, self.loss = step, float(loss)
+        if step % self.stride == 0:
+            self.curve.append([step, round(self.loss, 6)])
+            if len(self.curve) > MAX_CURVE_POINTS:
+                self.curve, self.stride = self.curve[::2], self.stride * 2
+        done_here = step - self.first_step
+        self.eta = (now - self.started) / done_here * (total - step) if done_here > 0 else None
+        if now - self.last_write >= REPORT_SECONDS or step == total:
+            self.last_write = now
+            self.write(now)
+
+    def write(self, now: float) -> None:
+        eta = f", about {self.eta:.0f} s left" if self.eta is not None else ""
+        message = f"training: step {self.step}/{self.total}, loss {self.loss:.4f}{eta}"
+        fraction = TRAIN_START + (TRAIN_END - TRAIN_START) * self.step / self.total
+        self.cancelled = not _report(self.ctx, fraction, message, step=self.step, total_steps=self.total,
+                                     loss=self.loss, eta_seconds=self.eta, loss_curve=self.curve)
+        self.last_check = now
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_check >= REPORT_SECONDS:
+            self.last_check = now
+            db = self.ctx.db
+            self.cancelled = db.scalar(select(Job.status).where(Job.id == self.ctx.job_id)) == JobStatus.cancelled
+            db.commit()  # end the read transaction (PostgreSQL would otherwise keep its snapshot)
+        return self.cancelled
+
+
+def _report(ctx: JobContext, fraction: float, message: str, **result: Any) -> bool:
+    """Progress plus fields merged into the job's result; False (nothing written) if it was cancelled."""
+    db = ctx.db
+    job = db.get(Job, ctx.job_id)
+    db.refresh(job)
+    if job.status == JobStatus.cancelled:
+        return False
+    job.result = {**(job.result or {}), **result}
+    job.progress, job.message, job.heartbeat_at = min(max(fraction, 0.0), 1.0), message, jobs.now()
+    db.commit()
+    return True
+
+
+def _train_config(params: RetrainParams) -> dict[str, Any]:
+    """The library's TrainConfig fields of a round: warm-up and checkpoints scale with short rounds."""
+    return {"steps": params.steps, "lr": params.lr, "batch_size": params.batch_size, "seed": params.seed,
+            "warmup_steps": min(250, params.steps // 10),
+            "checkpoint_every": max(1, min(100, params.steps // 5)),
+            "max_mask_fraction": dataset.MAX_MASK_FRACTION}
+
+
+def run_round(ctx: JobContext) -> dict[str, Any]:
+    """The work of one `train` job; returns the job's result."""
+    db, settings = ctx.db, ctx.settings
+    job = db.get(Job, ctx.job_id)
+    inputs = dict(job.result or {})
+    params = RetrainParams.model_validate(inputs.get("params", {}))
+    parent = db.get(ModelVersion, int(inputs["model_version_id"]))
+    if parent is None:
+        raise ValueError("the round's parent model version no longer exists")
+    project = db.get(Project, job.project_id)
+    storage = LocalStorage(settings.storage_path)
+    client = ModelServerClient.from_settings(settings)
+    work_dir = f"training/job-{job.id}"
+    base = {key: inputs[key] for key in ("model_version_id", "params", "mask_watermark", "reason") if key in inputs}
+
+    version = db.get(ModelVersion, inputs["new_model_version_id"]) if "new_model_version_id" in inputs else None
+    if version is None:
+        version = _train_and_register(ctx, project, parent, params, storage, client, work_dir)
+    result = {**base, **{k: v for k, v in (db.get(Job, ctx.job_id).result or {}).items()
+                         if k in ("step", "total_steps", "loss", "loss_curve")},
+              "new_model_version_id": version.id, "metrics": version.metrics,
+              "data_snapshot": version.data_snapshot, "eta_seconds": 0}
+    result.update(_maybe_promote(ctx, project, parent, version, params))
+    shutil.rmtree(storage.path(work_dir), ignore_errors=True)
+    return result
+
+
+def _train_and_register(
+    ctx: JobContext, project: Project, parent: ModelVersion, params: RetrainParams, storage: LocalStorage,
+    client: ModelServerClient, work_dir: str,
+) -> ModelVersion:
+    db = ctx.db
+    snapshot = dataset.take_snapshot(db, project.id, params.held_out_fraction, params.seed)
+    record = snapshot.record
+    if record["masks"] < params.min_masks:
+        raise ValueError(
+            f"not enough masks to retrain: {record['masks']} usable accepted mask(s) in the project "
+            f"({record['dropped_large_or_empty']} more cover over {dataset.MAX_MASK_FRACTION:.0%} of their "
+            f"image or are empty), a round needs at least {params.min_masks}")
+    if not snapshot.train or not snapshot.held_out:
+        raise ValueError(f"masks on at least two images are needed (one to train on, one held out); "
+                         f"the project's {record['masks']} masks are on {record['images']} image(s)")
+    spec = model_spec(parent, storage)
+    _report(ctx, 0.0, f"loading embeddings of {record['images']} images", data_snapshot=record)
+    train = dataset.load_samples(db, storage, client, parent, spec, snapshot.train)
+    held_out = dataset.load_samples(db, storage, client, parent, spec, snapshot.held_out)
+
+    reporter = _Reporter(ctx, params.steps)
+    _report(ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps, loss_curve=[])
+    checkpoint = storage.temp_path(".pth")
+    try:
+        started = time.monotonic()
+        outcome = client.retrain(spec, train, _train_config(params), checkpoint,
+                                 checkpoint_dir=storage.path(work_dir), progress=reporter,
+                                 should_stop=reporter.should_stop)
+        seconds = time.monotonic() - started
+        if outcome.stopped_early:
+            shutil.rmtree(storage.path(work_dir), ignore_errors=True)
+            raise JobCancelled(f"job {ctx.job_id} was cancelled at step {outcome.steps_done}")
+        reporter.write(time.monotonic())
+        new_spec = ModelSpec(parent.architecture, checkpoint, outcome.sha256)
+
+        def eval_progress(start: float, end: float, label: str):
+            def report(done: int, total: int) -> None:
+                jobs.set_progress(db, ctx.job_id, start + (end - start) * done / max(total, 1),
+                                  f"evaluating {label} on {total} held-out masks: {done}/{total}")
+            return report
+
+        mid = (TRAIN_END + EVAL_END) / 2
+        new_metrics = client.evaluate(new_spec, held_out, params.max_clicks, eval_progress(TRAIN_END, mid, "the new version"))
+        parent_metrics = client.evaluate(spec, held_out, params.max_clicks, eval_progress(mid, EVAL_END, f"version {parent.id}"))
+        jobs.set_progress(db, ctx.job_id, EVAL_END, "storing the checkpoint and browser decoder")
+        return _register(ctx, project, parent, params, storage, client, checkpoint, outcome, record,
+                         new_metrics, parent_metrics, seconds)
+    finally:
+        checkpoint.unlink(missing_ok=True)
+
+
+def _register(
+    ctx: JobContext, project: Project, parent: ModelVersion, params: RetrainParams, storage: LocalStorage,
+    client: ModelServerClient, checkpoint: Path, outcome: TrainOutcome, record: dict[str, Any], new_metrics: dict[str, float],
+    parent_metrics: dict[str, float], seconds: float,
+) -> ModelVersion:
+    """Store the artifacts, then add the version and record its id on the job in one commit."""
+    db = ctx.db
+    prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
+    storage.put_file(f"{prefix}/checkpoint.pth", checkpoint)
+    rounds = len(db.scalars(select(ModelVersion.id).where(
+        ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained)).all())
+    version = ModelVersion(
+        project_id=project.id, parent_id=parent.id, name=f"round {rounds + 1} (from #{parent.id})",
+        architecture=parent.architecture, origin=ModelOrigin.trained, status=ModelStatus.ready,
+        sha256=outcome.sha256,
+        artifacts={"checkpoint": f"{prefix}/checkpoint.pth", "encoder_from": promotion.encoder_identity(parent)},
+        metrics={"held_out": new_metrics, "parent_held_out": parent_metrics, "parent_id": parent.id,
+                 "final_loss": outcome.losses[-1] if outcome.losses else None,
+                 "training_seconds": round(seconds, 3)},
+        data_snapshot=record,
+        hyperparameters={**_train_config(params), "held_out_fraction": params.held_out_fraction,
+                         "min_masks": params.min_masks, "max_clicks": params.max_clicks,
+                         "steps_done": outcome.steps_done, "job_id": ctx.job_id},
+    )
+    _store_decoder(version, storage, client, prefix)
+    db.add(version)
+    db.flush()
+    job = db.get(Job, ctx.job_id)
+    job.result = {**(job.result or {}), "new_model_version_id": version.id}
+    db.commit()
+    return version
+
+
+def _maybe_promote(
+    ctx: JobContext, project: Project, parent: ModelVersion, version: ModelVersion, params: RetrainParams
+) -> dict[str, Any]:
+    db = ctx.db
+    db.refresh(project)
+    if not service.round_auto_promote(project, params):
+        return {"promoted": False, "promotion": "auto-promotion is off: promote by hand"}
+    if project.active_model_version_id != parent.id:
+        return {"promoted": False, "promotion": f"not promoted: the active version is no longer the parent {parent.id}"}
+    new, old = version.metrics["held_out"], version.metrics["parent_held_out"]
+    if not service.is_better(new, old):
+        return {"promoted": False, "promotion": (
+            f"not promoted: not better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
+            f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})")}
+    promotion.promote(db, project, version, None, ctx.settings)
+    return {"promoted": True, "promotion": (
+        f"promoted: better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
+        f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})")}

@@ -1,0 +1,99 @@
+/**
+ * The ML engineer page's REST calls and their shapes (backend/model_versions/schemas.py,
+ * backend/retraining/schemas.py and backend/jobs/schemas.py are the source of truth).
+ */
+import { ApiError, getToken } from "../api/client";
+
+export type Metrics = Record<string, number>;
+
+export interface ModelVersionRow {
+  id: number;
+  project_id: number | null;
+  parent_id: number | null;
+  name: string;
+  architecture: string;
+  origin: "official" | "trained" | "untrained";
+  status: string;
+  sha256: string | null;
+  metrics: { held_out?: Metrics; parent_held_out?: Metrics; final_loss?: number; training_seconds?: number };
+  data_snapshot: Record<string, unknown> | null;
+  hyperparameters: Record<string, unknown> | null;
+  created_at: string;
+  active: boolean;
+  decoder_url: string;
+}
+
+export interface TrainJob {
+  id: number;
+  kind: string;
+  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+  progress: number;
+  message: string;
+  error: string | null;
+  result: {
+    step?: number;
+    total_steps?: number;
+    loss?: number;
+    eta_seconds?: number | null;
+    loss_curve?: [number, number][];
+    new_model_version_id?: number;
+    promoted?: boolean;
+    promotion?: string;
+  } | null;
+}
+
+export interface RetrainParams {
+  steps: number;
+  lr: number;
+  batch_size: number;
+  held_out_fraction: number;
+  auto_promote: boolean;
+  min_masks: number;
+}
+
+export interface Promotion {
+  model: ModelVersionRow;
+  previous_id: number | null;
+  embed_job: TrainJob | null;
+  embeddings_reused: number;
+}
+
+async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const headers = new Headers(init.headers);
+  const token = getToken();
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  if (init.body) headers.set("Content-Type", "application/json");
+  const response = await fetch(path, { ...init, headers });
+  if (!response.ok) {
+    let detail = response.statusText || `HTTP ${response.status}`;
+    try {
+      const body = await response.json();
+      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch {
+      // not JSON: keep the status text
+    }
+    throw new ApiError(response.status, detail);
+  }
+  return response.json() as Promise<T>;
+}
+
+const base = (p: number) => `/api/projects/${p}`;
+export const listVersions = (p: number) => call<ModelVersionRow[]>(`${base(p)}/model-versions`);
+export const listTrainJobs = (p: number) => call<TrainJob[]>(`${base(p)}/jobs?kind=train&limit=10`);
+export const startRound = (p: number, params: RetrainParams) =>
+  call<TrainJob>(`${base(p)}/retrain`, { method: "POST", body: JSON.stringify(params) });
+export const cancelJob = (jobId: number) => call<TrainJob>(`/api/jobs/${jobId}/cancel`, { method: "POST" });
+export const promote = (p: number, versionId: number) =>
+  call<Promotion>(`${base(p)}/model-versions/${versionId}/promote`, { method: "POST" });
+export const rollback = (p: number) => call<Promotion>(`${base(p)}/model-versions/rollback`, { method: "POST" });
+
+/** Follows a job over Server-Sent Events (EventSource cannot send headers: token in the query). */
+export function followJob(jobId: number, onJob: (job: TrainJob) => void, onEnd: () => void): () => void {
+  const source = new EventSource(`/api/jobs/${jobId}/events?access_token=${encodeURIComponent(getToken() ?? "")}`);
+  source.addEventListener("job", (event) => onJob(JSON.parse((event as MessageEvent).data) as TrainJob));
+  source.addEventListener("end", () => {
+    source.close();
+    onEnd();
+  });
+  return () => source.close();
+}
