@@ -102,14 +102,16 @@ def store_image_masks(
     records: Sequence[Mapping[str, Any]],
     sampling: ReviewSampling,
     max_mask_fraction: float,
+    provenance: dict[str, Any] | None = None,
 ) -> StoredImage:
     """Insert `image`'s auto masks and mark it done, in one transaction (committed here).
 
     `records` are the generator's coco_rle records (segmentation, predicted_iou, stability_score,
     point_coords, crop_box). Area and bbox are recomputed from the RLE with pycocotools, as for every
     other mask: COCO's box has width x_max - x_min + 1, one more than the official generator reports. Masks covering at least
-    `max_mask_fraction` of the image are dropped. If another run finished the image meanwhile,
-    nothing is stored.
+    `max_mask_fraction` of the image are dropped. `provenance` (the model version and job, e.g.
+    ``{"model_version_id": 3, "job_id": 12}``) is kept in each mask's ``prompts`` so quality figures
+    can name the weights they measure. If another run finished the image meanwhile, nothing is stored.
     """
     db.refresh(image, with_for_update=True)  # PostgreSQL: serialise with a concurrent run of the same image
     if is_done(image):
@@ -140,6 +142,7 @@ def store_image_masks(
             point_coords=_floats(record.get("point_coords")),
             crop_box=_floats(record.get("crop_box")),
             review_status=ReviewStatus.pending if review else ReviewStatus.none,
+            prompts=dict(provenance) if provenance else None,
         ))
         stored += 1
         pending += review

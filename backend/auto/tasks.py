@@ -59,7 +59,8 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
             unreadable.append(image_id)
         else:
             records = client.automatic_masks(rgb, spec, params.generator_kwargs())
-            stored = service.store_image_masks(db, image, records, sampling, params.max_mask_fraction)
+            stored = service.store_image_masks(db, image, records, sampling, params.max_mask_fraction,
+                                               {"model_version_id": version.id, "job_id": job.id})
             masks, dropped, pending = masks + stored.masks, dropped + stored.dropped_large, pending + stored.pending_review
             processed += 1
         done += 1

@@ -62,3 +62,4 @@ class ReviewSummaryOut(BaseModel):
         description="above_threshold / reviewed (accepted count as IoU 1, rejected as below); null before any review"
     )
     mean_iou_fixed: float | None
+    model_version_ids: list[int] = Field(description="model versions that produced the sampled auto masks")

@@ -126,6 +126,7 @@ class Summary:
     above_threshold: int
     share_above_threshold: float | None  # None until something was reviewed
     mean_iou_fixed: float | None
+    model_version_ids: list[int]  # the weights that produced the sampled masks (figures name them)
 
 
 def summary(db: Session, project_id: int) -> Summary:
@@ -139,6 +140,9 @@ def summary(db: Session, project_id: int) -> Summary:
     above = sum(1 for _, iou in reviews if iou is not None and iou > IOU_THRESHOLD)
     fixed_ious = [iou for decision, iou in reviews if decision == ReviewDecision.fix and iou is not None]
     count = {d: sum(1 for decision, _ in reviews if decision == d) for d in ReviewDecision}
+    sampled_prompts = db.scalars(select(Mask.prompts).where(
+        Mask.project_id == project_id, Mask.source == MaskSource.auto, Mask.review_status != ReviewStatus.none))
+    versions = sorted({p["model_version_id"] for p in sampled_prompts if p and "model_version_id" in p})
     return Summary(
         auto_masks=sum(statuses.values()),
         sampled=sum(n for s, n in statuses.items() if s != ReviewStatus.none),
@@ -151,4 +155,5 @@ def summary(db: Session, project_id: int) -> Summary:
         above_threshold=above,
         share_above_threshold=above / len(reviews) if reviews else None,
         mean_iou_fixed=sum(fixed_ious) / len(fixed_ious) if fixed_ious else None,
+        model_version_ids=versions,
     )

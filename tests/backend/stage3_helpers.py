@@ -47,7 +47,8 @@ def record(mask: np.ndarray, predicted_iou: float = 0.9, stability: float = 0.96
 
 
 def add_auto_masks(db: Session, image: Image, masks: list[np.ndarray], fraction: float = 1.0,
-                   seed: int = 0, max_mask_fraction: float = 0.95) -> StoredImage:
+                   seed: int = 0, max_mask_fraction: float = 0.95, model_version_id: int | None = None) -> StoredImage:
     """Store hand-built auto masks for `image` the way the auto task does."""
+    provenance = {"model_version_id": model_version_id} if model_version_id is not None else None
     return store_image_masks(db, image, [record(m) for m in masks], ReviewSampling(fraction, seed),
-                             max_mask_fraction)
+                             max_mask_fraction, provenance)

@@ -138,6 +138,7 @@ def test_auto_annotate_stores_generator_masks_and_a_rerun_adds_nothing(
         assert len(masks) == len(records)
         for mask, record in zip(masks, records):
             assert mask.source == "auto" and mask.stage == "fully_automatic" and mask.review_status == "pending"
+            assert mask.prompts == {"model_version_id": result["model_version_id"], "job_id": job["id"]}
             assert mask.rle == {"size": [image.height, image.width], "counts": record["segmentation"]["counts"]}
             encoded = {"size": mask.rle["size"], "counts": mask.rle["counts"].encode()}
             assert mask.area == record["area"] == int(mask_util.area(encoded))
@@ -153,6 +154,9 @@ def test_auto_annotate_stores_generator_masks_and_a_rerun_adds_nothing(
         stored_total += len(masks)
     assert result["masks"] == stored_total and result["pending_review"] == stored_total
     assert stored_total > 0, "the untrained model found no mask at all with thresholds 0 (unexpected)"
+    summary = client.get(f"/api/projects/{project.id}/review/summary", headers=manager_headers).json()
+    assert summary["pending"] == summary["sampled"] == stored_total
+    assert summary["model_version_ids"] == [result["model_version_id"]]
 
     again = _start(client, project.id, manager_headers, LOW)
     assert again["id"] != job["id"] and again["status"] == "succeeded"

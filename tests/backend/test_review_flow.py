@@ -19,7 +19,7 @@ def reviewed_image(client, db, project, manager_headers, data_root):
     image = db.get(Image, image_id)
     h, w = image.height, image.width
     boxes = [(10, 10, 60, 60), (10, 100, 60, 150), (100, 10, 150, 60), (100, 100, 150, 150)]
-    stored = add_auto_masks(db, image, [box_mask(h, w, *b) for b in boxes], fraction=1.0)
+    stored = add_auto_masks(db, image, [box_mask(h, w, *b) for b in boxes], fraction=1.0, model_version_id=5)
     assert stored.masks == 4 and stored.pending_review == 4
     return image
 
@@ -75,7 +75,7 @@ def test_review_next_accept_fix_reject_and_summary(client, db, project, manager,
     assert summary == {
         "auto_masks": 4, "sampled": 4, "pending": 0, "accepted": 1, "fixed": 2, "rejected": 1, "reviewed": 4,
         "iou_threshold": 0.9, "above_threshold": 2, "share_above_threshold": 0.5,
-        "mean_iou_fixed": pytest.approx((2500 / 2750 + 1250 / 3750) / 2),
+        "mean_iou_fixed": pytest.approx((2500 / 2750 + 1250 / 3750) / 2), "model_version_ids": [5],
     }
 
 
