@@ -3,7 +3,7 @@
 The gates are `DEFAULT_GATES` (one entry per target stage, a list of conditions). A project can
 override any threshold in its settings: ``settings["gates"][<target stage>][<condition key>] = value``
 (e.g. ``{"gates": {"semi_automatic": {"min_masks": 50}}}``). Each condition kind is one small SQL
-count (live masks come from the `mask_stats` rollup); the dashboard shows every condition with its current value, and `advance_stage` refuses (409)
+count (masks and images come from the `mask_totals` / `image_stats` rollups); the dashboard shows every condition with its current value, and `advance_stage` refuses (409)
 while one does not hold.
 
 Moving on resets every image's status to ``new`` (statuses are per current stage; what was finished in
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.models import Image, ImageStatus, MaskStat, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
+from backend.models import Image, ImageStat, ImageStatus, MaskTotal, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
 
 ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
 
@@ -105,17 +105,19 @@ def threshold(project: Project, to_stage: Stage, condition: Condition) -> float:
 def _measure(db: Session, project: Project, condition: Condition) -> float:
     if condition.kind == "masks_in_stage":
         assert condition.stage is not None
-        return float(db.scalar(select(func.sum(MaskStat.masks)).where(
-            MaskStat.project_id == project.id, MaskStat.stage == condition.stage.value)) or 0)
+        return float(db.scalar(select(func.sum(MaskTotal.masks)).where(
+            MaskTotal.project_id == project.id, MaskTotal.stage == condition.stage.value)) or 0)
     if condition.kind == "done_share":
         assert condition.stage is not None
-        total = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project.id)) or 0
+        rows = db.execute(select(ImageStat.status, func.sum(ImageStat.images),
+                                 func.sum(getattr(ImageStat, f"done_{condition.stage.value}")))
+                          .where(ImageStat.project_id == project.id).group_by(ImageStat.status)).all()
+        total = sum(int(n) for _, n, _ in rows)
         if total == 0:
             return 0.0
-        done_here = Image.stage_done[condition.stage.value].as_string().is_not(None)
+        done = sum(int(d) for _, _, d in rows)
         if project.stage == condition.stage:  # the current stage: its status says it, stage_done may lag
-            done_here = done_here | (Image.status == ImageStatus.done)
-        done = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project.id, done_here)) or 0
+            done += sum(int(n) - int(d) for status, n, d in rows if status == ImageStatus.done.value)
         return done / total
     if condition.kind == "trained_models":
         return float(db.scalar(select(func.count()).select_from(ModelVersion).where(

@@ -1,8 +1,8 @@
 """The dashboard's figures: mask figures from the rollup tables, the rest from small SQL aggregates.
 
-Mask counts, sums, the masks-per-image distribution, pre-fill outcomes, the timeline and the annotator
-table read `mask_stats` / `image_mask_counts` (backend/models/dashboard.py), which database triggers keep
-exact in the same transaction as every mask write: thousands of rows per request, not a walk over
+Image and mask counts, sums, the masks-per-image distribution, pre-fill outcomes, the timeline and the
+annotator table read the rollup tables of backend/models/dashboard.py, which database triggers keep
+exact in the same transaction as every mask or image write: thousands of rows per request, not a walk over
 millions of masks. All figures stay exact (the tests check hand-worked values):
 
 - median / p90 of seconds per mask are `percentile_cont(q)` exactly: `mask_seconds` (counts per
@@ -48,6 +48,8 @@ from backend.models.dashboard import SECONDS_BUCKETS_PER_SECOND
 from backend.models import (
     Image,
     ImageMaskCount,
+    ImageMaskTotal,
+    ImageStat,
     ImageStatus,
     Job,
     JobStatus,
@@ -56,6 +58,7 @@ from backend.models import (
     MaskSecondsBucket,
     MaskSource,
     MaskStat,
+    MaskTotal,
     ModelVersion,
     PrefillOutcome,
     Project,
@@ -150,41 +153,52 @@ def percentiles(db: Session, scope: Scope, qs: Sequence[float],
 
 
 def image_stats(db: Session, project: Project, scope: Scope) -> ImagesOut:
-    where = [Image.project_id == project.id]
+    """Images by status (current stage) and finished per stage, from the `image_stats` rollup."""
+    where = [ImageStat.project_id == project.id]
     if scope.author_id is not None:
-        where.append(Image.assignee_id == scope.author_id)
+        where.append(ImageStat.assignee_key == scope.author_id)
     by_status = {status: 0 for status in ImageStatus}
-    for status, n in db.execute(select(Image.status, func.count()).where(*where).group_by(Image.status)):
-        by_status[status] = n
-    columns = [func.count(Image.stage_done[s.value].as_string()).label(s.value) for s in Stage]
-    done_row = db.execute(select(*columns).where(*where)).one()
-    return ImagesOut(
-        total=sum(by_status.values()), current_stage=project.stage, by_status=by_status,
-        done_per_stage={s: getattr(done_row, s.value) for s in Stage},
-    )
+    done_per_stage = {stage: 0 for stage in Stage}
+    done = [func.sum(getattr(ImageStat, f"done_{stage.value}")) for stage in Stage]
+    for status, n, *done_counts in db.execute(select(ImageStat.status, func.sum(ImageStat.images), *done)
+                                              .where(*where).group_by(ImageStat.status)):
+        by_status[ImageStatus(status)] += int(n)
+        for stage, count in zip(Stage, done_counts, strict=True):
+            done_per_stage[stage] += int(count)
+    return ImagesOut(total=sum(by_status.values()), current_stage=project.stage, by_status=by_status,
+                     done_per_stage=done_per_stage)
 
 
-def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, TimingOut]:
-    """Counts by stage and source, the masks-per-image distribution, and time/clicks per mask."""
-    rows = db.execute(
-        select(MaskStat.stage, MaskStat.source, func.sum(MaskStat.masks), func.sum(MaskStat.timed),
-               func.sum(MaskStat.seconds), func.sum(MaskStat.clicked), func.sum(MaskStat.clicks))
-        .where(*_stats_where(scope)).group_by(MaskStat.stage, MaskStat.source)
-        .having(func.sum(MaskStat.masks) > 0).order_by(MaskStat.stage, MaskStat.source)
-    ).all()
+def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, TimingOut, PrefillOut]:
+    """Counts by stage and source, the masks-per-image distribution, time/clicks per mask, pre-fill outcomes.
+
+    Pre-fill outcomes count deleted masks too (deleting a pre-filled mask is its outcome).
+    """
+    sums = [func.sum(c) for c in (MaskTotal.masks, MaskTotal.timed, MaskTotal.seconds, MaskTotal.clicked,
+                                  MaskTotal.clicks, MaskTotal.prefill_kept, MaskTotal.prefill_corrected,
+                                  MaskTotal.prefill_deleted)]
+    where = [MaskTotal.project_id == scope.project_id]
+    if scope.author_id is not None:
+        where.append(MaskTotal.author_key == scope.author_id)
+    grouped = db.execute(select(MaskTotal.stage, MaskTotal.source, *sums).where(*where)
+                         .group_by(MaskTotal.stage, MaskTotal.source).order_by(MaskTotal.stage, MaskTotal.source)).all()
+    prefill = PrefillOut(**{o: int(sum(r[7 + i] or 0 for r in grouped))
+                            for i, o in enumerate(("kept", "corrected", "deleted"))})
     rows = [(Stage(st), MaskSource(src), int(n), int(timed), float(sec or 0), int(clicked), int(clicks or 0))
-            for st, src, n, timed, sec, clicked, clicks in rows]
+            for st, src, n, timed, sec, clicked, clicks, *_ in grouped if n]
     total = sum(r[2] for r in rows)
     timed = sum(r[3] for r in rows)
     seconds = sum(r[4] for r in rows)
     clicked = sum(r[5] for r in rows)
     clicks = sum(r[6] for r in rows)
 
-    where = [ImageMaskCount.project_id == scope.project_id]
-    if scope.author_id is not None:
-        where.append(ImageMaskCount.author_key == scope.author_id)
-    per_image = (select(func.sum(ImageMaskCount.masks).label("n")).where(*where).group_by(ImageMaskCount.image_id)
-                 .having(func.sum(ImageMaskCount.masks) > 0).subquery())
+    if scope.author_id is None:
+        per_image = (select(ImageMaskTotal.masks.label("n"))
+                     .where(ImageMaskTotal.project_id == scope.project_id, ImageMaskTotal.masks > 0).subquery())
+    else:
+        per_image = (select(ImageMaskCount.masks.label("n")).where(
+            ImageMaskCount.project_id == scope.project_id, ImageMaskCount.author_key == scope.author_id,
+            ImageMaskCount.masks > 0).subquery())
     bucket = case(*[(per_image.c.n <= high, i) for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is not None],
                   else_=len(HISTOGRAM_BOUNDS) - 1)
     counts = dict(db.execute(select(bucket, func.count()).group_by(bucket)).all())
@@ -210,22 +224,17 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
         masks_per_hour=timed * 3600.0 / seconds if seconds > 0 else None,
         clicks_per_mask=clicks / clicked if clicked else None,
     )
-    return masks, timing
-
-
-def prefill_stats(db: Session, scope: Scope) -> PrefillOut:
-    """What annotators did with pre-filled masks; deleted ones count too (that is the outcome)."""
-    row = db.execute(select(func.sum(MaskStat.prefill_kept), func.sum(MaskStat.prefill_corrected),
-                            func.sum(MaskStat.prefill_deleted)).where(*_stats_where(scope))).one()
-    return PrefillOut(kept=int(row[0] or 0), corrected=int(row[1] or 0), deleted=int(row[2] or 0))
+    return masks, timing, prefill
 
 
 def review_stats(db: Session, scope: Scope) -> ReviewOut:
     where = [MaskReview.project_id == scope.project_id]
     if scope.author_id is not None:
         where.append(MaskReview.reviewer_id == scope.author_id)
-    decisions = dict(db.execute(select(MaskReview.decision, func.count()).where(*where).group_by(MaskReview.decision)).all())
-    within = db.scalar(select(func.count()).select_from(MaskReview).where(*where, MaskReview.iou > REVIEW_IOU_THRESHOLD)) or 0
+    rows = db.execute(select(MaskReview.decision, func.count(), func.count(case((MaskReview.iou > REVIEW_IOU_THRESHOLD, 1))))
+                      .where(*where).group_by(MaskReview.decision)).all()
+    decisions = {decision: n for decision, n, _ in rows}
+    within = sum(n for _, _, n in rows)
     reviewed = sum(decisions.values())
     return ReviewOut(
         reviewed=reviewed, accepted=decisions.get(ReviewDecision.accept, 0), fixed=decisions.get(ReviewDecision.fix, 0),
@@ -260,22 +269,24 @@ def job_stats(db: Session, project_id: int) -> JobsOut:
 
 def dashboard(db: Session, project: Project, scope: Scope) -> DashboardOut:
     images = image_stats(db, project, scope)
-    masks, timing = mask_stats(db, scope, images.total)
+    masks, timing, prefill = mask_stats(db, scope, images.total)
     return DashboardOut(
-        project_id=project.id, scope=scope.name, images=images, masks=masks, timing=timing,
-        prefill=prefill_stats(db, scope), review=review_stats(db, scope), models=model_rounds(db, project),
+        project_id=project.id, scope=scope.name, images=images, masks=masks, timing=timing, prefill=prefill, review=review_stats(db, scope), models=model_rounds(db, project),
         jobs=job_stats(db, project.id), gate=GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project))),
     )
 
 
 def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     """One row per mask author of the scope: counts, time (median/p90 per author), clicks, images done."""
+    where = [MaskTotal.project_id == scope.project_id]
+    if scope.author_id is not None:
+        where.append(MaskTotal.author_key == scope.author_id)
     rows = db.execute(
-        select(MaskStat.author_key, User.username, func.sum(MaskStat.masks), func.sum(MaskStat.timed),
-               func.sum(MaskStat.seconds), func.sum(MaskStat.clicked), func.sum(MaskStat.clicks))
-        .join(User, User.id == MaskStat.author_key).where(*_stats_where(scope), MaskStat.author_key > 0)
-        .group_by(MaskStat.author_key, User.username).having(func.sum(MaskStat.masks) > 0)
-        .order_by(MaskStat.author_key)
+        select(MaskTotal.author_key, User.username, func.sum(MaskTotal.masks), func.sum(MaskTotal.timed),
+               func.sum(MaskTotal.seconds), func.sum(MaskTotal.clicked), func.sum(MaskTotal.clicks))
+        .join(User, User.id == MaskTotal.author_key).where(*where, MaskTotal.author_key > 0)
+        .group_by(MaskTotal.author_key, User.username).having(func.sum(MaskTotal.masks) > 0)
+        .order_by(MaskTotal.author_key)
     ).all()
     done_where = [Image.project_id == scope.project_id, Image.status == ImageStatus.done, Image.assignee_id.is_not(None)]
     done = dict(db.execute(select(Image.assignee_id, func.count()).where(*done_where).group_by(Image.assignee_id)).all())

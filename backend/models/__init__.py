@@ -15,7 +15,7 @@ from backend.models.enums import (
     Role,
     Stage,
 )
-from backend.models.dashboard import ImageMaskCount, MaskSecondsBucket, MaskStat
+from backend.models.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
 from backend.models.images import Embedding, Image
 from backend.models.jobs import Job
 from backend.models.masks import AnnotationSession, Mask
@@ -30,6 +30,8 @@ __all__ = [
     "Embedding",
     "Image",
     "ImageMaskCount",
+    "ImageMaskTotal",
+    "ImageStat",
     "ImageStatus",
     "Job",
     "JobStatus",
@@ -38,6 +40,7 @@ __all__ = [
     "MaskSecondsBucket",
     "MaskSource",
     "MaskStat",
+    "MaskTotal",
     "ModelOrigin",
     "ModelStatus",
     "ModelVersion",

@@ -1,7 +1,7 @@
-"""Dashboard rollups of `masks`, kept exact by database triggers in the same transaction as every mask write.
+"""Dashboard rollups of `masks` and `images` (small tables), kept exact by database triggers in the same transaction as every mask write.
 
 Why rollups: with a million masks, counting, summing and ranking the masks on every dashboard request
-walks the whole project's index several times (seconds per request). These three small tables hold the
+walks the whole project's index several times (seconds per request). These tables hold the
 same figures pre-aggregated, so a request reads thousands of rows instead of millions.
 
 Why triggers (migration 0004, `backend/dashboard/rollups.py` has the SQL): masks are written by ORM
@@ -11,7 +11,7 @@ old and new row, inside the writing transaction. `rebuild_rollups` recomputes th
 load that bypassed the triggers, or to check them).
 
 `author_key` is `masks.author_id`, or 0 for masks without an author (auto, detector), so it can be part
-of a primary key. A mask contributes to `mask_stats.prefill_*` whether or not it is deleted (deleting a
+of a primary key. A mask contributes to `prefill_*` whether or not it is deleted (deleting a
 pre-filled mask IS its outcome); every other figure counts live masks only (`deleted_at IS NULL`).
 """
 
@@ -21,22 +21,19 @@ from sqlalchemy import BigInteger, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.models.base import Base
+from backend.models.enums import Stage
 
 # Width of one `mask_seconds.bucket`: 1/SECONDS_BUCKETS_PER_SECOND s. A power of two, so that
 # floor(seconds * 4) == b  <=>  b / 4 <= seconds < (b + 1) / 4 holds exactly in binary floating point.
 SECONDS_BUCKETS_PER_SECOND = 4
+# Stages with an `image_stats.done_<stage>` column (a new Stage needs a migration adding its column).
+DONE_STAGES = ("assisted_manual", "semi_automatic", "fully_automatic", "done")
+assert DONE_STAGES == tuple(s.value for s in Stage), "image_stats needs a done_<stage> column per stage"
 
 
-class MaskStat(Base):
-    """Live masks (and pre-fill outcomes) per project, UTC hour of creation, stage, source and author."""
+class _MaskSums:
+    """The summed figures of a group of masks, shared by `mask_totals` and `mask_stats`."""
 
-    __tablename__ = "mask_stats"
-
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
-    hour: Mapped[str] = mapped_column(String(19), primary_key=True)  # "YYYY-MM-DDTHH:00:00" (UTC)
-    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
-    source: Mapped[str] = mapped_column(String(32), primary_key=True)
-    author_key: Mapped[int] = mapped_column(primary_key=True)  # masks.author_id, 0 = none
     masks: Mapped[int] = mapped_column(BigInteger)  # live masks
     timed: Mapped[int] = mapped_column(BigInteger)  # live masks with seconds_spent
     seconds: Mapped[float] = mapped_column(Float)  # sum of their seconds_spent
@@ -45,6 +42,30 @@ class MaskStat(Base):
     prefill_kept: Mapped[int] = mapped_column(BigInteger)  # masks (deleted or not) by prefill_outcome
     prefill_corrected: Mapped[int] = mapped_column(BigInteger)
     prefill_deleted: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaskTotal(_MaskSums, Base):
+    """All-time figures per project, stage, source and author: the summary, the gates, the annotator table
+    (a few hundred rows per project, whatever its size)."""
+
+    __tablename__ = "mask_totals"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)  # masks.author_id, 0 = none
+
+
+class MaskStat(_MaskSums, Base):
+    """The same figures per UTC hour of creation as well: the timeline."""
+
+    __tablename__ = "mask_stats"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[str] = mapped_column(String(19), primary_key=True)  # "YYYY-MM-DDTHH:00:00" (UTC)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)  # masks.author_id, 0 = none
 
 
 class MaskSecondsBucket(Base):
@@ -62,8 +83,34 @@ class MaskSecondsBucket(Base):
     masks: Mapped[int] = mapped_column(BigInteger)
 
 
+class ImageMaskTotal(Base):
+    """Live masks per image: the project's masks-per-image distribution without touching `masks`."""
+
+    __tablename__ = "image_mask_totals"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    masks: Mapped[int] = mapped_column(BigInteger)
+
+
+class ImageStat(Base):
+    """Images per project, assignee and status (current stage), and how many of them finished each stage
+    (a non-null `images.stage_done[<stage>]`): the image figures and the gates without parsing JSON per image."""
+
+    __tablename__ = "image_stats"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    assignee_key: Mapped[int] = mapped_column(primary_key=True)  # images.assignee_id, 0 = none
+    status: Mapped[str] = mapped_column(String(32), primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
+    done_assisted_manual: Mapped[int] = mapped_column(BigInteger)
+    done_semi_automatic: Mapped[int] = mapped_column(BigInteger)
+    done_fully_automatic: Mapped[int] = mapped_column(BigInteger)
+    done_done: Mapped[int] = mapped_column(BigInteger)
+
+
 class ImageMaskCount(Base):
-    """Live masks per image and author: the masks-per-image distribution without touching `masks`."""
+    """Live masks per image and author: one annotator's masks-per-image distribution."""
 
     __tablename__ = "image_mask_counts"
     __table_args__ = (Index("ix_image_mask_counts_image_id", "image_id"),)

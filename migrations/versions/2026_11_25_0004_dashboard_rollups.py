@@ -1,4 +1,4 @@
-"""Dashboard rollups: mask_stats, mask_seconds, image_mask_counts kept by triggers on masks.
+"""Dashboard rollups kept by triggers on masks and images (backend/dashboard/rollups.py).
 
 Also swaps the partial mask indexes of 0003 that only the old full-scan dashboard needed (stage/source,
 per image, timeline, prefill) for the two the rollup dashboard probes: per author by seconds (exact
@@ -39,11 +39,12 @@ CREATED: dict[str, list[str]] = {
 }
 
 
-def upgrade() -> None:
+def _sums_table(name: str, key: list[sa.Column]) -> None:
+    """mask_totals / mask_stats: `key` columns after project_id, then the summed figures."""
     op.create_table(
-        "mask_stats",
+        name,
         sa.Column("project_id", sa.Integer(), nullable=False),
-        sa.Column("hour", sa.String(length=19), nullable=False),
+        *key,
         sa.Column("stage", sa.String(length=32), nullable=False),
         sa.Column("source", sa.String(length=32), nullable=False),
         sa.Column("author_key", sa.Integer(), nullable=False),
@@ -51,10 +52,16 @@ def upgrade() -> None:
         sa.Column("seconds", sa.Float(), nullable=False),
         *[sa.Column(c, sa.BigInteger(), nullable=False)
           for c in ("clicked", "clicks", "prefill_kept", "prefill_corrected", "prefill_deleted")],
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f("fk_mask_stats_project_id_projects"),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f(f"fk_{name}_project_id_projects"),
                                 ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("project_id", "hour", "stage", "source", "author_key", name=op.f("pk_mask_stats")),
+        sa.PrimaryKeyConstraint("project_id", *[c.name for c in key], "stage", "source", "author_key",
+                                name=op.f(f"pk_{name}")),
     )
+
+
+def upgrade() -> None:
+    _sums_table("mask_totals", [])
+    _sums_table("mask_stats", [sa.Column("hour", sa.String(length=19), nullable=False)])
     op.create_table(
         "mask_seconds",
         sa.Column("project_id", sa.Integer(), nullable=False),
@@ -78,6 +85,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("project_id", "image_id", "author_key", name=op.f("pk_image_mask_counts")),
     )
     op.create_index("ix_image_mask_counts_image_id", "image_mask_counts", ["image_id"])
+    op.create_table(
+        "image_mask_totals",
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("image_id", sa.Integer(), nullable=False),
+        sa.Column("masks", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"],
+                                name=op.f("fk_image_mask_totals_project_id_projects"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["image_id"], ["images.id"], name=op.f("fk_image_mask_totals_image_id_images"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("project_id", "image_id", name=op.f("pk_image_mask_totals")),
+    )
+    op.create_table(
+        "image_stats",
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("assignee_key", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        *[sa.Column(c, sa.BigInteger(), nullable=False) for c in
+          ("images", "done_assisted_manual", "done_semi_automatic", "done_fully_automatic", "done_done")],
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f("fk_image_stats_project_id_projects"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("project_id", "assignee_key", "status", name=op.f("pk_image_stats")),
+    )
     for name in DROPPED:
         op.drop_index(name, table_name="masks")
     for name, columns in CREATED.items():
@@ -97,4 +126,7 @@ def downgrade() -> None:
     op.drop_index("ix_image_mask_counts_image_id", table_name="image_mask_counts")
     op.drop_table("image_mask_counts")
     op.drop_table("mask_seconds")
+    op.drop_table("image_stats")
+    op.drop_table("image_mask_totals")
     op.drop_table("mask_stats")
+    op.drop_table("mask_totals")

@@ -1,6 +1,7 @@
-"""The dashboard rollups stay equal to a fresh recomputation from `masks` through every kind of write
-(ORM insert/update, Core UPDATE as the review flow does, Core DELETE, image and user deletion cascades,
-a rolled-back transaction), on SQLite and PostgreSQL; and `dataengine rebuild-rollups` repairs them."""
+"""The dashboard rollups stay equal to a fresh recomputation from `masks` and `images` through every kind
+of write (ORM insert/update, Core UPDATE as the review flow does, Core DELETE, image and user deletion
+cascades, a rolled-back transaction, the stage move's bulk image update), on SQLite and PostgreSQL; and
+`dataengine rebuild-rollups` repairs them."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from sqlalchemy import delete, select, text, update
 from backend.cli import main
 from backend.dashboard import service
 from backend.dashboard.rollups import rebuild_rollups
-from backend.models import Image, Mask, MaskSource, PrefillOutcome, Role, Stage, User
+from backend.dashboard import gates
+from backend.models import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Role, Stage, User
 
 TABLES = {
+    "mask_totals": "project_id, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
+                   "prefill_kept, prefill_corrected, prefill_deleted",
     "mask_stats": "project_id, hour, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
                   "prefill_kept, prefill_corrected, prefill_deleted",
     "mask_seconds": "project_id, author_key, bucket, masks",
     "image_mask_counts": "project_id, image_id, author_key, masks",
+    "image_mask_totals": "project_id, image_id, masks",
+    "image_stats": "project_id, assignee_key, status, images, done_assisted_manual, done_semi_automatic, "
+                   "done_fully_automatic, done_done",
 }
-KEYS = {"mask_stats": 5, "mask_seconds": 3, "image_mask_counts": 3}
+KEYS = {"mask_totals": 4, "mask_stats": 5, "mask_seconds": 3, "image_mask_counts": 3, "image_mask_totals": 2,
+        "image_stats": 3}
 
 
 def snapshot(db) -> dict[str, list[tuple]]:
@@ -119,7 +127,7 @@ def test_cli_rebuild_repairs_rollups(db, project, images, make_user, settings, m
     db.add_all([new_mask(project, images[0], a1, 5.0, 1), new_mask(project, images[1], a1, 6.0, 2)])
     db.commit()
     good = snapshot(db)
-    db.execute(text("DELETE FROM mask_stats"))
+    db.execute(text("DELETE FROM mask_totals"))
     db.execute(text("UPDATE image_mask_counts SET masks = 7"))
     db.commit()
     assert snapshot(db) != good
@@ -130,3 +138,38 @@ def test_cli_rebuild_repairs_rollups(db, project, images, make_user, settings, m
     db.expire_all()
     assert snapshot(db) == good
     assert main(["rebuild-rollups", "--project", "999999"]) != 0
+
+
+def test_image_rollup_follows_claims_stage_marks_and_the_stage_move(db, project, images, make_user):
+    a1 = make_user(Role.annotator, "s1")
+    images[0].status, images[0].assignee_id = ImageStatus.in_progress, a1.id  # a claim
+    db.commit()
+    images[0].status = ImageStatus.done  # done, and recorded as finished in the stage
+    images[0].stage_done = {**images[0].stage_done, "assisted_manual": at(1, 12).isoformat()}
+    images[1].stage_done = {"assisted_manual": at(1, 13).isoformat(), "semi_automatic": None}  # null: not done
+    images[2].status = ImageStatus.skipped
+    db.add(Image(project_id=project.id, file_name="late.jpg", storage_key="kl", sha256="f" * 64, width=4, height=4,
+                 size_bytes=1, status=ImageStatus.done, assignee_id=a1.id))
+    db.commit()
+    incremental = snapshot(db)
+    assert [r[3:] for r in incremental["image_stats"] if r[1] == a1.id] == [(2, 1, 0, 0, 0)]
+    rebuild_rollups(db, project.id)
+    db.commit()
+    assert snapshot(db) == incremental
+    d = service.image_stats(db, project, service.Scope(project.id))
+    assert d.by_status == {ImageStatus.new: 1, ImageStatus.in_progress: 0, ImageStatus.done: 2, ImageStatus.skipped: 1}
+    assert d.done_per_stage == {Stage.assisted_manual: 2, Stage.semi_automatic: 0, Stage.fully_automatic: 0,
+                                Stage.done: 0}
+    # done in the current stage: status done (2) or stage_done (img0, img1) -> img0, img1, late = 3 of 4
+    condition = next(c for c in gates.DEFAULT_GATES[Stage.semi_automatic] if c.kind == "done_share")
+    assert gates._measure(db, project, condition) == pytest.approx(3 / 4)
+
+    project.settings = {"gates": {"semi_automatic": {k: 0 for k in ("min_masks", "min_detectors")}}}
+    db.commit()
+    gates.advance_stage(db, project, Stage.semi_automatic)  # Core UPDATE of every image
+    incremental = snapshot(db)
+    assert [r[2:4] for r in incremental["image_stats"]] == [("new", 4)]
+    rebuild_rollups(db, project.id)
+    db.commit()
+    assert snapshot(db) == incremental
+    assert gates._measure(db, project, condition) == pytest.approx(2 / 4)  # stage_done only, now history
