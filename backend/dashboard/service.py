@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import ColumnElement, String, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from backend.dashboard import gates
@@ -129,26 +129,41 @@ def percentiles(db: Session, scope: Scope, qs: Sequence[float],
     """
     if buckets is None:
         buckets = _scope_buckets(db, scope)
-    n = sum(count for _, count in buckets)
-    out: list[float | None] = []
-    for q in qs:
-        if n == 0:
-            out.append(None)
-            continue
-        position = q * (n - 1)
-        low = math.floor(position)
-        below = 0
-        for bucket, count in buckets:  # the bucket holding rank `low`
-            if below + count > low:
-                break
-            below += count
-        start = bucket / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
-        values = db.scalars(select(Mask.seconds_spent).where(*live_masks(scope), Mask.seconds_spent >= start)
-                            .order_by(Mask.seconds_spent).offset(low - below).limit(2)).all()
-        value = float(values[0])
-        if position > low and len(values) == 2:
-            value += (position - low) * (float(values[1]) - value)
-        out.append(value)
+    return many_percentiles(db, [(scope, buckets)], qs)[0]
+
+
+def many_percentiles(db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]],
+                     qs: Sequence[float]) -> list[list[float | None]]:
+    """`percentiles` of several scopes (each with its `mask_seconds` buckets) in one UNION ALL query."""
+    reads = []  # (scope index, q index, position, low, the read's SELECT)
+    for i, (scope, buckets) in enumerate(scopes):
+        n = sum(count for _, count in buckets)
+        for j, q in enumerate(qs):
+            if n == 0:
+                continue
+            position = q * (n - 1)
+            low = math.floor(position)
+            below = 0
+            for bucket, count in buckets:  # the bucket holding rank `low`
+                if below + count > low:
+                    break
+                below += count
+            start = bucket / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
+            two = (select(Mask.seconds_spent.label("v")).where(*live_masks(scope), Mask.seconds_spent >= start)
+                   .order_by(Mask.seconds_spent).offset(low - below).limit(2).subquery())
+            reads.append((i, j, position, low, select(literal(len(reads)).label("k"), two.c.v)))
+    out: list[list[float | None]] = [[None] * len(qs) for _ in scopes]
+    if not reads:
+        return out
+    values: dict[int, list[float]] = {}
+    for k, v in db.execute(union_all(*[r[4] for r in reads])):
+        values.setdefault(k, []).append(float(v))
+    for k, (i, j, position, low, _) in enumerate(reads):
+        pair = sorted(values[k])  # rank low, then rank low + 1 (if any): ascending by construction
+        value = pair[0]
+        if position > low and len(pair) == 2:
+            value += (position - low) * (pair[1] - value)
+        out[i][j] = value
     return out
 
 
@@ -291,13 +306,19 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     done_where = [Image.project_id == scope.project_id, Image.status == ImageStatus.done, Image.assignee_id.is_not(None)]
     done = dict(db.execute(select(Image.assignee_id, func.count()).where(*done_where).group_by(Image.assignee_id)).all())
     buckets = _author_buckets(db, scope.project_id)
+    authors = [row[0] for row in rows]
+    times = many_percentiles(db, [(Scope(scope.project_id, a), buckets.get(a, [])) for a in authors], [0.5, 0.9])
+    span = {}
+    if authors:  # first and last live mask of each author: two index probes each, one statement
+        def edge(agg):  # type: ignore[no-untyped-def]
+            return (select(agg(Mask.created_at)).where(Mask.project_id == scope.project_id, Mask.deleted_at.is_(None),
+                                                       Mask.author_id == User.id).scalar_subquery())
+        span = {uid: (first, last) for uid, first, last in
+                db.execute(select(User.id, edge(func.min), edge(func.max)).where(User.id.in_(authors)))}
     out = []
-    for author_id, username, n, timed, seconds, clicked, clicks in rows:
+    for (author_id, username, n, timed, seconds, clicked, clicks), (median, p90) in zip(rows, times, strict=True):
         n, timed, seconds, clicked, clicks = int(n), int(timed), float(seconds or 0), int(clicked), int(clicks or 0)
-        own = Scope(scope.project_id, author_id)
-        median, p90 = percentiles(db, own, [0.5, 0.9], buckets.get(author_id, []))
-        first, last = db.execute(select(func.min(Mask.created_at), func.max(Mask.created_at))
-                                 .where(*live_masks(own))).one()
+        first, last = span[author_id]
         out.append(AnnotatorRow(
             user_id=author_id, username=username, masks=n, images_done=done.get(author_id, 0),
             timed_masks=timed, total_seconds=seconds, seconds_per_mask_median=median, seconds_per_mask_p90=p90,
