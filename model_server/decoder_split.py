@@ -55,9 +55,9 @@ def _modules():
     from torch import nn
     from torch.nn import functional as F
 
-    from model_server.export import _torch_modules
+    from model_server.export import decoder_torch_modules
 
-    PromptDecoder, _ = _torch_modules()
+    PromptDecoder, _ = decoder_torch_modules()
 
     def heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
         b, n, c = x.shape

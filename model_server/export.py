@@ -97,8 +97,14 @@ def onnx_prompt(
     return coords[None], labs[None]
 
 
-def _torch_modules():
-    """The wrapper modules, defined lazily so that importing this file needs no torch."""
+def decoder_torch_modules():
+    """The torch wrapper classes behind both graphs: ``(PromptDecoder, OfficialContract)``.
+
+    Each class is built from a `Sam` module (``PromptDecoder(sam)``): ``PromptDecoder`` is our
+    contract's trace-friendly prompt encoder + mask decoder (its `embed_points` and ``dense_pe``
+    are reused by `model_server.decoder_split`), ``OfficialContract`` the official demo's graph.
+    The classes are defined inside this function so that importing this file needs no torch.
+    """
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -253,7 +259,7 @@ def _export(wrapper, args, path: Path, input_names, output_names, quantize: bool
 
 def export_decoder_onnx(model, path: str | Path, quantize: bool = False) -> Path:
     """Write our contract's graph (see the module docstring) for `model` (a `Sam`) to `path`."""
-    PromptDecoder, _ = _torch_modules()
+    PromptDecoder, _ = decoder_torch_modules()
     return _export(
         PromptDecoder(model), _dummy_inputs(), path, INPUT_NAMES,
         ["low_res_masks", "iou_predictions"], quantize,
@@ -264,7 +270,7 @@ def export_official_contract_onnx(model, path: str | Path, quantize: bool = Fals
     """Write the official demo's contract (see the module docstring) for `model` to `path`."""
     import torch
 
-    _, OfficialContract = _torch_modules()
+    _, OfficialContract = decoder_torch_modules()
     args = (*_dummy_inputs(), torch.tensor([480.0, 640.0]))
     return _export(
         OfficialContract(model), args, path, [*INPUT_NAMES, "orig_im_size"],

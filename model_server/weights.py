@@ -2,7 +2,7 @@
 
 The backend never imports torch, yet it must (a) write the untrained model's weights once so every
 process serves the same ones, (b) check an imported official checkpoint strictly before recording
-it, and (c) export the browser decoder of a checkpoint. These three functions do that on files.
+it, and (c) export the browser decoder graphs of a checkpoint. These functions do that on files.
 """
 
 from __future__ import annotations
@@ -72,9 +72,32 @@ def verify_checkpoint(architecture: str, path: str | Path) -> str:
 
 
 def export_browser_decoder(architecture: str, checkpoint: str | Path, path: str | Path) -> Path:
-    """Export the prompt encoder + mask decoder of a checkpoint as the browser's ONNX graph."""
+    """Export the prompt encoder + mask decoder of a checkpoint as the browser's one ONNX graph."""
     from model_server.export import export_decoder_onnx
 
     model = build_sam(architecture, checkpoint=checkpoint)
     with _export_lock:
         return export_decoder_onnx(model, path)
+
+
+def export_browser_decoders(architecture: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Export every decoder graph the browser may run for a checkpoint into `out_dir`.
+
+    The annotator prefers the split pair (a per-image graph run once when the embedding arrives, a
+    per-click graph about 0.6x the official graph's latency: `model_server.decoder_split`); the one
+    graph (`model_server.export`) stays as the fallback for versions or clients without the pair.
+    One checkpoint load serves all three exports.
+
+    Returns:
+        ``{"decoder": <dir>/decoder.onnx, "decoder_image": <dir>/decoder.image.onnx,
+        "decoder_click": <dir>/decoder.click.onnx}``.
+    """
+    from model_server.decoder_split import export_split_decoder
+    from model_server.export import export_decoder_onnx
+
+    out_dir = Path(out_dir)
+    model = build_sam(architecture, checkpoint=checkpoint)
+    with _export_lock:
+        one = export_decoder_onnx(model, out_dir / "decoder.onnx")
+        click, image = export_split_decoder(model, out_dir, prefix="decoder")
+    return {"decoder": one, "decoder_image": image, "decoder_click": click}

@@ -10,7 +10,7 @@ Two modes, chosen by `Settings.model_server_url`:
   batches, and checks first that the server holds the very checkpoint (sha256) of the version asked
   for: an embedding computed by another model would silently break every click on that image.
 
-Decoder export, untrained weights and checkpoint checks are file operations on the CPU and always
+Decoder exports, untrained weights and checkpoint checks are file operations on the CPU and always
 run in process (through `model_server.weights`).
 """
 
@@ -227,6 +227,16 @@ class ModelServerClient:
         from model_server.weights import export_browser_decoder
 
         return export_browser_decoder(spec.architecture, spec.checkpoint, path)
+
+    def export_decoders(self, spec: ModelSpec, folder: Path) -> dict[str, Path]:
+        """Write every browser decoder graph of `spec` into `folder`: the one graph and the split pair.
+
+        Returns ``{"decoder": ..., "decoder_image": ..., "decoder_click": ...}`` file paths (see
+        `model_server.weights.export_browser_decoders`).
+        """
+        from model_server.weights import export_browser_decoders
+
+        return export_browser_decoders(spec.architecture, spec.checkpoint, folder)
 
     # Training and evaluation run in this process (the `train` worker), on cached embeddings:
     # only the prompt encoder and mask decoder learn, so a CPU worker is enough.

@@ -2,8 +2,11 @@
 
 ``GET /api/projects/{id}/model`` names the version and its origin plainly: ``untrained`` means
 random weights (masks are meaningless) and the `notice` says how to import real ones.
-``GET /api/model-versions/{id}/decoder.onnx`` serves the ONNX graph the annotator runs; a
-version's files never change, so it is sent with a strong ETag and ``immutable`` caching.
+``GET /api/model-versions/{id}/decoder.onnx`` serves the one-graph decoder, and
+``decoder.image.onnx`` + ``decoder.click.onnx`` the split decoder the annotator prefers (per-image
+graph run once per image, per-click graph per click; `image_graph_url` / `click_graph_url` in the
+model answer, null for versions stored before the split existed: the page then runs the one graph).
+A version's files never change, so they are sent with a strong ETag and ``immutable`` caching.
 
 The registry of a project (ML engineers): ``GET /api/projects/{id}/model-versions`` (with metrics),
 ``POST /api/projects/{id}/model-versions/{vid}/promote`` and ``POST .../model-versions/rollback``
@@ -30,6 +33,7 @@ from backend.model_versions import promotion, service
 from backend.model_versions.schemas import ModelVersionOut, PromotionOut
 from backend.models import ModelVersion, Project, Role, User
 from backend.models.enums import ModelOrigin, ModelStatus
+from backend.storage import LocalStorage
 
 router = APIRouter(tags=["models"])
 
@@ -47,6 +51,8 @@ class ProjectModelOut(BaseModel):
     status: ModelStatus
     sha256: str | None
     decoder_url: str
+    image_graph_url: str | None
+    click_graph_url: str | None
     notice: str | None
 
 
@@ -59,23 +65,59 @@ def get_project_model(
         id=version.id, name=version.name, architecture=version.architecture, origin=version.origin,
         status=version.status, sha256=version.sha256,
         decoder_url=f"/api/model-versions/{version.id}/decoder.onnx",
+        image_graph_url=_graph_url(version, "decoder.image.onnx"),
+        click_graph_url=_graph_url(version, "decoder.click.onnx"),
         notice=UNTRAINED_NOTICE if version.origin == ModelOrigin.untrained else None,
     )
 
 
-@router.get("/api/model-versions/{version_id}/decoder.onnx", response_model=None)
-def get_decoder(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+# Served decoder graphs: URL file name -> artifact name in `ModelVersion.artifacts`.
+DECODER_GRAPHS = {
+    "decoder.onnx": "decoder_onnx",
+    "decoder.image.onnx": "decoder_image_onnx",
+    "decoder.click.onnx": "decoder_click_onnx",
+}
+
+
+def _graph_url(version: ModelVersion, file_name: str) -> str | None:
+    """The URL serving decoder graph `file_name` of `version`, or None when the version lacks it."""
+    if not version.artifacts.get(DECODER_GRAPHS[file_name]):
+        return None
+    return f"/api/model-versions/{version.id}/{file_name}"
+
+
+def _serve_graph(version_id: int, file_name: str, request: Request, db: Session, user: User, storage: LocalStorage) -> Response:
+    artifact = DECODER_GRAPHS[file_name]
     version = db.get(ModelVersion, version_id)
     visible = version is not None and (version.project_id is None or can_see_project(db, user, version.project_id))
-    key = version.artifacts.get("decoder_onnx") if visible else None
+    key = version.artifacts.get(artifact) if visible else None
     if not visible or not key or not storage.exists(key):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"decoder of model version {version_id} not found")
-    etag = f'"{version.artifacts.get("decoder_onnx_sha256") or version.sha256}"'
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"{file_name} of model version {version_id} not found")
+    etag = f'"{version.artifacts.get(f"{artifact}_sha256") or version.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if etag in request.headers.get("If-None-Match", ""):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    stem = file_name.removesuffix(".onnx")
     return FileResponse(storage.path(key), media_type="application/octet-stream", headers=headers,
-                        filename=f"decoder-{version.architecture}-{version.id}.onnx")
+                        filename=f"{stem}-{version.architecture}-{version.id}.onnx")
+
+
+@router.get("/api/model-versions/{version_id}/decoder.onnx", response_model=None)
+def get_decoder(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+    """The one-graph decoder (fallback of the split pair)."""
+    return _serve_graph(version_id, "decoder.onnx", request, db, user, storage)
+
+
+@router.get("/api/model-versions/{version_id}/decoder.image.onnx", response_model=None)
+def get_decoder_image_graph(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+    """The split decoder's per-image graph (404 for versions stored before the split existed)."""
+    return _serve_graph(version_id, "decoder.image.onnx", request, db, user, storage)
+
+
+@router.get("/api/model-versions/{version_id}/decoder.click.onnx", response_model=None)
+def get_decoder_click_graph(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+    """The split decoder's per-click graph (404 for versions stored before the split existed)."""
+    return _serve_graph(version_id, "decoder.click.onnx", request, db, user, storage)
 
 
 # The registry of a project (ML engineer page): list, promote, roll back. See `promotion`.

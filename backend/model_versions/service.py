@@ -1,7 +1,10 @@
 """The model registry: which weights exist, where they came from, and which one serves a project.
 
-Every version's artifacts live under the storage root (``artifacts``: ``checkpoint`` and
-``decoder_onnx`` keys, plus ``decoder_onnx_sha256`` for HTTP caching), with the checkpoint's sha256.
+Every version's artifacts live under the storage root (``artifacts``: ``checkpoint``, the one-graph
+browser decoder ``decoder_onnx`` and the split decoder's ``decoder_image_onnx`` + ``decoder_click_onnx``
+keys, each decoder with its ``<name>_sha256`` for HTTP caching), with the checkpoint's sha256.
+Versions stored before the split decoder existed have only ``decoder_onnx``; the annotator then
+runs that one graph.
 
 * The **untrained** default (`ensure_default_version`): on first run the seeded random weights of
   ``settings.default_model_arch`` (vit_t) are written ONCE as a checkpoint, and their browser
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -29,7 +33,7 @@ from backend.clients.model_server import ModelServerClient, ModelSpec
 from backend.models import ModelVersion, Project
 from backend.models.enums import ModelOrigin, ModelStatus
 from backend.core.config import Settings
-from backend.storage import LocalStorage
+from backend.storage import TMP_DIR, LocalStorage
 
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
 
@@ -52,14 +56,19 @@ def _file_sha256(path: Path) -> str:
 
 
 def _store_decoder(version: ModelVersion, storage: LocalStorage, client: ModelServerClient, prefix: str) -> None:
-    tmp = storage.temp_path(".onnx")
+    """Export `version`'s browser decoder graphs and record each as ``<name>_onnx`` + ``<name>_onnx_sha256``
+    (``decoder``: the one graph; ``decoder_image`` + ``decoder_click``: the split pair)."""
+    folder = Path(tempfile.mkdtemp(dir=storage.root / TMP_DIR))  # same filesystem: put_file renames
+    artifacts = {}
     try:
-        client.export_decoder(model_spec(version, storage), tmp)
-        sha = _file_sha256(tmp)
-        storage.put_file(f"{prefix}/decoder.onnx", tmp)
+        for name, path in client.export_decoders(model_spec(version, storage), folder).items():
+            key = f"{prefix}/{Path(path).name}"
+            artifacts[f"{name}_onnx_sha256"] = _file_sha256(path)
+            storage.put_file(key, Path(path))
+            artifacts[f"{name}_onnx"] = key
     finally:
-        tmp.unlink(missing_ok=True)
-    version.artifacts = {**version.artifacts, "decoder_onnx": f"{prefix}/decoder.onnx", "decoder_onnx_sha256": sha}
+        shutil.rmtree(folder, ignore_errors=True)
+    version.artifacts = {**version.artifacts, **artifacts}
 
 
 def ensure_default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:

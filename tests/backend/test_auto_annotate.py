@@ -46,28 +46,30 @@ def eager(settings):
 
 
 class _CopyingClient(ModelServerClient):
-    """Writes the untrained weights and decoder by copying files made once per session (~20 s saved per test)."""
+    """Writes the untrained weights and decoders by copying files made once per session (~20 s saved per test)."""
 
-    def __init__(self, checkpoint: Path, sha256: str, decoder: Path) -> None:
+    def __init__(self, checkpoint: Path, sha256: str, decoders: dict[str, Path]) -> None:
         super().__init__()
-        self.files = (checkpoint, sha256, decoder)
+        self.files = (checkpoint, sha256, decoders)
 
     def save_untrained_checkpoint(self, architecture: str, path: Path) -> str:
         shutil.copyfile(self.files[0], path)
         return self.files[1]
 
-    def export_decoder(self, spec, path: Path) -> Path:
-        shutil.copyfile(self.files[2], path)
-        return Path(path)
+    def export_decoders(self, spec, folder: Path) -> dict[str, Path]:
+        copies = {name: Path(folder) / path.name for name, path in self.files[2].items()}
+        for name, copy in copies.items():
+            shutil.copyfile(self.files[2][name], copy)
+        return copies
 
 
 @pytest.fixture(scope="session")
-def _untrained_files(tmp_path_factory) -> tuple[Path, str, Path]:
+def _untrained_files(tmp_path_factory) -> tuple[Path, str, dict[str, Path]]:
     folder = tmp_path_factory.mktemp("untrained")
     client = ModelServerClient()
     sha = client.save_untrained_checkpoint("vit_t", folder / "checkpoint.pth")
-    client.export_decoder(ModelSpec("vit_t", folder / "checkpoint.pth", sha), folder / "decoder.onnx")
-    return folder / "checkpoint.pth", sha, folder / "decoder.onnx"
+    decoders = client.export_decoders(ModelSpec("vit_t", folder / "checkpoint.pth", sha), folder / "decoders")
+    return folder / "checkpoint.pth", sha, decoders
 
 
 @pytest.fixture(autouse=True)
