@@ -1,4 +1,10 @@
-"""What the dashboard endpoints return. Times are seconds; shares are 0..1; None = nothing to measure."""
+"""What the dashboard endpoints return. Times are seconds; shares are 0..1; None = nothing to measure.
+
+Every figure is exact (read from rollups that triggers keep in step with each write, see
+backend/dashboard/rollups.py), percentiles included (`percentile_cont`). One caveat: seconds totals
+are floating sums kept by adding and subtracting, so after deletions they may differ from a fresh sum in
+the last bits (~1e-12 relative).
+"""
 
 from __future__ import annotations
 
