@@ -107,6 +107,7 @@ WATCHED = {
               "deleted_at", "created_at"],
     "images": ["project_id", "assignee_id", "status", "stage_done"],
 }
+JSON_COLUMNS = {"stage_done"}
 
 
 def _add(dialect: str, r: Rollup, m: str) -> str:
@@ -127,24 +128,64 @@ def _subtract(dialect: str, r: Rollup, m: str) -> str:
             f"WHERE {' AND '.join(conditions)}")
 
 
+def _grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
+    """SELECT of `r`'s key columns and summed values over the rows of `relation` (aliased m), by key."""
+    key = [f(dialect, "m") for f in r.key.values()]
+    sums = [f"SUM({f(dialect, 'm')}) AS {c}" for c, f in r.values.items()]
+    conditions = [c for c in (r.where(dialect, "m") if r.where else None, extra) if c]
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return (f"SELECT {', '.join(f'{e} AS {c}' for e, c in zip(key, r.key, strict=True))}, {', '.join(sums)} "
+            f"FROM {relation} AS m{where} GROUP BY {', '.join(key)}")
+
+
+def _add_grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
+    updates = ", ".join(f"{c} = {r.table}.{c} + excluded.{c}" for c in r.values)
+    return (f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) {_grouped(dialect, r, relation, extra)} "
+            f"ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET {updates}")
+
+
+def _subtract_grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
+    return (f"UPDATE {r.table} SET {', '.join(f'{c} = {r.table}.{c} - d.{c}' for c in r.values)} "
+            f"FROM ({_grouped(dialect, r, relation, extra)}) AS d "
+            f"WHERE {' AND '.join(f'{r.table}.{c} = d.{c}' for c in r.key)}")
+
+
 def install_statements(dialect: str) -> list[str]:
-    """DDL creating the rollup triggers on `dialect` ("postgresql" or "sqlite")."""
+    """DDL creating the rollup triggers on `dialect` ("postgresql" or "sqlite").
+
+    PostgreSQL: statement-level triggers over the transition tables, so a statement writing many rows
+    (a bulk insert, the ORM's batched INSERT, advance_stage's UPDATE of every image) costs one grouped
+    upsert per rollup, not one per row. An UPDATE counts only the rows whose watched columns changed.
+    SQLite (no statement triggers): row triggers.
+    """
     out = []
     for source, watched in WATCHED.items():
         rollups = [r for r in ROLLUPS if r.source == source]
-        subtract = [_subtract(dialect, r, "OLD") for r in rollups]
-        add = [_add(dialect, r, "NEW") for r in rollups]
         name = f"{source}_rollups"
         if dialect == "postgresql":
-            out += [
-                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
-                f"  IF TG_OP <> 'INSERT' THEN\n" + "".join(f"    {s};\n" for s in subtract) + "  END IF;\n"
-                f"  IF TG_OP <> 'DELETE' THEN\n" + "".join(f"    {s};\n" for s in add) + "  END IF;\n"
-                "  RETURN NULL;\nEND\n$$",
-                f"CREATE TRIGGER {name} AFTER INSERT OR DELETE OR UPDATE OF {', '.join(watched)} ON {source} "
-                f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-            ]
+            def row(alias: str) -> str:  # json has no equality operator: compare its text
+                return ", ".join(f"CAST({alias}.{c} AS text)" if c in JSON_COLUMNS else f"{alias}.{c}" for c in watched)
+            changed = (f"m.id IN (SELECT o.id FROM old_rows AS o JOIN new_rows AS n ON o.id = n.id "
+                       f"WHERE ({row('o')}) IS DISTINCT FROM ({row('n')}))")
+            bodies = {
+                "insert": [_add_grouped(dialect, r, "new_rows") for r in rollups],
+                "delete": [_subtract_grouped(dialect, r, "old_rows") for r in rollups],
+                "update": [_subtract_grouped(dialect, r, "old_rows", changed) for r in rollups]
+                          + [_add_grouped(dialect, r, "new_rows", changed) for r in rollups],
+            }
+            tables = {"insert": "NEW TABLE AS new_rows", "delete": "OLD TABLE AS old_rows",
+                      "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows"}
+            for op, statements in bodies.items():
+                out += [
+                    f"CREATE FUNCTION {name}_{op}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+                    + "".join(f"  {s};\n" for s in statements) + "  RETURN NULL;\nEND\n$$",
+                    f"CREATE TRIGGER {name}_{op} AFTER {op.upper()} ON {source} REFERENCING {tables[op]} "
+                    f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_{op}()",
+                ]
         elif dialect == "sqlite":
+            subtract = [_subtract(dialect, r, "OLD") for r in rollups]
+            add = [_add(dialect, r, "NEW") for r in rollups]
+
             def body(statements: list[str]) -> str:
                 return "".join(f"  {s};\n" for s in statements)
             out += [
@@ -159,10 +200,11 @@ def install_statements(dialect: str) -> list[str]:
 
 
 def uninstall_statements(dialect: str) -> list[str]:
+    ops = ("insert", "delete", "update")
     if dialect == "postgresql":
-        return [s for source in WATCHED for s in (f"DROP TRIGGER IF EXISTS {source}_rollups ON {source}",
-                                                  f"DROP FUNCTION IF EXISTS {source}_rollups()")]
-    return [f"DROP TRIGGER IF EXISTS {source}_rollups_{op}" for source in WATCHED for op in ("insert", "delete", "update")]
+        return [s for source in WATCHED for op in ops for s in (f"DROP TRIGGER IF EXISTS {source}_rollups_{op} ON {source}",
+                                                                f"DROP FUNCTION IF EXISTS {source}_rollups_{op}()")]
+    return [f"DROP TRIGGER IF EXISTS {source}_rollups_{op}" for source in WATCHED for op in ops]
 
 
 def install(conn: Connection) -> None:
@@ -182,8 +224,5 @@ def rebuild_rollups(db: Session | Connection, project_id: int) -> None:
     p = int(project_id)  # inlined: the SQL holds literal colons (hour formats) that bind syntax would take
     for r in ROLLUPS:
         conn.exec_driver_sql(f"DELETE FROM {r.table} WHERE project_id = {p}")
-        key = ", ".join(f(dialect, r.source) for f in r.key.values())
-        sums = ", ".join(f"SUM({f(dialect, r.source)})" for f in r.values.values())
-        where = f" AND {r.where(dialect, r.source)}" if r.where else ""
-        conn.exec_driver_sql(f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) SELECT {key}, {sums} "
-                             f"FROM {r.source} WHERE {r.source}.project_id = {p}{where} GROUP BY {key}")
+        conn.exec_driver_sql(f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) "
+                             f"{_grouped(dialect, r, r.source, f'm.project_id = {p}')}")
