@@ -9,5 +9,8 @@ export default {
   root: dirname(fileURLToPath(import.meta.url)),
   logLevel: "warn",
   build: { emptyOutDir: true, target: "es2022", chunkSizeWarningLimit: 2048 },
+  // As frontend/vite.config.ts: onnxruntime-web's entries that load the wasm runtime from /ort/
+  // (no second copy of the .wasm in the build). Vite's default client conditions follow.
+  resolve: { conditions: ["onnxruntime-web-use-extern-wasm", "module", "browser", "development|production"] },
   worker: { format: "es" },
 };

@@ -52,7 +52,7 @@ def client_point(page, image_size: tuple[int, int], point: tuple[float, float]) 
     return box["x"] + (point[0] + 0.5) / width * box["width"], box["y"] + (point[1] + 0.5) / height * box["height"]
 
 
-def log_in_and_open(page, live_server) -> tuple[int, int]:
+def log_in_and_open(page, live_server, decoder_mode: str = "split") -> tuple[int, int]:
     page.goto(live_server.url + "/")
     page.wait_for_url("**/login**")
     page.fill("input[name=username]", "admin")
@@ -60,11 +60,13 @@ def log_in_and_open(page, live_server) -> tuple[int, int]:
     page.click("button[type=submit]")
     page.click(f"a[data-project='{live_server.project_id}']")
     page.wait_for_url(f"**/annotate/{live_server.project_id}/{live_server.image_id}")
-    return open_current(page, live_server)
+    return open_current(page, live_server, decoder_mode)
 
 
-def open_current(page, live_server) -> tuple[int, int]:
+def open_current(page, live_server, decoder_mode: str = "split") -> tuple[int, int]:
     page.wait_for_selector("[data-testid=decoder-status][data-ready=true]", timeout=DECODER_TIMEOUT_MS)
+    # The registry serves the split decoder (per-image + per-click graphs): the page must run it.
+    assert page.get_attribute("[data-testid=decoder-status]", "data-decoder-mode") == decoder_mode
     info = live_server.api().get(f"/api/images/{live_server.image_id}").json()
     return info["height"], info["width"]
 
@@ -119,6 +121,23 @@ def test_click_refine_accept_reload(page, live_server):
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert not errors, errors
+
+
+def test_version_without_split_graphs_runs_the_one_graph(page, live_server):
+    """A model version stored before the split decoder existed (null split URLs) still annotates."""
+    graphs: list[str] = []
+    page.on("request", lambda r: graphs.append(r.url.rsplit("/", 1)[1]) if r.url.endswith(".onnx") else None)
+
+    def one_graph_only(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "image_graph_url": None, "click_graph_url": None})
+
+    page.route("**/api/projects/*/model", one_graph_only)
+    size = log_in_and_open(page, live_server, decoder_mode="single")
+    assert graphs == ["decoder.onnx"]
+    page.mouse.click(*client_point(page, size, live_server.object_point))
+    page.wait_for_selector(".candidates button[data-token='1']")
+    wait_for_pixels(page, "overlay")
 
 
 def test_save_survives_a_failing_server(page, live_server):

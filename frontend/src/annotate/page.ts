@@ -175,19 +175,27 @@ class AnnotateController {
   }
 
   private async startDecoder(embedding: Embedding): Promise<void> {
+    // The worker cannot send our bearer token: fetch the graphs here and hand them over as blob URLs.
+    // The split pair (per-image graph run once below, per-click graph per click) when the version
+    // has it, else the one graph.
+    const { click_graph_url: clickUrl, image_graph_url: imageUrl } = this.model;
+    const split = clickUrl !== null && imageUrl !== null;
+    const urls: string[] = [];
     try {
-      // The worker cannot send our bearer token: fetch the graph here and hand it over as a blob URL.
-      const bytes = await api.fetchBytes(this.model.decoder_url);
-      const url = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
-      const loaded = await this.decoder.load(url);
-      URL.revokeObjectURL(url);
+      const graphs = await Promise.all((split ? [clickUrl, imageUrl] : [this.model.decoder_url]).map(api.fetchBytes));
+      urls.push(...graphs.map((bytes) => URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }))));
+      const loaded = await this.decoder.load(urls[0], { imageGraphUrl: urls[1] });
       await this.decoder.setEmbedding(embedding.data, this.originalSize, this.inputSize);
-      this.status.textContent = `decoder: ready (${loaded.numThreads} thread${loaded.numThreads > 1 ? "s" : ""})`;
+      const mode = split ? "split" : "single";
+      this.status.textContent = `decoder: ready (${mode} graph, ${loaded.numThreads} thread${loaded.numThreads > 1 ? "s" : ""})`;
+      this.status.dataset.decoderMode = mode;
       this.status.dataset.ready = "true";
     } catch (error) {
       this.status.textContent = `decoder failed: ${(error as Error).message}`;
       this.status.className = "error";
       throw error;
+    } finally {
+      urls.forEach((url) => URL.revokeObjectURL(url));
     }
   }
 

@@ -34,7 +34,11 @@ export interface ModelVersion {
   architecture: string;
   origin: "official" | "trained" | "untrained";
   status: string;
+  /** The one-graph decoder: the fallback when the version has no split pair. */
   decoder_url: string;
+  /** Split decoder (per-image graph run once per image, per-click graph per click); null for versions stored before it existed. */
+  image_graph_url: string | null;
+  click_graph_url: string | null;
 }
 
 /** COCO RLE: `counts` is the compressed string form; `size` is [height, width]. */
