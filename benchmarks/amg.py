@@ -1,6 +1,6 @@
 """Automatic mask generation: our generator vs the official one, same weights, same run, this CPU.
 
-    python -m benchmarks.amg [--images 3] [--points-per-side 32] [--vit-b-images 1]
+    .venv/bin/python benchmarks/amg.py [--images 3] [--points-per-side 32] [--vit-b-images 1]
 
 Weights are seeded random (no official checkpoint here). Random weights give near-zero stability
 and whole-image boxes, so, as in tests/model_server/test_amg.py, both models get the same
@@ -13,6 +13,7 @@ other side with IoU ≥ 0.9).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +22,14 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from model_server.amg import AutomaticMaskGenerator
-from model_server.sam.build import SAM_CONFIGS, build_sam
-from tests.reference import official
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "grabcut" / "images"
+from model_server.amg import AutomaticMaskGenerator  # noqa: E402
+from model_server.sam.build import SAM_CONFIGS, build_sam  # noqa: E402
+from tests.reference import official  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "grabcut" / "images"
 AMPLIFY = 20.0
 THRESHOLDS = {"pred_iou_thresh": 0.02, "stability_score_thresh": 0.4, "box_nms_thresh": 1.0}
 
