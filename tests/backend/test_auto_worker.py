@@ -1,7 +1,7 @@
 """A real Celery worker (``-Q auto``, Redis, PostgreSQL) runs the auto stage; a killed one loses no image.
 
 Skipped (with the reason) when Redis or PostgreSQL is unreachable, like the embedding worker test
-whose `redis_settings` fixture it shares. Untrained vit_t, LOW thresholds (random weights give few
+(but on Redis database 12, so the two never share a queue). Untrained vit_t, LOW thresholds (random weights give few
 confident masks), 2 images; the worker is SIGKILLed once the first image is stored, the beat sweep
 requeues the job, a second worker finishes it.
 """
@@ -23,8 +23,14 @@ from sqlalchemy import select
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.models import Image, Mask
+from backend.worker import celery_app
 from tests.backend.jobs_helpers import upload
-from tests.backend.test_worker_redis import REDIS_URL, _wait, redis_settings  # noqa: F401 - fixture
+from tests.backend.test_worker_redis import REDIS_URL as EMBED_TEST_REDIS_URL
+from tests.backend.test_worker_redis import _wait
+
+# A Redis database of its own (the embedding worker test flushes and uses its own): two suites running at
+# once on one machine must not take each other's messages.
+REDIS_URL = EMBED_TEST_REDIS_URL.rsplit("/", 1)[0] + "/12"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOW = {"points_per_side": 4, "points_per_batch": 16, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -34,7 +40,24 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow,
 
 
 @pytest.fixture
-def auto_worker(redis_settings: Settings, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:  # noqa: F811
+def redis_settings(settings: Settings) -> Iterator[Settings]:
+    import redis
+
+    try:
+        connection = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        connection.ping()
+    except redis.exceptions.RedisError as error:
+        pytest.skip(f"Redis at {REDIS_URL} unreachable: {error}")
+    connection.flushdb()  # no messages left by an earlier (killed) run
+    settings.broker_url = REDIS_URL
+    celery_app.configure(settings, eager=False)
+    yield settings
+    connection.flushdb()
+    celery_app.configure(Settings(data_dir=settings.data_dir), eager=False)
+
+
+@pytest.fixture
+def auto_worker(redis_settings: Settings, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:
     started: list[subprocess.Popen] = []
 
     def start(name: str) -> subprocess.Popen:
