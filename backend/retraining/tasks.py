@@ -182,12 +182,15 @@ def _train_and_register(
         raise ValueError(f"masks on at least two images are needed (one to train on, one held out); "
                          f"the project's {record['masks']} masks are on {record['images']} image(s)")
     spec = model_spec(parent, storage)
-    _report(ctx, 0.0, f"loading embeddings of {record['images']} images", data_snapshot=record)
+    if not _report(ctx, 0.0, f"loading embeddings of {record['images']} images", data_snapshot=record):
+        raise JobCancelled(f"job {ctx.job_id} was cancelled")
     train = dataset.load_samples(db, storage, client, parent, spec, snapshot.train)
     held_out = dataset.load_samples(db, storage, client, parent, spec, snapshot.held_out)
 
     reporter = _Reporter(ctx, params.steps)
-    _report(ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps, loss_curve=[])
+    if not _report(ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps,
+                   loss_curve=[]):
+        raise JobCancelled(f"job {ctx.job_id} was cancelled")
     checkpoint = storage.temp_path(".pth")
     try:
         started = time.monotonic()
