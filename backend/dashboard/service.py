@@ -60,7 +60,6 @@ from backend.models import (
     MaskStat,
     MaskTotal,
     ModelVersion,
-    PrefillOutcome,
     Project,
     ReviewDecision,
     Stage,
