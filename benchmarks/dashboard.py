@@ -8,7 +8,8 @@ model rounds, jobs) with the row triggers off (`session_replication_role = repli
 builds the dashboard rollups with `rebuild_rollups` (what `dataengine rebuild-rollups` does; ordinary
 writes keep them up to date through the triggers), runs VACUUM ANALYZE (as autovacuum would), then times GET requests through
 `create_app` + TestClient with a manager's token: p50/p95 over `--repeat` requests after warm-up.
-Prints a markdown table. Target: the summary endpoint under 200 ms p95.
+Prints a markdown table, and what the rollup triggers add to mask writes (the same INSERTs with the
+triggers on and off, rolled back). Target: the summary endpoint under 200 ms p95.
 
     python benchmarks/dashboard.py [--images 10000] [--masks 1000000] [--repeat 30] [--keep]
 """
@@ -75,6 +76,37 @@ FILL = [
     "CASE WHEN g > 48 THEN 0.5 ELSE 1.0 END, '', now() FROM generate_series(1, 50) g",
 ]
 
+# What the rollup triggers cost the writers: the same inserts with the triggers on and off, rolled back.
+ONE_MASK = ("INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, seconds_spent, clicks, author_id, "
+            "review_status, created_at, updated_at) VALUES (:image, 1, '{\"size\": [1, 1], \"counts\": \"1\"}', '[0, 0, 1, 1]', "
+            "1, 'manual', 'semi_automatic', 12.5, 3, 2, 'none', now(), now())")
+BULK = ("INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, seconds_spent, clicks, author_id, "
+        "review_status, created_at, updated_at) SELECT 1 + g % 10000, 1, '{}', '[0, 0, 1, 1]', 1, 'auto', "
+        "'fully_automatic', NULL, NULL, NULL, 'none', now(), now() FROM generate_series(1, :n) g")
+
+
+def write_costs(url: str, singles: int = 300, bulk: int = 20_000) -> list[tuple[str, float, float]]:
+    """(what, ms with triggers, ms without) for `singles` one-row INSERT statements and one `bulk`-row INSERT."""
+    engine = make_engine(url)
+    out = []
+    for what, run in [(f"{singles} one-mask INSERTs (per insert)", lambda c: [c.execute(text(ONE_MASK), {"image": 1 + i})
+                                                                            for i in range(singles)]),
+                      (f"one INSERT of {bulk} masks", lambda c: c.execute(text(BULK), {"n": bulk}))]:
+        times = []
+        for replica in (False, True):
+            with engine.connect() as conn:
+                trans = conn.begin()
+                if replica:
+                    conn.execute(text("SET LOCAL session_replication_role = replica"))
+                start = time.perf_counter()
+                run(conn)
+                times.append((time.perf_counter() - start) * 1000 / (singles if "one-mask" in what else 1))
+                trans.rollback()
+        out.append((what, times[0], times[1]))
+    engine.dispose()
+    return out
+
+
 ENDPOINTS = ["/dashboard", "/dashboard/annotators", "/dashboard/timeline?bucket=day", "/dashboard/timeline?bucket=hour",
              "/dashboard/me"]
 
@@ -135,6 +167,7 @@ def main() -> None:
             p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
             rows.append((endpoint, statistics.median(times), p95, times[-1]))
     app.state.engine.dispose()
+    costs = write_costs(url)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{args.images} images, {args.masks} masks, PostgreSQL, {args.repeat} requests each; "
           f"load average {load} on {os.cpu_count()} CPUs\n")
@@ -142,6 +175,10 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     for endpoint, p50, p95, worst in rows:
         print(f"| GET /api/projects/1{endpoint} | {p50:.1f} | {p95:.1f} | {worst:.1f} |")
+    print("\n| write (rolled back) | ms with rollup triggers | ms without |")
+    print("| --- | ---: | ---: |")
+    for what, on, off in costs:
+        print(f"| {what} | {on:.2f} | {off:.2f} |")
 
 
 if __name__ == "__main__":
