@@ -46,7 +46,6 @@ from backend.dashboard.schemas import (
 from backend.jobs.schemas import JobOut
 from backend.models.dashboard import SECONDS_BUCKETS_PER_SECOND
 from backend.models import (
-    Image,
     ImageMaskCount,
     ImageMaskTotal,
     ImageStat,
@@ -302,8 +301,9 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
         .group_by(MaskTotal.author_key, User.username).having(func.sum(MaskTotal.masks) > 0)
         .order_by(MaskTotal.author_key)
     ).all()
-    done_where = [Image.project_id == scope.project_id, Image.status == ImageStatus.done, Image.assignee_id.is_not(None)]
-    done = dict(db.execute(select(Image.assignee_id, func.count()).where(*done_where).group_by(Image.assignee_id)).all())
+    done = {a: int(n) for a, n in db.execute(
+        select(ImageStat.assignee_key, ImageStat.images).where(
+            ImageStat.project_id == scope.project_id, ImageStat.status == ImageStatus.done.value, ImageStat.assignee_key > 0))}
     buckets = _author_buckets(db, scope.project_id)
     authors = [row[0] for row in rows]
     times = many_percentiles(db, [(Scope(scope.project_id, a), buckets.get(a, [])) for a in authors], [0.5, 0.9])
