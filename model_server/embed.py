@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .embedding_file import save_embedding
-from .transforms import resize_longest_side
+from .embedding_model import encode_images
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -44,7 +44,6 @@ def embedding_path(out_dir: str | Path, image_path: str | Path) -> Path:
     return Path(out_dir) / f"{Path(image_path).stem}.npz"
 
 
-@torch.inference_mode()
 def embed_files(
     model: torch.nn.Module,
     image_paths: Sequence[str | Path],
@@ -80,19 +79,10 @@ def embed_files(
     written: list[Path] = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        images = [load_rgb(p) for p in chunk]
-        resized = [resize_longest_side(image) for image in images]
-        batch = torch.cat(
-            [
-                model.preprocess(torch.tensor(r).permute(2, 0, 1)[None].to(model.device))
-                for r in resized
-            ]
-        )
-        embeddings = model.image_encoder(batch.to(model.dtype)).float().cpu().numpy()
-        for path, image, small, embedding in zip(chunk, images, resized, embeddings):
+        for path, result in zip(chunk, encode_images(model, [load_rgb(p) for p in chunk])):
             written.append(
                 save_embedding(
-                    embedding_path(out_dir, path), embedding, image.shape[:2], small.shape[:2]
+                    embedding_path(out_dir, path), result.embedding[0], result.original_size, result.input_size
                 )
             )
         if on_progress is not None:

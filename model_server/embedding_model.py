@@ -77,17 +77,28 @@ class EmbeddingModel:
         if len(images) == 0:
             return []
         checked = [api.validate_rgb(image) for image in images]
-        resized = [resize_longest_side(image) for image in checked]
-        inputs = [torch.from_numpy(np.array(r)).permute(2, 0, 1) for r in resized]  # PIL arrays are read-only
-        with self._lock, torch.inference_mode():
-            batch = torch.stack([self.sam.preprocess(x[None].to(self.device))[0] for x in inputs])
-            embeddings = self.sam.image_encoder(batch.to(self.sam.dtype))
-            embeddings = embeddings.to(torch.float16).cpu().numpy()
-        return [
-            api.EmbeddingResult(
-                embedding=embeddings[i : i + 1],
-                original_size=(int(image.shape[0]), int(image.shape[1])),
-                input_size=(int(r.shape[0]), int(r.shape[1])),
-            )
-            for i, (image, r) in enumerate(zip(checked, resized))
-        ]
+        with self._lock:
+            return encode_images(self.sam, checked)
+
+
+@torch.inference_mode()
+def encode_images(sam: torch.nn.Module, images: Sequence[np.ndarray]) -> list[api.EmbeddingResult]:
+    """One encoder forward over HxWx3 uint8 RGB images (checked by the caller), any sizes.
+
+    Each image is resized (longest side 1024) and padded like the predictor does, then all go
+    through `sam.image_encoder` together, in the encoder's dtype.
+
+    Returns one `api.EmbeddingResult` per image, in order (1x256x64x64 float16, sizes).
+    """
+    resized = [resize_longest_side(image) for image in images]
+    inputs = [torch.from_numpy(np.array(r)).permute(2, 0, 1) for r in resized]  # PIL arrays are read-only
+    batch = torch.stack([sam.preprocess(x[None].to(sam.device))[0] for x in inputs])
+    embeddings = sam.image_encoder(batch.to(sam.dtype)).to(torch.float16).cpu().numpy()
+    return [
+        api.EmbeddingResult(
+            embedding=embeddings[i : i + 1],
+            original_size=(int(image.shape[0]), int(image.shape[1])),
+            input_size=(int(r.shape[0]), int(r.shape[1])),
+        )
+        for i, (image, r) in enumerate(zip(images, resized))
+    ]
