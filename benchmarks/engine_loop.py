@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--clicks-per-sample", type=int, default=2, help="sampled clicks per training session")
     parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--focal-weight", type=float, default=20.0, help="the paper's 20 : 1 by default")
+    parser.add_argument("--dice-weight", type=float, default=1.0)
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--max-side", type=int, default=480, help="downscale images (masks, clicks) to this side")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
@@ -113,7 +115,8 @@ def main() -> None:
 
     config = TrainConfig(steps=args.steps_per_round, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=min(10, args.steps_per_round), clicks_per_sample=args.clicks_per_sample,
-                         no_point_rounds=1, checkpoint_every=args.steps_per_round)
+                         no_point_rounds=1, checkpoint_every=args.steps_per_round,
+                         focal_weight=args.focal_weight, dice_weight=args.dice_weight)
     header = ("| round | masks collected | annotator clicks/mask | train min | NoC@85 | NoC@90 "
               "| 1-point mIoU | mIoU@3 clicks |")
     rows = [header, "|" + "---|" * 8]

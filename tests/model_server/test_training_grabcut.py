@@ -1,0 +1,59 @@
+"""A short real training run: vit_t with seeded random weights trained on GrabCut masks.
+
+24 training and 8 held-out images (manifest order), embeddings computed once by the frozen random
+encoder; 30 steps of batch 2, sessions of a first prompt plus one sampled click, the paper's loss
+(focal : dice 20 : 1) and lr 8e-4, 3-step warm-up.
+
+Measured on the shared 2-core machine (load ~15; ~6 min of training, ~8 min in all):
+- loss per step 2.64, 2.72, 2.24 for the first three steps, ~1.75 over the last ten;
+- held-out mIoU before: 1 click 0.092, 3 clicks 0.236; after: 0.0 and 0.0.
+The loss falls, but in 30 steps the decoder only learns the background prior (α = 0.25 focal loss
+dominated by background pixels): every held-out mask is empty. Tried too, same budget: lr 4e-3 →
+0.0 / 0.0; lr 1.5e-2 → 0.132 / 0.0; focal : dice 1 : 1 at lr 4e-3 → 0.124 / 0.0. Raising held-out
+mIoU needs a longer run than this test affords on this machine; that assertion is an expected
+failure until it is shown (see the issue-7 report).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_server.evaluation import evaluate
+from model_server.predictor import Predictor
+from model_server.sam import build_sam
+from model_server.training import TrainConfig, embed_samples, load_image_and_masks, read_manifest, train_decoder
+
+N_TRAIN, N_HELD_OUT = 24, 8
+CONFIG = TrainConfig(steps=30, batch_size=2, lr=8e-4, warmup_steps=3, clicks_per_sample=1, no_point_rounds=0)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(data_root: Path) -> dict:
+    items = read_manifest(data_root / "grabcut")[: N_TRAIN + N_HELD_OUT]
+    model = build_sam("vit_t", seed=0)
+    samples = embed_samples(Predictor(model), (load_image_and_masks(image, masks) for image, masks in items))
+    train, held_out = samples[:N_TRAIN], samples[N_TRAIN:]
+    assert len(held_out) == N_HELD_OUT  # one mask per GrabCut image
+    before = evaluate(model, held_out, max_clicks=3, iou_targets=(0.85,))
+    result = train_decoder(model, train, CONFIG)
+    after = evaluate(model, held_out, max_clicks=3, iou_targets=(0.85,))
+    return {"result": result, "before": before, "after": after}
+
+
+def test_short_training_lowers_the_loss(run):
+    result = run["result"]
+    assert result.steps_done == CONFIG.steps and all(np.isfinite(result.losses))
+    assert np.mean(result.losses[-10:]) < 0.8 * np.mean(result.losses[:3])
+
+
+@pytest.mark.xfail(reason="30 steps learn only the background prior: held-out masks come out empty "
+                          "(measured 0.092 → 0.0 at 1 click); needs a longer run", strict=False)
+def test_short_training_raises_held_out_miou(run):
+    before, after = run["before"], run["after"]
+    assert after["miou_at_1"] > before["miou_at_1"] + 0.05
+    assert after["miou_at_3"] > before["miou_at_3"] + 0.05
