@@ -4,6 +4,7 @@ import { dashboardPage } from "./dashboard/page";
 import { loginPage } from "./pages/login";
 import { modelsPage } from "./models/page";
 import { projectsPage } from "./pages/projects";
+import { reviewPage } from "./review/page";
 import { navigate, route, start, type Page } from "./router";
 import "./style.css";
 
@@ -24,6 +25,7 @@ route("/annotate/:projectId", authed(annotatePage));
 route("/annotate/:projectId/:imageId", authed(annotatePage));
 route("/dashboard/:projectId", authed(dashboardPage));
 route("/models/:projectId", authed(modelsPage));
+route("/review/:projectId", authed(reviewPage));
 
 // Same-origin links navigate inside the app instead of reloading it.
 document.addEventListener("click", (event) => {

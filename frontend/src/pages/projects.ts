@@ -25,6 +25,7 @@ export async function projectsPage(root: HTMLElement): Promise<void> {
         h("a", { href: `/annotate/${p.id}`, class: "button", "data-project": p.id }, "Annotate"),
         h("a", { href: `/dashboard/${p.id}`, class: "button secondary" }, "Dashboard"),
         h("a", { href: `/models/${p.id}`, class: "button secondary" }, "Models"),
+        h("a", { href: `/review/${p.id}`, class: "button secondary" }, "Review"),
       ),
     ),
   );

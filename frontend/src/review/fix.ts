@@ -1,0 +1,68 @@
+/**
+ * Pixel work of the review page's "fix" mode: an auto mask edited in place. The working state is the
+ * annotate page's `WorkingMask` (clicks, strokes, decoder output) over a BASE mask, the auto mask:
+ * until the first click is decoded the mask is the base with the strokes applied; after it, the
+ * decoder's candidate with the strokes applied, as on the annotate page. The first click is decoded
+ * with the base (strokes included) as SAM's mask input, so a click refines the auto mask instead of
+ * starting over.
+ */
+import type { Size } from "../annotate/masks";
+import { applyStrokes, resampleMask } from "../annotate/masks";
+import type { WorkingMask } from "../annotate/store";
+import { upsampleMask } from "../inference/upsample";
+
+const MODEL = 1024;
+const LOW = 256;
+/**
+ * Logit written for "in the mask" (and its negative for "out"): the magnitude SAM's own confident
+ * low-res logits have, so the decoder takes the mask as a strong prior without saturating.
+ */
+export const MASK_LOGIT = 10;
+
+/** SAM's encoder input size for an image: longest side 1024, the other scaled and rounded half up. */
+export function inputSizeOf([height, width]: Size): Size {
+  const scale = MODEL / Math.max(height, width);
+  return [Math.floor(height * scale + 0.5), Math.floor(width * scale + 0.5)];
+}
+
+/**
+ * A binary mask as SAM mask-input logits.
+ *
+ * @param mask uint8 [h, w] row-major in the ORIGINAL image frame (`originalSize` = [h, w]).
+ * @param inputSize [h, w] of the image resized to longest side 1024.
+ * @returns float32 [256 * 256] over the padded 1024x1024 model frame (cell (r, c) covers model
+ *   pixels 4r..4r+3 x 4c..4c+3, sampled at its centre): +MASK_LOGIT inside the mask, -MASK_LOGIT
+ *   outside it and in the padding.
+ */
+export function maskLogits(mask: Uint8Array, originalSize: Size, inputSize: Size): Float32Array {
+  const [h, w] = originalSize;
+  const [inH, inW] = inputSize;
+  if (mask.length !== h * w) throw new Error(`mask has ${mask.length} pixels, expected ${h}x${w}`);
+  const logits = new Float32Array(LOW * LOW).fill(-MASK_LOGIT);
+  const cell = MODEL / LOW;
+  for (let r = 0; r < LOW; r++) {
+    const y = (r + 0.5) * cell;
+    if (y >= inH) break;
+    const row = Math.min(h - 1, Math.floor((y * h) / inH)) * w;
+    for (let c = 0; c < LOW; c++) {
+      const x = (c + 0.5) * cell;
+      if (x >= inW) break;
+      if (mask[row + Math.min(w - 1, Math.floor((x * w) / inW))]) logits[r * LOW + c] = MASK_LOGIT;
+    }
+  }
+  return logits;
+}
+
+/**
+ * The fixed mask on a grid of [outH, outW] over the original image: the decoder's chosen candidate if
+ * a click was decoded, else `base` (uint8 [h, w] original frame) resampled; then the strokes.
+ */
+export function composeFixed(base: Uint8Array, state: WorkingMask, originalSize: Size, inputSize: Size, outH: number, outW: number): Uint8Array {
+  const [h, w] = originalSize;
+  let mask: Uint8Array;
+  if (state.decoded) mask = upsampleMask(state.decoded.lowRes, state.candidate, inputSize, originalSize, [outH, outW]);
+  else if (outH === h && outW === w) mask = base.slice();
+  else mask = resampleMask(base, originalSize, outH, outW);
+  applyStrokes(mask, outH, outW, state.strokes, outW / w);
+  return mask;
+}
