@@ -216,7 +216,7 @@ class ReviewController {
       this.summary.replaceChildren(
         h("div", {}, h("strong", {}, `${s.reviewed}`), ` reviewed of ${s.sampled} sampled · ${s.pending} pending`),
         h("div", { class: "muted" }, `accepted ${s.accepted} · fixed ${s.fixed} · rejected ${s.rejected}`),
-        h("div", { "data-share": s.share_above_threshold ?? "" }, `within ${(100 * (1 - s.iou_threshold)).toFixed(0)}% IoU: ${share}`, h("span", { class: "muted" }, ` (${s.above_threshold}/${s.reviewed}; paper: 94%)`)),
+        h("div", { "data-share": s.share_above_threshold ?? "" }, `IoU above ${s.iou_threshold} after review: ${share}`, h("span", { class: "muted" }, ` (${s.above_threshold}/${s.reviewed}; paper: 94%)`)),
       );
       this.summary.dataset.reviewed = String(s.reviewed);
     } catch (error) {
