@@ -113,3 +113,44 @@ def test_review_page_accepts_rejects_fixes_and_skips(live_server, data_root, pag
 
     page.click("[data-action='start-over']")  # the skipped mask is still pending
     _shown(page, ids[0])
+
+
+OVERLAY_PIXELS = """() => {
+    const c = document.getElementById('overlay');
+    const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i]) n++; return n; }"""
+
+
+def test_review_page_reports_a_conflict_and_refines_from_the_mask_by_click(live_server, data_root, page):
+    project_id, _, ids, size = _seed(live_server, data_root)
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and r.url.endswith("/review") else None)
+    page.goto(f"{live_server.url}/login")
+    page.evaluate("token => localStorage.setItem('dataengine.token', token)", live_server.token)
+    page.goto(f"{live_server.url}/review/{project_id}")
+    _shown(page, ids[0])
+
+    with live_server.api() as http:  # another reviewer decides first
+        http.post(f"/api/masks/{ids[0]}/review", json={"decision": "reject"}).raise_for_status()
+    page.keyboard.press("a")
+    _shown(page, ids[1])
+    error = page.text_content("[data-testid='review-error']")
+    assert f"mask #{ids[0]} was not recorded" in error
+
+    page.keyboard.press("f")
+    page.wait_for_selector("[data-tool='points'][aria-pressed='true']", timeout=TIMEOUT)
+    before = page.evaluate(OVERLAY_PIXELS)
+    assert before > 0  # the auto mask, ready to edit
+    y0, x0, y1, x1 = BOXES[1]
+    page.mouse.click(*_client_point(page, size, (x0 + x1) / 2, (y0 + y1) / 2))
+    page.wait_for_function(f"() => ({OVERLAY_PIXELS})() !== {before}", timeout=TIMEOUT)  # decoded from the mask
+    assert page.get_attribute("[data-testid='decoder-status']", "data-ready") == "true"
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"() => ({OVERLAY_PIXELS})() === {before}", timeout=TIMEOUT)
+    page.keyboard.press("Escape")  # leaves fix mode, nothing sent
+    page.wait_for_function("() => document.getElementById('app').dataset.reviewMode === 'review'", timeout=TIMEOUT)
+    assert page.evaluate(OVERLAY_PIXELS) == 0
+    assert posted == [f"{live_server.url}/api/masks/{ids[0]}/review"]
+    with live_server.api() as http:
+        summary = http.get(f"/api/projects/{project_id}/review/summary").raise_for_status().json()
+    assert (summary["rejected"], summary["reviewed"], summary["pending"]) == (1, 1, len(BOXES) - 1)
