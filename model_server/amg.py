@@ -10,6 +10,10 @@ islands can be removed, followed by another NMS.
 
 Why it is faster than the official generator on the same weights, with the same decisions:
 - prompts are decoded in batches against one broadcast embedding (no per-prompt copy);
+- the decoder's two-way transformer runs in a batched, re-associated form (`_two_way`, the algebra
+  of decoder_split.py): the first block's image-side projections are computed once per batch, and
+  every attention between the 7 prompt tokens and the 4096 image rows folds its 4096-row
+  projections into the tokens' side, so no 4096x256x128 projection is done per prompt;
 - the mask decoder runs its transformer and IoU head for every prompt, but its costly output
   upscaling and mask products only for prompts with at least one mask above `pred_iou_thresh`
   (the IoU head does not depend on them: exact);
@@ -325,14 +329,17 @@ class AutomaticMaskGenerator:
         dense = model.prompt_encoder.embed_masks(None)
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1).to(sparse.dtype), sparse], dim=1)
-        hs, src = decoder.transformer(self.predictor.embedding + dense, model.prompt_encoder.get_dense_pe(), tokens)
+        hs, src = _two_way(
+            decoder.transformer, self.predictor.embedding + dense, model.prompt_encoder.get_dense_pe(), tokens,
+            len(output_tokens),
+        )
         iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]  # Bx3: the multimask tokens 1–3
         passing = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
         prompts = torch.nonzero(passing.any(dim=1)).flatten()
         if len(prompts) == 0:
             return torch.zeros(0, LOW_RES, LOW_RES), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
         side = int(math.isqrt(src.shape[1]))
-        src = src.expand(batch, -1, -1)[prompts].transpose(1, 2).reshape(len(prompts), -1, side, side)
+        src = src[prompts].transpose(1, 2).reshape(len(prompts), -1, side, side)
         upscaled = decoder.output_upscaling(src)
         hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[prompts, 1 + i, :]) for i in (1, 2, 3)], dim=1)
         low_res = (hyper @ upscaled.flatten(2)).reshape(len(prompts), 3, *upscaled.shape[-2:])
@@ -389,6 +396,109 @@ class AutomaticMaskGenerator:
             "stability_score": float(masks.stability[i]),
             "crop_box": box_xyxy_to_xywh(masks.crop_boxes[i]),
         }
+
+
+# -- the decoder's two-way transformer for many prompts on one image ---------------------------------
+#
+# The same algebra as model_server/decoder_split.py (the browser's per-click graph), batched over
+# prompts: in every attention between the T prompt tokens and the 4096 image positions, the 4096-row
+# projections (256 -> 128 in, 128 -> 256 out) are folded into the tokens' side per head, so a prompt
+# costs 4096 x 256 x 8T multiply-adds per product (T = 7 tokens, 5 in the final attention) instead of
+# 4096 x 256 x 128. decoder_split's modules are written for one prompt (batch 1, ONNX-exportable), so
+# the batched form lives here.
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """BxTx(h·d) -> BxhxTxd."""
+    b, t, c = x.shape
+    return x.reshape(b, t, num_heads, c // num_heads).transpose(1, 2)
+
+
+def _token_to_image(attn: torch.nn.Module, queries: torch.Tensor, image_k: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
+    """`attn(queries, image_k, image_v)` for BxTx256 tokens attending to Bx4096x256 image rows (batch B or 1).
+
+    Per head h: scores = (q_h W_kh) K^T (k_proj's bias adds a constant per score row: softmax ignores
+    it) and out_h = (P_h V) W_vh^T + b_vh (softmax rows sum to 1).
+    """
+    h = attn.num_heads
+    q = _heads(attn.q_proj(queries), h)  # BxhxTxd
+    b, _, t, d = q.shape
+    w_k = attn.k_proj.weight.reshape(h, d, -1)  # hxdx256
+    q_abs = (q @ w_k).reshape(b, h * t, -1) * d**-0.5  # Bx(hT)x256
+    # Scores as (hT)x4096 rows so that the softmax over image rows runs along contiguous memory.
+    probs = torch.softmax(q_abs @ image_k.transpose(1, 2), dim=-1)  # Bx(hT)x4096
+    mixed = (probs @ image_v).reshape(b, h, t, -1)  # BxhxTx256
+    w_v = attn.v_proj.weight.reshape(h, d, -1)  # hxdx256
+    out = (mixed @ w_v.transpose(1, 2)).transpose(1, 2).reshape(b, t, h * d) + attn.v_proj.bias
+    return attn.out_proj(out)
+
+
+def _image_to_token(
+    attn: torch.nn.Module, image_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor,
+    *, projected: bool = False,
+) -> torch.Tensor:
+    """`residual + attn(image_q, keys, values)` for Bx4096x256 image rows (batch B or 1) attending to
+    BxTx256 tokens; residual Bx4096x256 (or 1x4096x256, broadcast); Bx4096x256.
+
+    Per head h: scores = X (W_qh^T k_h^T) + b_qh k_h^T and out = sum_h P_h (v_h W_oh^T) + b_o: the query
+    and output projections are folded into the tokens' side; b_o / h goes into every head's values
+    (each head's softmax row sums to 1). projected: image_q is already q_proj's output (1x4096x128,
+    shared by all prompts in the first block), so only the output projection is folded.
+    """
+    h = attn.num_heads
+    k = _heads(attn.k_proj(keys), h) * (attn.k_proj.out_features // h) ** -0.5  # BxhxTxd, scaled
+    v = _heads(attn.v_proj(values), h)  # BxhxTxd
+    b, _, t, d = k.shape
+    # Scores as (hT)x4096 rows: the softmax over each head's T tokens then runs across rows, along
+    # contiguous 4096-wide vectors (a softmax over a last dimension of 7 is several times slower).
+    if projected:
+        scores = k.reshape(b * h, t, d) @ image_q[0].reshape(-1, h, d).permute(1, 2, 0).repeat(b, 1, 1)
+    else:
+        w_q = attn.q_proj.weight.reshape(h, d, -1)  # hxdx256
+        k_abs = (k @ w_q).reshape(b, h * t, -1)  # Bx(hT)x256
+        k_bias = (k @ attn.q_proj.bias.reshape(h, d, 1)).reshape(b, h * t, 1)
+        scores = torch.baddbmm(k_bias, k_abs, image_q.transpose(1, 2))
+    probs = torch.softmax(scores.reshape(b, h, t, -1), dim=2).reshape(b, h * t, -1).transpose(1, 2)  # Bx4096x(hT)
+    w_o = attn.out_proj.weight.reshape(-1, h, d).transpose(0, 1)  # hx256xd
+    v_out = (v @ w_o.transpose(1, 2) + attn.out_proj.bias / h).reshape(b, h * t, -1)  # Bx(hT)x256
+    return torch.baddbmm(residual.expand(b, -1, -1), probs, v_out)
+
+
+def _two_way(transformer: torch.nn.Module, image: torch.Tensor, pe: torch.Tensor, tokens: torch.Tensor, n_out: int):
+    """`transformer(image, pe, tokens)` for B prompts on one image, reading only the first n_out tokens.
+
+    image, pe: 1x256x64x64 (embedding + dense prompt, positional encoding); tokens: BxTx256.
+    Returns (the first n_out tokens Bxn_outx256, image rows Bx4096x256): equal to the module's
+    (hs[:, :n_out], src) up to float rounding.
+    """
+    first, second = transformer.layers
+    src = image.flatten(2).transpose(1, 2)  # 1x4096x256, shared
+    key_pe = pe.flatten(2).transpose(1, 2)
+    with_pe = src + key_pe
+
+    # First block: its image side is the same for every prompt until its image→token attention.
+    queries = first.norm1(first.self_attn(tokens, tokens, tokens))
+    attn = first.cross_attn_token_to_image
+    queries = first.norm2(queries + attn(queries + tokens, with_pe, src))  # k/v projected once (batch 1)
+    queries = first.norm3(queries + first.mlp(queries))
+    to_token = first.cross_attn_image_to_token
+    image_q = to_token.q_proj(with_pe)  # 1x4096x128, shared
+    keys = first.norm4(_image_to_token(to_token, image_q, queries + tokens, queries, src, projected=True))  # Bx4096x256, per prompt from here
+
+    # Second block and the final attention, both cross-attentions folded into the tokens' side.
+    q = queries + tokens
+    queries = second.norm1(queries + second.self_attn(q, q, queries))
+    image_k = keys + key_pe
+    queries = second.norm2(queries + _token_to_image(second.cross_attn_token_to_image, queries + tokens, image_k, keys))
+    queries = second.norm3(queries + second.mlp(queries))
+    to_token = second.cross_attn_image_to_token
+    keys = second.norm4(_image_to_token(to_token, image_k, queries + tokens, queries, keys))
+    del image_k
+
+    # Only the IoU and mask tokens are read after the final attention.
+    queries, tokens = queries[:, :n_out], tokens[:, :n_out]
+    final = _token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
+    return transformer.norm_final_attn(queries + final), keys
 
 
 def _near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_size: tuple[int, int]) -> torch.Tensor:
