@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from model_server.amg import AutomaticMaskGenerator, build_point_grid, generate_crop_boxes
+from model_server.amg import AutomaticMaskGenerator, _two_way, build_point_grid, generate_crop_boxes
 from model_server.rle import (
     batched_nms,
     coco_decode,
@@ -118,6 +118,25 @@ def test_gated_decode_equals_predictor_decode(models, image):
     torch.testing.assert_close(iou, all_iou[passing])
     assert index.tolist() == torch.nonzero(passing)[:, 0].tolist()
 
+
+
+def test_folded_two_way_transformer_equals_module(models):
+    """`_two_way` (projections folded into the tokens' side, batched over prompts) against the
+    decoder's own transformer module on a random embedding: same tokens and image rows."""
+    ours_model, _, _ = models
+    decoder, prompt = ours_model.mask_decoder, ours_model.prompt_encoder
+    gen = torch.Generator().manual_seed(1)
+    image = torch.randn(1, 256, 64, 64, generator=gen)
+    coords = torch.rand(5, 2, 2, generator=gen) * 1024
+    labels = torch.tensor([[1, -1], [1, 0], [0, -1], [1, 1], [1, -1]])
+    with torch.inference_mode():
+        sparse = prompt.embed_points(coords, labels)
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
+        tokens = torch.cat([output_tokens[None].expand(5, -1, -1), sparse], dim=1)
+        hs, src = decoder.transformer(image, prompt.get_dense_pe(), tokens)
+        folded_hs, folded_src = _two_way(decoder.transformer, image, prompt.get_dense_pe(), tokens, len(output_tokens))
+    torch.testing.assert_close(folded_hs, hs[:, : len(output_tokens)], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(folded_src, src.expand(5, -1, -1), atol=1e-4, rtol=1e-4)
 
 def test_nothing_passes_gives_empty_list(models):
     ours_model, _, _ = models
