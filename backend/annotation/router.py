@@ -74,11 +74,14 @@ def save_mask(
             db, image, project, user,
             client_id=body.client_id, rle=body.rle.model_dump(), prompts=body.prompts,
             seconds_spent=body.seconds_spent, clicks=body.clicks, expiry=_expiry(settings),
+            replaces_mask_id=body.replaces_mask_id,
         )
     except InvalidRle as exc:
         raise HTTPException(status_code=422, detail=f"invalid mask RLE: {exc}") from exc
     except service.ClientIdConflict as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    except service.BadReplacement as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
     if not created:
         response.status_code = status.HTTP_200_OK
     return MaskOut.model_validate(mask)

@@ -21,6 +21,9 @@ class MaskCreate(BaseModel):
     prompts: dict[str, Any] | None = Field(default=None, description="the clicks/box/strokes that made the mask")
     seconds_spent: float | None = Field(default=None, ge=0, le=24 * 3600)
     clicks: int | None = Field(default=None, ge=0, le=100_000)
+    replaces_mask_id: int | None = Field(
+        default=None, description="the mask of this image this one corrects: it is hidden, and a pre-filled one "
+                                  "is recorded as corrected")
 
 
 class MaskOut(BaseModel):
@@ -43,4 +46,5 @@ class MaskOut(BaseModel):
     author_id: int | None
     review_status: ReviewStatus
     prefill_outcome: PrefillOutcome | None
+    parent_mask_id: int | None = None
     created_at: datetime

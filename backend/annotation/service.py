@@ -33,6 +33,10 @@ class ClientIdConflict(RuntimeError):
     """The client id was already used for a mask of another image."""
 
 
+class BadReplacement(ValueError):
+    """`replaces_mask_id` names no mask of the image."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -134,6 +138,14 @@ def finish_image(db: Session, image: Image, project: Project, user: User) -> Ima
         raise LockHeld(f"image {image.id} is being annotated by another user")
     fresh = _fresh(db, image.id)
     fresh.stage_done = {**(fresh.stage_done or {}), project.stage.value: now.isoformat()}
+    # Pre-filled masks the annotator neither corrected nor deleted were accepted as they are.
+    db.execute(
+        update(Mask)
+        .where(Mask.image_id == image.id, Mask.source == MaskSource.detector, Mask.prefill_outcome.is_(None),
+               Mask.deleted_at.is_(None))
+        .values(prefill_outcome=PrefillOutcome.kept)
+        .execution_options(synchronize_session=False)
+    )
     db.commit()
     return fresh
 
@@ -166,13 +178,24 @@ def save_mask(
     seconds_spent: float | None,
     clicks: int | None,
     expiry: timedelta,
+    replaces_mask_id: int | None = None,
 ) -> tuple[Mask, bool]:
     """Store a manual mask; returns (mask, created). Idempotent by `client_id`: a repeat returns the
-    stored mask unchanged with created=False. Raises `InvalidRle` (bad mask) or `ClientIdConflict`."""
+    stored mask unchanged with created=False. Raises `InvalidRle` (bad mask), `ClientIdConflict` or
+    `BadReplacement`.
+
+    With `replaces_mask_id` the new mask corrects that mask of the image: in the same transaction the
+    old one is hidden (soft-deleted), becomes the new mask's parent, and if it was pre-filled
+    (detector/auto) its ``prefill_outcome`` is ``corrected``. The new mask stays source manual."""
     existing = _by_client_id(db, client_id)
     if existing is not None:
         return _same_image(existing, image), False
     checked = check_rle(rle, image.height, image.width)
+    replaced = None
+    if replaces_mask_id is not None:
+        replaced = db.get(Mask, replaces_mask_id)
+        if replaced is None or replaced.image_id != image.id:
+            raise BadReplacement(f"replaces_mask_id {replaces_mask_id} is not a mask of image {image.id}")
     mask = Mask(
         client_id=client_id,
         image_id=image.id,
@@ -186,8 +209,13 @@ def save_mask(
         seconds_spent=seconds_spent,
         clicks=clicks,
         author_id=user.id,
+        parent_mask_id=replaced.id if replaced is not None else None,
     )
     db.add(mask)
+    if replaced is not None and replaced.deleted_at is None:
+        replaced.deleted_at = _now()
+        if replaced.source != MaskSource.manual:
+            replaced.prefill_outcome = PrefillOutcome.corrected
     _refresh_lock(db, image, user, expiry)
     try:
         db.commit()

@@ -328,6 +328,7 @@ class ModelServerClient:
     def propose_masks(
         self, spec: ModelSpec, detector_path: Path, embedding: np.ndarray, original_size: tuple[int, int],
         input_size: tuple[int, int], *, score_thresh: float, pred_iou_thresh: float, nms_thresh: float,
+        max_boxes: int = 50,
     ) -> tuple[int, list[dict[str, Any]]]:
         """Detector boxes → SAM masks (box prompts, batched) on one image's cached embedding
         (256x64x64, of the model `spec`): (boxes above `score_thresh`, records of the kept masks:
@@ -339,7 +340,8 @@ class ModelServerClient:
 
         predictor = Predictor(_IN_PROCESS.get(spec).sam)
         return propose_masks(predictor, Detector.load(detector_path), embedding, original_size, input_size,
-                             score_thresh=score_thresh, pred_iou_thresh=pred_iou_thresh, nms_thresh=nms_thresh)
+                             score_thresh=score_thresh, pred_iou_thresh=pred_iou_thresh, nms_thresh=nms_thresh,
+                             max_boxes=max_boxes)
 
 def _training_sample(cls: Any, sample: TrainingArrays) -> Any:
     return cls(embedding=sample.embedding, original_size=tuple(sample.original_size),

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.models import Image, ImageStat, ImageStatus, MaskTotal, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
+from backend.models import DetectorVersion, Image, ImageStat, ImageStatus, MaskTotal, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
 
 ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
 
@@ -28,7 +28,7 @@ class Condition:
     """One requirement: `kind` names the measurement, `key` the settings name of its threshold."""
 
     key: str
-    kind: str  # masks_in_stage | done_share | trained_models
+    kind: str  # masks_in_stage | done_share | trained_models | ready_detectors
     stage: Stage | None  # the stage the measurement looks at (None: not stage-bound)
     default: float
     label: str
@@ -43,6 +43,8 @@ DEFAULT_GATES: dict[Stage, list[Condition]] = {
                   "share of images done in the assisted-manual stage"),
         Condition("min_trained_models", "trained_models", None, 0,
                   "ready model versions retrained on this project"),
+        Condition("min_detectors", "ready_detectors", None, 1,
+                  "ready detector versions of this project (train one: Train detector)"),
     ],
     Stage.fully_automatic: [
         Condition("min_masks", "masks_in_stage", Stage.semi_automatic, 1000,
@@ -123,6 +125,9 @@ def _measure(db: Session, project: Project, condition: Condition) -> float:
         return float(db.scalar(select(func.count()).select_from(ModelVersion).where(
             ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained,
             ModelVersion.status == ModelStatus.ready)) or 0)
+    if condition.kind == "ready_detectors":
+        return float(db.scalar(select(func.count()).select_from(DetectorVersion).where(
+            DetectorVersion.project_id == project.id, DetectorVersion.status == ModelStatus.ready)) or 0)
     raise ValueError(f"unknown gate condition kind {condition.kind!r}")
 
 

@@ -16,6 +16,7 @@ from backend.models.enums import (
     Stage,
 )
 from backend.models.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
+from backend.models.detectors import DetectorProposal, DetectorVersion
 from backend.models.images import Embedding, Image
 from backend.models.jobs import Job
 from backend.models.masks import AnnotationSession, Mask
@@ -27,6 +28,8 @@ from backend.models.users import User
 __all__ = [
     "AnnotationSession",
     "Base",
+    "DetectorProposal",
+    "DetectorVersion",
     "Embedding",
     "Image",
     "ImageMaskCount",

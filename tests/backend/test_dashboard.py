@@ -147,7 +147,8 @@ def test_manager_dashboard_every_figure(client, seeded, manager_headers):
     gate = d["gate"]
     assert (gate["from_stage"], gate["to_stage"], gate["holds"]) == ("assisted_manual", "semi_automatic", False)
     assert {c["key"]: (c["required"], c["actual"], c["holds"]) for c in gate["conditions"]} == {
-        "min_masks": (1000, 6, False), "min_done_share": (0.0, 0.4, True), "min_trained_models": (0, 1, True)}
+        "min_masks": (1000, 6, False), "min_done_share": (0.0, 0.4, True), "min_trained_models": (0, 1, True),
+        "min_detectors": (1, 0, False)}
 
 
 def test_annotators_table(client, seeded, manager_headers):
@@ -234,7 +235,7 @@ def test_stage_move_needs_the_gate_and_resets_image_statuses(client, db, seeded,
     assert client.post(f"/api/projects/{pid}/stage", json={"stage": "semi_automatic"},
                        headers=login(seeded["a1"])).status_code == 403
 
-    project.settings = {"gates": {"semi_automatic": {"min_masks": 6}}}
+    project.settings = {"gates": {"semi_automatic": {"min_masks": 6, "min_detectors": 0}}}
     db.commit()
     gate = client.get(f"/api/projects/{pid}/gate", headers=manager_headers).json()
     assert gate["holds"] is True

@@ -138,6 +138,8 @@ export const addMember = (p: number, userId: number) => post<Member>(`${base(p)}
 export const advanceStage = (p: number, stage: string) => post<unknown>(`${base(p)}/stage`, { stage });
 export const startEmbedding = (p: number) => post<Job>(`${base(p)}/embed`);
 export const startAutoAnnotation = (p: number) => post<Job>(`${base(p)}/auto-annotate`, {});
+export const trainDetector = (p: number) => post<Job>(`${base(p)}/detector/train`, {});
+export const proposeMasks = (p: number) => post<Job>(`${base(p)}/detector/propose`, {});
 
 /** Downloads a server-made CSV table (the token cannot ride on a plain link). */
 export async function downloadCsv(path: string, filename: string): Promise<void> {
