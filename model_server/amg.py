@@ -14,6 +14,8 @@ Why it is faster than the official generator on the same weights, with the same 
   of decoder_split.py): the first block's image-side projections are computed once per batch, and
   every attention between the 7 prompt tokens and the 4096 image rows folds its 4096-row
   projections into the tokens' side, so no 4096x256x128 projection is done per prompt;
+- the output upscaling runs channels last as plain matrix products (`_upscaled_masks`), not
+  ConvTranspose2d, which is slow on the CPU;
 - the mask decoder runs its transformer and IoU head for every prompt, but its costly output
   upscaling and mask products only for prompts with at least one mask above `pred_iou_thresh`
   (the IoU head does not depend on them: exact);
@@ -338,11 +340,8 @@ class AutomaticMaskGenerator:
         prompts = torch.nonzero(passing.any(dim=1)).flatten()
         if len(prompts) == 0:
             return torch.zeros(0, LOW_RES, LOW_RES), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-        side = int(math.isqrt(src.shape[1]))
-        src = src[prompts].transpose(1, 2).reshape(len(prompts), -1, side, side)
-        upscaled = decoder.output_upscaling(src)
         hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[prompts, 1 + i, :]) for i in (1, 2, 3)], dim=1)
-        low_res = (hyper @ upscaled.flatten(2)).reshape(len(prompts), 3, *upscaled.shape[-2:])
+        low_res = _upscaled_masks(decoder.output_upscaling, src[prompts], hyper)
         keep = passing[prompts]
         point_index = prompts[:, None].expand(-1, 3)[keep]
         return low_res[keep].float(), iou[prompts][keep].float(), point_index
@@ -500,6 +499,26 @@ def _two_way(transformer: torch.nn.Module, image: torch.Tensor, pe: torch.Tensor
     final = _token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
     return transformer.norm_final_attn(queries + final), keys
 
+
+
+def _upscaled_masks(upscaling: torch.nn.Sequential, src: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+    """The decoder's output upscaling and mask products, channels last: src Bx4096x256 image rows
+    (64x64, row-major), hyper BxMx32 hypernetwork weights → BxMx256x256 low-res logits.
+
+    Each kernel-2, stride-2 transposed convolution is one matrix product per input pixel
+    (in -> (dy, dx, out)), and LayerNorm2d normalises each output pixel's channels, so the 4096 and
+    16384 rows never leave the channels-last layout; the logits are put in raster order at the end.
+    """
+    up1, norm, act1, up2, act2 = upscaling
+    b, n, _ = src.shape
+    side = int(math.isqrt(n))
+    w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # in x (dy, dx, out)
+    x = torch.addmm(up1.bias.repeat(4), src.reshape(b * n, -1), w1).reshape(-1, up1.out_channels)
+    x = act1(F.layer_norm(x, (up1.out_channels,), norm.weight, norm.bias, norm.eps))
+    w2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)
+    x = act2(torch.addmm(up2.bias.repeat(4), x, w2)).reshape(b, -1, up2.out_channels)  # Bx(4096·4·4)x32
+    masks = (x @ hyper.transpose(1, 2)).reshape(b, side, side, 2, 2, 2, 2, -1)  # y, x, dy, dx, dy2, dx2, M
+    return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, -1, side * 4, side * 4)
 
 def _near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_size: tuple[int, int]) -> torch.Tensor:
     """Kx4 XYXY boxes (crop frame) → K bool: a side lies within EDGE_TOLERANCE of a crop edge that
