@@ -8,7 +8,18 @@ Measured on the shared 2-core machine (load ~15; ~6 min of training, ~8 min in a
 - loss per step 2.64, 2.72, 2.24 for the first three steps, ~1.75 over the last ten;
 - held-out mIoU before: 1 click 0.092, 3 clicks 0.236; after: 0.0 and 0.0.
 The loss falls, but in 30 steps the decoder only learns the background prior (α = 0.25 focal loss
-dominated by background pixels): every held-out mask is empty. Tried too, same budget: lr 4e-3 →
+dominated by background pixels): every held-out mask is empty.
+
+Diagnosed (issue-7 follow-up, 480-px images, cached embeddings): the exact 0.0 is no bookkeeping bug
+in the click loop. After training, every held-out low-res logit is < 0 and the IoU scores are the
+same for every image (lr 3e-3, 12 steps × batch 4 on 16 images: max logit −0.19, 0 % > 0), i.e. the
+decoder collapsed to an image-independent all-background answer, so each mask is empty and IoU is 0.
+On the training images themselves (4 images, 10 steps × 4, lr 3e-3) 1-click mIoU rises 0.105 → 0.428,
+so the 1-click path learns. With lr 1e-3, 24 steps × 4, first prompt only, one multimask token does
+learn a click-centred blob on held-out images (12–85 % of the image), but the IoU head (MSE weight 1)
+still scores all three masks ~0.01–0.03 and ranks an empty one first: held-out 1-click 0.093 → 0.0,
+3 clicks 0.236 → 0.223. focal : dice 20 : 5 at lr 3e-3 collapses as well. Untested next step: a
+larger IoU-loss weight (so the head learns which token is the non-empty one) and more steps. Tried too, same budget: lr 4e-3 →
 0.0 / 0.0; lr 1.5e-2 → 0.132 / 0.0; focal : dice 1 : 1 at lr 4e-3 → 0.124 / 0.0. Raising held-out
 mIoU needs a longer run than this test affords on this machine; that assertion is an expected
 failure until it is shown (see the issue-7 report).
