@@ -28,6 +28,7 @@ def propose_masks(
     score_thresh: float = 0.5,
     pred_iou_thresh: float = 0.5,
     nms_thresh: float = 0.5,
+    max_boxes: int = 50,
     batch_size: int = 16,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Masks of the confident objects of one image.
@@ -38,20 +39,21 @@ def propose_masks(
         embedding: 256x64x64 float (float16 as cached), the image's SAM embedding.
         original_size: (h, w) of the image in pixels; input_size: (h, w) inside the 1024 frame.
         score_thresh: minimum calibrated detector score; pred_iou_thresh: minimum SAM predicted IoU.
-        nms_thresh: box NMS threshold of the detector.
+        nms_thresh: box NMS threshold of the detector; max_boxes: the best boxes prompted at most.
         batch_size: boxes per decoder call.
 
     Returns:
-        (number of boxes above `score_thresh`, records best score first, each with ``segmentation``
+        (number of boxes prompted, records best score first, each with ``segmentation``
         (COCO RLE, str counts, original frame), ``area`` (pixels), ``box`` (XYXY float, original
         frame, the detector's), ``score`` (calibrated detector score), ``predicted_iou``). Empty
         masks are dropped.
     """
     if not 0.0 <= pred_iou_thresh <= 1.0:
         raise ValueError(f"pred_iou_thresh must be in 0..1, got {pred_iou_thresh}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if batch_size < 1 or max_boxes < 1:
+        raise ValueError(f"batch_size and max_boxes must be positive, got {batch_size}, {max_boxes}")
     boxes, scores = detector.predict(embedding, original_size, input_size, score_thresh, nms_thresh)
+    boxes, scores = boxes[:max_boxes], scores[:max_boxes]
     if len(boxes) == 0:
         return 0, []
     predictor.set_embedding(np.asarray(embedding, dtype=np.float32), original_size)
