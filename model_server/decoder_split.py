@@ -38,11 +38,9 @@ Graphs (opset 17, ONNX IR <= 13 for onnxruntime-web 1.30):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from model_server.export import MAX_IR_VERSION, OPSET
+from model_server.export import write_onnx
 
 IMAGE_OUTPUTS = ["image_tokens", "l0_keys", "l0_values", "l0_image_queries", "upscale_base"]
 CLICK_INPUTS = [*IMAGE_OUTPUTS, "point_coords", "point_labels", "mask_input", "has_mask_input"]
@@ -294,32 +292,6 @@ def _modules():
     return ImagePart, ClickPart
 
 
-def _write(wrapper, args, path: Path, input_names, output_names, dynamic_axes, quantize: bool) -> Path:
-    import onnx
-    import torch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with torch.no_grad():
-            torch.onnx.export(
-                wrapper.eval(), args, str(raw), dynamo=False, opset_version=OPSET, input_names=input_names,
-                output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
-            )
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantized = Path(tmp) / "int8.onnx"
-            quantize_dynamic(str(raw), str(quantized), weight_type=QuantType.QUInt8)
-            raw = quantized
-        model = onnx.load(str(raw))
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    onnx.checker.check_model(model)
-    partial = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(partial))
-    os.replace(partial, path)  # a reader never sees a half-written graph
-    return path
-
-
 def export_split_decoder(model, out_dir: str | Path, prefix: str = "decoder", quantize: bool = False) -> tuple[Path, Path]:
     """Write ``<prefix>.click.onnx`` and ``<prefix>.image.onnx`` for `model` (a `Sam`) into `out_dir`.
 
@@ -346,7 +318,7 @@ def export_split_decoder(model, out_dir: str | Path, prefix: str = "decoder", qu
         torch.randn(1, 1, 256, 256, generator=gen),
         torch.tensor([1.0]),
     )
-    image_path = _write(image_part, (embedding,), out_dir / f"{prefix}.image.onnx", ["image_embeddings"], IMAGE_OUTPUTS, None, False)
+    image_path = write_onnx(image_part, (embedding,), out_dir / f"{prefix}.image.onnx", ["image_embeddings"], IMAGE_OUTPUTS, None, False)
     points = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    click_path = _write(click_part, click_args, out_dir / f"{prefix}.click.onnx", CLICK_INPUTS, CLICK_OUTPUTS, points, quantize)
+    click_path = write_onnx(click_part, click_args, out_dir / f"{prefix}.click.onnx", CLICK_INPUTS, CLICK_OUTPUTS, points, quantize)
     return click_path, image_path

@@ -227,13 +227,17 @@ def _dummy_inputs(num_points: int = 3):
     )
 
 
-def _export(wrapper, args, path: Path, input_names, output_names, quantize: bool) -> Path:
+POINT_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+
+
+def write_onnx(wrapper, args, path: str | Path, input_names, output_names, dynamic_axes, quantize: bool) -> Path:
+    """Trace `wrapper` on `args` into an ONNX file the browser runtime accepts (opset 17, IR ≤ 13),
+    optionally int8 (dynamic quantisation), checked, and written atomically."""
     import onnx
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad():
@@ -260,9 +264,9 @@ def _export(wrapper, args, path: Path, input_names, output_names, quantize: bool
 def export_decoder_onnx(model, path: str | Path, quantize: bool = False) -> Path:
     """Write our contract's graph (see the module docstring) for `model` (a `Sam`) to `path`."""
     PromptDecoder, _ = decoder_torch_modules()
-    return _export(
+    return write_onnx(
         PromptDecoder(model), _dummy_inputs(), path, INPUT_NAMES,
-        ["low_res_masks", "iou_predictions"], quantize,
+        ["low_res_masks", "iou_predictions"], POINT_AXES, quantize,
     )
 
 
@@ -272,9 +276,9 @@ def export_official_contract_onnx(model, path: str | Path, quantize: bool = Fals
 
     _, OfficialContract = decoder_torch_modules()
     args = (*_dummy_inputs(), torch.tensor([480.0, 640.0]))
-    return _export(
+    return write_onnx(
         OfficialContract(model), args, path, [*INPUT_NAMES, "orig_im_size"],
-        ["masks", "iou_predictions", "low_res_masks"], quantize,
+        ["masks", "iou_predictions", "low_res_masks"], POINT_AXES, quantize,
     )
 
 
