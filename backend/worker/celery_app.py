@@ -85,6 +85,9 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
         if _configured_for == (broker, backend, eager):
             return app
         app.close()  # drop pooled connections to a previous broker
+        # close() keeps the producer pool, still bound to the previous broker: without this, tasks
+        # sent after switching brokers would go to the old one.
+        app.amqp._producer_pool = None
         app.conf.update(
             broker_url=broker,
             result_backend=backend,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -22,12 +21,10 @@ from sqlalchemy import func, select
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.models import Embedding
-from backend.worker import celery_app
 from model_server.embedding_file import load_embedding
+from tests.backend.celery_workers import REDIS_URL, redis_broker, wait_for, worker_processes
 from tests.backend.jobs_helpers import upload
 
-REDIS_URL = os.environ.get("DATAENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
@@ -35,63 +32,14 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow,
 
 @pytest.fixture
 def redis_settings(settings: Settings) -> Iterator[Settings]:
-    import redis
-
-    try:
-        connection = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        connection.ping()
-    except redis.exceptions.RedisError as error:
-        pytest.skip(f"Redis at {REDIS_URL} unreachable: {error}")
-    connection.flushdb()  # a database of our own: no messages left by an earlier (killed) run
-    settings.broker_url = REDIS_URL
-    celery_app.configure(settings, eager=False)
-    yield settings
-    connection.flushdb()
-    celery_app.configure(Settings(data_dir=settings.data_dir), eager=False)
+    with redis_broker(settings, REDIS_URL) as configured:
+        yield configured
 
 
 @pytest.fixture
 def start_worker(redis_settings: Settings, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:
-    started: list[subprocess.Popen] = []
-
-    def start(name: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "DATAENGINE_DATA_DIR": str(redis_settings.data_dir),
-            "DATAENGINE_DATABASE_URL": redis_settings.db_url,
-            "DATAENGINE_STORAGE_ROOT": str(redis_settings.storage_path),
-            "DATAENGINE_SECRET_KEY": redis_settings.ensure_secret_key(),
-            "DATAENGINE_BROKER_URL": REDIS_URL,
-            "OMP_NUM_THREADS": "2",
-        }
-        log = open(tmp_path / f"{name}.log", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "worker", "-Q", "embed",
-             "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "info"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    with worker_processes(redis_settings, "embed", tmp_path) as start:
+        yield start
 
 
 def _job(client, headers, job_id: int) -> dict:
@@ -102,7 +50,7 @@ def test_real_worker_embeds_every_image(client, db, project, manager_headers, da
     image_ids = upload(client, manager_headers, project.id, data_root, 3)
     start_worker("w1")
     job_id = client.post(f"/api/projects/{project.id}/embed", headers=manager_headers).json()["id"]
-    job = _wait(lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
+    job = wait_for(lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
                 300, "the embed job to finish")
     assert job["status"] == "succeeded", job
     assert job["progress"] == 1.0 and job["result"]["embedded"] == 3
@@ -124,7 +72,7 @@ def test_killed_worker_job_is_recovered_not_left_running(
         db.expire_all()
         return db.scalar(select(func.count()).select_from(Embedding))
 
-    _wait(lambda: embedded() >= 1, 300, "the first embeddings")
+    wait_for(lambda: embedded() >= 1, 300, "the first embeddings")
     os.killpg(first.pid, signal.SIGKILL)  # the machine dies mid-job: no cleanup runs
     first.wait()
     partial = embedded()
@@ -138,7 +86,7 @@ def test_killed_worker_job_is_recovered_not_left_running(
     assert _job(client, manager_headers, job_id)["status"] == "queued"
 
     start_worker("w2")
-    job = _wait(lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
+    job = wait_for(lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
                 300, "the requeued job to finish")
     assert job["status"] == "succeeded", job
     assert job["result"]["attempts"] == 2
@@ -147,3 +95,4 @@ def test_killed_worker_job_is_recovered_not_left_running(
     assert [r.image_id for r in rows] == image_ids  # one per image, no duplicates
     for row in rows:
         load_embedding(redis_settings.storage_path / row.storage_key)  # every row's file is whole
+
