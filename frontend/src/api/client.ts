@@ -32,10 +32,13 @@ export function setToken(token: string | null): void {
   else localStorage.setItem(TOKEN_KEY, token);
 }
 
-async function request(path: string, init: RequestInit = {}): Promise<Response> {
+/** `fetch` with the session's token; a JSON string body is labelled as such; a non-2xx answer
+ * throws `ApiError` with the server's `detail`. Every page's API module goes through it. */
+export async function request(path: string, init: RequestInit = {}): Promise<Response> {
   const headers = new Headers(init.headers);
   const token = getToken();
   if (token) headers.set("Authorization", `Bearer ${token}`);
+  if (typeof init.body === "string" && !headers.has("Content-Type")) headers.set("Content-Type", "application/json");
   const response = await fetch(path, { ...init, headers });
   if (!response.ok) {
     let detail = response.statusText || `HTTP ${response.status}`;
@@ -52,7 +55,7 @@ async function request(path: string, init: RequestInit = {}): Promise<Response> 
   return response;
 }
 
-async function json<T>(path: string, init: RequestInit = {}): Promise<T> {
+export async function json<T>(path: string, init: RequestInit = {}): Promise<T> {
   return (await request(path, init)).json() as Promise<T>;
 }
 

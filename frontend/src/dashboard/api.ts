@@ -2,7 +2,7 @@
  * The dashboard's REST calls and their shapes (backend/dashboard/schemas.py is the source of truth).
  * Uses the app's token; errors carry the server's `detail` like the rest of the app.
  */
-import { ApiError, getToken } from "../api/client";
+import { request } from "../api/client";
 
 export interface Job {
   id: number;
@@ -104,28 +104,9 @@ export interface Member {
   role_in_project: string | null;
 }
 
-async function call(path: string, init: RequestInit = {}): Promise<Response> {
-  const headers = new Headers(init.headers);
-  const token = getToken();
-  if (token) headers.set("Authorization", `Bearer ${token}`);
-  if (init.body) headers.set("Content-Type", "application/json");
-  const response = await fetch(path, { ...init, headers });
-  if (!response.ok) {
-    let detail = response.statusText || `HTTP ${response.status}`;
-    try {
-      const body = await response.json();
-      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    } catch {
-      // not JSON: keep the status text
-    }
-    throw new ApiError(response.status, detail);
-  }
-  return response;
-}
-
-const get = async <T>(path: string): Promise<T> => (await call(path)).json() as Promise<T>;
+const get = async <T>(path: string): Promise<T> => (await request(path)).json() as Promise<T>;
 const post = async <T>(path: string, body?: unknown): Promise<T> =>
-  (await call(path, { method: "POST", body: body === undefined ? undefined : JSON.stringify(body) })).json() as Promise<T>;
+  (await request(path, { method: "POST", body: body === undefined ? undefined : JSON.stringify(body) })).json() as Promise<T>;
 
 const base = (projectId: number) => `/api/projects/${projectId}`;
 export const getDashboard = (p: number) => get<Dashboard>(`${base(p)}/dashboard`);
@@ -143,7 +124,7 @@ export const proposeMasks = (p: number) => post<Job>(`${base(p)}/detector/propos
 
 /** Downloads a server-made CSV table (the token cannot ride on a plain link). */
 export async function downloadCsv(path: string, filename: string): Promise<void> {
-  const blob = await (await call(path)).blob();
+  const blob = await (await request(path)).blob();
   const url = URL.createObjectURL(blob);
   const link = document.createElement("a");
   link.href = url;

@@ -2,7 +2,7 @@
  * The ML engineer page's REST calls and their shapes (backend/model_versions/schemas.py,
  * backend/retraining/schemas.py and backend/jobs/schemas.py are the source of truth).
  */
-import { ApiError, getToken } from "../api/client";
+import { getToken, json } from "../api/client";
 
 export type Metrics = Record<string, number>;
 
@@ -58,34 +58,15 @@ export interface Promotion {
   embeddings_reused: number;
 }
 
-async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
-  const headers = new Headers(init.headers);
-  const token = getToken();
-  if (token) headers.set("Authorization", `Bearer ${token}`);
-  if (init.body) headers.set("Content-Type", "application/json");
-  const response = await fetch(path, { ...init, headers });
-  if (!response.ok) {
-    let detail = response.statusText || `HTTP ${response.status}`;
-    try {
-      const body = await response.json();
-      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    } catch {
-      // not JSON: keep the status text
-    }
-    throw new ApiError(response.status, detail);
-  }
-  return response.json() as Promise<T>;
-}
-
 const base = (p: number) => `/api/projects/${p}`;
-export const listVersions = (p: number) => call<ModelVersionRow[]>(`${base(p)}/model-versions`);
-export const listTrainJobs = (p: number) => call<TrainJob[]>(`${base(p)}/jobs?kind=train&limit=10`);
+export const listVersions = (p: number) => json<ModelVersionRow[]>(`${base(p)}/model-versions`);
+export const listTrainJobs = (p: number) => json<TrainJob[]>(`${base(p)}/jobs?kind=train&limit=10`);
 export const startRound = (p: number, params: RetrainParams) =>
-  call<TrainJob>(`${base(p)}/retrain`, { method: "POST", body: JSON.stringify(params) });
-export const cancelJob = (jobId: number) => call<TrainJob>(`/api/jobs/${jobId}/cancel`, { method: "POST" });
+  json<TrainJob>(`${base(p)}/retrain`, { method: "POST", body: JSON.stringify(params) });
+export const cancelJob = (jobId: number) => json<TrainJob>(`/api/jobs/${jobId}/cancel`, { method: "POST" });
 export const promote = (p: number, versionId: number) =>
-  call<Promotion>(`${base(p)}/model-versions/${versionId}/promote`, { method: "POST" });
-export const rollback = (p: number) => call<Promotion>(`${base(p)}/model-versions/rollback`, { method: "POST" });
+  json<Promotion>(`${base(p)}/model-versions/${versionId}/promote`, { method: "POST" });
+export const rollback = (p: number) => json<Promotion>(`${base(p)}/model-versions/rollback`, { method: "POST" });
 
 /** Follows a job over Server-Sent Events (EventSource cannot send headers: token in the query). */
 export function followJob(jobId: number, onJob: (job: TrainJob) => void, onEnd: () => void): () => void {

@@ -2,7 +2,7 @@
  * The review page's REST calls and their shapes (backend/review/schemas.py is the source of truth).
  * Kept beside the page rather than in api/client.ts: only this page uses them.
  */
-import { ApiError, getToken, setToken } from "../api/client";
+import { request } from "../api/client";
 import type { ImageInfo, MaskOut, Rle } from "../api/types";
 
 /** A mask as the review endpoints return it: MaskOut plus the auto generator's scores. */
@@ -45,25 +45,6 @@ export interface ReviewSummary {
   share_above_threshold: number | null;
   mean_iou_fixed: number | null;
   model_version_ids: number[];
-}
-
-async function request(path: string, init: RequestInit = {}): Promise<Response> {
-  const headers = new Headers(init.headers);
-  const token = getToken();
-  if (token) headers.set("Authorization", `Bearer ${token}`);
-  const response = await fetch(path, { ...init, headers });
-  if (!response.ok) {
-    let detail = response.statusText || `HTTP ${response.status}`;
-    try {
-      const body = await response.json();
-      detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail ?? body);
-    } catch {
-      // Not JSON (a proxy's error page): the status text is all we have.
-    }
-    if (response.status === 401) setToken(null);
-    throw new ApiError(response.status, detail);
-  }
-  return response;
 }
 
 /** The oldest pending mask with an id above `after` (0: from the start); null when none (204). */
