@@ -1,18 +1,21 @@
 /**
  * The annotate page: one image, its embedding fetched once, the decoder in a Web Worker, and the
  * tools of the assisted-manual stage. The same page shows masks pre-filled by later stages
- * (detector, automatic), so every stage annotates here.
+ * (detector, automatic), so every stage annotates here: a wrong pre-filled mask is deleted, or
+ * corrected ("correct" or C over it: the working mask starts as it, and accepting saves the result
+ * with `replaces_mask_id`, which hides the old mask and records the pre-fill as corrected).
  *
  * /annotate/:projectId claims the next unfinished image and redirects to /annotate/:projectId/:imageId;
  * opening an image by id (re)takes its lock, which the page keeps fresh while it is open.
  */
 import * as api from "../api/client";
-import type { Embedding, ImageInfo, MaskOut, ModelVersion, Point } from "../api/types";
+import type { Embedding, ImageInfo, MaskCreate, MaskOut, ModelVersion, Point } from "../api/types";
 import { h } from "../dom";
 import { DecodeSuperseded, DecoderClient } from "../inference/decoder_client";
 import { navigate, type Cleanup } from "../router";
+import { maskLogits } from "./mask_input";
 import { maskColour } from "./masks";
-import { encodeRle } from "./rle";
+import { decodeRle, encodeRle } from "./rle";
 import { saver, type SaveEvent } from "./saver";
 import { helpPanel } from "./shortcuts";
 import {
@@ -114,6 +117,8 @@ class AnnotateController {
   private masksHidden = false;
   private readonly unsavedMasks = new Map<string, Uint8Array>();
   private readonly saveState = new Map<string, string>();
+  /** Accepted corrections the server has not confirmed yet: client id -> the saved mask each replaces (hidden meanwhile). */
+  private readonly replacing = new Map<string, number>();
 
   // Side panel elements.
   private readonly status = h("div", { class: "muted", "data-testid": "decoder-status" }, "decoder: loading…");
@@ -160,7 +165,7 @@ class AnnotateController {
       LOCK_REFRESH_MS,
     );
     this.disposers.push(() => clearInterval(lock));
-    for (const p of saver.pending(image.id)) this.restorePending(p.body.client_id, p.body.rle);
+    for (const p of saver.pending(image.id)) this.restorePending(p.body);
     this.render();
   }
 
@@ -245,7 +250,7 @@ class AnnotateController {
 
   private render(): void {
     const working = this.store.working;
-    this.view.drawWorking(isEmpty(working) ? null : working);
+    this.drawWorking();
     this.drawUi();
     this.view.drawSaved(this.layers());
     this.renderTools();
@@ -253,6 +258,12 @@ class AnnotateController {
     this.renderMaskList();
     this.undoButton.disabled = !this.store.canUndo();
     this.redoButton.disabled = !this.store.canRedo();
+  }
+
+  /** The working mask on the overlay; a correction shows the mask it starts from before any edit. */
+  private drawWorking(state: WorkingMask = this.store.working): void {
+    const base = this.store.correcting?.pixels ?? null;
+    this.view.drawWorking(isEmpty(state) && base === null ? null : state, false, base);
   }
 
   private drawUi(): void {
@@ -264,13 +275,21 @@ class AnnotateController {
     this.view.drawUi(points, box, brush);
   }
 
+  /** Saved masks still on the image: not replaced by an accepted correction (saved or on its way). */
+  private currentSaved(): MaskOut[] {
+    const replaced = new Set(this.replacing.values());
+    return [...this.store.saved.values()].filter((mask) => !replaced.has(mask.id));
+  }
+
   private layers(): SavedLayer[] {
     const layers: SavedLayer[] = [];
-    for (const mask of this.store.saved.values()) {
-      const key = mask.client_id ?? `id:${mask.id}`;
+    for (const mask of this.currentSaved()) {
+      const key = savedKey(mask);
       if (this.masksHidden || this.store.hidden.has(key)) continue;
       const unsaved = mask.client_id ? this.unsavedMasks.get(mask.client_id) : undefined;
-      layers.push({ key, mask: unsaved ? () => unsaved : rleMask(mask.rle), colourIndex: colourIndex(key), prefilled: mask.source !== "manual" });
+      // The mask being corrected stays underneath, dashed, to compare the correction with.
+      const dashed = mask.source !== "manual" || this.store.correcting?.maskId === mask.id;
+      layers.push({ key, mask: unsaved ? () => unsaved : rleMask(mask.rle), colourIndex: colourIndex(key), prefilled: dashed });
     }
     for (const [clientId, mask] of this.unsavedMasks) {
       if ([...this.store.saved.values()].some((m) => m.client_id === clientId)) continue;
@@ -294,10 +313,11 @@ class AnnotateController {
   private renderCandidates(working: WorkingMask): void {
     const decoded = working.decoded;
     if (!decoded) {
-      this.candidates.replaceChildren(h("span", { class: "muted" }, "click on an object"));
+      const hint = this.store.correcting ? "click, brush or erase to correct the mask" : "click on an object";
+      this.candidates.replaceChildren(h("span", { class: "muted" }, hint));
       return;
     }
-    const tokens = isAmbiguous(working) ? [1, 2, 3] : [0, 1, 2, 3];
+    const tokens = this.candidateTokens(working);
     this.candidates.replaceChildren(
       ...tokens.map((t) =>
         h(
@@ -311,7 +331,7 @@ class AnnotateController {
 
   private renderMaskList(): void {
     const items: HTMLElement[] = [];
-    const entry = (key: string, label: string, state: string, onDelete: (() => void) | null) => {
+    const entry = (key: string, label: string, state: string, actions: HTMLElement[]) => {
       const [r, g, b] = colourOf(key);
       const visible = h("input", { type: "checkbox", title: "visible" });
       visible.checked = !this.store.hidden.has(key);
@@ -328,18 +348,23 @@ class AnnotateController {
           h("span", { class: "swatch", style: `background: rgb(${r} ${g} ${b})` }),
           h("span", {}, label),
           h("span", { class: "muted" }, state),
-          onDelete ? h("button", { class: "link", title: "delete this mask", onclick: onDelete }, "delete") : null,
+          ...actions,
         ),
       );
     };
-    for (const mask of this.store.saved.values()) {
-      const key = mask.client_id ?? `id:${mask.id}`;
+    const action = (label: string, title: string, onclick: () => void) => h("button", { class: "link", title, onclick }, label);
+    for (const mask of this.currentSaved()) {
       const origin = mask.source === "manual" ? "" : ` (${mask.source}, pre-filled)`;
-      entry(key, `#${mask.id} · ${mask.area} px${origin}`, "", () => void this.deleteSaved(mask));
+      const correcting = this.store.correcting?.maskId === mask.id;
+      entry(savedKey(mask), `#${mask.id} · ${mask.area} px${origin}`, correcting ? "correcting: Enter saves, Esc cancels" : "", [
+        ...(correcting ? [] : [action("correct", "correct this mask (C with the cursor over it)", () => this.correct(mask))]),
+        action("delete", "delete this mask", () => void this.deleteSaved(mask)),
+      ]);
     }
     for (const clientId of this.unsavedMasks.keys()) {
       if ([...this.store.saved.values()].some((m) => m.client_id === clientId)) continue;
-      entry(clientId, "new mask", this.saveState.get(clientId) ?? "saving…", null);
+      const replaces = this.replacing.get(clientId);
+      entry(clientId, replaces === undefined ? "new mask" : `correction of #${replaces}`, this.saveState.get(clientId) ?? "saving…", []);
     }
     this.maskList.replaceChildren(...items);
   }
@@ -348,7 +373,7 @@ class AnnotateController {
 
   private setTool(tool: Tool): void {
     this.tool = tool;
-    this.view.drawWorking(isEmpty(this.store.working) ? null : this.store.working);
+    this.drawWorking();
     this.render();
   }
 
@@ -398,7 +423,7 @@ class AnnotateController {
     this.listen(ui, "pointerleave", () => {
       this.cursor = null;
       this.hoverToken++;
-      if (isEmpty(this.store.working)) this.view.drawWorking(null);
+      if (isEmpty(this.store.working)) this.drawWorking();
       this.drawUi();
     });
   }
@@ -406,12 +431,12 @@ class AnnotateController {
   /** Live feedback while a stroke is drawn: the working mask with the stroke so far. */
   private drawStroke(): void {
     const working = this.store.working;
-    this.view.drawWorking({ ...working, strokes: [...working.strokes, this.stroke!] });
+    this.drawWorking({ ...working, strokes: [...working.strokes, this.stroke!] });
   }
 
   /** Previews the mask a click here would give, while nothing is prompted yet (throttled, latest wins). */
   private hover(): void {
-    if (this.tool !== "points" || !isEmpty(this.store.working) || this.pending || !this.cursor) return;
+    if (this.tool !== "points" || !isEmpty(this.store.working) || this.store.correcting || this.pending || !this.cursor) return;
     const now = performance.now();
     clearTimeout(this.hoverTimer);
     if (now - this.lastHover < HOVER_THROTTLE_MS) {
@@ -435,8 +460,9 @@ class AnnotateController {
   }
 
   /**
-   * A click or box: decoded with the previous logits of the shown candidate as mask input. Clicks are
-   * chained, so a fast second click refines the result of the first, never a stale state.
+   * A click or box: decoded with the previous logits of the shown candidate as mask input (the first
+   * one of a correction: the mask being corrected, so it refines that mask). Clicks are chained, so a
+   * fast second click refines the result of the first, never a stale state.
    */
   private addPrompt(add: { point?: Point; box?: [number, number, number, number] }): void {
     this.hoverToken++;
@@ -446,20 +472,35 @@ class AnnotateController {
     this.drawUi();
     this.clickChain = this.clickChain.then(async () => {
       const previous = this.store.working;
+      const correcting = this.store.correcting;
       const next = {
         points: add.point ? [...previous.points, add.point] : previous.points,
         box: add.box ?? previous.box,
       };
       try {
         await this.decoderReady;
-        const decoded = await this.decoder.decode({ points: next.points, box: next.box ?? undefined, maskInput: candidateLogits(previous) });
-        this.store.push({ ...previous, ...next, decoded, candidate: defaultCandidate(next, decoded) });
+        const decoded = await this.decoder.decode({ points: next.points, box: next.box ?? undefined, maskInput: this.maskInput(previous) });
+        // With the corrected mask as mask input a prompt is not ambiguous: the single-mask token refines it.
+        this.store.push({ ...previous, ...next, decoded, candidate: correcting ? 0 : defaultCandidate(next, decoded) });
       } catch (error) {
         this.status.textContent = `decoder: ${(error as Error).message}`;
       }
       if (--this.promptsInFlight === 0) this.pending = null;
       this.drawUi();
     });
+  }
+
+  /** The decoder's mask input for the next prompt: the shown candidate, or the mask being corrected before any decode. */
+  private maskInput(previous: WorkingMask): Float32Array | undefined {
+    const correcting = this.store.correcting;
+    if (previous.decoded || !correcting) return candidateLogits(previous);
+    const full = composeMask(previous, this.originalSize, this.inputSize, ...this.originalSize, correcting.pixels);
+    return maskLogits(full, this.originalSize, this.inputSize);
+  }
+
+  /** One ambiguous click answers with three candidates, unless it refines a mask being corrected. */
+  private candidateTokens(working: WorkingMask): number[] {
+    return isAmbiguous(working) && !this.store.correcting ? [1, 2, 3] : [0, 1, 2, 3];
   }
 
   private selectCandidate(token: number): void {
@@ -471,27 +512,40 @@ class AnnotateController {
   private cycleCandidate(): void {
     const working = this.store.working;
     if (!working.decoded) return;
-    const tokens = isAmbiguous(working) ? [1, 2, 3] : [0, 1, 2, 3];
+    const tokens = this.candidateTokens(working);
     this.selectCandidate(tokens[(tokens.indexOf(working.candidate) + 1) % tokens.length]);
   }
 
   // ---- accept, save, delete ---------------------------------------------------------------------
 
-  /** Encodes the working mask at full resolution and hands it to the saver (which never drops it). */
+  /**
+   * Encodes the working mask at full resolution and hands it to the saver (which never drops it). A
+   * correction is saved with `replaces_mask_id`; the mask it replaces leaves the view at once.
+   */
   private accept(): void {
     void this.clickChain.then(() => {
       const working = this.store.working;
-      if (isEmpty(working)) return;
+      const correcting = this.store.correcting;
+      if (isEmpty(working)) {
+        if (correcting) {
+          this.store.clear();
+          this.saveStatus.textContent = `#${correcting.maskId} unchanged`;
+          this.saveStatus.dataset.state = "";
+        }
+        return;
+      }
       const [height, width] = this.originalSize;
-      const mask = composeMask(working, this.originalSize, this.inputSize, height, width);
+      const mask = composeMask(working, this.originalSize, this.inputSize, height, width, correcting?.pixels ?? null);
       if (!mask.some((v) => v)) {
-        this.saveStatus.textContent = "empty mask: nothing to save";
+        this.saveStatus.textContent = correcting ? "empty mask: nothing to save (delete the mask instead)" : "empty mask: nothing to save";
         this.saveStatus.dataset.state = "";
         return;
       }
       const clientId = newClientId();
       this.unsavedMasks.set(clientId, mask);
+      if (correcting) this.replacing.set(clientId, correcting.maskId);
       saver.enqueue(this.image.id, {
+        ...(correcting ? { replaces_mask_id: correcting.maskId } : {}),
         client_id: clientId,
         rle: encodeRle(mask, height, width),
         prompts: {
@@ -507,9 +561,11 @@ class AnnotateController {
     });
   }
 
-  private restorePending(clientId: string, rle: { size: [number, number]; counts: string }): void {
-    this.unsavedMasks.set(clientId, rleMask(rle)());
-    this.saveState.set(clientId, "not saved yet");
+  /** A mask accepted earlier (this tab or a previous one) that the server has not confirmed yet. */
+  private restorePending(body: MaskCreate): void {
+    this.unsavedMasks.set(body.client_id, rleMask(body.rle)());
+    this.saveState.set(body.client_id, "not saved yet");
+    if (body.replaces_mask_id !== undefined) this.replacing.set(body.client_id, body.replaces_mask_id);
   }
 
   private onSave(event: SaveEvent): void {
@@ -521,14 +577,19 @@ class AnnotateController {
         status.textContent = "saving…";
         status.dataset.state = "saving";
         break;
-      case "saved":
+      case "saved": {
         this.store.saved.set(event.mask.id, event.mask);
         this.saveState.delete(event.clientId);
+        // The server hid the mask this one corrects.
+        const replaced = this.replacing.get(event.clientId);
+        if (replaced !== undefined) this.store.saved.delete(replaced);
+        this.replacing.delete(event.clientId);
         if (saver.pending(this.image.id).length === 0) {
           status.textContent = "saved";
           status.dataset.state = "saved";
         }
         break;
+      }
       case "retrying":
         this.saveState.set(event.clientId, "not saved yet, retrying");
         status.textContent = `not saved yet (${event.error}); retrying in ${Math.round(event.delayMs / 1000)} s`;
@@ -536,6 +597,7 @@ class AnnotateController {
         break;
       case "rejected":
         this.saveState.set(event.clientId, `refused: ${event.error}`);
+        this.replacing.delete(event.clientId); // the mask it would have replaced is still there
         status.textContent = `the server refused the mask: ${event.error}`;
         status.dataset.state = "pending";
         break;
@@ -543,9 +605,35 @@ class AnnotateController {
     this.render();
   }
 
+  /**
+   * Starts correcting a saved mask: the working mask begins as it, clicks (with it as the decoder's
+   * mask input), brush and eraser change it, Enter replaces it, Esc leaves it as it was.
+   */
+  private correct(mask: MaskOut): void {
+    void this.clickChain.then(() => {
+      if (!isEmpty(this.store.working) && !confirm("Discard the mask you have not accepted?")) return;
+      this.hoverToken++;
+      this.store.correct(mask.id, decodeRle(mask.rle));
+    });
+  }
+
+  /** The saved mask under the cursor that is drawn (the newest where masks overlap), for C. */
+  private savedMaskUnderCursor(): MaskOut | null {
+    if (!this.cursor || this.masksHidden) return null;
+    const [x, y] = this.cursor.map(Math.floor);
+    const width = this.originalSize[1];
+    const hit = (mask: MaskOut) => {
+      const [bx, by, bw, bh] = mask.bbox;
+      return x >= bx && x < bx + bw && y >= by && y < by + bh && decodeRle(mask.rle)[y * width + x] === 1;
+    };
+    const shown = this.currentSaved().filter((mask) => !this.store.hidden.has(savedKey(mask)));
+    return shown.reverse().find(hit) ?? null;
+  }
+
   private async deleteSaved(mask: MaskOut): Promise<void> {
     try {
       await api.deleteMask(mask.id);
+      if (this.store.correcting?.maskId === mask.id) this.store.clear();
       this.store.saved.delete(mask.id);
       if (mask.client_id) this.unsavedMasks.delete(mask.client_id);
       this.render();
@@ -603,6 +691,11 @@ class AnnotateController {
         case "[": this.brushRadius = Math.max(1, Math.round(this.brushRadius / 1.25)); this.render(); return true;
         case "]": this.brushRadius = Math.min(500, Math.round(this.brushRadius * 1.25) + 1); this.render(); return true;
         case "h": case "H": this.toggleAll(); return true;
+        case "c": case "C": {
+          const mask = this.savedMaskUnderCursor();
+          if (mask) this.correct(mask);
+          return true;
+        }
         case "n": void this.nextImage(); return true;
         case "N": this.previousImage(); return true;
         case "?": this.toggleHelp(); return true;
@@ -615,6 +708,11 @@ class AnnotateController {
 
 function boxFrom(x0: number, y0: number, x1: number, y1: number): [number, number, number, number] {
   return [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
+}
+
+/** The key of a saved mask's layer, list entry and visibility: its client id when the browser made it. */
+function savedKey(mask: MaskOut): string {
+  return mask.client_id ?? `id:${mask.id}`;
 }
 
 function colourOf(key: string): [number, number, number] {

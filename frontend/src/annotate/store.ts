@@ -1,8 +1,8 @@
 /**
  * The annotate page's one store: the mask being drawn (its prompt, brush strokes and the decoder's
- * answer) with undo/redo, plus the image's accepted and pre-filled masks. Every state of the working
- * mask is an immutable snapshot that keeps its own decoder output, so undo and redo are instant: no
- * decode runs again.
+ * answer) with undo/redo, the saved mask it corrects if any, plus the image's accepted and pre-filled
+ * masks. Every state of the working mask is an immutable snapshot that keeps its own decoder output,
+ * so undo and redo are instant: no decode runs again.
  */
 import type { MaskOut, Point } from "../api/types";
 import { tokenLogits } from "../inference/decoder_client";
@@ -64,6 +64,11 @@ export class AnnotateStore {
   /** Accepted masks still waiting for the server, by client id: drawn like the others, marked unsaved. */
   unsaved = new Map<string, { mask: Uint8Array; createdAt: number }>();
   hidden = new Set<string>();
+  /**
+   * The saved mask the working mask corrects, and its pixels (uint8 [h, w], original frame): the
+   * working mask starts as that mask, and accepting it replaces the saved one. Null for a new mask.
+   */
+  correcting: { maskId: number; pixels: Uint8Array } | null = null;
   /** Clicks, boxes and strokes made on the working mask (undone ones count: they were work). */
   actions = 0;
   startedAt: number | null = null;
@@ -121,12 +126,22 @@ export class AnnotateStore {
     this.changed();
   }
 
-  /** Starts a fresh working mask (after accept or Esc). */
+  /** Starts a fresh working mask (after accept or Esc); a correction in progress ends too. */
   clear(): void {
+    this.restart(null);
+  }
+
+  /** Starts a working mask that corrects saved mask `maskId`, beginning as its `pixels`. */
+  correct(maskId: number, pixels: Uint8Array): void {
+    this.restart({ maskId, pixels });
+  }
+
+  private restart(correcting: AnnotateStore["correcting"]): void {
     this.history = [EMPTY];
     this.index = 0;
     this.actions = 0;
     this.startedAt = null;
+    this.correcting = correcting;
     this.changed();
   }
 

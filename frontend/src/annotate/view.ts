@@ -98,15 +98,18 @@ export class AnnotateView {
     ctx.putImageData(pixels, 0, 0);
   }
 
-  /** The working mask (or the hover preview, fainter) on the display grid. */
-  drawWorking(state: WorkingMask | null, preview = false): void {
+  /**
+   * The working mask (or the hover preview, fainter) on the display grid; `base` is the mask it
+   * starts from when it corrects or fixes an existing one (see `composeMask`).
+   */
+  drawWorking(state: WorkingMask | null, preview = false, base: Uint8Array | null = null): void {
     const ctx = this.overlay.getContext("2d")!;
     const [dh, dw] = this.displaySize;
     if (state === null) {
       ctx.clearRect(0, 0, dw, dh);
       return;
     }
-    const mask = composeMask(state, this.originalSize, this.inputSize, dh, dw);
+    const mask = composeMask(state, this.originalSize, this.inputSize, dh, dw, base);
     const pixels = ctx.createImageData(dw, dh);
     paintMask(pixels.data, mask, dh, dw, WORKING_COLOUR, { fillAlpha: preview ? 70 : 120, dashed: false });
     ctx.putImageData(pixels, 0, 0);
@@ -146,12 +149,25 @@ export class AnnotateView {
  * The working mask on a grid of [outH, outW] over the original image: the chosen candidate's logits
  * upsampled and thresholded, then the brush and eraser strokes. Used for the screen and, at the
  * original size, for the mask that is saved.
+ *
+ * `base` (uint8 [h, w], original frame) is the existing mask a correction or a review fix starts
+ * from: until a click is decoded the working mask is the base, resampled, with the strokes applied.
  */
-export function composeMask(state: WorkingMask, originalSize: Size, inputSize: Size, outH: number, outW: number): Uint8Array {
-  const mask = state.decoded
-    ? upsampleMask(state.decoded.lowRes, state.candidate, inputSize, originalSize, [outH, outW])
-    : new Uint8Array(outH * outW);
-  applyStrokes(mask, outH, outW, state.strokes as Stroke[], outW / originalSize[1]);
+export function composeMask(
+  state: WorkingMask,
+  originalSize: Size,
+  inputSize: Size,
+  outH: number,
+  outW: number,
+  base: Uint8Array | null = null,
+): Uint8Array {
+  const [h, w] = originalSize;
+  let mask: Uint8Array;
+  if (state.decoded) mask = upsampleMask(state.decoded.lowRes, state.candidate, inputSize, originalSize, [outH, outW]);
+  else if (base === null) mask = new Uint8Array(outH * outW);
+  else if (outH === h && outW === w) mask = base.slice();
+  else mask = resampleMask(base, originalSize, outH, outW);
+  applyStrokes(mask, outH, outW, state.strokes as Stroke[], outW / w);
   return mask;
 }
 

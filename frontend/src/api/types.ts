@@ -71,6 +71,8 @@ export interface MaskCreate {
   prompts: Prompts;
   seconds_spent: number;
   clicks: number;
+  /** The saved mask of the image this one corrects: the server hides it (a pre-filled one counts as corrected). */
+  replaces_mask_id?: number;
 }
 
 export interface MaskOut {

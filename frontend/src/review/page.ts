@@ -16,12 +16,12 @@ import type { Point } from "../api/types";
 import { h } from "../dom";
 import { DecoderClient } from "../inference/decoder_client";
 import { maskColour, paintMask, type Size } from "../annotate/masks";
+import { inputSizeOf, maskLogits } from "../annotate/mask_input";
 import { encodeRle, decodeRle } from "../annotate/rle";
 import { AnnotateStore, candidateLogits, type Stroke } from "../annotate/store";
-import { AnnotateView } from "../annotate/view";
+import { AnnotateView, composeMask } from "../annotate/view";
 import type { Cleanup } from "../router";
 import { nextForReview, reviewMask, reviewSummary, type ReviewDecision, type ReviewItem } from "./api";
-import { composeFixed, inputSizeOf, maskLogits } from "./fix";
 
 type Mode = "loading" | "review" | "fix" | "done";
 type Tool = "points" | "brush" | "eraser";
@@ -307,7 +307,7 @@ class ReviewController {
     void this.clickChain.then(() => {
       if (this.item?.mask.id !== maskId || this.mode !== "fix" || !this.base) return;
       const [height, width] = this.originalSize;
-      const mask = composeFixed(this.base, this.store.working, this.originalSize, this.inputSize, height, width);
+      const mask = composeMask(this.store.working, this.originalSize, this.inputSize, height, width, this.base);
       if (!mask.some((v) => v)) {
         this.showError("the fixed mask is empty: reject the mask instead (R after Esc)");
         return;
@@ -330,7 +330,7 @@ class ReviewController {
         const points = [...previous.points, point];
         const maskInput = previous.decoded
           ? candidateLogits(previous)
-          : maskLogits(composeFixed(base, previous, this.originalSize, inputSize, ...this.originalSize), this.originalSize, inputSize);
+          : maskLogits(composeMask(previous, this.originalSize, inputSize, ...this.originalSize, base), this.originalSize, inputSize);
         const decoded = await decoder.decode({ points, maskInput });
         if (this.item !== item || this.mode !== "fix") return;
         // With a mask input the prompt is not ambiguous: SAM's single-mask output (token 0) refines it.
@@ -401,7 +401,7 @@ class ReviewController {
     if (fixing) {
       const working = this.store.working;
       const state = this.stroke ? { ...working, strokes: [...working.strokes, this.stroke] } : working;
-      const mask = composeFixed(base, state, this.originalSize, this.inputSize, dh, dw);
+      const mask = composeMask(state, this.originalSize, this.inputSize, dh, dw, base);
       const pixels = ctx.createImageData(dw, dh);
       paintMask(pixels.data, mask, dh, dw, FIX_COLOUR, { fillAlpha: 120, dashed: false });
       ctx.putImageData(pixels, 0, 0);

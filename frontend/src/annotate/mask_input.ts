@@ -1,15 +1,10 @@
 /**
- * Pixel work of the review page's "fix" mode: an auto mask edited in place. The working state is the
- * annotate page's `WorkingMask` (clicks, strokes, decoder output) over a BASE mask, the auto mask:
- * until the first click is decoded the mask is the base with the strokes applied; after it, the
- * decoder's candidate with the strokes applied, as on the annotate page. The first click is decoded
- * with the base (strokes included) as SAM's mask input, so a click refines the auto mask instead of
- * starting over.
+ * An existing mask as SAM's mask input, so that a click refines it instead of starting over: the
+ * review page's fix of an auto mask and the annotate page's correction of a saved one. Until the
+ * first click is decoded the working mask is that BASE mask with the strokes applied (`composeMask`
+ * in view.ts); the first click is decoded with it (strokes included) as the mask input.
  */
-import type { Size } from "../annotate/masks";
-import { applyStrokes, resampleMask } from "../annotate/masks";
-import type { WorkingMask } from "../annotate/store";
-import { upsampleMask } from "../inference/upsample";
+import type { Size } from "./masks";
 
 const MODEL = 1024;
 const LOW = 256;
@@ -51,18 +46,4 @@ export function maskLogits(mask: Uint8Array, originalSize: Size, inputSize: Size
     }
   }
   return logits;
-}
-
-/**
- * The fixed mask on a grid of [outH, outW] over the original image: the decoder's chosen candidate if
- * a click was decoded, else `base` (uint8 [h, w] original frame) resampled; then the strokes.
- */
-export function composeFixed(base: Uint8Array, state: WorkingMask, originalSize: Size, inputSize: Size, outH: number, outW: number): Uint8Array {
-  const [h, w] = originalSize;
-  let mask: Uint8Array;
-  if (state.decoded) mask = upsampleMask(state.decoded.lowRes, state.candidate, inputSize, originalSize, [outH, outW]);
-  else if (outH === h && outW === w) mask = base.slice();
-  else mask = resampleMask(base, originalSize, outH, outW);
-  applyStrokes(mask, outH, outW, state.strokes, outW / w);
-  return mask;
 }
