@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,18 +36,44 @@ def _env(tmp_path: Path) -> dict[str, str]:
             "DATAENGINE_FRONTEND_DIST": str(tmp_path / "no-frontend"), "OMP_NUM_THREADS": "2"}
 
 
-def _read_until(process: subprocess.Popen, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if match := re.search(pattern, line):
-            return match
-    raise AssertionError(f"{pattern!r} not printed; output:\n{''.join(seen)}")
+class _Output:
+    """Reads a process's output in a thread from the start to the end, so that the pipe never fills:
+    a test that stopped reading after the line it waited for left `up` and its worker (which write
+    to the same pipe) blocked on a full pipe buffer, and the embed job stayed queued."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if match := re.search(pattern, line):
+                        return match
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    raise AssertionError(f"{pattern!r} not printed; output:\n{self.text()}")
+                self._changed.wait(min(left, 1.0))
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def rest(self, timeout: float = 30) -> str:
+        """All output once the process has closed it."""
+        self._thread.join(timeout)
+        return self.text()
 
 
 def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_root):
@@ -55,10 +82,10 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
         [sys.executable, "-m", "backend.cli", "up", "--port", str(port)], cwd=REPO_ROOT, env=_env(tmp_path),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-    seen: list[str] = []
+    output = _Output(process)
     try:
-        password = _read_until(process, r"user 'admin' with password: (\S+)", 120, seen).group(1)
-        _read_until(process, r"serving http://", 300, seen)
+        password = output.wait_for(r"user 'admin' with password: (\S+)", 120).group(1)
+        output.wait_for(r"serving http://", 300)
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=60) as http:
             deadline = time.monotonic() + 60
@@ -68,7 +95,7 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
                         break
                 except httpx.TransportError:
                     pass
-                assert time.monotonic() < deadline, "".join(seen)
+                assert time.monotonic() < deadline, output.text()
                 time.sleep(0.5)
             token = http.post("/api/auth/token", data={"username": "admin", "password": password}).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
@@ -81,7 +108,7 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
             job = http.post(f"/api/projects/{project['id']}/embed", headers=headers).json()
             deadline = time.monotonic() + 300
             while job["status"] not in ("succeeded", "failed", "cancelled"):
-                assert time.monotonic() < deadline, f"job stuck: {job}"
+                assert time.monotonic() < deadline, f"job stuck: {job}\noutput:\n{output.text()}"
                 time.sleep(1)
                 job = http.get(f"/api/jobs/{job['id']}", headers=headers).json()
             assert job["status"] == "succeeded" and job["result"]["embedded"] == 1, job
@@ -92,9 +119,9 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
-    rest = process.stdout.read()
-    assert process.returncode == 0, "".join(seen) + rest
-    assert "stopped" in rest
+    text = output.rest()
+    assert process.returncode == 0, text
+    assert "stopped" in text
 
     # A second `up` finds the admin and the default model already there and prints no password.
     again = subprocess.run([sys.executable, "-m", "backend.cli", "models", "list"], cwd=REPO_ROOT,
