@@ -14,7 +14,28 @@ Per round it prints: masks collected so far, the annotator's mean clicks per mas
 NoC@90 (max 20), single-point mIoU and mIoU after 3 clicks. Image embeddings are computed once
 (vit_t on the CPU, ~1.5–10 s per image depending on load) and cached under --cache-dir.
 
-    .venv/bin/python benchmarks/engine_loop.py --rounds 3 --images-per-round 6 --held-out 8
+The defaults are the settings under which the loop is seen to improve a random-weight model
+(measured on the shared 2-core box, ~10 min per round when two runs share it):
+20 images per round, 100 steps of batch 4 per round, one sampled click per training session and
+focal : dice at 1 : 1. With the paper's 20 : 1 (`--focal-weight 20`, the product's default for
+real models) single-point mIoU also rises every round (0.043 → 0.076 → 0.100) but the
+refinement output collapses to empty masks on held-out images (mIoU after 3 clicks 0.056 →
+0.000 → 0.002): on random features and DAVIS's small objects (median 4% of the frame) the
+focal term's background weighting wins; dice keeps the masks.
+
+Measured at the defaults (2026-12-01, 13 held-out masks; NoC stays at the 20-click cap: a random
+frozen encoder never lets a mask reach IoU 0.85):
+
+    | round | masks | 1-point mIoU | mIoU@3 |
+    | 0     | 0     | 0.043        | 0.056  |
+    | 1     | 38    | 0.198        | 0.121  |
+    | 2     | 65    | 0.206        | 0.244  |
+    | 3     | 97    | 0.201        | 0.246  |
+
+Rounds 1 and 2 improve the model; round 3 is flat: the decoder alone has learnt what random
+features allow. Showing further rounds improve needs a trainable or pretrained encoder.
+
+    .venv/bin/python benchmarks/engine_loop.py
 """
 
 from __future__ import annotations
@@ -80,13 +101,16 @@ def annotate(model, samples: list[TrainingSample], stop_iou: float, max_clicks: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--images-per-round", type=int, default=6)
-    parser.add_argument("--held-out", type=int, default=8, help="held-out images (fixed split)")
-    parser.add_argument("--steps-per-round", type=int, default=40)
+    parser.add_argument("--images-per-round", type=int, default=20)
+    parser.add_argument("--held-out", type=int, default=10, help="held-out images (fixed split)")
+    parser.add_argument("--steps-per-round", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--clicks-per-sample", type=int, default=2, help="sampled clicks per training session")
+    parser.add_argument("--clicks-per-sample", type=int, default=1, help="sampled clicks per training session")
+    parser.add_argument("--no-point-rounds", type=int, default=0,
+                        help="training rounds that feed the mask back without a new point")
     parser.add_argument("--lr", type=float, default=8e-4)
-    parser.add_argument("--focal-weight", type=float, default=20.0, help="the paper's 20 : 1 by default")
+    parser.add_argument("--focal-weight", type=float, default=1.0,
+                        help="focal : dice weight; the paper's 20 : 1 collapses refinement here (see above)")
     parser.add_argument("--dice-weight", type=float, default=1.0)
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--max-side", type=int, default=480, help="downscale images (masks, clicks) to this side")
@@ -115,7 +139,7 @@ def main() -> None:
 
     config = TrainConfig(steps=args.steps_per_round, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=min(10, args.steps_per_round), clicks_per_sample=args.clicks_per_sample,
-                         no_point_rounds=1, checkpoint_every=args.steps_per_round,
+                         no_point_rounds=args.no_point_rounds, checkpoint_every=args.steps_per_round,
                          focal_weight=args.focal_weight, dice_weight=args.dice_weight)
     header = ("| round | masks collected | annotator clicks/mask | train min | NoC@85 | NoC@90 "
               "| 1-point mIoU | mIoU@3 clicks |")
