@@ -12,14 +12,11 @@ and at most 3 boxes per image so that every stored-mask path runs.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
-from pycocotools import mask as mask_util
 from sqlalchemy import select
 
 from backend.clients.model_server import ModelServerClient
@@ -28,10 +25,9 @@ from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
 from backend.models import DetectorVersion, Job, Mask, ModelStatus, Role
 from backend.worker import celery_app
+from tests.backend.davis_helpers import SMALL, STAGE1, davis_images, mask_rle
 from tests.backend.test_auto_annotate import _CopyingClient, _untrained_files, untrained_version  # noqa: F401
 
-STAGE1, NEW = 6, 2
-SMALL = {"epochs": 4, "width": 16, "depth": 1, "min_boxes": 5}
 _REAL_EMBED = ModelServerClient.embed
 _EMBEDDINGS: dict[tuple[str | None, str], object] = {}
 
@@ -59,20 +55,6 @@ def memo_embed(monkeypatch):
     monkeypatch.setattr(ModelServerClient, "embed", memoised)
 
 
-def _davis(data_root: Path) -> list[tuple[str, list[str]]]:
-    masks: dict[str, list[str]] = {}
-    with open(data_root / "davis345" / "manifest.csv") as f:
-        for row in csv.DictReader(f):
-            masks.setdefault(row["image"], []).append(row["mask"])
-    return [(name, masks[name]) for name in sorted(masks)[::40][: STAGE1 + NEW]]
-
-
-def _rle(path: Path) -> dict:
-    mask = np.asarray(PILImage.open(path)) > 0
-    encoded = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(mask.shape), "counts": encoded["counts"].decode("ascii")}
-
-
 def _job(client, headers, response) -> dict:
     assert response.status_code == 202, response.text
     return client.get(f"/api/jobs/{response.json()['id']}", headers=headers).json()
@@ -82,7 +64,7 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     client, db, project, manager, manager_headers, make_user, login, data_root, eager
 ):
     pid, root = project.id, data_root / "davis345"
-    davis = _davis(data_root)
+    davis = davis_images(data_root)
     files = [("files", (Path(name).name, (root / name).read_bytes(), "image/jpeg")) for name, _ in davis]
     uploaded = client.post(f"/api/projects/{pid}/images", files=files, headers=manager_headers)
     assert uploaded.status_code == 201, uploaded.text
@@ -103,7 +85,7 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     for image_id, (_, mask_names) in zip(ids[:STAGE1], davis[:STAGE1]):
         for k, mask_name in enumerate(mask_names):
             saved = client.post(f"/api/images/{image_id}/masks", headers=a_headers,
-                                json={"client_id": f"s1-{image_id}-{k}", "rle": _rle(root / mask_name)})
+                                json={"client_id": f"s1-{image_id}-{k}", "rle": mask_rle(root / mask_name)})
             assert saved.status_code == 201, saved.text
             n_masks += 1
     moved = client.post(f"/api/projects/{pid}/stage", json={"stage": "semi_automatic"}, headers=manager_headers)
@@ -151,12 +133,12 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     image_id, masks = max(listed.items(), key=lambda item: len(item[1]))
     assert client.post(f"/api/images/{image_id}/claim", headers=a_headers).status_code == 200
     corrected = client.post(f"/api/images/{image_id}/masks", headers=a_headers, json={
-        "client_id": "fix-1", "rle": _rle(root / davis[STAGE1 + ids[STAGE1:].index(image_id)][1][0]),
+        "client_id": "fix-1", "rle": mask_rle(root / davis[STAGE1 + ids[STAGE1:].index(image_id)][1][0]),
         "replaces_mask_id": masks[0]["id"]})
     assert corrected.status_code == 201, corrected.text
     assert corrected.json()["source"] == "manual" and corrected.json()["parent_mask_id"] == masks[0]["id"]
     assert client.post(f"/api/images/{ids[0]}/masks", headers=a_headers, json={
-        "client_id": "bad-parent", "rle": _rle(root / davis[0][1][0]), "replaces_mask_id": masks[0]["id"]}
+        "client_id": "bad-parent", "rle": mask_rle(root / davis[0][1][0]), "replaces_mask_id": masks[0]["id"]}
     ).status_code == 422  # not a mask of that image
     if len(masks) > 1:
         assert client.delete(f"/api/masks/{masks[1]['id']}", headers=a_headers).status_code == 204

@@ -13,46 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.page_helpers import DECODER_TIMEOUT_MS, client_point, opaque_pixels, wait_for_pixels
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # The README's screenshot; rewritten only on request so that a test run leaves the checkout clean.
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "annotate.png"
 UPDATE_SCREENSHOT = os.environ.get("DATAENGINE_UPDATE_SCREENSHOT") == "1"
-DECODER_TIMEOUT_MS = 180_000  # first open: the embedding is computed on demand, the decoder loaded
-
-
-def opaque_pixels(page, canvas_id: str) -> int:
-    return page.evaluate(
-        """(id) => {
-            const c = document.getElementById(id);
-            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let n = 0;
-            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
-            return n;
-        }""",
-        canvas_id,
-    )
-
-
-def wait_for_pixels(page, canvas_id: str, timeout_ms: int = 30_000) -> None:
-    page.wait_for_function(
-        """(id) => {
-            const c = document.getElementById(id);
-            if (!c || !c.width) return false;
-            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) return true;
-            return false;
-        }""",
-        arg=canvas_id,
-        timeout=timeout_ms,
-    )
-
-
-def client_point(page, image_size: tuple[int, int], point: tuple[float, float]) -> tuple[float, float]:
-    """Original image pixels -> page coordinates over the interaction canvas."""
-    box = page.locator("#ui").bounding_box()
-    height, width = image_size
-    return box["x"] + (point[0] + 0.5) / width * box["width"], box["y"] + (point[1] + 0.5) / height * box["height"]
 
 
 def log_in_and_open(page, live_server, decoder_mode: str = "split") -> tuple[int, int]:

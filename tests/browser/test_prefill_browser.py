@@ -27,8 +27,8 @@ from sqlalchemy import select
 from backend.core.db import make_engine, make_session_factory
 from backend.models import Mask
 from backend.worker import celery_app
-from tests.backend.test_detection_api import NEW, SMALL, STAGE1, _davis, _rle
-from tests.browser.test_annotate_e2e import DECODER_TIMEOUT_MS, client_point, opaque_pixels, wait_for_pixels
+from tests.backend.davis_helpers import NEW, SMALL, STAGE1, davis_images, mask_rle
+from tests.browser.page_helpers import DECODER_TIMEOUT_MS, client_point, opaque_pixels, wait_for_pixels
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def _prefilled_project(live_server, data_root) -> tuple[int, int, list[dict]]:
     """A project in stage 2 whose new images hold detector proposals, the annotator its member;
     returns (project id, the new image with the most pre-filled masks, its masks oldest first)."""
     root = data_root / "davis345"
-    davis = _davis(data_root)
+    davis = davis_images(data_root)
     admin = httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {live_server.token}"},
                          timeout=TASK_TIMEOUT_S)
     with admin:
@@ -77,7 +77,7 @@ def _prefilled_project(live_server, data_root) -> tuple[int, int, list[dict]]:
             for image_id, (_, mask_names) in zip(ids[:STAGE1], davis[:STAGE1]):
                 for k, mask_name in enumerate(mask_names):
                     annotator.post(f"/api/images/{image_id}/masks",
-                                   json={"client_id": f"stage1-{image_id}-{k}", "rle": _rle(root / mask_name)}).raise_for_status()
+                                   json={"client_id": f"stage1-{image_id}-{k}", "rle": mask_rle(root / mask_name)}).raise_for_status()
         _check_succeeded(admin, admin.post(f"/api/projects/{pid}/detector/train", json=SMALL))
         admin.post(f"/api/projects/{pid}/stage", json={"stage": "semi_automatic"}).raise_for_status()
         _check_succeeded(admin, admin.post(f"/api/projects/{pid}/detector/propose", json=PROPOSE))
