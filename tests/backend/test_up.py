@@ -37,9 +37,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 class _Output:
-    """Reads a process's output in a thread from the start to the end, so that the pipe never fills:
-    a test that stopped reading after the line it waited for left `up` and its worker (which write
-    to the same pipe) blocked on a full pipe buffer, and the embed job stayed queued."""
+    """Reads a process's output in a thread from the start to the end, so that the pipe that `up`
+    and its worker write to never fills (the test used to stop reading after "serving"), and a
+    failure message can carry everything they printed. Why an embed job once stayed queued for
+    300 s in a loaded CI run is not known: up printed only ~4.5 KB in 90 s when measured."""
 
     def __init__(self, process: subprocess.Popen) -> None:
         self.lines: list[str] = []
