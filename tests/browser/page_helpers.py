@@ -38,3 +38,24 @@ def client_point(page, image_size: tuple[int, int], point: tuple[float, float]) 
     box = page.locator("#ui").bounding_box()
     height, width = image_size
     return box["x"] + (point[0] + 0.5) / width * box["width"], box["y"] + (point[1] + 0.5) / height * box["height"]
+
+
+def record_save_statuses(page) -> None:
+    """Keeps every text the save status shows in `window.saveStatuses`. A retry replaces "not saved
+    yet" after half a second, shorter than a polling wait can promise to see on a loaded machine."""
+    page.evaluate(
+        """() => {
+            const status = document.querySelector('.save-status');
+            window.saveStatuses = [];
+            new MutationObserver(() => window.saveStatuses.push(status.textContent))
+                .observe(status, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
+
+
+def wait_for_save_after_retry(page, timeout_ms: int = 60_000) -> list[str]:
+    """Waits until the save status says "saved"; asserts "not saved yet" was shown before it."""
+    page.wait_for_function("document.querySelector('.save-status')?.textContent === 'saved'", timeout=timeout_ms)
+    statuses = page.evaluate("window.saveStatuses")
+    assert any(s.startswith("not saved yet") for s in statuses[: statuses.index("saved")]), statuses
+    return statuses

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.page_helpers import DECODER_TIMEOUT_MS, client_point, opaque_pixels, wait_for_pixels
+from tests.browser.page_helpers import (
+    DECODER_TIMEOUT_MS,
+    client_point,
+    opaque_pixels,
+    record_save_statuses,
+    wait_for_pixels,
+    wait_for_save_after_retry,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -126,9 +133,9 @@ def test_save_survives_a_failing_server(page, live_server):
     page.route("**/api/images/*/masks", fail_first)
     page.mouse.click(*client_point(page, size, live_server.object_point))
     wait_for_pixels(page, "overlay")
+    record_save_statuses(page)
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('.save-status')?.textContent.startsWith('not saved yet')", timeout=30_000)
-    page.wait_for_function("document.querySelector('.save-status')?.textContent === 'saved'", timeout=30_000)
+    wait_for_save_after_retry(page)
     assert len(calls) == 2
     masks = stored_masks(live_server)
     assert len(masks) == before + 1

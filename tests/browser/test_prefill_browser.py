@@ -28,7 +28,14 @@ from backend.core.db import make_engine, make_session_factory
 from backend.models import Mask
 from backend.worker import celery_app
 from tests.backend.davis_helpers import NEW, SMALL, STAGE1, davis_images, mask_rle
-from tests.browser.page_helpers import DECODER_TIMEOUT_MS, client_point, opaque_pixels, wait_for_pixels
+from tests.browser.page_helpers import (
+    DECODER_TIMEOUT_MS,
+    client_point,
+    opaque_pixels,
+    record_save_statuses,
+    wait_for_pixels,
+    wait_for_save_after_retry,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -169,22 +176,29 @@ def test_prefilled_masks_are_shown_deleted_and_corrected(page, live_server, data
         page.mouse.up()
 
         posted: list[dict] = []
+        held_retry: list = []
 
-        def fail_first(route):
+        def fail_first_hold_retry(route):
             if route.request.method != "POST":
                 return route.continue_()
             posted.append(route.request.post_data_json)
             if len(posted) == 1:
                 return route.fulfill(status=503, content_type="application/json", body='{"detail": "service unavailable"}')
-            return route.continue_()
+            held_retry.append(route)  # answered below, once the unsaved correction has been looked at
 
-        page.route("**/api/images/*/masks", fail_first)
+        page.route("**/api/images/*/masks", fail_first_hold_retry)
+        record_save_statuses(page)
         page.keyboard.press("Enter")
-        page.wait_for_function("document.querySelector('.save-status')?.textContent.startsWith('not saved yet')", timeout=30_000)
-        # The replaced mask leaves the view at once; its correction waits in the list.
+        for _ in range(600):  # up to a minute on a loaded machine
+            if held_retry:
+                break
+            page.wait_for_timeout(100)
+        assert held_retry, (posted, page.evaluate("window.saveStatuses"))
+        # The replaced mask leaves the view at once; its correction waits in the list until saved.
         assert _entry(page, corrected["id"]).count() == 0
         assert page.locator(".masks li", has_text=f"correction of #{corrected['id']}").count() == 1
-        page.wait_for_function("document.querySelector('.save-status')?.textContent === 'saved'", timeout=30_000)
+        held_retry[0].continue_()
+        wait_for_save_after_retry(page)
         assert len(posted) == 2 and posted[0] == posted[1]
         assert posted[0]["replaces_mask_id"] == corrected["id"]
         assert len(posted[0]["prompts"]["points"]) == 1 and posted[0]["prompts"]["strokes"] == 1
