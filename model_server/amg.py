@@ -13,9 +13,12 @@ Why it is faster than the official generator on the same weights, with the same 
 - the decoder's two-way transformer runs in a batched, re-associated form (`_two_way`, the algebra
   of decoder_split.py): the first block's image-side projections are computed once per batch, and
   every attention between the 7 prompt tokens and the 4096 image rows folds its 4096-row
-  projections into the tokens' side, so no 4096x256x128 projection is done per prompt;
+  projections into the tokens' side, so no 4096x256x128 projection is done per prompt, and adds
+  the positional encoding's share of the scores with one product for all prompts instead of
+  forming `keys + pe` per prompt;
 - the output upscaling runs channels last as plain matrix products (`_upscaled_masks`), not
-  ConvTranspose2d, which is slow on the CPU;
+  ConvTranspose2d, which is slow on the CPU, a block of image rows at a time so that its large
+  intermediates stay in the cache (on whole batches its GELUs alone cost more than its products);
 - the mask decoder runs its transformer and IoU head for every prompt, but its costly output
   upscaling and mask products only for prompts with at least one mask above `pred_iou_thresh`
   (the IoU head does not depend on them: exact);
@@ -341,7 +344,7 @@ class AutomaticMaskGenerator:
         if len(prompts) == 0:
             return torch.zeros(0, LOW_RES, LOW_RES), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
         hyper = torch.stack([decoder.output_hypernetworks_mlps[i](hs[prompts, 1 + i, :]) for i in (1, 2, 3)], dim=1)
-        low_res = _upscaled_masks(decoder.output_upscaling, src[prompts], hyper)
+        low_res = _upscaled_masks(decoder.output_upscaling, src, prompts, hyper)
         keep = passing[prompts]
         point_index = prompts[:, None].expand(-1, 3)[keep]
         return low_res[keep].float(), iou[prompts][keep].float(), point_index
@@ -413,11 +416,13 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(b, t, num_heads, c // num_heads).transpose(1, 2)
 
 
-def _token_to_image(attn: torch.nn.Module, queries: torch.Tensor, image_k: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
-    """`attn(queries, image_k, image_v)` for BxTx256 tokens attending to Bx4096x256 image rows (batch B or 1).
+def _token_to_image(attn: torch.nn.Module, queries: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor) -> torch.Tensor:
+    """`attn(queries, keys + key_pe, keys)` for BxTx256 tokens attending to Bx4096x256 image rows;
+    key_pe 1x4096x256, shared by all prompts.
 
-    Per head h: scores = (q_h W_kh) K^T (k_proj's bias adds a constant per score row: softmax ignores
-    it) and out_h = (P_h V) W_vh^T + b_vh (softmax rows sum to 1).
+    Per head h: scores = (q_h W_kh) (K + PE)^T (k_proj's bias adds a constant per score row: softmax
+    ignores it) and out_h = (P_h K) W_vh^T + b_vh (softmax rows sum to 1). The positional part of the
+    scores is one product for all prompts, so `keys + key_pe` is never formed per prompt.
     """
     h = attn.num_heads
     q = _heads(attn.q_proj(queries), h)  # BxhxTxd
@@ -425,24 +430,26 @@ def _token_to_image(attn: torch.nn.Module, queries: torch.Tensor, image_k: torch
     w_k = attn.k_proj.weight.reshape(h, d, -1)  # hxdx256
     q_abs = (q @ w_k).reshape(b, h * t, -1) * d**-0.5  # Bx(hT)x256
     # Scores as (hT)x4096 rows so that the softmax over image rows runs along contiguous memory.
-    probs = torch.softmax(q_abs @ image_k.transpose(1, 2), dim=-1)  # Bx(hT)x4096
-    mixed = (probs @ image_v).reshape(b, h, t, -1)  # BxhxTx256
+    scores = (q_abs.reshape(b * h * t, -1) @ key_pe[0].T).reshape(b, h * t, -1)
+    probs = torch.softmax(scores.baddbmm_(q_abs, keys.transpose(1, 2)), dim=-1)  # Bx(hT)x4096
+    mixed = (probs @ keys).reshape(b, h, t, -1)  # BxhxTx256
     w_v = attn.v_proj.weight.reshape(h, d, -1)  # hxdx256
     out = (mixed @ w_v.transpose(1, 2)).transpose(1, 2).reshape(b, t, h * d) + attn.v_proj.bias
     return attn.out_proj(out)
 
 
 def _image_to_token(
-    attn: torch.nn.Module, image_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, residual: torch.Tensor,
-    *, projected: bool = False,
+    attn: torch.nn.Module, image: torch.Tensor, image_pe: torch.Tensor | None, keys: torch.Tensor, values: torch.Tensor,
+    residual: torch.Tensor,
 ) -> torch.Tensor:
-    """`residual + attn(image_q, keys, values)` for Bx4096x256 image rows (batch B or 1) attending to
-    BxTx256 tokens; residual Bx4096x256 (or 1x4096x256, broadcast); Bx4096x256.
+    """`residual + attn(image + image_pe, keys, values)` for Bx4096x256 image rows attending to
+    BxTx256 tokens; image_pe 1x4096x256 (shared); residual Bx4096x256 or 1x4096x256 (broadcast).
 
     Per head h: scores = X (W_qh^T k_h^T) + b_qh k_h^T and out = sum_h P_h (v_h W_oh^T) + b_o: the query
     and output projections are folded into the tokens' side; b_o / h goes into every head's values
-    (each head's softmax row sums to 1). projected: image_q is already q_proj's output (1x4096x128,
-    shared by all prompts in the first block), so only the output projection is folded.
+    (each head's softmax row sums to 1); the positional part of the scores (with the bias) is one
+    product for all prompts. image_pe None: `image` is already q_proj's output (1x4096x128 in the
+    first block, shared by all prompts), and each head's scores for all prompts are one product.
     """
     h = attn.num_heads
     k = _heads(attn.k_proj(keys), h) * (attn.k_proj.out_features // h) ** -0.5  # BxhxTxd, scaled
@@ -450,17 +457,20 @@ def _image_to_token(
     b, _, t, d = k.shape
     # Scores as (hT)x4096 rows: the softmax over each head's T tokens then runs across rows, along
     # contiguous 4096-wide vectors (a softmax over a last dimension of 7 is several times slower).
-    if projected:
-        scores = k.reshape(b * h, t, d) @ image_q[0].reshape(-1, h, d).permute(1, 2, 0).repeat(b, 1, 1)
+    if image_pe is None:
+        image_q = image[0].reshape(-1, h, d).permute(1, 2, 0)  # hxdx4096
+        scores = (k.transpose(0, 1).reshape(h, b * t, d) @ image_q).reshape(h, b, t, -1)
+        probs = torch.softmax(scores, dim=2).transpose(0, 1).reshape(b, h * t, -1)
     else:
         w_q = attn.q_proj.weight.reshape(h, d, -1)  # hxdx256
         k_abs = (k @ w_q).reshape(b, h * t, -1)  # Bx(hT)x256
-        k_bias = (k @ attn.q_proj.bias.reshape(h, d, 1)).reshape(b, h * t, 1)
-        scores = torch.baddbmm(k_bias, k_abs, image_q.transpose(1, 2))
-    probs = torch.softmax(scores.reshape(b, h, t, -1), dim=2).reshape(b, h * t, -1).transpose(1, 2)  # Bx4096x(hT)
+        k_bias = (k @ attn.q_proj.bias.reshape(h, d, 1)).reshape(b * h * t, 1)
+        scores = torch.addmm(k_bias, k_abs.reshape(b * h * t, -1), image_pe[0].T).reshape(b, h * t, -1)
+        scores.baddbmm_(k_abs, image.transpose(1, 2))
+        probs = torch.softmax(scores.reshape(b, h, t, -1), dim=2).reshape(b, h * t, -1)
     w_o = attn.out_proj.weight.reshape(-1, h, d).transpose(0, 1)  # hx256xd
     v_out = (v @ w_o.transpose(1, 2) + attn.out_proj.bias / h).reshape(b, h * t, -1)  # Bx(hT)x256
-    return torch.baddbmm(residual.expand(b, -1, -1), probs, v_out)
+    return torch.baddbmm(residual.expand(b, -1, -1), probs.transpose(1, 2), v_out)  # probs^T: Bx4096x(hT)
 
 
 def _two_way(transformer: torch.nn.Module, image: torch.Tensor, pe: torch.Tensor, tokens: torch.Tensor, n_out: int):
@@ -482,43 +492,52 @@ def _two_way(transformer: torch.nn.Module, image: torch.Tensor, pe: torch.Tensor
     queries = first.norm3(queries + first.mlp(queries))
     to_token = first.cross_attn_image_to_token
     image_q = to_token.q_proj(with_pe)  # 1x4096x128, shared
-    keys = first.norm4(_image_to_token(to_token, image_q, queries + tokens, queries, src, projected=True))  # Bx4096x256, per prompt from here
+    keys = first.norm4(_image_to_token(to_token, image_q, None, queries + tokens, queries, src))  # Bx4096x256, per prompt from here
 
     # Second block and the final attention, both cross-attentions folded into the tokens' side.
     q = queries + tokens
     queries = second.norm1(queries + second.self_attn(q, q, queries))
-    image_k = keys + key_pe
-    queries = second.norm2(queries + _token_to_image(second.cross_attn_token_to_image, queries + tokens, image_k, keys))
+    queries = second.norm2(queries + _token_to_image(second.cross_attn_token_to_image, queries + tokens, keys, key_pe))
     queries = second.norm3(queries + second.mlp(queries))
     to_token = second.cross_attn_image_to_token
-    keys = second.norm4(_image_to_token(to_token, image_k, queries + tokens, queries, keys))
-    del image_k
+    keys = second.norm4(_image_to_token(to_token, keys, key_pe, queries + tokens, queries, keys))
 
     # Only the IoU and mask tokens are read after the final attention.
     queries, tokens = queries[:, :n_out], tokens[:, :n_out]
-    final = _token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
+    final = _token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, key_pe)
     return transformer.norm_final_attn(queries + final), keys
 
 
-
-def _upscaled_masks(upscaling: torch.nn.Sequential, src: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-    """The decoder's output upscaling and mask products, channels last: src Bx4096x256 image rows
-    (64x64, row-major), hyper BxMx32 hypernetwork weights → BxMx256x256 low-res logits.
+def _upscaled_masks(
+    upscaling: torch.nn.Sequential, src: torch.Tensor, prompts: torch.Tensor, hyper: torch.Tensor, rows: int = 1024,
+) -> torch.Tensor:
+    """The decoder's output upscaling and mask products, channels last, for the prompts `prompts`
+    (K indices into src's B): src Bx4096x256 image rows (64x64, row-major), hyper KxMx32
+    hypernetwork weights → KxMx256x256 low-res logits.
 
     Each kernel-2, stride-2 transposed convolution is one matrix product per input pixel
-    (in -> (dy, dx, out)), and LayerNorm2d normalises each output pixel's channels, so the 4096 and
-    16384 rows never leave the channels-last layout; the logits are put in raster order at the end.
+    (in -> (dy, dx, out)), and LayerNorm2d normalises each output pixel's channels, so every input
+    row is upscaled on its own: `rows` of them at a time, so that the intermediates (1-2 MB for 1024
+    rows) stay in the CPU's cache; a batch of 64 prompts at once made 270-540 MB per step, and the
+    layer norm and GELUs, streaming that through memory, cost more than the products. The logits
+    are put in raster order at the end.
     """
     up1, norm, act1, up2, act2 = upscaling
-    b, n, _ = src.shape
+    n = src.shape[1]
     side = int(math.isqrt(n))
     w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, -1)  # in x (dy, dx, out)
-    x = torch.addmm(up1.bias.repeat(4), src.reshape(b * n, -1), w1).reshape(-1, up1.out_channels)
-    x = act1(F.layer_norm(x, (up1.out_channels,), norm.weight, norm.bias, norm.eps))
     w2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)
-    x = act2(torch.addmm(up2.bias.repeat(4), x, w2)).reshape(b, -1, up2.out_channels)  # Bx(4096·4·4)x32
-    masks = (x @ hyper.transpose(1, 2)).reshape(b, side, side, 2, 2, 2, 2, -1)  # y, x, dy, dx, dy2, dx2, M
-    return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, -1, side * 4, side * 4)
+    bias1, bias2 = up1.bias.repeat(4), up2.bias.repeat(4)
+    out = torch.empty(len(prompts), n * 16, hyper.shape[1], dtype=src.dtype, device=src.device)
+    for k, prompt in enumerate(prompts.tolist()):
+        for start in range(0, n, rows):
+            x = torch.addmm(bias1, src[prompt, start : start + rows], w1).view(-1, up1.out_channels)
+            x = act1(F.layer_norm(x, (up1.out_channels,), norm.weight, norm.bias, norm.eps))
+            x = act2(torch.addmm(bias2, x, w2)).view(-1, up2.out_channels)  # (rows·4·4)x32
+            torch.mm(x, hyper[k].T, out=out[k, start * 16 : (start + rows) * 16])
+    masks = out.view(-1, side, side, 2, 2, 2, 2, hyper.shape[1])  # y, x, dy, dx, dy2, dx2, M
+    return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(len(prompts), -1, side * 4, side * 4)
+
 
 def _near_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_size: tuple[int, int]) -> torch.Tensor:
     """Kx4 XYXY boxes (crop frame) → K bool: a side lies within EDGE_TOLERANCE of a crop edge that
