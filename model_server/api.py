@@ -14,12 +14,22 @@ Wire format of ``POST /v1/embed`` (one image per request; the server batches con
   ``X-Original-Size: h,w`` (the image) and ``X-Input-Size: h,w`` (the image resized so that its
   longest side is 1024, before padding). These are the same headers the backend sends to the
   browser with ``GET /api/images/{id}/embedding``.
+
+Wire format of ``POST /v1/automatic-masks`` (the automatic generator over one image):
+
+* request body: the image as for ``/v1/embed``; header ``X-Generator-Params``: a JSON object of
+  the generator's keyword arguments (points_per_side, pred_iou_thresh, ...; `output_mode` is
+  always ``coco_rle``).
+* response: JSON ``{"records": [...]}``, the generator's records (segmentation as COCO RLE with
+  string counts, area, bbox XYWH, predicted_iou, stability_score, point_coords, crop_box XYWH).
+  A parameter the generator refuses is a 422 whose detail names it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from pydantic import BaseModel
@@ -35,6 +45,7 @@ HEADER_SHAPE = "X-Embedding-Shape"
 HEADER_DTYPE = "X-Embedding-Dtype"
 HEADER_ORIGINAL_SIZE = "X-Original-Size"
 HEADER_INPUT_SIZE = "X-Input-Size"
+HEADER_GENERATOR_PARAMS = "X-Generator-Params"
 
 # Largest image the service accepts, in pixels (the backend's own upload limit is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -119,6 +130,23 @@ def decode_image_request(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
     if len(body) != h * w * 3:
         raise ValueError(f"body has {len(body)} bytes, expected {h * w * 3} for an RGB {h}x{w} image")
     return np.frombuffer(body, dtype=np.uint8).reshape(h, w, 3)
+
+
+def encode_generator_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """The header of ``POST /v1/automatic-masks`` that carries the generator's keyword arguments."""
+    return {HEADER_GENERATOR_PARAMS: json.dumps(dict(params))}
+
+
+def decode_generator_params(headers: Mapping[str, str]) -> dict[str, Any]:
+    """Inverse of `encode_generator_params`; ValueError unless it holds a JSON object."""
+    text = headers.get(HEADER_GENERATOR_PARAMS, "{}")
+    try:
+        params = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{HEADER_GENERATOR_PARAMS} is not JSON: {text[:200]!r}") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"{HEADER_GENERATOR_PARAMS} must be a JSON object, got {text[:200]!r}")
+    return params
 
 
 def embedding_headers(original_size: tuple[int, int], input_size: tuple[int, int]) -> dict[str, str]:

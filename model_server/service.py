@@ -1,4 +1,4 @@
-"""The embedding service: one process per GPU, the model loaded once, concurrent requests batched.
+"""The model service: one process per GPU, the model loaded once, concurrent requests batched.
 
 ``POST /v1/embed`` takes one image (see `model_server.api` for the wire format) and answers its
 float16 embedding. Requests that arrive together are gathered by `MicroBatcher` (up to
@@ -6,6 +6,9 @@ float16 embedding. Requests that arrive together are gathered by `MicroBatcher` 
 forward in a worker thread, so a GPU sees full batches under load while a lone request waits only
 ``max_wait_ms``. The event loop never runs the model itself: it keeps accepting requests (and
 answering ``/v1/health``) while a batch runs.
+
+``POST /v1/automatic-masks`` runs the automatic generator (`model_server.amg`) over one image, in its
+own thread, one image at a time: the backend's stage-3 worker sends its images here in HTTP mode.
 
 Run it with ``python -m model_server serve --model vit_h --checkpoint PATH --port 8001``.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +29,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from model_server import api
+from model_server.amg import AutomaticMaskGenerator
 from model_server.embedding_model import EmbeddingModel
 
 log = logging.getLogger(__name__)
@@ -153,6 +158,7 @@ def create_service(
     """
     model = model or EmbeddingModel(architecture, checkpoint, device=device)
     batcher = MicroBatcher(model.embed, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    amg_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amg")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -161,6 +167,7 @@ def create_service(
             yield
         finally:
             await batcher.stop()
+            amg_thread.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Data Engine model server", lifespan=lifespan)
     app.state.model = model
@@ -192,6 +199,24 @@ def create_service(
             media_type="application/octet-stream",
             headers=api.embedding_headers(result.original_size, result.input_size),
         )
+
+    @app.post("/v1/automatic-masks")
+    async def automatic_masks(request: Request) -> Response:
+        """The automatic generator over one image, one image at a time (each fills the device).
+        Plain `json.dumps`: a stability score can be NaN (the official generator's 0/0 at
+        stability_score_thresh 0), which the strict JSON of FastAPI's default response refuses."""
+        body = await request.body()
+        try:
+            image = api.decode_image_request(body, request.headers)
+            params = api.decode_generator_params(request.headers)
+        except ValueError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
+        try:
+            generator = AutomaticMaskGenerator(model.sam, **{**params, "output_mode": "coco_rle"})
+        except (TypeError, ValueError) as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
+        records = await asyncio.get_running_loop().run_in_executor(amg_thread, generator.generate, image)
+        return Response(content=json.dumps({"records": records}), media_type="application/json")
 
     return app
 

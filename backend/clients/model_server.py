@@ -6,9 +6,10 @@ Two modes, chosen by `Settings.model_server_url`:
   lazily, inside the calls, so importing the backend (API, CLI) never loads torch; a worker that
   embeds loads each model version once and keeps the last one.
 * **HTTP** (``http://model-server:8001``): images go to `model_server/service.py`, which batches
-  concurrent requests on its GPU. The client sends a project's images concurrently so they share
-  batches, and checks first that the server holds the very checkpoint (sha256) of the version asked
-  for: an embedding computed by another model would silently break every click on that image.
+  concurrent embedding requests on its GPU and runs the automatic generator. The client sends a
+  project's images concurrently so they share batches, and checks first that the server holds the
+  very checkpoint (sha256) of the version asked for: an embedding computed by another model would
+  silently break every click on that image.
 
 Decoder exports, untrained weights and checkpoint checks are file operations on the CPU and always
 run in process (through `model_server.weights`).
@@ -155,14 +156,15 @@ class ModelServerClient:
 
         Raises:
             ValueError: the image is not HxWx3 uint8, or a parameter is out of range.
-            ModelServerError: HTTP mode (the model server does not serve automatic masks yet).
+            ModelServerError: the server is unreachable, failed, or serves another checkpoint.
         """
         image = api.validate_rgb(image_rgb)
         if not self.embedded:
-            raise ModelServerError(
-                f"the model server at {self.url} does not serve automatic masks yet: run the auto "
-                "worker without DATAENGINE_MODEL_SERVER_URL (the model then runs in the worker)"
-            )
+            with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+                self._check_serves(http, spec)
+                body, headers = api.encode_image_request(image)
+                response = self._post(http, "/v1/automatic-masks", body, {**headers, **api.encode_generator_params(params)})
+            return response.json()["records"]
         from model_server.amg import AutomaticMaskGenerator
 
         generator = AutomaticMaskGenerator(_IN_PROCESS.get(spec).sam, output_mode="coco_rle", **params)
@@ -198,15 +200,23 @@ class ModelServerClient:
 
     def _embed_one(self, http: httpx.Client, image: np.ndarray) -> EmbeddingResult:
         body, headers = api.encode_image_request(image)
+        response = self._post(http, "/v1/embed", body, headers)
+        return api.decode_embedding_response(response.content, response.headers)
+
+    def _post(self, http: httpx.Client, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """A 200 response, or ValueError for a 422 (the server refused a parameter: the caller's
+        mistake, named in its detail) and ModelServerError for anything else."""
         try:
-            response = http.post("/v1/embed", content=body, headers=headers)
+            response = http.post(path, content=body, headers=headers)
         except httpx.HTTPError as error:
             raise ModelServerError(f"model server at {self.url} unreachable: {error}") from error
+        if response.status_code == 422:
+            raise ValueError(response.json().get("detail", response.text[:300]))
         if response.status_code != 200:
             raise ModelServerError(
                 f"model server at {self.url} answered {response.status_code}: {response.text[:300]}"
             )
-        return api.decode_embedding_response(response.content, response.headers)
+        return response
 
     # Model artifacts: file work on the CPU, always in process.
 

@@ -83,3 +83,30 @@ def test_verify_checkpoint_is_strict(spec, tmp_path):
         client.verify_checkpoint("vit_b", spec.checkpoint)
     with pytest.raises(FileNotFoundError):
         client.verify_checkpoint("vit_t", tmp_path / "missing.pth")
+
+
+AMG_PARAMS = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+
+
+def test_automatic_masks_over_http_are_the_in_process_ones(spec, images, server_url):
+    """The auto worker in production sends its images to the model server (DESIGN.md §3): same
+    records as the generator in the worker's own process."""
+    local = ModelServerClient(None).automatic_masks(images[0], spec, AMG_PARAMS)
+    remote = ModelServerClient(server_url).automatic_masks(images[0], spec, AMG_PARAMS)
+    assert len(local) > 50  # untrained weights, every threshold at 0: big, unstable masks
+    assert [r["segmentation"] for r in remote] == [r["segmentation"] for r in local]
+    for a, b in zip(local, remote):
+        assert a["bbox"] == b["bbox"] and a["area"] == b["area"] and a["point_coords"] == b["point_coords"]
+        assert a["crop_box"] == b["crop_box"]
+        assert a["predicted_iou"] == pytest.approx(b["predicted_iou"], abs=1e-5)
+        assert a["stability_score"] == pytest.approx(b["stability_score"], abs=1e-5)
+
+
+def test_automatic_masks_over_http_name_a_refused_parameter(spec, images, server_url):
+    client = ModelServerClient(server_url)
+    with pytest.raises(ValueError, match="points_per_side"):
+        client.automatic_masks(images[0], spec, {**AMG_PARAMS, "points_per_side": 0})
+    with pytest.raises(ValueError, match="no_such_parameter"):
+        client.automatic_masks(images[0], spec, {"no_such_parameter": 1})
+    with pytest.raises(ModelServerError, match="start it with that checkpoint"):
+        client.automatic_masks(images[0], ModelSpec("vit_t", spec.checkpoint, "0" * 64), AMG_PARAMS)

@@ -61,7 +61,7 @@ def test_concurrent_requests_share_one_batch_and_match_the_predictor(model, imag
         np.testing.assert_allclose(result.embedding.astype(np.float32), reference, rtol=2e-3, atol=2e-3)
 
 
-def test_bad_requests_are_400(model):
+def test_bad_requests_are_4xx(model):
     with TestClient(create_service("vit_t", model=model)) as client:
         missing = client.post("/v1/embed", content=b"\x00" * 12)
         assert missing.status_code == 400 and "X-Image-Size" in missing.json()["detail"]
@@ -69,6 +69,15 @@ def test_bad_requests_are_400(model):
         assert short.status_code == 400 and "expected 12" in short.json()["detail"]
         bad = client.post("/v1/embed", content=b"", headers={"X-Image-Size": "a,b"})
         assert bad.status_code == 400
+        image = {"X-Image-Size": "2,2"}
+        for headers, status, detail in [
+            ({}, 400, "X-Image-Size"),
+            ({**image, "X-Generator-Params": "{points"}, 400, "not JSON"),
+            ({**image, "X-Generator-Params": "[1]"}, 400, "JSON object"),
+            ({**image, "X-Generator-Params": '{"pred_iou_thresh": 2}'}, 422, "pred_iou_thresh"),
+        ]:
+            answer = client.post("/v1/automatic-masks", content=b"\x00" * 12, headers=headers)
+            assert answer.status_code == status and detail in answer.json()["detail"], answer.text
 
 
 def test_batcher_gathers_up_to_max_batch_and_survives_a_failing_batch():
