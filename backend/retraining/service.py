@@ -30,6 +30,8 @@ from backend.retraining.schemas import RetrainParams
 from backend.storage import LocalStorage
 
 KIND = "train"
+MIN_NOC_GAIN = 0.01  # clicks: a smaller change of mean NoC@90 is a tie
+MIN_MIOU_GAIN = 0.001  # a smaller gain of single-point mIoU is a tie
 
 
 class RoundConflict(Exception):
@@ -69,13 +71,14 @@ def is_better(new: dict[str, float], active: dict[str, float]) -> bool:
     """Whether held-out metrics `new` beat `active` (both measured on the same held-out masks).
 
     Fewer clicks to 90% IoU (NoC@90) first: it is what an annotator's time depends on. On a tie
-    (e.g. both never reach 90% and score max_clicks), the higher single-point mIoU wins. Equal on
-    both is not better: promotion needs evidence.
+    (e.g. both never reach 90% and score max_clicks), the higher single-point mIoU wins. Promotion
+    needs evidence: a gain smaller than `MIN_NOC_GAIN` / `MIN_MIOU_GAIN` is a tie (weights that
+    barely moved differ in the last float digits of their metrics, and that is not better).
     """
     new_noc, old_noc = float(new["noc90"]), float(active["noc90"])
-    if abs(new_noc - old_noc) > 1e-9:
+    if abs(new_noc - old_noc) >= MIN_NOC_GAIN:
         return new_noc < old_noc
-    return float(new["miou_1pt"]) > float(active["miou_1pt"]) + 1e-9
+    return float(new["miou_1pt"]) >= float(active["miou_1pt"]) + MIN_MIOU_GAIN
 
 
 def running_round(db: Session, project_id: int) -> Job | None:
