@@ -25,7 +25,7 @@ from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
 from backend.models import DetectorVersion, Job, Mask, ModelStatus, Role
 from backend.worker import celery_app
-from tests.backend.davis_helpers import SMALL, STAGE1, davis_images, mask_rle
+from tests.backend.stage1_objects import SMALL, STAGE1, davis_images, mask_rle
 from tests.backend.test_auto_annotate import _CopyingClient, _untrained_files, untrained_version  # noqa: F401
 
 _REAL_EMBED = ModelServerClient.embed
