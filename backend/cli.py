@@ -14,12 +14,14 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from backend.core.config import Settings
 from backend.dashboard.cli import register_rebuild_rollups
 from backend.model_versions.cli import register_models
 from backend.up import register_up
-
 
 
 def _session(settings: Settings):  # type: ignore[no-untyped-def]
@@ -62,17 +64,68 @@ def _read_password(given: str | None) -> str:
     return first
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], **fields: object) -> M:
+    """`model(**fields)`, its validation errors as one ValueError line: the CLI accepts exactly what the
+    API accepts, because both validate with the same schema."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(problems) from None
+
+
 def _create_user(args: argparse.Namespace) -> int:
-    from backend.models import Role
+    from backend.users.schemas import UserCreate
     from backend.users.service import create_user
 
     settings = Settings()
-    password = _read_password(args.password)
-    if len(password) < 8:
-        raise ValueError("password must be at least 8 characters")
+    body = _validated(UserCreate, username=args.username, password=_read_password(args.password), role=args.role)
     with _session(settings) as db:
-        user = create_user(db, args.username, password, Role(args.role), settings.bcrypt_rounds)
+        user = create_user(db, body.username, body.password, body.role, settings.bcrypt_rounds)
         print(f"created user {user.username!r} (id {user.id}, role {user.role.value})")
+    return 0
+
+
+def register_set_password(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "set-password", help="set a user's password (read from stdin or asked); their tokens are revoked"
+    )
+    parser.add_argument("username")
+    parser.set_defaults(func=_set_password)
+
+
+def _set_password(args: argparse.Namespace) -> int:
+    from backend.users.schemas import PasswordReset
+    from backend.users.service import get_by_username, set_password
+
+    settings = Settings()
+    body = _validated(PasswordReset, new_password=_read_password(None))
+    with _session(settings) as db:
+        user = set_password(db, get_by_username(db, args.username), body.new_password, settings.bcrypt_rounds)
+        print(f"password of {user.username!r} changed; their tokens are revoked")
+    return 0
+
+
+def register_set_active(subparsers: argparse._SubParsersAction) -> None:
+    for name, active, help_text in (
+        ("deactivate-user", False, "stop a user from logging in and revoke their tokens (nothing is deleted)"),
+        ("activate-user", True, "let a deactivated user log in again"),
+    ):
+        parser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument("username")
+        parser.set_defaults(func=_set_active, active=active)
+
+
+def _set_active(args: argparse.Namespace) -> int:
+    from backend.users.service import get_by_username, set_active
+
+    settings = Settings()
+    with _session(settings) as db:
+        user = set_active(db, get_by_username(db, args.username), args.active)
+        print(f"user {user.username!r} {'activated' if user.is_active else 'deactivated'}")
     return 0
 
 
@@ -107,6 +160,8 @@ def _import_folder(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     register_migrate,
     register_create_user,
+    register_set_password,
+    register_set_active,
     register_import_folder,
     register_up,
     register_models,

@@ -18,8 +18,9 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.auth.service import user_from_token
 from backend.core.config import Settings
-from backend.core.security import decode_access_token
+from backend.core.security import ACCESS
 from backend.models import Image, Project, ProjectMember, Role, User
 from backend.storage import LocalStorage
 
@@ -51,11 +52,9 @@ def get_current_user(token: Annotated[str, Depends(oauth2_scheme)], db: SessionD
         detail="invalid or expired token",
         headers={"WWW-Authenticate": "Bearer"},
     )
-    user_id = decode_access_token(token, settings.ensure_secret_key(), settings.jwt_algorithm)
-    if user_id is None:
-        raise unauthorized
-    user = db.get(User, user_id)
-    if user is None or not user.is_active:
+    # A revoked token (its version is not the user's current one) is refused like an expired one.
+    user = user_from_token(db, settings, token, ACCESS)
+    if user is None:
         raise unauthorized
     return user
 

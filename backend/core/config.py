@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from limits import parse as parse_rate
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"
@@ -34,6 +35,16 @@ class Settings(BaseSettings):
     access_token_minutes: int = Field(default=12 * 60, gt=0)
     # bcrypt cost factor; tests lower it to keep user creation fast.
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+
+    # Failed logins allowed per username and per client address in a moving window (`limits` syntax,
+    # e.g. "10/5 minutes"); beyond that the login answers 429 with Retry-After, right password or not.
+    login_failures_per_username: str = "10/5 minutes"
+    login_failures_per_address: str = "100/5 minutes"
+    # Where those counts live (a `limits` storage URL). None: the broker's Redis when `broker_url` is a
+    # redis URL (production: every API worker shares the counts), else this process's memory (embedded).
+    rate_limit_storage_url: str | None = None
+    # Lifetime of the ticket that opens a job's event stream (it travels in the URL, so it is short).
+    job_events_ticket_seconds: int = Field(default=60, gt=0, le=3600)
 
     # Upload limits. A request larger than `max_request_bytes` is refused (413) before its body is read.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # one file
@@ -60,12 +71,22 @@ class Settings(BaseSettings):
     # The built frontend (Vite output) served at `/`; missing folder = API only.
     frontend_dist: Path = Path("frontend/dist")
 
+    @field_validator("login_failures_per_username", "login_failures_per_address")
+    @classmethod
+    def _parse_rate(cls, value: str) -> str:
+        """Refuse a malformed rate at startup rather than at the first login."""
+        parse_rate(value)  # ValueError names the problem
+        return value
+
     @model_validator(mode="after")
     def _fill_derived_defaults(self) -> Settings:
         if self.storage_root is None:
             self.storage_root = self.data_dir / "storage"
         if self.database_url is None:
             self.database_url = f"sqlite:///{(self.data_dir / 'dataengine.db').resolve()}"
+        if self.rate_limit_storage_url is None:
+            broker = self.broker_url or ""
+            self.rate_limit_storage_url = broker if broker.startswith(("redis://", "rediss://")) else "memory://"
         return self
 
     @property

@@ -5,7 +5,10 @@ creator and admins. Everyone else gets 404, as for an unknown id.
 
 ``GET /api/jobs/{id}/events`` streams ``event: job`` messages whose data is the `JobOut` JSON,
 one each time the job changes, then ``event: end`` once it is finished. Browsers' EventSource
-cannot send headers, so this route also accepts the bearer token as ``?access_token=``.
+cannot send headers, so this route also accepts ``?ticket=``: a JWT of purpose ``job-events`` for
+this one job, valid 60 s (`Settings.job_events_ticket_seconds`), from
+``POST /api/jobs/{id}/events/ticket``. The bearer token itself is never accepted in the URL, where
+access logs would record it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, SettingsDep, can_see_project
-from backend.core.security import decode_access_token
+from backend.api.deps import (
+    CurrentUser,
+    ProjectForMember,
+    SessionDep,
+    SettingsDep,
+    can_see_project,
+)
+from backend.auth.service import user_from_token
+from backend.core.security import ACCESS, JOB_EVENTS, create_job_events_ticket
 from backend.jobs import service
 from backend.jobs.schemas import JobOut
 from backend.models import Job, Role, User
@@ -63,23 +74,41 @@ def list_project_jobs(
     return [JobOut.model_validate(job) for job in service.list_project_jobs(db, project.id, kind, limit)]
 
 
-def _user_from_header_or_query(request: Request, settings: SettingsDep, db: SessionDep,
-                               access_token: str | None = None) -> User:
+class EventsTicket(BaseModel):
+    ticket: str
+    expires_in: int  # seconds
+
+
+@router.post("/api/jobs/{job_id}/events/ticket")
+def job_events_ticket(job_id: int, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> EventsTicket:
+    """A short-lived ticket that opens this job's event stream (`?ticket=`), for EventSource."""
+    job = _visible_job(db, user, job_id)
+    seconds = settings.job_events_ticket_seconds
+    ticket = create_job_events_ticket(
+        user.id, user.token_version, job.id, settings.ensure_secret_key(), seconds, settings.jwt_algorithm
+    )
+    return EventsTicket(ticket=ticket, expires_in=seconds)
+
+
+def _events_job(
+    job_id: int, request: Request, db: SessionDep, settings: SettingsDep,
+    ticket: Annotated[str | None, Query(max_length=4096)] = None,
+) -> Job:
+    """The job, for a member authenticated by the bearer header or by a ticket for this very job."""
     header = request.headers.get("Authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else access_token
-    user_id = decode_access_token(token, settings.ensure_secret_key(), settings.jwt_algorithm) if token else None
-    user = db.get(User, user_id) if user_id is not None else None
-    if user is None or not user.is_active:
-        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="invalid or expired token",
+    if header.lower().startswith("bearer "):
+        user = user_from_token(db, settings, header[7:], ACCESS)
+    else:
+        user = user_from_token(db, settings, ticket, JOB_EVENTS, job_id) if ticket else None
+    if user is None:
+        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="invalid or expired token or ticket",
                             headers={"WWW-Authenticate": "Bearer"})
-    return user
+    return _visible_job(db, user, job_id)
 
 
 @router.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)
-async def job_events(
-    job_id: int, request: Request, db: SessionDep, user: Annotated[User, Depends(_user_from_header_or_query)]
-) -> StreamingResponse:
-    await run_in_threadpool(_visible_job, db, user, job_id)
+async def job_events(job: Annotated[Job, Depends(_events_job)], request: Request) -> StreamingResponse:
+    job_id = job.id
     sessions = request.app.state.session_factory
 
     def snapshot() -> JobOut:

@@ -19,4 +19,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(128))
     role: Mapped[Role] = mapped_column(str_enum(Role, "user_role"))
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Carried in every token (`ver`); a token whose version differs is refused, so bumping it (password
+    # change or reset, deactivation, "log out everywhere") revokes every token minted before.
+    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -56,3 +56,17 @@ def test_me_requires_a_valid_token(client, make_user, settings, login, db):
     user.is_active = False
     db.commit()
     assert client.get("/api/users/me", headers=headers).status_code == 401
+
+
+def test_login_accepts_the_full_oauth2_password_form(client, make_user):
+    """Swagger's "Authorize" sends grant_type, scope, client_id too; they are ignored."""
+    make_user(Role.annotator, "ann")
+    form = {"grant_type": "password", "username": "ann", "password": TEST_PASSWORD, "scope": "", "client_id": "x"}
+    assert client.post("/api/auth/token", data=form).status_code == 200
+
+
+def test_login_input_is_bounded(client):
+    """A password bcrypt cannot compare (over 72 bytes) or an over-long name is a 422, never a 500."""
+    for form in ({"username": "ann", "password": "é" * 40}, {"username": "ann", "password": ""},
+                 {"username": "x" * 151, "password": TEST_PASSWORD}, {"username": "", "password": TEST_PASSWORD}):
+        assert client.post("/api/auth/token", data=form).status_code == 422, form

@@ -1,4 +1,5 @@
-"""`dataengine create-user`, `import-folder`, `migrate` against the database of `Settings()`."""
+"""`dataengine create-user`, `set-password`, `deactivate-user`/`activate-user`, `import-folder`, `migrate`
+against the database of `Settings()`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from backend.cli import main
 from backend.models import Image, Role, User
+from tests.backend.conftest import TEST_PASSWORD
 
 
 @pytest.fixture
@@ -40,6 +42,43 @@ def test_create_user_reads_the_password_from_stdin(env, db, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin-pass\n"))
     assert main(["create-user", "erin"]) == 0
     assert db.scalar(select(User).where(User.username == "erin")) is not None
+
+
+def test_create_user_validates_like_the_api(env, client, admin_headers, capsys):
+    """Before, the CLI created names the API refuses; both now validate with `UserCreate`."""
+    for username, password in (("has space", "long-enough"), ("", "long-enough"), ("x" * 151, "long-enough"),
+                               ("frank", "é" * 40), ("frank", "short")):
+        assert main(["create-user", username, "--password", password]) == 2, username
+        api = client.post("/api/users", headers=admin_headers, json={"username": username, "password": password})
+        assert api.status_code == 422, username
+    err = capsys.readouterr().err
+    assert "username: String should match pattern" in err and "password: Value error, password must be at most 72 bytes" in err
+
+
+def test_set_password_from_stdin_revokes_tokens(env, client, make_user, login, monkeypatch, capsys):
+    headers = login(make_user(Role.annotator, "gina"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fresh passphrase\n"))
+    assert main(["set-password", "gina"]) == 0
+    assert "password of 'gina' changed" in capsys.readouterr().out
+    assert client.get("/api/users/me", headers=headers).status_code == 401
+    assert client.post("/api/auth/token", data={"username": "gina", "password": "a fresh passphrase"}).status_code == 200
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["set-password", "gina"]) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fresh passphrase\n"))
+    assert main(["set-password", "nobody"]) == 2
+    assert "user 'nobody' not found" in capsys.readouterr().err
+
+
+def test_deactivate_and_activate_user(env, client, make_user, login, capsys):
+    headers = login(make_user(Role.annotator, "hank"))
+    assert main(["deactivate-user", "hank"]) == 0
+    assert "user 'hank' deactivated" in capsys.readouterr().out
+    assert client.get("/api/users/me", headers=headers).status_code == 401
+    assert client.post("/api/auth/token", data={"username": "hank", "password": TEST_PASSWORD}).status_code == 401
+    assert main(["activate-user", "hank"]) == 0
+    assert client.post("/api/auth/token", data={"username": "hank", "password": TEST_PASSWORD}).status_code == 200
+    assert main(["deactivate-user", "nobody"]) == 2
 
 
 def test_import_folder_stores_good_files_and_lists_the_rest(env, project, image_path, tmp_path, db, capsys):
