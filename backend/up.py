@@ -1,12 +1,28 @@
 """`dataengine up`: the whole product on one machine with one command (the embedded mode).
 
-In order: migrate the database; on the first run create an `admin` user and print its password
-(once; it is not stored in clear anywhere); create the default `untrained` model version (weights
-and browser decoder, written once); start one Celery worker process (queues embed, auto, train,
-with the beat schedule inside it; broker and results in SQLite files under the data dir, so no
-server is needed; the model runs inside the worker); then serve the API and the built frontend
-with uvicorn in this process. Ctrl-C stops uvicorn, then the worker (a warm shutdown: the running
-task finishes or, past the grace period, its message goes back to the queue), and exits.
+In order: migrate the database; on the first run create an `admin` user and write its password to
+``<data_dir>/admin-password.txt`` (mode 0600; only the path is printed, so the password never lands
+in a terminal log); create the default `untrained` model version (weights and browser decoder,
+written once); then run, under one supervisor (this process):
+
+* a Celery worker (queues embed, auto, train, one task at a time, the model inside it; broker and
+  results in SQLite files under the data dir, so no server is needed),
+* Celery beat, a process of its own (it holds the data dir's beat lock, so there is one beat per
+  data dir even when a second `up` or a stray `celery beat` starts; see `backend.worker.celery_app`),
+* the API and the built frontend (uvicorn, in a thread of this process).
+
+Supervision: a worker or beat that dies is restarted (after 1 s, doubling up to a minute while it
+keeps dying young), and this process sweeps stale jobs itself every half `job_stale_seconds`: a job
+whose worker was killed is requeued once its heartbeat is that old, and the restarted worker runs
+it, without a person and without depending on the worker that died.
+
+Every child runs in its own session, so a terminal's Ctrl-C reaches only this process; SIGINT,
+SIGTERM or SIGHUP then stop the API, send SIGTERM to each child's process group (the worker warm
+shuts down: its running task finishes or, past `WORKER_GRACE_SECONDS`, the group gets SIGKILL), and
+SIGKILL whatever a group leader leaves behind, so no process survives `up`.
+
+The data dir is 0700 and everything `up` and its children create is private to the user (umask
+077): the SQLite database holds password hashes, the broker holds task arguments.
 
 With `DATAENGINE_BROKER_URL` set, the worker uses that broker instead (docker-compose runs the
 pieces as separate services and does not use this command).
@@ -15,17 +31,30 @@ pieces as separate services and does not use this command).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 
 from backend.core.config import Settings
 
 WORKER_GRACE_SECONDS = 30
+API_GRACE_SECONDS = 5  # open event streams do not hold the shutdown longer than this
+POLL_SECONDS = 0.5
+FIRST_RESTART_DELAY = 1.0
+LONGEST_RESTART_DELAY = 60.0
+HEALTHY_AFTER_SECONDS = 60.0  # a child that ran this long before dying is restarted at once again
+PASSWORD_FILE = "admin-password.txt"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+log = logging.getLogger(__name__)
 
 
 def register_up(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +69,18 @@ def _resolved_settings() -> Settings:
     settings.data_dir = settings.data_dir.resolve()
     settings.storage_root = settings.storage_path.resolve()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # also an install made before the data dir was private
     settings.ensure_secret_key()
     return settings
+
+
+def _make_database_private(settings: Settings) -> None:
+    """chmod 0600 the SQLite database file (new ones already are, by the umask; older ones were 0644)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database and Path(url.database).is_file():
+        Path(url.database).chmod(0o600)
 
 
 def create_first_admin(settings: Settings) -> str | None:
@@ -64,6 +103,16 @@ def create_first_admin(settings: Settings) -> str | None:
         engine.dispose()
 
 
+def write_first_password(settings: Settings, password: str) -> Path:
+    """Write the first admin password to `<data_dir>/admin-password.txt`, readable by this user only."""
+    path = settings.data_dir / PASSWORD_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an earlier install keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as file:
+        file.write(password + "\n")
+    return path
+
+
 def create_default_model(settings: Settings) -> None:
     from backend.clients.model_server import ModelServerClient
     from backend.core.db import make_engine, make_session_factory
@@ -80,7 +129,7 @@ def create_default_model(settings: Settings) -> None:
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
-    """The worker's environment: the same settings as this process, spelled as DATAENGINE_* variables."""
+    """The children's environment: the same settings as this process, spelled as DATAENGINE_* variables."""
     env = {**os.environ,
            "DATAENGINE_DATA_DIR": str(settings.data_dir),
            "DATAENGINE_STORAGE_ROOT": str(settings.storage_path),
@@ -89,26 +138,110 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings) -> subprocess.Popen:
-    """One worker for every queue, beat inside, one task at a time (the CPU model uses every core)."""
+def worker_command() -> list[str]:
+    """One worker for every queue, one task at a time (the CPU model uses every core)."""
     from backend.worker.celery_app import QUEUES
 
-    command = [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "worker",
-               "-Q", ",".join(QUEUES), "-P", "solo", "-B",
-               "-s", str(settings.data_dir / "celerybeat-schedule"),
-               "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=worker_environment(settings), start_new_session=True)
+    return [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "worker",
+            "-Q", ",".join(QUEUES), "-P", "solo",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
 
 
-def stop_worker(worker: subprocess.Popen) -> None:
-    if worker.poll() is not None:
-        return
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=WORKER_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
+def beat_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "beat",
+            "-s", str(settings.data_dir / "celerybeat-schedule"), "-l", "info"]
+
+
+class Child:
+    """A supervised child process, the leader of its own session and process group.
+
+    Its exit is noticed with ``waitid(WNOWAIT)``, which leaves the leader a zombie: while it is one,
+    its process group id cannot be reused, so the SIGKILL to the group that mops up what the leader
+    left behind can only reach processes of this child. Only then is it reaped.
+    """
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name, self.command, self.env = name, command, env
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.delay = FIRST_RESTART_DELAY / 2
+        self.restart_at = 0.0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+        print(f"{self.name} started (pid {self.process.pid})", flush=True)
+
+    def keep_running(self) -> None:
+        """Restart the child if it died (after a delay that grows while it keeps dying young)."""
+        if self.process is not None:
+            pid = self.process.pid
+            code = self._reap()
+            if code is None:
+                return
+            lived = time.monotonic() - self.started_at
+            self.delay = FIRST_RESTART_DELAY if lived >= HEALTHY_AFTER_SECONDS else min(
+                self.delay * 2, LONGEST_RESTART_DELAY)
+            self.restart_at = time.monotonic() + self.delay
+            print(f"{self.name} (pid {pid}) exited with code {code}; restarting in {self.delay:.0f} s", flush=True)
+        if time.monotonic() >= self.restart_at:
+            self.start()
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def stop(self, deadline: float) -> None:
+        """Wait for the child (sent SIGTERM) to exit; from `deadline` on, SIGKILL its group."""
+        while self.process is not None and self._reap() is None:
+            if time.monotonic() >= deadline:
+                self._signal(signal.SIGKILL)
+            time.sleep(0.1)
+
+    def _signal(self, sig: int) -> None:
+        if self.process is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    def _reap(self) -> int | None:
+        """The exit code if the child has exited (its group killed, the child reaped), else None."""
+        assert self.process is not None
+        if os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return None
+        self._signal(signal.SIGKILL)
+        code = self.process.wait()
+        self.process = None
+        return code
+
+
+class Sweeper:
+    """Requeues the jobs of dead workers from this process, every half stale window.
+
+    It needs no worker: when the one worker of `up` is killed, its job is requeued here and runs on
+    the restarted worker. Beat's sweep (on the worker) does the same and the two never collide (see
+    `backend.jobs.service.sweep_stale_jobs`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from backend.core.db import make_engine, make_session_factory
+        from backend.jobs import service
+
+        self.sessions = make_session_factory(make_engine(settings.db_url))
+        self.window = service.stale_after(settings)
+        self.every = settings.job_stale_seconds / 2
+        self.next_at = time.monotonic() + self.every
+
+    def maybe_sweep(self) -> None:
+        from backend.jobs import service
+
+        if time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + self.every
+        try:
+            with self.sessions() as db:
+                for job_id, action in service.sweep_stale_jobs(db, self.window):
+                    print(f"job {job_id}: its worker stopped heartbeating; {action}", flush=True)
+        except Exception:  # a failed sweep (a locked database) is retried; the supervisor lives on
+            log.exception("sweeping stale jobs failed; trying again in %.0f s", self.every)
 
 
 def up(args: argparse.Namespace) -> int:
@@ -116,19 +249,52 @@ def up(args: argparse.Namespace) -> int:
 
     from backend.core.migrations import upgrade
     from backend.main import create_app
+    from backend.worker import celery_app
 
+    os.umask(0o077)  # the database, broker, storage and keys are this user's only
     settings = _resolved_settings()
     upgrade(settings.db_url)
+    _make_database_private(settings)
     print(f"database ready ({settings.db_url})", flush=True)
     password = create_first_admin(settings)
     if password:
-        print(f"created user 'admin' with password: {password}  (shown once; change it after logging in)", flush=True)
+        path = write_first_password(settings, password)
+        print(f"created user 'admin'; its password is in {path} (readable only by you): "
+              "log in and change it, then delete the file", flush=True)
     create_default_model(settings)
-    worker = start_worker(settings)
-    print(f"worker started (pid {worker.pid}); serving http://{args.host}:{args.port}", flush=True)
+    celery_app.configure(settings, eager=False)  # where the sweep sends requeued jobs
+
+    stopping = threading.Event()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda *_: stopping.set())
+    env = worker_environment(settings)
+    children = [Child("worker", worker_command(), env), Child("beat", beat_command(settings), env)]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
+                                           timeout_graceful_shutdown=API_GRACE_SECONDS))
+    api = threading.Thread(target=server.run, name="api")  # not the main thread: uvicorn leaves signals to us
+    sweeper = Sweeper(settings)
+    code = 0
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        for child in children:
+            child.start()
+        api.start()
+        print(f"serving http://{args.host}:{args.port}", flush=True)
+        while not stopping.wait(POLL_SECONDS):
+            if not api.is_alive():
+                print("the API server stopped; stopping", flush=True)
+                code = 1
+                break
+            for child in children:
+                child.keep_running()
+            sweeper.maybe_sweep()
     finally:
-        stop_worker(worker)
+        server.should_exit = True
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + WORKER_GRACE_SECONDS
+        for child in children:
+            child.stop(deadline)
+        if api.is_alive():
+            api.join()
         print("stopped", flush=True)
-    return 0
+    return code

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"
+DEFAULT_JOB_STALE_SECONDS = 60.0
 
 
 class Settings(BaseSettings):
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     # backend/worker); production sets redis URLs.
     broker_url: str | None = None
     result_backend: str | None = None
+    # A running job whose heartbeat is older than this is taken for abandoned (its worker died) and
+    # requeued by the sweep. Runners heartbeat 12 times and sweeps run twice per window, so only a
+    # dead worker (not a slow one) goes stale; tests lower it to see a recovery in seconds.
+    job_stale_seconds: float = Field(default=DEFAULT_JOB_STALE_SECONDS, ge=1)
 
     # Model server. None = in process (embedded mode); production: "http://model-server:8001".
     model_server_url: str | None = None

@@ -54,15 +54,17 @@ def run_job(job_id: int, work: Callable[[JobContext], dict[str, Any]], settings:
 
     Returns "succeeded", "failed", "cancelled", "skipped" (finished already, or unknown), or "busy"
     (another runner holds it and heartbeats: the caller may try again after `service.STALE_AFTER`).
+    Claim and heartbeat follow `settings.job_stale_seconds`, the window the sweep uses.
     """
     settings = settings or task_settings()
     sessions = worker_sessions(settings)
+    window = service.stale_after(settings)
     with sessions() as db:
-        if not service.claim(db, job_id):
+        if not service.claim(db, job_id, window):
             job = db.get(Job, job_id)
             return "busy" if job is not None and job.status == JobStatus.running else "skipped"
         try:
-            with service.Heartbeat(sessions, job_id):
+            with service.Heartbeat(sessions, job_id, window.total_seconds() / service.HEARTBEATS_PER_STALE_WINDOW):
                 result = work(JobContext(job_id, db, settings))
         except service.JobCancelled:
             return "cancelled"

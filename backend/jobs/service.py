@@ -4,9 +4,17 @@ A task never trusts that it is the only one running a job: brokers deliver a mes
 visibility timeout, after a worker loss). `claim` is an atomic UPDATE that moves a job to running only
 if it is queued or its last runner stopped heartbeating, so two deliveries never work on one job at
 once; the loser returns without doing anything. While a job runs, `Heartbeat` touches
-``heartbeat_at`` every few seconds from a thread. `sweep_stale_jobs` (Celery beat) finds running jobs
-whose heartbeat is older than `STALE_AFTER` (the worker was killed or lost) and either sends them
-again (up to `MAX_ATTEMPTS` runs) or marks them failed, so no job stays "running" forever.
+``heartbeat_at`` `HEARTBEATS_PER_STALE_WINDOW` times per stale window (`Settings.job_stale_seconds`,
+default 60 s) from a thread. `sweep_stale_jobs` finds running jobs whose heartbeat is older than the
+window (the worker was killed or lost) and either sends them again (up to `MAX_ATTEMPTS` runs) or
+marks them failed, so no job stays "running" forever. It runs in the process that supervises the
+workers (`dataengine up`) and from Celery beat on any live worker (production), never only in the
+worker that might be the dead one.
+
+Why wait for the window instead of requeueing the moment a worker is seen dying: a job row does not
+say which worker runs it, and other workers on the same database may be running jobs right now;
+requeueing a live runner's job would run it twice at once. A missed heartbeat window is the one
+sign that holds for every deployment.
 
 The number of runs is kept in ``result["attempts"]`` while a job is unfinished.
 """
@@ -21,14 +29,15 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.core.config import Settings
+from backend.core.config import DEFAULT_JOB_STALE_SECONDS, Settings
 from backend.models import Job
 from backend.models.enums import JobStatus
 from backend.worker import celery_app
 from backend.worker.enqueue import enqueue_after_commit
 
-HEARTBEAT_SECONDS = 5.0
-STALE_AFTER = timedelta(seconds=60)
+HEARTBEATS_PER_STALE_WINDOW = 12  # a runner is taken for dead only after missing this many heartbeats
+STALE_AFTER = timedelta(seconds=DEFAULT_JOB_STALE_SECONDS)
+HEARTBEAT_SECONDS = DEFAULT_JOB_STALE_SECONDS / HEARTBEATS_PER_STALE_WINDOW
 MAX_ATTEMPTS = 3
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 # The task that runs each job kind (what the sweep sends again); a new kind adds one line.
@@ -134,30 +143,48 @@ def list_project_jobs(db: Session, project_id: int, kind: str | None = None, lim
     return list(db.scalars(query.order_by(Job.id.desc()).limit(limit)))
 
 
+def stale_after(settings: Settings) -> timedelta:
+    """The heartbeat age past which a running job counts as abandoned under `settings`."""
+    return timedelta(seconds=settings.job_stale_seconds)
+
+
 def sweep_stale_jobs(
     db: Session, stale_after: timedelta = STALE_AFTER, max_attempts: int = MAX_ATTEMPTS
 ) -> list[tuple[int, str]]:
     """Requeue (and send again) or fail every running job whose heartbeat is older than `stale_after`.
 
-    Returns (job id, "requeued" | "failed") for each job it touched.
+    Each job is taken over by a conditional UPDATE in its own transaction, so two sweepers running
+    at once (beat's and the supervisor's) never requeue one job twice, and a runner that heartbeats
+    between the query and the update keeps its job. Returns (job id, "requeued" | "failed") for each
+    job it touched.
     """
-    t = now()
-    stale = db.scalars(
-        select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < t - stale_after)
+    cutoff = now() - stale_after
+    stale = db.execute(
+        select(Job.id, Job.kind, Job.result).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
     ).all()
+    db.rollback()  # end the read: each takeover below is its own write transaction
     actions: list[tuple[int, str]] = []
-    for job in stale:
-        attempts = int((job.result or {}).get("attempts", 1))
-        if attempts >= max_attempts or job.kind not in TASK_FOR_KIND:
-            job.status, job.finished_at, job.message = JobStatus.failed, t, "failed"
-            job.error = (f"the worker running this job stopped responding {attempts} time(s); "
-                         "giving up (work already done is kept)")
-            actions.append((job.id, "failed"))
+    for job_id, kind, result in stale:
+        attempts = int((result or {}).get("attempts", 1))
+        if attempts >= max_attempts or kind not in TASK_FOR_KIND:
+            action, values = "failed", {
+                "status": JobStatus.failed, "finished_at": now(), "message": "failed",
+                "error": (f"the worker running this job stopped responding {attempts} time(s); "
+                          "giving up (work already done is kept)")}
         else:
-            job.status, job.message = JobStatus.queued, f"worker lost; requeued (attempt {attempts + 1})"
-            job.celery_task_id = enqueue_after_commit(db, TASK_FOR_KIND[job.kind], job.id)
-            actions.append((job.id, "requeued"))
-    db.commit()
+            action, values = "requeued", {"status": JobStatus.queued,
+                                          "message": f"worker lost; requeued (attempt {attempts + 1})"}
+        taken = db.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+            .values(**values).execution_options(synchronize_session=False)
+        ).rowcount
+        if taken and action == "requeued":
+            task_id = enqueue_after_commit(db, TASK_FOR_KIND[kind], job_id)
+            db.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id)
+                       .execution_options(synchronize_session=False))
+        db.commit()
+        if taken:
+            actions.append((job_id, action))
     return actions
 
 

@@ -24,7 +24,14 @@ kombu's SQLAlchemy transport hides a message for good when it is fetched (``visi
 so nothing brings it back, and Redis gives an unacknowledged message back only after its
 visibility timeout (set to hours, so that hours-long training is not delivered twice). Job-level
 recovery covers both: tasks heartbeat their job row, and `backend.jobs.tasks.sweep_stale_jobs`
-(Celery beat, every `SWEEP_SECONDS`) requeues or fails jobs whose worker stopped heartbeating.
+(Celery beat, every half `Settings.job_stale_seconds`) requeues or fails jobs whose worker stopped
+heartbeating; `dataengine up` also sweeps from its supervisor, which does not need a live worker.
+
+One beat per data dir: beat would send every periodic task once per running beat, so beat's
+scheduler (`LockedScheduler`, set as ``beat_scheduler``) takes an exclusive `fcntl.flock` on
+``<data_dir>/celerybeat.lock`` before it opens its schedule file, and the process exits if another
+beat holds it. The kernel drops the lock when its holder dies, however it dies, so a killed beat
+never blocks the next one (a pidfile can outlive its process and name a reused pid).
 
 `app` is configured from the environment (``Settings()``) when a worker imports this module
 (``celery -A backend.worker.celery_app worker -Q embed``); the API process calls `configure`
@@ -33,9 +40,13 @@ with its own settings before it enqueues anything.
 
 from __future__ import annotations
 
+import fcntl
 import threading
+from pathlib import Path
+from typing import IO
 
 from celery import Celery, signals
+from celery.beat import PersistentScheduler
 
 from backend.core.config import Settings
 
@@ -49,13 +60,14 @@ TASK_ROUTES = {
 # Modules that define tasks; a new domain appends its tasks module here.
 TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks", "backend.auto.tasks", "backend.exchange.tasks",
                 "backend.retraining.tasks", "backend.detection.tasks"]
-SWEEP_SECONDS = 30.0
+BEAT_LOCK_FILE = "celerybeat.lock"
 RETRAIN_CHECK_SECONDS = 60.0  # how often beat looks for projects due a retraining round
 REDIS_VISIBILITY_TIMEOUT = 12 * 3600
 
 app = Celery("dataengine", include=TASK_MODULES)
 _configured_for: tuple[str, str, bool] | None = None
 _lock = threading.Lock()
+_beat_lock: IO[str] | None = None  # the beat lock this process holds (see LockedScheduler)
 
 
 def broker_urls(settings: Settings) -> tuple[str, str]:
@@ -110,8 +122,9 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
             broker_transport_options={} if embedded else {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT},
             worker_enable_remote_control=not embedded,
             worker_send_task_events=not embedded,
+            beat_scheduler="backend.worker.celery_app:LockedScheduler",
             beat_schedule={
-                "sweep-stale-jobs": {"task": "jobs.sweep_stale_jobs", "schedule": SWEEP_SECONDS},
+                "sweep-stale-jobs": {"task": "jobs.sweep_stale_jobs", "schedule": settings.job_stale_seconds / 2},
                 "start-due-retrain-rounds": {"task": "jobs.start_due_retrain_rounds", "schedule": RETRAIN_CHECK_SECONDS},
             },
         )
@@ -149,6 +162,43 @@ def _ensure_data_dir() -> None:
 @signals.celeryd_init.connect
 def _on_worker_init(**_: object) -> None:
     _ensure_data_dir()
+
+
+class BeatLocked(SystemExit):
+    """Another beat holds the data dir's beat lock (a SystemExit: celery lets it end the process)."""
+
+
+def hold_beat_lock(data_dir: Path) -> IO[str]:
+    """Take the exclusive beat lock of `data_dir` without waiting; return the open lock file.
+
+    The lock lasts as long as the returned file stays open (for a beat process: its whole life).
+
+    Raises:
+        BeatLocked: another process holds it.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / BEAT_LOCK_FILE
+    lock = open(path, "a")  # noqa: SIM115 - kept open: closing it releases the lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise BeatLocked(f"another celery beat holds {path}; one beat per data dir") from None
+    return lock
+
+
+class LockedScheduler(PersistentScheduler):
+    """Celery's file-backed scheduler that first takes the data dir's beat lock.
+
+    The lock is the process's, not the scheduler's, and is held until the process exits: beat builds
+    a throwaway scheduler for its banner before the real one, and both must count as the same beat.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        global _beat_lock
+        if _beat_lock is None:
+            _beat_lock = hold_beat_lock(task_settings().data_dir)
+        super().__init__(*args, **kwargs)
 
 
 if not getattr(app, "dataengine_settings", None):

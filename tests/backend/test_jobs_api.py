@@ -75,9 +75,9 @@ def test_events_stream_progress_until_the_job_ends(client, db, settings, project
 
     worker = threading.Thread(target=work)
     worker.start()
-    token = manager_headers["Authorization"].split()[1]
-    # EventSource cannot send headers: the token travels as a query parameter.
-    with client.stream("GET", f"/api/jobs/{job.id}/events", params={"access_token": token}) as response:
+    # EventSource cannot send headers: a short-lived ticket for this job travels as a query parameter.
+    ticket = client.post(f"/api/jobs/{job.id}/events/ticket", headers=manager_headers).json()["ticket"]
+    with client.stream("GET", f"/api/jobs/{job.id}/events", params={"ticket": ticket}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = _read_events(response)
