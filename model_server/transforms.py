@@ -1,8 +1,8 @@
 """Geometry between the original image frame and SAM's 1024×1024 model frame.
 
 The model sees the image with its longest side resized to 1024 (new side = int(side·scale + 0.5),
-PIL bilinear), normalised and zero-padded at the bottom and right. Points and boxes are scaled per
-axis by new/old side; masks come back by upsampling the 256×256 logits to 1024², cropping the
+at least 1, PIL bilinear), normalised and zero-padded at the bottom and right. Points and boxes are
+scaled per axis by new/old side; masks come back by upsampling the 256×256 logits to 1024², cropping the
 padding and resizing to the original size. These are the official model's conventions, which the
 trained weights expect. Pure functions, no state.
 """
@@ -18,9 +18,10 @@ MODEL_SIZE = 1024
 
 
 def preprocess_shape(height: int, width: int, long_side: int = MODEL_SIZE) -> tuple[int, int]:
-    """(height, width) of the image once its longest side is `long_side`."""
+    """(height, width) of the image once its longest side is `long_side`; never below 1 pixel (a
+    3000x1 strip rounds its short side to 0, which no resize can produce)."""
     scale = long_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1)
 
 
 def resize_longest_side(image: np.ndarray, long_side: int = MODEL_SIZE) -> np.ndarray:

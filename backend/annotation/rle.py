@@ -3,6 +3,10 @@
 pycocotools decodes run-length counts without bounds checks, so counts that overrun the image would
 write past its buffer: we parse and check the runs ourselves first (they must be non-negative and sum
 to exactly h*w), and only then let pycocotools decode, measure and re-encode the mask canonically.
+
+The cost is bounded before any parsing: the counts may be no longer than a mask of the image can
+need (`max_counts_chars`, `max_runs`), and the string is parsed with numpy in linear time, so an
+8 MB string for a small image is refused at once and a legitimate one costs milliseconds.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_util
+
+# A run length of an image within our pixel limits fits in 35 bits: at most 7 characters of 5 bits.
+MAX_CHARS_PER_RUN = 7
 
 
 class InvalidRle(ValueError):
@@ -25,29 +32,54 @@ class CheckedMask:
     area: int  # foreground pixels
 
 
-def parse_counts(counts: str) -> list[int]:
-    """Runs of a compressed COCO counts string (column-major, starting with zeros)."""
-    runs: list[int] = []
-    p = 0
-    while p < len(counts):
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if p >= len(counts):
-                raise InvalidRle("counts string ends in the middle of a number")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise InvalidRle(f"counts has an invalid character {counts[p]!r} at position {p}")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        runs.append(x)
+def max_runs(height: int, width: int) -> int:
+    """Runs of an h x w mask: every run but the first (zeros, possibly empty) covers >= 1 pixel."""
+    return height * width + 1
+
+
+def max_counts_chars(height: int, width: int) -> int:
+    """Characters of a compressed counts string of an h x w mask.
+
+    Runs from the fourth on are written as the difference from the run two before; a difference of
+    two runs of at least one pixel takes no more characters than the larger run, and each run is the
+    larger one of at most two differences; a run of r >= 1 pixels takes at most r characters. So all
+    runs take at most 2*h*w characters, plus one for an empty first run.
+    """
+    return 2 * height * width + 1
+
+
+def parse_counts(counts: str) -> np.ndarray:
+    """Runs (int64) of a compressed COCO counts string (column-major, starting with zeros).
+
+    The format of pycocotools' ``rleFrString``: each number is 5-bit groups, low first, 0x20 meaning
+    "more follows" and 0x10 in the last group the sign; from the fourth number on, the run two
+    before is added. Vectorised, so its cost is a few numpy passes over the string.
+    """
+    if not counts.isascii():
+        position = next(i for i, ch in enumerate(counts) if not ch.isascii())
+        raise InvalidRle(f"counts has an invalid character {counts[position]!r} at position {position}")
+    codes = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    bad = np.flatnonzero((codes < 0) | (codes >= 64))
+    if bad.size:
+        raise InvalidRle(f"counts has an invalid character {counts[bad[0]]!r} at position {bad[0]}")
+    if codes.size == 0:
+        return codes
+    last = (codes & 0x20) == 0  # the last character of a number
+    if not last[-1]:
+        raise InvalidRle("counts string ends in the middle of a number")
+    number = np.concatenate(([0], np.cumsum(last)[:-1]))  # which number each character belongs to
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    digit = np.arange(codes.size) - starts[number]  # position of the character within its number
+    if digit.max() >= MAX_CHARS_PER_RUN:
+        raise InvalidRle(f"counts has a number longer than {MAX_CHARS_PER_RUN} characters")
+    # Sums of at most 35-bit numbers: exact in float64, and bincount is far faster than np.add.at.
+    values = np.bincount(number, weights=(codes & 0x1F) << (5 * digit), minlength=starts.size).astype(np.int64)
+    ends = np.flatnonzero(last)
+    negative = (codes[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * (digit[ends][negative] + 1))
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])  # odd runs: each adds the one two before (from the fourth)
+    runs[2::2] = np.cumsum(values[2::2])  # even runs from the third likewise; the first stands alone
     return runs
 
 
@@ -55,8 +87,9 @@ def check_rle(rle: dict[str, Any], height: int, width: int) -> CheckedMask:
     """Validate `rle` ({size: [h, w], counts: str | list[int]}) as a mask of an image `height` x `width`.
 
     Accepts the compressed string form and the uncompressed list of runs; raises `InvalidRle` with a
-    message fit for the client when the size differs from the image, the counts do not decode, the
-    runs do not cover the image exactly, or the mask is empty.
+    message fit for the client when the size differs from the image, the counts are longer than any
+    mask of the image needs, do not decode, the runs do not cover the image exactly, or the mask is
+    empty.
     """
     size = rle.get("size")
     if not (isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) for v in size)):
@@ -65,19 +98,28 @@ def check_rle(rle: dict[str, Any], height: int, width: int) -> CheckedMask:
         raise InvalidRle(f"rle.size {list(size)} does not match the image size [{height}, {width}] (height, width)")
     counts = rle.get("counts")
     if isinstance(counts, str):
+        if len(counts) > max_counts_chars(height, width):
+            raise InvalidRle(f"rle.counts has {len(counts)} characters; a mask of a {height}x{width} image "
+                             f"needs at most {max_counts_chars(height, width)}")
         runs = parse_counts(counts)
-    elif isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
-        runs = counts
+    elif isinstance(counts, list):
+        if len(counts) > max_runs(height, width):
+            raise InvalidRle(f"rle.counts has {len(counts)} runs; a mask of a {height}x{width} image "
+                             f"has at most {max_runs(height, width)}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            raise InvalidRle("rle.counts must be a COCO compressed string or a list of run lengths")
+        runs = np.asarray(counts, dtype=object)  # arbitrary Python ints: no overflow before the checks
     else:
         raise InvalidRle("rle.counts must be a COCO compressed string or a list of run lengths")
-    if any(r < 0 for r in runs):
+    if (runs < 0).any():
         raise InvalidRle("rle.counts decodes to a negative run length")
-    if sum(runs) != height * width:
-        raise InvalidRle(f"rle.counts covers {sum(runs)} pixels, the image has {height * width} ({height}x{width})")
-    if not any(runs[1::2]):
+    total = int(runs.sum())
+    if total != height * width:
+        raise InvalidRle(f"rle.counts covers {total} pixels, the image has {height * width} ({height}x{width})")
+    if not runs[1::2].any():
         raise InvalidRle("the mask is empty")
     if isinstance(counts, list):
-        encoded = mask_util.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+        encoded = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     else:
         encoded = {"size": [height, width], "counts": counts.encode("ascii")}
     # Re-encode from the pixels: equal masks get equal strings whatever form the client sent.

@@ -72,7 +72,8 @@ def save_mask(
     try:
         mask, created = service.save_mask(
             db, image, project, user,
-            client_id=body.client_id, rle=body.rle.model_dump(), prompts=body.prompts,
+            client_id=body.client_id, rle=body.rle.model_dump(),
+            prompts=body.prompts.model_dump(mode="json", exclude_unset=True) if body.prompts else None,
             seconds_spent=body.seconds_spent, clicks=body.clicks, expiry=_expiry(settings),
             replaces_mask_id=body.replaces_mask_id,
         )

@@ -4,8 +4,9 @@ Runs through `backend.jobs.runner.run_job` (claim, heartbeat, progress, honest e
 ``result`` holds its inputs when it is created: ``model_version_id`` and ``params`` (`AutoParams`).
 Each image is stored by `service.store_image_masks` in one transaction with its "done" mark, so the
 task is idempotent and resumable: a redelivered message, a requeued job (the sweep) or a new job all
-continue with the images not done yet. An image whose stored file cannot be read is listed in the
-result and left not done; an image where the generator finds nothing is done with 0 masks.
+continue with the images not done yet. An image that fails (its file unreadable, the generator
+refusing it) is recorded in the result's ``failed_images`` (`backend.jobs.failures`) and left not done,
+and the job goes on with the others; an image where the generator finds nothing is done with 0 masks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from backend.auto import service
 from backend.auto.schemas import AutoParams
 from backend.clients.model_server import ModelServerClient
 from backend.embeddings.service import load_image_rgb
+from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.model_versions.service import model_spec
 from backend.models import Image, Job, ModelVersion, Project
@@ -47,7 +49,7 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
     done = total - len(todo)
     ctx.progress(done, total, f"{done}/{total} images")
     masks = dropped = pending = processed = 0
-    unreadable: list[int] = []
+    failed = FailedImages()
     for image_id in todo:
         image = db.get(Image, image_id)
         if image is None:  # deleted while the job ran
@@ -55,20 +57,20 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
             continue
         try:
             rgb = load_image_rgb(storage, image)
-        except ValueError:
-            unreadable.append(image_id)
-        else:
             records = client.automatic_masks(rgb, spec, params.generator_kwargs())
             stored = service.store_image_masks(db, image, records, sampling, params.max_mask_fraction,
                                                {"model_version_id": version.id, "job_id": job.id})
+        except Exception as error:  # noqa: BLE001 - recorded on the image (left not done), the job goes on
+            db.rollback()
+            failed.add(image_id, error)
+        else:
             masks, dropped, pending = masks + stored.masks, dropped + stored.dropped_large, pending + stored.pending_review
             processed += 1
         done += 1
-        ctx.progress(done, total, f"{done}/{total} images, {masks} masks")
-    if unreadable and not processed and todo:
-        raise ValueError(f"no image could be read ({len(unreadable)} unreadable files)")
+        ctx.progress(done, total, f"{done}/{total} images, {masks} masks{failed.suffix()}")
+    failed.raise_if_all_failed(processed)
     return {
         "model_version_id": version.id, "params": params.model_dump(), "total": total,
         "processed": processed, "already_done": total - len(todo), "masks": masks,
-        "dropped_large": dropped, "pending_review": pending, "unreadable_image_ids": unreadable,
+        "dropped_large": dropped, "pending_review": pending, **failed.result(),
     }

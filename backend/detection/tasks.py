@@ -10,7 +10,8 @@
   that is neither proposed nor done in the semi-automatic stage with the detector's masks (detector
   boxes → SAM box prompts), one atomic transaction per image (`service.store_proposals`), so it is
   idempotent and resumable. Images an annotator holds a live lock on are skipped (listed in the
-  result; the next run proposes them).
+  result; the next run proposes them); an image that fails is recorded in ``failed_images``
+  (`backend.jobs.failures`) and the job goes on with the others.
 
 Both run through `backend.jobs.runner.run_job` (claim, heartbeat, progress, cancel, honest end).
 """
@@ -23,6 +24,7 @@ from backend.clients.model_server import ModelServerClient
 from backend.detection import service
 from backend.detection.schemas import DetectorTrainParams, ProposeParams
 from backend.embeddings.service import get_or_compute
+from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.model_versions.service import model_spec
 from backend.models import DetectorVersion, Image, Job, ModelStatus, ModelVersion
@@ -136,8 +138,9 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
     total, todo = service.images_to_propose(db, detector.project_id)
     done = total - len(todo)
     ctx.progress(done, total, f"{done}/{total} images")
-    masks = boxes = proposed = 0
+    masks = boxes = proposed = succeeded = 0
     busy: list[int] = []
+    failed = FailedImages()
     for image_id in todo:
         image = db.get(Image, image_id)
         if image is None:  # deleted while the job ran
@@ -146,16 +149,24 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
         if service.is_locked(image):
             busy.append(image_id)
         else:
-            row = get_or_compute(db, storage, client, version, spec, image)
-            embedding, original, inner = load_embedding(storage.path(row.storage_key))
-            n_boxes, records = client.propose_masks(
-                spec, weights, embedding, original, inner, score_thresh=params.score_thresh,
-                pred_iou_thresh=params.pred_iou_thresh, nms_thresh=params.nms_thresh,
-                max_boxes=params.max_boxes)
-            stored = service.store_proposals(db, image, detector, n_boxes, records)
-            if not stored.already_proposed:
-                masks, boxes, proposed = masks + stored.masks, boxes + n_boxes, proposed + 1
+            try:
+                row = get_or_compute(db, storage, client, version, spec, image)
+                embedding, original, inner = load_embedding(storage.path(row.storage_key))
+                n_boxes, records = client.propose_masks(
+                    spec, weights, embedding, original, inner, score_thresh=params.score_thresh,
+                    pred_iou_thresh=params.pred_iou_thresh, nms_thresh=params.nms_thresh,
+                    max_boxes=params.max_boxes)
+                stored = service.store_proposals(db, image, detector, n_boxes, records)
+            except Exception as error:  # noqa: BLE001 - recorded on the image (not proposed), the job goes on
+                db.rollback()
+                failed.add(image_id, error)
+            else:
+                succeeded += 1
+                if not stored.already_proposed:
+                    masks, boxes, proposed = masks + stored.masks, boxes + n_boxes, proposed + 1
         done += 1
-        ctx.progress(done, total, f"{done}/{total} images, {masks} pre-filled masks")
+        ctx.progress(done, total, f"{done}/{total} images, {masks} pre-filled masks{failed.suffix()}")
+    failed.raise_if_all_failed(succeeded + len(busy))
     return {"detector_version_id": detector.id, "params": params.model_dump(), "total": total,
-            "proposed": proposed, "boxes": boxes, "masks": masks, "skipped_locked_image_ids": busy}
+            "proposed": proposed, "boxes": boxes, "masks": masks, "skipped_locked_image_ids": busy,
+            **failed.result()}

@@ -1,16 +1,20 @@
 """Celery task `embed.embed_images`: the missing embeddings of a project, with progress.
 
 Idempotent: it embeds only images without an embedding of the job's model version, so running it
-twice (a redelivered message, a requeued job) finishes the work without duplicates. Images whose
-file cannot be read are listed in the result instead of failing the whole job.
+twice (a redelivered message, a requeued job) finishes the work without duplicates. An image that
+cannot be embedded (its file unreadable, a shape the model refuses) is recorded in the result's
+``failed_images`` (`backend.jobs.failures`) and the others are embedded all the same.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from backend.clients.model_server import ModelServerClient
+from sqlalchemy.orm import Session
+
+from backend.clients.model_server import ModelServerClient, ModelSpec
 from backend.embeddings import service
+from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.jobs.service import STALE_AFTER
 from backend.model_versions.service import model_spec
@@ -46,22 +50,36 @@ def _embed_project(ctx: JobContext) -> dict[str, Any]:
     done = total - len(todo)
     ctx.progress(done, total, f"{done}/{total} images embedded")
     batch_size = BATCH_IN_PROCESS if client.embedded else BATCH_HTTP
-    embedded, unreadable = 0, []
+    embedded, failed = 0, FailedImages()
     for start in range(0, len(todo), batch_size):
-        images = [db.get(Image, i) for i in todo[start : start + batch_size]]
-        readable, arrays = [], []
-        for image in images:
-            try:
-                arrays.append(service.load_image_rgb(storage, image))
-                readable.append(image)
-            except ValueError:
-                unreadable.append(image.id)
-        if readable:
-            service.compute_embeddings(db, storage, client, version, spec, readable, arrays)
-        embedded += len(readable)
-        done += len(images)
-        ctx.progress(done, total, f"{done}/{total} images embedded")
-    if unreadable and not embedded and todo:
-        raise ValueError(f"no image could be read ({len(unreadable)} unreadable files)")
+        ids = todo[start : start + batch_size]
+        embedded += _embed_batch(db, storage, client, version, spec, ids, failed)
+        done += len(ids)
+        ctx.progress(done, total, f"{done}/{total} images embedded{failed.suffix()}")
+    failed.raise_if_all_failed(embedded)
     return {"model_version_id": version.id, "total": total, "embedded": embedded,
-            "already_done": total - len(todo), "unreadable_image_ids": unreadable}
+            "already_done": total - len(todo), **failed.result()}
+
+
+def _embed_batch(db: Session, storage: LocalStorage, client: ModelServerClient, version: ModelVersion,
+                 spec: ModelSpec, ids: list[int], failed: FailedImages) -> int:
+    """Embed the images `ids` in one call; if that fails, one by one, so that only the images that fail
+    on their own are recorded in `failed`. Returns how many were embedded."""
+    images, arrays = [], []
+    for image in filter(None, (db.get(Image, image_id) for image_id in ids)):  # None: deleted meanwhile
+        try:
+            arrays.append(service.load_image_rgb(storage, image))
+            images.append(image)
+        except Exception as error:  # noqa: BLE001 - recorded on the image, the job goes on
+            failed.add(image.id, error)
+    if not images:
+        return 0
+    try:
+        service.compute_embeddings(db, storage, client, version, spec, images, arrays)
+        return len(images)
+    except Exception as error:  # noqa: BLE001
+        db.rollback()
+        if len(images) == 1:
+            failed.add(images[0].id, error)
+            return 0
+    return sum(_embed_batch(db, storage, client, version, spec, [image.id], failed) for image in images)

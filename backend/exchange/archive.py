@@ -5,7 +5,8 @@ writes them to a file), so memory holds one image's JSON (and file) at a time, n
 archive. Uncompressed tar (``w|``): images are already compressed and a stream needs no seeking.
 
 Layout (see `formats` for the JSON):
-- sa1b: ``sa1b/<image id>.json`` per image, then (``include_images``) ``images/<name>`` next to it;
+- sa1b: ``sa1b/<image id>.json`` per image, then (``include_images``) ``images/<name>`` next to it
+  (`formats.member_name`: unique, ASCII, at most 100 bytes, whatever the upload was called);
 - coco: ``annotations/instances.json``, then the images. A tar member's size comes before its
   bytes, so the instances file is first written to a temporary file on the storage filesystem,
   image by image, and streamed from there.
@@ -101,7 +102,7 @@ def export_chunks(
             if fmt == "sa1b":
                 _add_bytes(tar, f"sa1b/{item.image.id}.json", _json(formats.sa1b_document(item)), mtime)
             if include_images:
-                _add_file(tar, f"images/{item.name}", storage.path(item.image.storage_key), mtime)
+                _add_file(tar, formats.IMAGES_DIR + item.name, storage.path(item.image.storage_key), mtime)
             if fmt == "sa1b" or include_images:
                 step()
             yield sink.drain()

@@ -1,4 +1,4 @@
-"""Storing validated images, listing them, and thumbnails.
+"""Storing validated images, listing them, deleting them, and thumbnails.
 
 An HTTP upload is all-or-nothing: every file is validated first; if any is refused, the request fails
 with a message naming each refused file and nothing is stored. A folder import (CLI) instead stores what
@@ -9,9 +9,10 @@ this call created are removed again, so there are never rows without files or ne
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image as PILImage
@@ -21,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
 from backend.images.validation import ImageRejected, PreparedImage, prepare_image
-from backend.models import Image, ImageStatus, Project
+from backend.models import Embedding, Image, ImageStatus, Project
 from backend.storage import LocalStorage
 
+MAX_NAME_CHARS = 255  # images.file_name is VARCHAR(255)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -69,9 +71,14 @@ class ImportReport:
 
 
 def clean_file_name(name: str | None) -> str:
-    """The base name only (no client paths), at most 255 characters."""
-    base = PurePath((name or "").replace("\\", "/")).name.strip()
-    return (base or "unnamed")[:255]
+    """The name an upload is shown and matched by: its base name (no client folders), NFC, without
+    control or format characters (NUL, bidi overrides), at most `MAX_NAME_CHARS`; "unnamed" when
+    nothing usable is left ("", ".", ".."). It is a display name, never a path: archives name their
+    members themselves (`backend.exchange.formats.member_name`)."""
+    text = unicodedata.normalize("NFC", name or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    base = text.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return base[:MAX_NAME_CHARS] if base not in ("", ".", "..") else "unnamed"
 
 
 def image_key(sha256: str, ext: str) -> str:
@@ -196,6 +203,27 @@ def list_images(db: Session, project: Project, status: ImageStatus | None, offse
     if status is not None:
         query = query.where(Image.status == status)
     return db.scalars(query.order_by(Image.id).offset(offset).limit(limit)).all()
+
+
+def delete_image(db: Session, storage: LocalStorage, image: Image, thumbnail_size: int) -> None:
+    """Delete `image` and everything of it in one transaction, then its files.
+
+    The database's ON DELETE CASCADE removes what refers to the row: masks (and their reviews),
+    embeddings, annotation sessions, detector proposals and the per-image rollup rows (every foreign
+    key to images cascades; tests/backend/test_hostile_input.py checks the migrated schema); the
+    dashboard triggers see the cascaded mask deletes, so the rollups stay exact. Files go after the
+    commit, so a failed commit loses nothing; a file another image shares by content (the same bytes
+    uploaded to another project) stays.
+    """
+    embedding_keys = list(db.scalars(select(Embedding.storage_key).where(Embedding.image_id == image.id)))
+    db.delete(image)
+    db.commit()
+    for key in embedding_keys:
+        storage.delete(key)
+    if db.scalar(select(Image.id).where(Image.storage_key == image.storage_key).limit(1)) is None:
+        storage.delete(image.storage_key)
+    if db.scalar(select(Image.id).where(Image.sha256 == image.sha256).limit(1)) is None:
+        storage.delete(thumbnail_key(image, thumbnail_size))
 
 
 def ensure_thumbnail(storage: LocalStorage, image: Image, size: int) -> str:

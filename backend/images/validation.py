@@ -4,7 +4,8 @@ What is checked, in order, before anything is decoded in full:
 1. size in bytes: empty -> 400, over `max_bytes` -> 413;
 2. the header: not a supported image format -> 415 (a text file named .jpg lands here);
 3. width x height over `max_pixels` -> 413 (decompression-bomb guard, from the header alone, so a
-   30000x30000 PNG of a few KB is refused without allocating its pixels);
+   30000x30000 PNG of a few KB is refused without allocating its pixels); a longer side more than
+   `MAX_ASPECT_RATIO` times the shorter -> 400 (a 1x40000 strip cannot be annotated);
 then the full decode (truncated or corrupt data -> 400), EXIF orientation, conversion to RGB.
 
 What is stored: the original bytes when they already are what we want (an RGB JPEG or PNG with no EXIF
@@ -28,6 +29,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 KEEP_AS_IS = {"JPEG": "jpg", "PNG": "png"}
 EXIF_ORIENTATION = 0x0112
+# SAM sees the image with its longer side resized to 1024 px; at 64:1 the shorter one is 16 px, one
+# patch of the encoder. Narrower strips would be encoded as less than a row of patches.
+MAX_ASPECT_RATIO = 64
 _CHUNK = 1024 * 1024
 
 
@@ -129,6 +133,11 @@ def prepare_image(src: BinaryIO, file_name: str, temp_path: Path, *, max_bytes: 
             if width * height > max_pixels:
                 raise ImageRejected(
                     file_name, f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}", 413
+                )
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                raise ImageRejected(
+                    file_name, f"image of {width}x{height} pixels cannot be annotated: its longer side may be at "
+                               f"most {MAX_ASPECT_RATIO} times its shorter one", 400
                 )
             source_format = image.format or ""
             try:

@@ -74,5 +74,6 @@ def run_job(job_id: int, work: Callable[[JobContext], dict[str, Any]], settings:
             message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
             service.fail(db, job_id, message)
             return "failed"
-        service.succeed(db, job_id, result)
+        failed = result.get("failed")  # images the work recorded as failed (backend/jobs/failures.py)
+        service.succeed(db, job_id, result, f"done, {failed} images failed" if failed else "done")
         return "succeeded"

@@ -71,13 +71,14 @@ def test_sa1b_export_streams_valid_json_with_pixel_exact_masks(client, db, proje
     assert f"project-{project.id}-sa1b.tar" in response.headers["content-disposition"]
     members = _members(response.content)
     assert sorted(members) == sorted([f"sa1b/{a.id}.json", f"sa1b/{b.id}.json",
-                                      f"images/{a.file_name}", f"images/{b.file_name}"])
+                                      f"images/{a.id}_{a.file_name}", f"images/{b.id}_{b.file_name}"])
     for image in (a, b):
         document = json.loads(members[f"sa1b/{image.id}.json"])
         jsonschema.validate(document, SCHEMA)
-        assert document["image"] == {"image_id": image.id, "file_name": image.file_name,
+        assert document["image"] == {"image_id": image.id, "file_name": f"{image.id}_{image.file_name}",
+                                     "original_file_name": image.file_name,
                                      "width": image.width, "height": image.height}
-        assert members[f"images/{image.file_name}"] == (settings.storage_path / image.storage_key).read_bytes()
+        assert members[f"images/{image.id}_{image.file_name}"] == (settings.storage_path / image.storage_key).read_bytes()
         stored = _live_masks(db, image.id)
         assert [ann["id"] for ann in document["annotations"]] == [m.id for m in stored]
         for ann, mask in zip(document["annotations"], stored):
@@ -191,7 +192,8 @@ def test_coco_import_polygons_and_bad_input(client, db, project, manager_headers
             "annotation 5"),
         "rle wrong size": (images, [{"id": 6, "image_id": 7, "segmentation": rle_of(np.ones((4, 4), bool))}],
                            "does not match the image size"),
-        "bad polygon": (images, [{"id": 9, "image_id": 7, "segmentation": [[1, 2, 3]]}], "annotation 9"),
+        "bad polygon": (images, [{"id": 9, "image_id": 7, "segmentation": [[1, 2, 3]]}],
+                        "annotations[0].segmentation[0]: List should have at least 6 items"),
         "garbage counts": (images, [{"id": 10, "image_id": 7, "segmentation": {
             "size": [image.height, image.width], "counts": "\x7f\x7f"}}], "annotation 10"),
     }
@@ -229,8 +231,10 @@ def test_duplicate_file_names_are_kept_apart(client, db, project, manager_header
                                          headers=manager_headers).json()["images"]]
     members = _members(client.get(f"/api/projects/{project.id}/export?format=coco&include_images=true",
                                   headers=manager_headers).content)
-    names = sorted(i["file_name"] for i in json.loads(members["annotations/instances.json"])["images"])
+    images = json.loads(members["annotations/instances.json"])["images"]
+    names = sorted(i["file_name"] for i in images)
     assert names == sorted(f"{i}_same.jpg" for i in ids)
+    assert [i["original_file_name"] for i in images] == ["same.jpg", "same.jpg"]
     assert sorted(k for k in members if k.startswith("images/")) == [f"images/{n}" for n in names]
 
 
@@ -247,7 +251,7 @@ def test_export_is_generated_image_by_image(db, project, filled, settings):
     # The first piece (tar's 10 KiB records may hold back a tail) already carries image A, not B.
     assert f"sa1b/{a.id}.json".encode() in chunks[0] and f"sa1b/{b.id}.json".encode() not in chunks[0]
     assert 0 < sizes[0] < sum(sizes)
-    assert sorted(_members(b"".join(chunks))) == sorted([f"sa1b/{a.id}.json", f"images/{a.file_name}",
-                                                         f"sa1b/{b.id}.json", f"images/{b.file_name}"])
+    assert sorted(_members(b"".join(chunks))) == sorted([f"sa1b/{a.id}.json", f"images/{a.id}_{a.file_name}",
+                                                         f"sa1b/{b.id}.json", f"images/{b.id}_{b.file_name}"])
     with pytest.raises(ValueError, match="unknown export format"):
         next(export_chunks(db, LocalStorage(settings.storage_path), project.id, "voc", False))
