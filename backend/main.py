@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from backend.annotation.router import router as annotation_router
+from backend.api.errors import ERROR_RESPONSES, install_error_handlers
 from backend.auth.router import router as auth_router
 from backend.auto.router import router as auto_router
 from backend.core.config import Settings
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.storage = LocalStorage(settings.storage_path)
     app.add_middleware(BodySizeLimitMiddleware, settings=settings)
+    install_error_handlers(app)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     install_web(app, settings.frontend_dist)  # after every API route: its catch-all serves the SPA
     return app

@@ -1,6 +1,7 @@
 """The browser app: the built frontend (`frontend/dist`) served at `/`, and cross-origin isolation.
 
-Every response carries `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy:
+Every response carries `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy:
+same-origin`, and `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy:
 require-corp`: with them the page is cross-origin isolated, which is what lets onnxruntime-web use
 SharedArrayBuffer and so more than one wasm thread for the decoder. Everything the page loads comes
 from this origin (the app, `/ort/` wasm runtime, `/api/` data), so the policy costs nothing.
@@ -18,14 +19,18 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ISOLATION_HEADERS = [
+SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-embedder-policy", b"require-corp"),
     (b"cross-origin-resource-policy", b"same-origin"),
+    # No MIME sniffing of uploads, no framing of the app by other sites, no URLs leaked to others.
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
 ]
 
 
-class CrossOriginIsolationMiddleware:
+class SecurityHeadersMiddleware:
     """Pure ASGI (no body buffering), so streaming responses such as SSE pass through untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -39,7 +44,7 @@ class CrossOriginIsolationMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in ISOLATION_HEADERS if k not in present]
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
@@ -47,13 +52,15 @@ class CrossOriginIsolationMiddleware:
 
 
 def install_web(app: FastAPI, dist: Path) -> None:
-    """Add the isolation headers and, if `dist` holds a build, serve it. Call after every API router."""
-    app.add_middleware(CrossOriginIsolationMiddleware)
+    """Add the security headers and, if `dist` holds a build, serve it. Call after every API router."""
+    app.add_middleware(SecurityHeadersMiddleware)
     dist = dist.resolve()
     index = dist / "index.html"
 
     @app.get("/{path:path}", include_in_schema=False)
     def frontend(path: str) -> FileResponse:
+        if "\x00" in path:  # no file has such a name (and Path refuses it with a ValueError)
+            raise HTTPException(status_code=404, detail="no such file")
         if path == "api" or path.startswith("api/"):
             raise HTTPException(status_code=404, detail=f"no API route /{path}")
         if not index.is_file():

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
+from backend.api.types import DbId, RequestModel
 from backend.models import MaskSource, PrefillOutcome, ReviewStatus, Stage
 
 
@@ -15,47 +16,47 @@ from backend.models import MaskSource, PrefillOutcome, ReviewStatus, Stage
 MAX_PROMPT_POINTS = 500
 MAX_COORDINATE = 100_000
 MAX_STROKES = 10_000
-Coordinate = Annotated[float, Field(ge=0, le=MAX_COORDINATE, allow_inf_nan=False)]
-Side = Annotated[StrictInt, Field(ge=1, le=MAX_COORDINATE)]
+Coordinate = Annotated[float, Field(ge=0, le=MAX_COORDINATE)]
+Side = Annotated[int, Field(ge=1, le=MAX_COORDINATE)]
+# The schema's absolute bounds of an RLE (any image the sides allow); `check_rle` then holds it to
+# the image's own size before parsing: at most 2·h·w + 1 characters, h·w + 1 runs.
+MAX_RLE_PIXELS = MAX_COORDINATE**2
+Run = Annotated[int, Field(ge=0, le=MAX_RLE_PIXELS)]
 
 
-class RleIn(BaseModel):
+class RleIn(RequestModel):
     """COCO RLE as the browser sends it: `counts` compressed (str) or uncompressed (list of runs).
 
     Its length against the image's size is checked by `backend.annotation.rle.check_rle` before it
     is parsed."""
 
     size: list[Side] = Field(min_length=2, max_length=2, description="[height, width] of the image")
-    counts: StrictStr | list[StrictInt]
+    counts: Annotated[str, Field(max_length=2 * MAX_RLE_PIXELS + 1)] | Annotated[
+        list[Run], Field(max_length=MAX_RLE_PIXELS + 1)]
 
 
-class PromptPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PromptPoint(RequestModel):
     x: Coordinate
     y: Coordinate
     label: Literal[0, 1] = Field(description="1 foreground, 0 background")
 
 
-class Prompts(BaseModel):
+class Prompts(RequestModel):
     """The clicks, box and strokes that made a mask (what the annotate page sends), in image pixels."""
 
-    model_config = ConfigDict(extra="forbid")
-
     points: list[PromptPoint] = Field(default_factory=list, max_length=MAX_PROMPT_POINTS)
-    box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = Field(
-        default=None, description="[x0, y0, x1, y1]")
+    box: list[Coordinate] | None = Field(default=None, min_length=4, max_length=4, description="[x0, y0, x1, y1]")
     candidate: int | None = Field(default=None, ge=0, le=3, description="decoder output kept (0 single, 1-3)")
     strokes: int = Field(default=0, ge=0, le=MAX_STROKES, description="brush/eraser strokes applied after")
 
 
-class MaskCreate(BaseModel):
+class MaskCreate(RequestModel):
     client_id: str = Field(min_length=1, max_length=64, description="client-generated id making the save idempotent")
     rle: RleIn
     prompts: Prompts | None = Field(default=None, description="the clicks/box/strokes that made the mask")
     seconds_spent: float | None = Field(default=None, ge=0, le=24 * 3600)
     clicks: int | None = Field(default=None, ge=0, le=100_000)
-    replaces_mask_id: int | None = Field(
+    replaces_mask_id: DbId | None = Field(
         default=None, description="the mask of this image this one corrects: it is hidden, and a pre-filled one "
                                   "is recorded as corrected")
 

@@ -2,10 +2,15 @@
 
 - `SettingsDep`, `SessionDep`, `StorageDep`: the app's settings, a DB session per request, the storage.
 - `CurrentUser`: the active user of the bearer token (401 otherwise).
-- `require_role(Role.manager, ...)`: the current user if their global role is listed; admins always pass (403 otherwise).
-- `ProjectForMember` / `ImageForMember`: the project/image of the path parameter `project_id`/`image_id`
-  if the current user may see it (admin, or a member of the project). Anyone else gets the same 404 as
-  for an unknown id, so nobody learns which ids exist in other projects.
+- Authorization, one dependency per route, decided by the caller's **role in the project** the
+  route is about (`project_role`: admins are admins everywhere; a member has their `role_in_project`,
+  or their global role where none was given). `project_for(*roles)`, `image_for`, `mask_for`,
+  `job_for`, `model_version_for` load the object of the path's id and admit the listed roles: a
+  non-member gets the same 404 as for an unknown id (nobody learns which ids exist in other
+  projects), a member without the role 403. `require_role(*roles)` checks the global role, only for
+  what belongs to no project. Each such dependency carries an `authorization` mark, and
+  tests/backend/test_authorization.py fails for a route without one and checks every route against
+  its (role in project × endpoint → allowed) table.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.auth.service import user_from_token
+from backend.api.types import PathId
 from backend.core.config import Settings
+from backend.auth.service import user_from_token
 from backend.core.security import ACCESS
-from backend.models import Image, Project, ProjectMember, Role, User
+from backend.models import Image, Job, Mask, ModelVersion, Project, ProjectMember, Role, User
 from backend.storage import LocalStorage
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token")
@@ -62,8 +68,23 @@ def get_current_user(token: Annotated[str, Depends(oauth2_scheme)], db: SessionD
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+# Every role a member can have in a project; admins pass every check.
+MEMBER_ROLES = (Role.annotator, Role.manager, Role.ml_engineer)
+# Who may start the project's long jobs (embedding, automatic masks, detector, exports).
+JOB_STARTERS = (Role.manager, Role.ml_engineer)
+
+
+def _authorization(roles: tuple[Role, ...], dependency: Callable) -> Callable:
+    """Mark `dependency` as the route's authorization (the route-coverage test looks for the mark)."""
+    dependency.authorization = frozenset(roles) | {Role.admin}  # type: ignore[attr-defined]
+    return dependency
+
+
 def require_role(*roles: Role) -> Callable[[User], User]:
-    """A dependency admitting users whose global role is in `roles` (admins always)."""
+    """A dependency admitting users whose GLOBAL role is in `roles` (admins always; 403 otherwise).
+
+    Only for what belongs to no project (creating a project, the user list); everything of a project
+    is decided by the role in that project (`project_for`, `image_for`, ...)."""
     allowed = set(roles) | {Role.admin}
 
     def check(user: CurrentUser) -> User:
@@ -72,7 +93,7 @@ def require_role(*roles: Role) -> Callable[[User], User]:
             raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=f"requires role: {names}")
         return user
 
-    return check
+    return _authorization(roles, check)
 
 
 def is_member(db: Session, project_id: int, user_id: int) -> bool:
@@ -81,24 +102,127 @@ def is_member(db: Session, project_id: int, user_id: int) -> bool:
     ) is not None
 
 
+def project_role(db: Session, user: User, project_id: int) -> Role | None:
+    """The user's rights in one project: `admin` for global admins; for a member, their
+    `role_in_project` (or their global role where none was given); None for a non-member.
+
+    A global manager added to a project as `annotator` is an annotator there."""
+    if user.role == Role.admin:
+        return Role.admin
+    member = db.get(ProjectMember, (project_id, user.id))
+    if member is None:
+        return None
+    return member.role_in_project or user.role
+
+
 def can_see_project(db: Session, user: User, project_id: int) -> bool:
     """Admins see every project; everyone else only the projects they are members of."""
-    return user.role == Role.admin or is_member(db, project_id, user.id)
+    return project_role(db, user, project_id) is not None
 
 
-def get_project_for_member(project_id: int, db: SessionDep, user: CurrentUser) -> Project:
-    project = db.get(Project, project_id)
-    if project is None or not can_see_project(db, user, project.id):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"project {project_id} not found")
-    return project
+def authorize(db: Session, user: User, project_id: int, roles: tuple[Role, ...], not_found: str) -> Role:
+    """The caller's role in the project if it is one of `roles` (or admin).
+
+    A non-member gets 404 with `not_found` (the same answer as for an unknown id, so nobody learns
+    which ids exist in other projects); a member whose role in the project is not enough gets 403."""
+    role = project_role(db, user, project_id)
+    if role is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=not_found)
+    if role != Role.admin and role not in roles:
+        names = ", ".join(r.value for r in roles)
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN,
+                            detail=f"requires role in this project: {names} (yours: {role.value})")
+    return role
 
 
-def get_image_for_member(image_id: int, db: SessionDep, user: CurrentUser) -> Image:
-    image = db.get(Image, image_id)
-    if image is None or not can_see_project(db, user, image.project_id):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"image {image_id} not found")
-    return image
+def project_for(*roles: Role) -> Callable[..., Project]:
+    """The project of the path's `project_id` if the caller's role in it is one of `roles`."""
+
+    def dependency(project_id: PathId, db: SessionDep, user: CurrentUser) -> Project:
+        missing = f"project {project_id} not found"
+        project = db.get(Project, project_id)
+        if project is None:
+            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        authorize(db, user, project.id, roles, missing)
+        return project
+
+    return _authorization(roles, dependency)
 
 
-ProjectForMember = Annotated[Project, Depends(get_project_for_member)]
-ImageForMember = Annotated[Image, Depends(get_image_for_member)]
+def image_for(*roles: Role) -> Callable[..., Image]:
+    """The image of the path's `image_id` if the caller's role in its project is one of `roles`."""
+
+    def dependency(image_id: PathId, db: SessionDep, user: CurrentUser) -> Image:
+        missing = f"image {image_id} not found"
+        image = db.get(Image, image_id)
+        if image is None:
+            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        authorize(db, user, image.project_id, roles, missing)
+        return image
+
+    return _authorization(roles, dependency)
+
+
+def mask_for(*roles: Role) -> Callable[..., Mask]:
+    """The mask of the path's `mask_id` if the caller's role in its project is one of `roles`."""
+
+    def dependency(mask_id: PathId, db: SessionDep, user: CurrentUser) -> Mask:
+        missing = f"mask {mask_id} not found"
+        mask = db.get(Mask, mask_id)
+        if mask is None:
+            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        authorize(db, user, mask.project_id, roles, missing)
+        return mask
+
+    return _authorization(roles, dependency)
+
+
+def job_for(*roles: Role, creator_too: bool = False) -> Callable[..., Job]:
+    """The job of the path's `job_id` if the caller's role in its project is one of `roles` (or, with
+    `creator_too`, the caller created it). A job of no project is its creator's and the admins'."""
+
+    def dependency(job_id: PathId, db: SessionDep, user: CurrentUser) -> Job:
+        missing = f"job {job_id} not found"
+        job = db.get(Job, job_id)
+        if job is None:
+            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        own = job.created_by == user.id
+        if job.project_id is None:
+            if not (own or user.role == Role.admin):
+                raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        elif not (creator_too and own and is_member(db, job.project_id, user.id)):
+            authorize(db, user, job.project_id, roles, missing)
+        return job
+
+    return _authorization(roles, dependency)
+
+
+def model_version_for(*roles: Role) -> Callable[..., ModelVersion]:
+    """The model version of the path's `version_id`: a global version (no project) for any user, a
+    project's version if the caller's role in that project is one of `roles`."""
+
+    def dependency(version_id: PathId, db: SessionDep, user: CurrentUser) -> ModelVersion:
+        missing = f"model version {version_id} not found"
+        version = db.get(ModelVersion, version_id)
+        if version is None:
+            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        if version.project_id is not None:
+            authorize(db, user, version.project_id, roles, missing)
+        return version
+
+    return _authorization(roles, dependency)
+
+
+# What each route needs, by name. Any member: reading, annotating, reviewing. Managers: the project's
+# images, members, settings and stages. Managers and ML engineers: the long jobs. ML engineers: models.
+AnyUser = Annotated[User, Depends(require_role(*MEMBER_ROLES))]
+ProjectForMember = Annotated[Project, Depends(project_for(*MEMBER_ROLES))]
+ProjectForManager = Annotated[Project, Depends(project_for(Role.manager))]
+ProjectForJobStarter = Annotated[Project, Depends(project_for(*JOB_STARTERS))]
+ProjectForMlEngineer = Annotated[Project, Depends(project_for(Role.ml_engineer))]
+ImageForMember = Annotated[Image, Depends(image_for(*MEMBER_ROLES))]
+ImageForManager = Annotated[Image, Depends(image_for(Role.manager))]
+MaskForMember = Annotated[Mask, Depends(mask_for(*MEMBER_ROLES))]
+JobForMember = Annotated[Job, Depends(job_for(*MEMBER_ROLES))]
+JobForCanceller = Annotated[Job, Depends(job_for(*JOB_STARTERS, creator_too=True))]
+ModelVersionForMember = Annotated[ModelVersion, Depends(model_version_for(*MEMBER_ROLES))]

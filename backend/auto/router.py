@@ -8,41 +8,33 @@ with ``GET /api/jobs/{id}`` or its SSE events.
 It neither requires nor changes the project's stage (a manager may try it earlier); the masks are
 stored with stage ``fully_automatic``, an image's progress in that stage is
 ``images.stage_done["fully_automatic"]``, and ``images.status`` (the annotators' queue) is untouched.
-The project's ``review_fraction`` setting is checked here so a bad value fails before the job.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, status
 from sqlalchemy import select
 
-from backend.api.deps import ProjectForMember, SessionDep, SettingsDep, StorageDep, require_role
+from backend.api.deps import CurrentUser, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
 from backend.auto.schemas import AutoParams
-from backend.auto.service import ReviewSampling
 from backend.clients.model_server import ModelServerClient
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
-from backend.models import Job, Role, User
+from backend.models import Job
 from backend.models.enums import JobStatus
 
 router = APIRouter(tags=["auto"])
 
-Starter = Annotated[User, Depends(require_role(Role.manager, Role.ml_engineer))]
 
 
 @router.post("/api/projects/{project_id}/auto-annotate", status_code=status.HTTP_202_ACCEPTED)
 def auto_annotate(
-    project: ProjectForMember, db: SessionDep, user: Starter, storage: StorageDep, settings: SettingsDep,
+    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep,
     params: AutoParams | None = None,
 ) -> JobOut:
     params = params or AutoParams()
-    try:
-        ReviewSampling.of(project)
-    except ValueError as error:
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
     pending = db.scalar(select(Job).where(
         Job.project_id == project.id, Job.kind == "auto",
         Job.status.in_((JobStatus.queued, JobStatus.running))).order_by(Job.id.desc()))

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from backend.api.types import RequestModel, lax
 from backend.jobs.schemas import JobOut
 from backend.models import ImageStatus, MaskSource, Stage
 
@@ -144,5 +145,5 @@ class TimelineRow(BaseModel):
     annotators: int
 
 
-class StageMove(BaseModel):
-    stage: Stage
+class StageMove(RequestModel):
+    stage: Stage = lax()

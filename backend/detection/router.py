@@ -11,24 +11,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 
-from backend.api.deps import ProjectForMember, SessionDep, SettingsDep, StorageDep, require_role
+from backend.api.deps import CurrentUser, ProjectForJobStarter, ProjectForMember, SessionDep, SettingsDep, StorageDep
 from backend.clients.model_server import ModelServerClient
 from backend.detection import service
 from backend.detection.schemas import DetectorTrainParams, DetectorVersionOut, ProposeParams
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
-from backend.models import DetectorVersion, Job, ModelStatus, Role, User
+from backend.models import DetectorVersion, Job, ModelStatus
 from backend.models.enums import JobStatus
 
 router = APIRouter(tags=["detector"])
 
-Starter = Annotated[User, Depends(require_role(Role.manager, Role.ml_engineer))]
 TRAIN_KIND, PROPOSE_KIND = "detect_train", "detect"
 
 
@@ -39,7 +37,7 @@ def _pending(db: SessionDep, project_id: int, kind: str) -> Job | None:
 
 @router.post("/api/projects/{project_id}/detector/train", status_code=status.HTTP_202_ACCEPTED)
 def train(
-    project: ProjectForMember, db: SessionDep, user: Starter, storage: StorageDep, settings: SettingsDep,
+    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep,
     params: DetectorTrainParams | None = None,
 ) -> JobOut:
     params = params or DetectorTrainParams()
@@ -72,7 +70,7 @@ def list_detectors(project: ProjectForMember, db: SessionDep) -> list[DetectorVe
 
 @router.post("/api/projects/{project_id}/detector/propose", status_code=status.HTTP_202_ACCEPTED)
 def propose(
-    project: ProjectForMember, db: SessionDep, user: Starter, settings: SettingsDep, params: ProposeParams | None = None,
+    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, settings: SettingsDep, params: ProposeParams | None = None,
 ) -> JobOut:
     params = params or ProposeParams()
     if params.detector_version_id is None:

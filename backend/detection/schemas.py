@@ -7,13 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.api.types import DbId, RequestModel
 from backend.models import ModelStatus
 
 
-class DetectorTrainParams(BaseModel):
+class DetectorTrainParams(RequestModel):
     """Training request: the split, the minimum data, and the head's main hyperparameters."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_boxes: int = Field(default=10, ge=1, le=1_000_000, description="fewer annotated masks than this is refused")
     heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="share of images kept for evaluation")
@@ -29,12 +28,10 @@ class DetectorTrainParams(BaseModel):
                 "min_boxes": self.min_boxes}
 
 
-class ProposeParams(BaseModel):
+class ProposeParams(RequestModel):
     """Proposal request: which detector, and the thresholds a pre-filled mask must pass."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    detector_version_id: int | None = Field(default=None, description="default: the newest ready detector")
+    detector_version_id: DbId | None = Field(default=None, description="default: the newest ready detector")
     score_thresh: float = Field(default=0.5, ge=0.0, le=1.0, description="minimum calibrated detector score")
     pred_iou_thresh: float = Field(default=0.5, ge=0.0, le=1.0, description="minimum SAM predicted IoU")
     nms_thresh: float = Field(default=0.5, ge=0.0, le=1.0, description="box NMS IoU threshold")

@@ -10,29 +10,27 @@ the same URL serves another embedding once the project's active version changes.
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 
-from backend.api.deps import ImageForMember, ProjectForMember, SessionDep, SettingsDep, StorageDep, require_role
+from backend.api.deps import CurrentUser, ImageForMember, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
 from backend.clients.model_server import ModelServerClient, ModelServerError
 from backend.embeddings import service
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version, model_spec
-from backend.models import Job, Project, Role, User
+from backend.models import Job, Project
 from backend.models.enums import JobStatus
 from model_server import api
 
 router = APIRouter(tags=["embeddings"])
 
-EmbedderUser = Annotated[User, Depends(require_role(Role.manager, Role.ml_engineer))]
 
 
 @router.post("/api/projects/{project_id}/embed", status_code=status.HTTP_202_ACCEPTED)
 def embed_project(
-    project: ProjectForMember, db: SessionDep, user: EmbedderUser, storage: StorageDep, settings: SettingsDep
+    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep
 ) -> JobOut:
     """Start (or return the already queued/running) job embedding the project's images."""
     version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)

@@ -1,7 +1,7 @@
 """Export and import endpoints.
 
 - ``GET /api/projects/{id}/export?format=sa1b|coco&include_images=false``: the archive as a streamed
-  tar (any member). A project with more than ``settings.export_stream_max_images`` images gets 409
+  tar (managers, ML engineers). A project with more than ``settings.export_stream_max_images`` images gets 409
   naming the job endpoint instead: one request should not hold a worker thread for hours.
 - ``POST /api/projects/{id}/exports`` `{format, include_images}` → 202 `JobOut` (managers, ML
   engineers); when it succeeds its ``result.download_url`` is
@@ -16,27 +16,28 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, SettingsDep, StorageDep, can_see_project, require_role
+from backend.api.deps import (
+    JOB_STARTERS, CurrentUser, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep, job_for,
+)
+from backend.api.types import RequestModel
 from backend.exchange import formats
 from backend.exchange.archive import export_chunks
 from backend.exchange.coco_import import CocoImportError, import_coco
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
-from backend.models import Job, Role, User
+from backend.models import Job
 from backend.models.enums import JobStatus
 
 router = APIRouter(tags=["exchange"])
 
-Manager = Annotated[User, Depends(require_role(Role.manager, Role.ml_engineer))]
+ExportJob = Annotated[Job, Depends(job_for(*JOB_STARTERS))]
 Format = Literal["sa1b", "coco"]
 
 
-class ExportIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExportIn(RequestModel):
     format: Format = "sa1b"
     include_images: bool = False
 
@@ -54,7 +55,7 @@ def _archive_name(project_id: int, fmt: str) -> str:
 @router.get("/api/projects/{project_id}/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-tar": {}}}, 409: {"description": "too large: use a job"}})
 def export_project(
-    project: ProjectForMember, db: SessionDep, request: Request, settings: SettingsDep, storage: StorageDep,
+    project: ProjectForJobStarter, db: SessionDep, request: Request, settings: SettingsDep, storage: StorageDep,
     format: Format = "sa1b", include_images: bool = False,  # noqa: A002 - the query parameter's name
 ) -> StreamingResponse:
     count = formats.count_images(db, project.id)
@@ -74,7 +75,7 @@ def export_project(
 
 
 @router.post("/api/projects/{project_id}/exports", status_code=status.HTTP_202_ACCEPTED)
-def start_export(project: ProjectForMember, body: ExportIn, db: SessionDep, user: Manager,
+def start_export(project: ProjectForJobStarter, body: ExportIn, db: SessionDep, user: CurrentUser,
                  settings: SettingsDep) -> JobOut:
     job = jobs.create_job(db, "export", project.id, user.id, message=f"{body.format} export queued")
     job.result = {**job.result, "format": body.format, "include_images": body.include_images}
@@ -84,9 +85,9 @@ def start_export(project: ProjectForMember, body: ExportIn, db: SessionDep, user
 
 
 @router.get("/api/exports/{job_id}/file", response_class=FileResponse)
-def download_export(job_id: int, db: SessionDep, user: CurrentUser, storage: StorageDep) -> FileResponse:
-    job = db.get(Job, job_id)
-    if job is None or job.kind != "export" or job.project_id is None or not can_see_project(db, user, job.project_id):
+def download_export(job: ExportJob, storage: StorageDep) -> FileResponse:
+    job_id = job.id
+    if job.kind != "export" or job.project_id is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"export {job_id} not found")
     key = (job.result or {}).get("storage_key")
     if job.status != JobStatus.succeeded or not key or not storage.exists(key):
@@ -97,7 +98,7 @@ def download_export(job_id: int, db: SessionDep, user: CurrentUser, storage: Sto
 
 
 @router.post("/api/projects/{project_id}/import/coco", status_code=status.HTTP_201_CREATED)
-async def import_coco_file(project: ProjectForMember, request: Request, db: SessionDep, user: Manager) -> ImportOut:
+async def import_coco_file(project: ProjectForJobStarter, request: Request, db: SessionDep, user: CurrentUser) -> ImportOut:
     body = await request.body()
     try:
         result = await run_in_threadpool(import_coco, db, project, user, body)

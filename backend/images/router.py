@@ -1,19 +1,22 @@
 """Image upload, listing, metadata, original file and thumbnail.
 
-Upload needs the global role manager (or admin) and project membership; everything else any member.
+Upload and delete need the role manager in the project (or admin); everything else any member.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from fastapi.responses import FileResponse
 
-from backend.api.deps import ImageForMember, ProjectForMember, SessionDep, SettingsDep, StorageDep, require_role
+from backend.api.deps import (
+    ImageForManager, ImageForMember, ProjectForManager, ProjectForMember, SessionDep, SettingsDep, StorageDep,
+)
+from backend.api.types import MAX_DB_INT
 from backend.images import service
 from backend.images.schemas import DuplicateOut, ImageOut, UploadOut
-from backend.models import ImageStatus, Role, User
+from backend.models import ImageStatus
 
 router = APIRouter(tags=["images"])
 
@@ -24,11 +27,10 @@ IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}
 
 @router.post("/api/projects/{project_id}/images", status_code=status.HTTP_201_CREATED)
 def upload_images(
-    project: ProjectForMember,
+    project: ProjectForManager,
     db: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
-    _: Annotated[User, Depends(require_role(Role.manager))],
     files: Annotated[list[UploadFile], File(description="one or more image files")] = [],  # noqa: B006
 ) -> UploadOut:
     if not files:
@@ -53,7 +55,7 @@ def list_images(
     project: ProjectForMember,
     db: SessionDep,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ImageOut]:
     return [ImageOut.model_validate(i) for i in service.list_images(db, project, status_, offset, limit)]
@@ -62,6 +64,12 @@ def list_images(
 @router.get("/api/images/{image_id}")
 def get_image(image: ImageForMember) -> ImageOut:
     return ImageOut.model_validate(image)
+
+
+@router.delete("/api/images/{image_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_image(image: ImageForManager, db: SessionDep, storage: StorageDep, settings: SettingsDep) -> None:
+    """The image with its masks, reviews, embeddings, proposals and files (managers of its project)."""
+    service.delete_image(db, storage, image, settings.thumbnail_size)
 
 
 @router.get("/api/images/{image_id}/file", response_class=FileResponse)

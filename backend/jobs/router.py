@@ -19,21 +19,24 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import (
+    MEMBER_ROLES,
     CurrentUser,
+    JobForCanceller,
+    JobForMember,
     ProjectForMember,
     SessionDep,
     SettingsDep,
-    can_see_project,
+    job_for,
 )
+from backend.api.types import PathId
 from backend.auth.service import user_from_token
 from backend.core.security import ACCESS, JOB_EVENTS, create_job_events_ticket
 from backend.jobs import service
 from backend.jobs.schemas import JobOut
-from backend.models import Job, Role, User
+from backend.models import Job
 
 router = APIRouter(tags=["jobs"])
 
@@ -41,26 +44,14 @@ POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
 
-def _visible_job(db: Session, user: User, job_id: int) -> Job:
-    job = db.get(Job, job_id)
-    if job is not None:
-        if job.project_id is not None and can_see_project(db, user, job.project_id):
-            return job
-        if job.project_id is None and (user.role == Role.admin or job.created_by == user.id):
-            return job
-    raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-
-
 @router.get("/api/jobs/{job_id}")
-def get_job(job_id: int, db: SessionDep, user: CurrentUser) -> JobOut:
-    return JobOut.model_validate(_visible_job(db, user, job_id))
+def get_job(job: JobForMember) -> JobOut:
+    return JobOut.model_validate(job)
 
 
 @router.post("/api/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, db: SessionDep, user: CurrentUser) -> JobOut:
-    job = _visible_job(db, user, job_id)
-    if user.role not in (Role.admin, Role.manager, Role.ml_engineer) and job.created_by != user.id:
-        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="only managers or the job's creator may cancel it")
+def cancel_job(job: JobForCanceller, db: SessionDep) -> JobOut:
+    """Managers and ML engineers of the project cancel any of its jobs; other members their own."""
     return JobOut.model_validate(service.cancel(db, job))
 
 
@@ -68,7 +59,7 @@ def cancel_job(job_id: int, db: SessionDep, user: CurrentUser) -> JobOut:
 def list_project_jobs(
     project: ProjectForMember,
     db: SessionDep,
-    kind: str | None = None,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[JobOut]:
     return [JobOut.model_validate(job) for job in service.list_project_jobs(db, project.id, kind, limit)]
@@ -80,9 +71,8 @@ class EventsTicket(BaseModel):
 
 
 @router.post("/api/jobs/{job_id}/events/ticket")
-def job_events_ticket(job_id: int, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> EventsTicket:
+def job_events_ticket(job: JobForMember, user: CurrentUser, settings: SettingsDep) -> EventsTicket:
     """A short-lived ticket that opens this job's event stream (`?ticket=`), for EventSource."""
-    job = _visible_job(db, user, job_id)
     seconds = settings.job_events_ticket_seconds
     ticket = create_job_events_ticket(
         user.id, user.token_version, job.id, settings.ensure_secret_key(), seconds, settings.jwt_algorithm
@@ -90,8 +80,11 @@ def job_events_ticket(job_id: int, db: SessionDep, user: CurrentUser, settings: 
     return EventsTicket(ticket=ticket, expires_in=seconds)
 
 
+_job_for_member = job_for(*MEMBER_ROLES)
+
+
 def _events_job(
-    job_id: int, request: Request, db: SessionDep, settings: SettingsDep,
+    job_id: PathId, request: Request, db: SessionDep, settings: SettingsDep,
     ticket: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Job:
     """The job, for a member authenticated by the bearer header or by a ticket for this very job."""
@@ -103,7 +96,10 @@ def _events_job(
     if user is None:
         raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="invalid or expired token or ticket",
                             headers={"WWW-Authenticate": "Bearer"})
-    return _visible_job(db, user, job_id)
+    return _job_for_member(job_id, db, user)
+
+
+_events_job.authorization = _job_for_member.authorization  # type: ignore[attr-defined]
 
 
 @router.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)

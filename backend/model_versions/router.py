@@ -16,22 +16,21 @@ is not ready or a rollback without a parent.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from backend.api.deps import (
-    CurrentUser, ProjectForMember, SessionDep, SettingsDep, StorageDep, can_see_project, require_role,
+    CurrentUser, ModelVersionForMember, ProjectForMember, ProjectForMlEngineer, SessionDep, SettingsDep, StorageDep,
 )
+from backend.api.types import PathId
 from backend.clients.model_server import ModelServerClient
 from backend.core.config import Settings
 from backend.jobs.schemas import JobOut
 from backend.model_versions import promotion, service
 from backend.model_versions.schemas import ModelVersionOut, PromotionOut
-from backend.models import ModelVersion, Project, Role, User
+from backend.models import ModelVersion, Project, User
 from backend.models.enums import ModelOrigin, ModelStatus
 from backend.storage import LocalStorage
 
@@ -86,13 +85,11 @@ def _graph_url(version: ModelVersion, file_name: str) -> str | None:
     return f"/api/model-versions/{version.id}/{file_name}"
 
 
-def _serve_graph(version_id: int, file_name: str, request: Request, db: Session, user: User, storage: LocalStorage) -> Response:
+def _serve_graph(version: ModelVersion, file_name: str, request: Request, storage: LocalStorage) -> Response:
     artifact = DECODER_GRAPHS[file_name]
-    version = db.get(ModelVersion, version_id)
-    visible = version is not None and (version.project_id is None or can_see_project(db, user, version.project_id))
-    key = version.artifacts.get(artifact) if visible else None
-    if not visible or not key or not storage.exists(key):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"{file_name} of model version {version_id} not found")
+    key = version.artifacts.get(artifact)
+    if not key or not storage.exists(key):
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"{file_name} of model version {version.id} not found")
     etag = f'"{version.artifacts.get(f"{artifact}_sha256") or version.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if etag in request.headers.get("If-None-Match", ""):
@@ -103,27 +100,24 @@ def _serve_graph(version_id: int, file_name: str, request: Request, db: Session,
 
 
 @router.get("/api/model-versions/{version_id}/decoder.onnx", response_model=None)
-def get_decoder(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+def get_decoder(version: ModelVersionForMember, request: Request, storage: StorageDep) -> Response:
     """The one-graph decoder (fallback of the split pair)."""
-    return _serve_graph(version_id, "decoder.onnx", request, db, user, storage)
+    return _serve_graph(version, "decoder.onnx", request, storage)
 
 
 @router.get("/api/model-versions/{version_id}/decoder.image.onnx", response_model=None)
-def get_decoder_image_graph(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+def get_decoder_image_graph(version: ModelVersionForMember, request: Request, storage: StorageDep) -> Response:
     """The split decoder's per-image graph (404 for versions stored before the split existed)."""
-    return _serve_graph(version_id, "decoder.image.onnx", request, db, user, storage)
+    return _serve_graph(version, "decoder.image.onnx", request, storage)
 
 
 @router.get("/api/model-versions/{version_id}/decoder.click.onnx", response_model=None)
-def get_decoder_click_graph(version_id: int, request: Request, db: SessionDep, user: CurrentUser, storage: StorageDep) -> Response:
+def get_decoder_click_graph(version: ModelVersionForMember, request: Request, storage: StorageDep) -> Response:
     """The split decoder's per-click graph (404 for versions stored before the split existed)."""
-    return _serve_graph(version_id, "decoder.click.onnx", request, db, user, storage)
+    return _serve_graph(version, "decoder.click.onnx", request, storage)
 
 
 # The registry of a project (ML engineer page): list, promote, roll back. See `promotion`.
-
-MlEngineer = Annotated[User, Depends(require_role(Role.ml_engineer))]
-
 
 def _version_out(version: ModelVersion, project: Project) -> ModelVersionOut:
     fields = {name: getattr(version, name) for name in ModelVersionOut.model_fields if hasattr(version, name)}
@@ -155,14 +149,14 @@ def _promote(db: Session, project: Project, version: ModelVersion | None, user: 
 
 @router.post("/api/projects/{project_id}/model-versions/{version_id}/promote")
 def promote_model_version(
-    version_id: int, project: ProjectForMember, db: SessionDep, user: MlEngineer, settings: SettingsDep
+    version_id: PathId, project: ProjectForMlEngineer, db: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> PromotionOut:
     """Make the version the project's active one (rolling back is promoting an earlier version)."""
     return _promote(db, project, db.get(ModelVersion, version_id), user, settings)
 
 
 @router.post("/api/projects/{project_id}/model-versions/rollback")
-def rollback_model_version(project: ProjectForMember, db: SessionDep, user: MlEngineer, settings: SettingsDep) -> PromotionOut:
+def rollback_model_version(project: ProjectForMlEngineer, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> PromotionOut:
     """Promote the active version's parent."""
     try:
         target = promotion.rollback_target(db, project)

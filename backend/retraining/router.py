@@ -9,24 +9,21 @@ loss curve), stop it with ``POST /api/jobs/{id}/cancel``.
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, HTTPException, status
 
-from backend.api.deps import ProjectForMember, SessionDep, SettingsDep, StorageDep, require_role
+from backend.api.deps import CurrentUser, ProjectForMlEngineer, SessionDep, SettingsDep, StorageDep
 from backend.jobs.schemas import JobOut
-from backend.models import Role, User
 from backend.retraining import service
 from backend.retraining.schemas import RetrainParams
 
 router = APIRouter(tags=["retraining"])
 
-MlEngineer = Annotated[User, Depends(require_role(Role.ml_engineer))]
 
 
 @router.post("/api/projects/{project_id}/retrain", status_code=status.HTTP_202_ACCEPTED)
 def start_retrain(
-    project: ProjectForMember, db: SessionDep, user: MlEngineer, storage: StorageDep, settings: SettingsDep,
+    project: ProjectForMlEngineer, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep,
     params: RetrainParams | None = None,
 ) -> JobOut:
     try:

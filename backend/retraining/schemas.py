@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from backend.api.types import RequestModel
 
 
-class RetrainParams(BaseModel):
+class RetrainParams(RequestModel):
     """One round's knobs. Defaults suit a CPU worker; the paper's lr (8e-4) is the AdamW default.
 
     `min_masks`: a round with fewer usable masks fails up front (a model "trained" on three masks
@@ -13,7 +15,6 @@ class RetrainParams(BaseModel):
     `dataset.split_images`) and the prompt simulation.
     """
 
-    model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(default=200, ge=1, le=1_000_000)
     lr: float = Field(default=8e-4, gt=0, le=1.0)

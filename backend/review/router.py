@@ -16,7 +16,8 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskOut
-from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, can_see_project
+from backend.api.deps import CurrentUser, MaskForMember, ProjectForMember, SessionDep
+from backend.api.types import MAX_DB_INT
 from backend.images.schemas import ImageOut
 from backend.models import Image, Mask, ReviewDecision
 from backend.review import service
@@ -26,7 +27,7 @@ router = APIRouter(tags=["review"])
 
 
 @router.get("/api/projects/{project_id}/review/next", responses={204: {"description": "nothing pending"}})
-def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0)] = 0) -> Response:
+def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0) -> Response:
     found = service.next_pending(db, project.id, after)
     if found is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -37,10 +38,7 @@ def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[
 
 
 @router.post("/api/masks/{mask_id}/review", status_code=status.HTTP_201_CREATED)
-def review_mask(mask_id: int, body: ReviewIn, db: SessionDep, user: CurrentUser) -> ReviewOut:
-    mask = db.get(Mask, mask_id)
-    if mask is None or not can_see_project(db, user, mask.project_id):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"mask {mask_id} not found")
+def review_mask(mask: MaskForMember, body: ReviewIn, db: SessionDep, user: CurrentUser) -> ReviewOut:
     try:
         row = service.review(db, mask, user, ReviewDecision(body.decision),
                              body.rle.model_dump() if body.rle else None, body.seconds_spent)

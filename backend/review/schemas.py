@@ -6,14 +6,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.annotation.schemas import MaskOut, RleIn
+from backend.api.types import RequestModel
 from backend.images.schemas import ImageOut
 from backend.models import ReviewDecision
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(RequestModel):
     """`{"decision": "accept"}`, `{"decision": "reject"}` or `{"decision": "fix", "rle": {...}}`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     decision: Literal["accept", "reject", "fix"]
     rle: RleIn | None = Field(default=None, description="the corrected mask (fix only), COCO RLE of the image")

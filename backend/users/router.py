@@ -13,7 +13,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
-from backend.api.deps import CurrentUser, SessionDep, SettingsDep, require_role
+from backend.api.deps import AnyUser, SessionDep, SettingsDep, require_role
+from backend.api.types import PathId
 from backend.auth import service as auth_service
 from backend.auth.ratelimit import LoginLimiterDep, client_address
 from backend.auth.router import Token
@@ -28,7 +29,7 @@ Admin = Annotated[User, Depends(require_role(Role.admin))]
 
 
 @router.get("/me")
-def me(user: CurrentUser) -> UserOut:
+def me(user: AnyUser) -> UserOut:
     return UserOut.model_validate(user)
 
 
@@ -48,7 +49,7 @@ def create_user(body: UserCreate, db: SessionDep, settings: SettingsDep, _: Admi
 
 @router.post("/me/password")
 def change_own_password(
-    body: PasswordChange, request: Request, user: CurrentUser, db: SessionDep, settings: SettingsDep,
+    body: PasswordChange, request: Request, user: AnyUser, db: SessionDep, settings: SettingsDep,
     limiter: LoginLimiterDep,
 ) -> Token:
     """A wrong current password counts as a failed login, so a stolen token cannot guess it freely."""
@@ -62,12 +63,12 @@ def change_own_password(
 
 
 @router.post("/me/revoke-tokens", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_own_tokens(user: CurrentUser, db: SessionDep) -> None:
+def revoke_own_tokens(user: AnyUser, db: SessionDep) -> None:
     """Log out everywhere, this token included."""
     service.revoke_tokens(db, user)
 
 
-def _other_user(db: SessionDep, user_id: int) -> User:
+def _other_user(db: SessionDep, user_id: PathId) -> User:
     user = db.get(User, user_id)
     if user is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"user {user_id} not found")

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from backend.api.types import RequestModel, lax
 from backend.core.security import MAX_PASSWORD_BYTES
 from backend.models import Role
 
@@ -39,26 +40,26 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
-class UserCreate(BaseModel):
+class UserCreate(RequestModel):
     username: Username
     password: NewPassword
-    role: Role = Role.annotator
+    role: Role = lax(default=Role.annotator)
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(RequestModel):
     """Changing one's own password needs the current one, so a stolen token cannot take the account over."""
 
     current_password: Password
     new_password: NewPassword
 
 
-class PasswordReset(BaseModel):
+class PasswordReset(RequestModel):
     """An admin setting another user's password (the user is told it out of band)."""
 
     new_password: NewPassword
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestModel):
     """What an admin changes on an account; a field left out stays as it is."""
 
     is_active: bool | None = None

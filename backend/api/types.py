@@ -1,0 +1,37 @@
+"""Bounded scalar types for request fields, so no value can be out of range for the database.
+
+Ids and counts are 64-bit integers in PostgreSQL and SQLite: a larger integer in a path, query or
+body used to reach the driver and fail there (`OverflowError`, a 500). Every id the API accepts is
+`DbId` (1 … 2^63−1) and every offset/cursor `DbOffset` (0 … 2^63−1); `tests/backend/test_api_schema.py`
+fails for any integer in the OpenAPI without such bounds, and for any body that is not a
+`RequestModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_DB_INT = 2**63 - 1
+
+DbId = Annotated[int, Field(ge=1, le=MAX_DB_INT, strict=True)]
+DbOffset = Annotated[int, Field(ge=0, le=MAX_DB_INT)]
+PathId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+
+
+def lax(**kwargs: object) -> object:
+    """A `Field` that takes the enum's string values in a strict `RequestModel` (see there)."""
+    return Field(strict=False, **kwargs)
+
+
+class RequestModel(BaseModel):
+    """The base of every JSON body the API reads: unknown keys are refused, not dropped (a typo in a
+    parameter name is an error, not a silent default); types are strict (`false` is not 0, `"240"`
+    is not 240: a client sending the wrong type learns it); `NaN` and infinities are refused.
+
+    FastAPI validates a parsed body in pydantic's Python mode, where a strict enum field wants an enum
+    instance: declare enum fields with `Field(strict=False)` (`lax()`): their string values are accepted, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
