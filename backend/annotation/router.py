@@ -1,6 +1,8 @@
 """Claiming images and saving masks: thin routes over `backend.annotation.service`.
 
-Any member of the project may annotate; non-members get 404 (as for unknown ids).
+Any member of the project may annotate; non-members get 404 (as for unknown ids). Saving or deleting
+a mask needs the caller's live claim on the image (409 otherwise) unless their role in the project is
+manager (or admin); someone else's manual mask is a manager's to delete (403).
 """
 
 from __future__ import annotations
@@ -8,19 +10,27 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy.orm import Session
 
 from backend.annotation import service
 from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskCreate, MaskOut
-from backend.api.deps import CurrentUser, ImageForMember, ProjectForMember, SessionDep, SettingsDep, can_see_project
+from backend.api.deps import CurrentUser, ImageForMember, MaskForMember, ProjectForMember, SessionDep, SettingsDep, project_role
 from backend.images.schemas import ImageOut
-from backend.models import Mask, Project
+from backend.models import Project, Role, User
 
 router = APIRouter(tags=["annotation"])
 
 
 def _expiry(settings: SettingsDep) -> timedelta:
     return timedelta(seconds=settings.lock_expiry_seconds)
+
+
+def _role(db: Session, user: User, project_id: int) -> Role:
+    """The caller's role in the project (the route's dependency already admitted them as a member)."""
+    role = project_role(db, user, project_id)
+    assert role is not None
+    return role
 
 
 @router.post("/api/projects/{project_id}/claim", responses={204: {"description": "no unfinished image is free"}})
@@ -71,7 +81,7 @@ def save_mask(
     assert project is not None
     try:
         mask, created = service.save_mask(
-            db, image, project, user,
+            db, image, project, user, _role(db, user, image.project_id),
             client_id=body.client_id, rle=body.rle.model_dump(),
             prompts=body.prompts.model_dump(mode="json", exclude_unset=True) if body.prompts else None,
             seconds_spent=body.seconds_spent, clicks=body.clicks, expiry=_expiry(settings),
@@ -79,7 +89,7 @@ def save_mask(
         )
     except InvalidRle as exc:
         raise HTTPException(status_code=422, detail=f"invalid mask RLE: {exc}") from exc
-    except service.ClientIdConflict as exc:
+    except (service.NotClaimed, service.SaveConflict) as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     except service.BadReplacement as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
@@ -89,8 +99,10 @@ def save_mask(
 
 
 @router.delete("/api/masks/{mask_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_mask(mask_id: int, db: SessionDep, user: CurrentUser) -> None:
-    mask = db.get(Mask, mask_id)
-    if mask is None or not can_see_project(db, user, mask.project_id):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"mask {mask_id} not found")
-    service.delete_mask(db, mask)
+def delete_mask(mask: MaskForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> None:
+    try:
+        service.delete_mask(db, mask, user, _role(db, user, mask.project_id), _expiry(settings))
+    except service.NotYours as exc:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=str(exc)) from exc
+    except service.NotClaimed as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc

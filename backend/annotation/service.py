@@ -6,6 +6,12 @@ Locks: `images.assignee_id` + `images.locked_until`. Taking a lock is ONE condit
 database decides the race: PostgreSQL re-checks the WHERE on the row after waiting for a concurrent
 writer's row lock (READ COMMITTED), SQLite runs writers one at a time. So two annotators never hold
 the same image, and a lock nobody refreshed for `lock_expiry_seconds` is free again.
+
+Masks: saving one needs the caller's live claim on the image, and deleting one needs it too; a
+manager or admin of the project needs no claim. Only the author, a manager or an admin may delete a
+manual mask; pre-filled masks (detector, auto: no author) are the claim holder's to throw away. The
+claim check is the same kind of conditional UPDATE (it also extends the claim), so it cannot pass
+for a claim that another annotator takes over meanwhile.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.annotation.rle import check_rle
-from backend.models import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Stage, User
+from backend.models import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
 
 UNFINISHED = (ImageStatus.new, ImageStatus.in_progress)
 # Candidates examined per claim attempt: losing a race on one image just moves on to the next.
@@ -29,8 +35,16 @@ class LockHeld(RuntimeError):
     """Another user holds a live lock on the image."""
 
 
-class ClientIdConflict(RuntimeError):
-    """The client id was already used for a mask of another image."""
+class NotClaimed(RuntimeError):
+    """The caller needs a live claim on the image and holds none (the message says who does)."""
+
+
+class NotYours(PermissionError):
+    """Only the author, a manager or an admin may delete a manual mask."""
+
+
+class SaveConflict(RuntimeError):
+    """The mask could not be stored: the image or the mask it replaces went away meanwhile."""
 
 
 class BadReplacement(ValueError):
@@ -156,14 +170,39 @@ def _fresh(db: Session, image_id: int) -> Image:
     return image
 
 
-def _refresh_lock(db: Session, image: Image, user: User, expiry: timedelta) -> None:
-    """Saving a mask is activity: the saver's own lock is extended (nobody else's is touched)."""
-    db.execute(
+# Roles that work on an image without claiming it (fixing, cleaning up after others).
+CLAIM_FREE_ROLES = (Role.manager, Role.admin)
+
+
+def _hold(db: Session, image: Image, user: User, expiry: timedelta) -> bool:
+    """Extend the caller's live claim on the image; False if they hold none. Saving is activity.
+
+    One conditional UPDATE, like `_lock`: on PostgreSQL the image row stays locked until the commit, so
+    the claim cannot pass to someone else between this check and the write; SQLite runs writers one at
+    a time."""
+    now = _now()
+    result = db.execute(
         update(Image)
-        .where(Image.id == image.id, Image.assignee_id == user.id, Image.locked_until.is_not(None))
-        .values(locked_until=_now() + expiry)
+        .where(Image.id == image.id, Image.assignee_id == user.id, Image.locked_until >= now)
+        .values(locked_until=now + expiry)
         .execution_options(synchronize_session=False)
     )
+    return result.rowcount == 1
+
+
+def _require_claim(db: Session, image: Image, user: User, role: Role, expiry: timedelta, action: str) -> None:
+    """Raise `NotClaimed` unless the caller holds the image's claim (or works claim-free as a manager)."""
+    if _hold(db, image, user, expiry) or role in CLAIM_FREE_ROLES:
+        return
+    db.rollback()
+    current = _fresh(db, image.id)
+    if current.assignee_id is not None and current.locked_until is not None and current.locked_until >= _now():
+        holder = db.get(User, current.assignee_id)
+        name = holder.username if holder is not None else "another user"
+        until = current.locked_until.isoformat(timespec="seconds")
+        raise NotClaimed(f"image {image.id} is claimed by {name} (until {until}): {action} needs the claim")
+    raise NotClaimed(f"claim image {image.id} first (POST /api/images/{image.id}/claim): "
+                     f"{action} needs your live claim on it")
 
 
 def save_mask(
@@ -171,6 +210,7 @@ def save_mask(
     image: Image,
     project: Project,
     user: User,
+    role: Role,
     *,
     client_id: str,
     rle: dict[str, Any],
@@ -180,18 +220,19 @@ def save_mask(
     expiry: timedelta,
     replaces_mask_id: int | None = None,
 ) -> tuple[Mask, bool]:
-    """Store a manual mask; returns (mask, created). Idempotent by `client_id`: a repeat returns the
-    stored mask unchanged with created=False. Raises `InvalidRle` (bad mask), `ClientIdConflict` or
-    `BadReplacement`.
+    """Store a manual mask; returns (mask, created). `role` is the caller's role in the project.
+
+    Idempotent by (image, `client_id`): a repeat returns the stored mask unchanged with created=False,
+    whoever holds the claim by then (the first save succeeded; a retry must not turn it into an error).
+    Raises `InvalidRle` (bad mask), `BadReplacement`, `NotClaimed` or `SaveConflict`.
 
     With `replaces_mask_id` the new mask corrects that mask of the image: in the same transaction the
     old one is hidden (soft-deleted), becomes the new mask's parent, and if it was pre-filled
     (detector/auto) its ``prefill_outcome`` is ``corrected``. The new mask stays source manual."""
-    existing = _by_client_id(db, client_id)
+    existing = _by_client_id(db, image, client_id)
     if existing is not None:
-        return _same_image(existing, image), False
+        return existing, False
     checked = check_rle(rle, image.height, image.width)
-    replaced = None
     if replaces_mask_id is not None:
         replaced = db.get(Mask, replaces_mask_id)
         if replaced is None or replaced.image_id != image.id:
@@ -209,34 +250,40 @@ def save_mask(
         seconds_spent=seconds_spent,
         clicks=clicks,
         author_id=user.id,
-        parent_mask_id=replaced.id if replaced is not None else None,
+        parent_mask_id=replaces_mask_id,
     )
-    db.add(mask)
-    if replaced is not None and replaced.deleted_at is None:
-        replaced.deleted_at = _now()
-        if replaced.source != MaskSource.manual:
-            replaced.prefill_outcome = PrefillOutcome.corrected
-    _refresh_lock(db, image, user, expiry)
+    # Every statement that writes is inside this block, so the unique (image_id, client_id) violation
+    # of a concurrent twin is caught wherever it surfaces (an autoflush, the flush, the commit).
     try:
+        _require_claim(db, image, user, role, expiry, "saving a mask")
+        db.add(mask)
+        db.flush()
+        if replaces_mask_id is not None:
+            _hide_replaced(db, replaces_mask_id)
         db.commit()
-    except IntegrityError:
-        # A concurrent retry with the same client id won the insert: answer with its row.
+    except IntegrityError as error:
+        # The twin's transaction committed first (PostgreSQL makes the insert wait for it; SQLite
+        # runs one writer at a time), so its row is visible now: answer as the first request did.
         db.rollback()
-        existing = _by_client_id(db, client_id)
+        existing = _by_client_id(db, image, client_id)
         if existing is None:
-            raise
-        return _same_image(existing, image), False
+            raise SaveConflict(f"the mask could not be stored, the image changed meanwhile: {error.orig}") from None
+        return existing, False
     return mask, True
 
 
-def _by_client_id(db: Session, client_id: str) -> Mask | None:
-    return db.scalar(select(Mask).where(Mask.client_id == client_id))
+def _hide_replaced(db: Session, mask_id: int) -> None:
+    replaced = db.get(Mask, mask_id, populate_existing=True)
+    assert replaced is not None
+    if replaced.deleted_at is None:
+        replaced.deleted_at = _now()
+        if replaced.source != MaskSource.manual:
+            replaced.prefill_outcome = PrefillOutcome.corrected
+    db.flush()
 
 
-def _same_image(mask: Mask, image: Image) -> Mask:
-    if mask.image_id != image.id:
-        raise ClientIdConflict(f"client_id {mask.client_id!r} was already used for a mask of another image")
-    return mask
+def _by_client_id(db: Session, image: Image, client_id: str) -> Mask | None:
+    return db.scalar(select(Mask).where(Mask.image_id == image.id, Mask.client_id == client_id))
 
 
 def list_masks(db: Session, image: Image) -> list[Mask]:
@@ -244,10 +291,19 @@ def list_masks(db: Session, image: Image) -> list[Mask]:
     return list(db.scalars(select(Mask).where(Mask.image_id == image.id, Mask.deleted_at.is_(None)).order_by(Mask.id)))
 
 
-def delete_mask(db: Session, mask: Mask) -> None:
+def delete_mask(db: Session, mask: Mask, user: User, role: Role, expiry: timedelta) -> None:
     """Soft delete: the row stays (training data lineage, review statistics); a pre-filled mask
-    records that the annotator threw it away. Deleting twice is a no-op."""
+    records that the annotator threw it away. Deleting twice is a no-op.
+
+    Raises `NotYours` (someone else's manual mask, for a non-manager) or `NotClaimed`."""
+    if role not in CLAIM_FREE_ROLES:
+        if mask.source == MaskSource.manual and mask.author_id != user.id:
+            raise NotYours(f"mask {mask.id} is another annotator's: only a manager of the project may delete it")
+        image = db.get(Image, mask.image_id)
+        assert image is not None
+        _require_claim(db, image, user, role, expiry, "deleting a mask")
     if mask.deleted_at is not None:
+        db.commit()
         return
     mask.deleted_at = _now()
     if mask.source != MaskSource.manual:

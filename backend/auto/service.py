@@ -6,8 +6,8 @@ leaves that image with no auto masks and not done, and the next run (a requeued 
 it; an image already done is skipped, so reruns add nothing.
 
 Review sampling happens here too: each stored mask goes to the review queue
-(``review_status = pending``) with probability ``review_fraction`` (project setting, default
-`DEFAULT_REVIEW_FRACTION`), decided by a hash of (``review_seed``, image id, the mask's index in the
+(``review_status = pending``) with probability ``review_fraction`` (project setting, see
+`backend.projects.settings`), decided by a hash of (``review_seed``, image id, the mask's index in the
 generator's output). The choice is reproducible and does not depend on the order images are
 processed in or on how often the job was restarted.
 """
@@ -26,10 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import Image, Mask, MaskSource, Project, ReviewStatus, Stage
+from backend.projects.settings import project_settings
 
 STAGE = Stage.fully_automatic
-DEFAULT_REVIEW_FRACTION = 0.02
-DEFAULT_REVIEW_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -41,19 +40,9 @@ class ReviewSampling:
 
     @classmethod
     def of(cls, project: Project) -> ReviewSampling:
-        """The project's sampling (``settings.review_fraction`` / ``review_seed``).
-
-        Raises:
-            ValueError: the settings are not a fraction in 0..1 and an integer seed.
-        """
-        settings = project.settings or {}
-        fraction = settings.get("review_fraction", DEFAULT_REVIEW_FRACTION)
-        seed = settings.get("review_seed", DEFAULT_REVIEW_SEED)
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"project setting review_fraction must be a number in 0..1, got {fraction!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"project setting review_seed must be an integer, got {seed!r}")
-        return cls(float(fraction), seed)
+        """The project's sampling (settings ``review_fraction`` / ``review_seed``)."""
+        settings = project_settings(project)
+        return cls(settings.review_fraction, settings.review_seed)
 
     def picks(self, image_id: int, index: int) -> bool:
         """Whether mask number `index` of image `image_id` goes to review."""

@@ -1,10 +1,11 @@
 """Stage gates: what must hold before a project moves to its next stage, as data, and the move itself.
 
-The gates are `DEFAULT_GATES` (one entry per target stage, a list of conditions). A project can
-override any threshold in its settings: ``settings["gates"][<target stage>][<condition key>] = value``
-(e.g. ``{"gates": {"semi_automatic": {"min_masks": 50}}}``). Each condition kind is one small SQL
-count (masks and images come from the `mask_totals` / `image_stats` rollups); the dashboard shows every condition with its current value, and `advance_stage` refuses (409)
-while one does not hold.
+The gates are `DEFAULT_GATES` (one entry per target stage, a list of conditions). Each threshold is a
+project setting, ``gates.<target stage>.<condition key>`` (e.g. ``{"gates": {"semi_automatic":
+{"min_masks": 50}}}``), typed, bounded and defaulted by `backend.projects.settings.GateSettings`.
+Each condition kind is one small SQL count (masks and images come from the `mask_totals` /
+`image_stats` rollups); the dashboard shows every condition with its current value, and
+`advance_stage` refuses (409) while one does not hold.
 
 Moving on resets every image's status to ``new`` (statuses are per current stage; what was finished in
 earlier stages stays in ``images.stage_done``) and drops the locks.
@@ -19,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from backend.models import DetectorVersion, Image, ImageStat, ImageStatus, MaskTotal, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
+from backend.projects.settings import project_settings
 
 ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
 
@@ -30,30 +32,29 @@ class Condition:
     key: str
     kind: str  # masks_in_stage | done_share | trained_models | ready_detectors
     stage: Stage | None  # the stage the measurement looks at (None: not stage-bound)
-    default: float
     label: str
 
 
-# Target stage -> what must hold to enter it. Thresholds are defaults; project settings override them.
+# Target stage -> what must hold to enter it; the thresholds (and their defaults) are project settings.
 DEFAULT_GATES: dict[Stage, list[Condition]] = {
     Stage.semi_automatic: [
-        Condition("min_masks", "masks_in_stage", Stage.assisted_manual, 1000,
+        Condition("min_masks", "masks_in_stage", Stage.assisted_manual,
                   "masks annotated in the assisted-manual stage"),
-        Condition("min_done_share", "done_share", Stage.assisted_manual, 0.0,
+        Condition("min_done_share", "done_share", Stage.assisted_manual,
                   "share of images done in the assisted-manual stage"),
-        Condition("min_trained_models", "trained_models", None, 0,
+        Condition("min_trained_models", "trained_models", None,
                   "ready model versions retrained on this project"),
-        Condition("min_detectors", "ready_detectors", None, 1,
+        Condition("min_detectors", "ready_detectors", None,
                   "ready detector versions of this project (train one: Train detector)"),
     ],
     Stage.fully_automatic: [
-        Condition("min_masks", "masks_in_stage", Stage.semi_automatic, 1000,
+        Condition("min_masks", "masks_in_stage", Stage.semi_automatic,
                   "masks annotated in the semi-automatic stage"),
-        Condition("min_trained_models", "trained_models", None, 0,
+        Condition("min_trained_models", "trained_models", None,
                   "ready model versions retrained on this project"),
     ],
     Stage.done: [
-        Condition("min_done_share", "done_share", Stage.fully_automatic, 1.0,
+        Condition("min_done_share", "done_share", Stage.fully_automatic,
                   "share of images done in the fully automatic stage"),
     ],
 }
@@ -93,15 +94,8 @@ def next_stage(stage: Stage) -> Stage | None:
 
 
 def threshold(project: Project, to_stage: Stage, condition: Condition) -> float:
-    """The project's override of `condition` for `to_stage`, else its default.
-
-    Raises:
-        ValueError: the override is not a number.
-    """
-    value = ((project.settings or {}).get("gates") or {}).get(to_stage.value, {}).get(condition.key, condition.default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"project setting gates.{to_stage.value}.{condition.key} must be a number, got {value!r}")
-    return float(value)
+    """The project's setting ``gates.<to_stage>.<condition key>`` (its default unless a manager set it)."""
+    return float(getattr(getattr(project_settings(project).gates, to_stage.value), condition.key))
 
 
 def _measure(db: Session, project: Project, condition: Condition) -> float:

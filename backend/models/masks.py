@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.models.base import Base, str_enum, utcnow
@@ -20,6 +20,9 @@ class Mask(Base):
     # backend/models/dashboard.py; these partial indexes over live masks serve the exact percentiles
     # (project, per author) and the annotators' first/last mask.
     __table_args__ = (
+        # Client ids are unique per image (migration 0007), not globally: a global constraint would
+        # tell a caller that an id is in use in a project they cannot see.
+        UniqueConstraint("image_id", "client_id"),
         Index("ix_masks_live_seconds", "project_id", "seconds_spent",
               postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
         Index("ix_masks_live_author_seconds", "project_id", "author_id", "seconds_spent",
@@ -29,8 +32,8 @@ class Mask(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Client-generated id making saves idempotent (a retried POST returns the existing row).
-    client_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Client-generated id making saves idempotent (a retried POST to the same image returns the row).
+    client_id: Mapped[str | None] = mapped_column(String(64))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     rle: Mapped[dict[str, Any]]

@@ -1,6 +1,7 @@
-"""Projects (list/create/get) and their members (list/add/remove).
+"""Projects (list/create/get/update) and their members (list/add/remove).
 
-Creating a project needs the global role manager (or admin). Managing members needs manager/admin and,
+Creating a project needs the global role manager (or admin); changing one (PATCH) needs the role
+manager in that project (or admin). Managing members needs manager/admin and,
 for a manager, membership of the project (non-members get 404 like for everything of a project).
 """
 
@@ -10,10 +11,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
-from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, require_role
+from backend.api.deps import AnyUser, ProjectForManager, ProjectForMember, SessionDep, require_role
+from backend.api.types import PathId
 from backend.models import Role, User
 from backend.projects import service
-from backend.projects.schemas import MemberAdd, MemberOut, ProjectCreate, ProjectOut
+from backend.projects.schemas import MemberAdd, MemberOut, ProjectCreate, ProjectOut, ProjectUpdate
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
@@ -21,7 +23,7 @@ ManagerUser = Annotated[User, Depends(require_role(Role.manager))]
 
 
 @router.get("")
-def list_projects(db: SessionDep, user: CurrentUser) -> list[ProjectOut]:
+def list_projects(db: SessionDep, user: AnyUser) -> list[ProjectOut]:
     return service.list_project_outs(db, user)
 
 
@@ -36,13 +38,20 @@ def get_project(project: ProjectForMember, db: SessionDep) -> ProjectOut:
     return service.project_out(db, project)
 
 
+@router.patch("/{project_id}")
+def update_project(body: ProjectUpdate, project: ProjectForManager, db: SessionDep) -> ProjectOut:
+    """Change name, description or settings (only the keys given; see `ProjectUpdate`)."""
+    service.update_project(db, project, name=body.name, description=body.description, settings=body.settings)
+    return service.project_out(db, project)
+
+
 @router.get("/{project_id}/members")
 def list_members(project: ProjectForMember, db: SessionDep) -> list[MemberOut]:
     return service.list_members(db, project)
 
 
 @router.post("/{project_id}/members", status_code=status.HTTP_201_CREATED)
-def add_member(body: MemberAdd, project: ProjectForMember, db: SessionDep, _: ManagerUser) -> MemberOut:
+def add_member(body: MemberAdd, project: ProjectForManager, db: SessionDep) -> MemberOut:
     try:
         return service.add_member(db, project, body.user_id, body.role_in_project)
     except service.NotFound as exc:
@@ -52,7 +61,7 @@ def add_member(body: MemberAdd, project: ProjectForMember, db: SessionDep, _: Ma
 
 
 @router.delete("/{project_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-def remove_member(user_id: int, project: ProjectForMember, db: SessionDep, _: ManagerUser) -> Response:
+def remove_member(user_id: PathId, project: ProjectForManager, db: SessionDep) -> Response:
     try:
         service.remove_member(db, project, user_id)
     except service.NotFound as exc:

@@ -1,17 +1,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backend.api.types import DbId, RequestModel, lax
 from backend.models import Role, Stage
+from backend.projects.settings import ProjectSettings
+
+# PostgreSQL text cannot hold NUL: refused here (422) rather than by the driver (500).
+NO_NUL = r"^[^\x00]*$"
 
 
-class ProjectCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=10_000)
-    settings: dict[str, Any] = Field(default_factory=dict)
+class ProjectCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
+    settings: ProjectSettings = Field(default_factory=ProjectSettings)
+
+
+class ProjectUpdate(RequestModel):
+    """A partial update: absent fields stay as they are. In `settings` too: the keys it sets replace
+    the stored ones (objects merge key by key, e.g. one gate threshold), the rest stay."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
+    description: str | None = Field(default=None, max_length=10_000, pattern=NO_NUL)
+    settings: ProjectSettings | None = None
 
 
 class ProjectOut(BaseModel):
@@ -21,16 +34,24 @@ class ProjectOut(BaseModel):
     name: str
     description: str
     stage: Stage
-    settings: dict[str, Any]
+    settings: ProjectSettings  # in effect: what was set, defaults for the rest
     active_model_version_id: int | None
     created_by: int | None
     created_at: datetime
     image_count: int
 
 
-class MemberAdd(BaseModel):
-    user_id: int
-    role_in_project: Role | None = None
+class MemberAdd(RequestModel):
+    user_id: DbId
+    role_in_project: Role | None = lax(default=None, description="the member's rights in this project (default: "
+                                                                 "their global role); admins are admins everywhere")
+
+    @field_validator("role_in_project")
+    @classmethod
+    def _not_admin(cls, role: Role | None) -> Role | None:
+        if role == Role.admin:
+            raise ValueError("admin is a global role, not a role in a project")
+        return role
 
 
 class MemberOut(BaseModel):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.models import Image, Project, ProjectMember, Role, User
 from backend.projects.schemas import MemberOut, ProjectOut
+from backend.projects.settings import ProjectSettings, merge, project_settings, stored_form
 
 
 class NotFound(LookupError):
@@ -21,12 +21,37 @@ class AlreadyMember(ValueError):
     pass
 
 
-def create_project(db: Session, creator: User, name: str, description: str = "", settings: dict[str, Any] | None = None) -> Project:
+def create_project(
+    db: Session, creator: User, name: str, description: str = "", settings: ProjectSettings | None = None
+) -> Project:
     """Create a project with its creator as first member (role_in_project = manager)."""
-    project = Project(name=name, description=description, settings=settings or {}, created_by=creator.id)
+    stored = stored_form(settings) if settings is not None else {}
+    project = Project(name=name, description=description, settings=stored, created_by=creator.id)
     db.add(project)
     db.flush()
     db.add(ProjectMember(project_id=project.id, user_id=creator.id, role_in_project=Role.manager))
+    db.commit()
+    return project
+
+
+def update_project(
+    db: Session, project: Project, *, name: str | None, description: str | None, settings: ProjectSettings | None
+) -> Project:
+    """Change what is given; the keys set in `settings` are merged into the settings in effect (whose
+    invalid stored keys are already dropped, see `backend.projects.settings`).
+
+    The first statement locks the project row (PostgreSQL) or the database (SQLite) and the row is read
+    again after it, so two concurrent PATCHes merge one after the other instead of losing one.
+    """
+    db.execute(update(Project).where(Project.id == project.id).values(name=Project.name)
+               .execution_options(synchronize_session=False))
+    db.refresh(project)
+    if settings is not None:
+        project.settings = stored_form(merge(project_settings(project), settings))
+    if name is not None:
+        project.name = name
+    if description is not None:
+        project.description = description
     db.commit()
     return project
 
@@ -50,7 +75,8 @@ def image_counts(db: Session, project_ids: Sequence[int]) -> dict[int, int]:
 def project_out(db: Session, project: Project, count: int | None = None) -> ProjectOut:
     if count is None:
         count = image_counts(db, [project.id]).get(project.id, 0)
-    return ProjectOut.model_validate({**{c: getattr(project, c) for c in ProjectOut.model_fields if c != "image_count"}, "image_count": count})
+    fields = {c: getattr(project, c) for c in ProjectOut.model_fields if c not in ("image_count", "settings")}
+    return ProjectOut.model_validate({**fields, "settings": project_settings(project), "image_count": count})
 
 
 def list_project_outs(db: Session, user: User) -> list[ProjectOut]:

@@ -1,6 +1,6 @@
 """Starting retraining rounds (by hand or when enough new masks came in) and judging their result.
 
-Project settings read here (``projects.settings`` JSON, all optional):
+Project settings read here (typed and bounded by `backend.projects.settings.ProjectSettings`):
 
 * ``retrain_every_masks`` (int, default 0 = off): Celery beat starts a round once the project has
   this many new accepted masks since the last round began (`start_due_rounds`). "Since the last
@@ -15,7 +15,6 @@ Project settings read here (``projects.settings`` JSON, all optional):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -25,6 +24,7 @@ from backend.jobs import service as jobs
 from backend.model_versions.service import active_version
 from backend.models import Job, Mask, Project
 from backend.models.enums import JobStatus
+from backend.projects.settings import project_settings
 from backend.retraining.dataset import accepted_masks_query
 from backend.retraining.schemas import RetrainParams
 from backend.storage import LocalStorage
@@ -40,31 +40,6 @@ class RoundConflict(Exception):
 
 class NotEnoughMasks(ValueError):
     """The project has fewer accepted masks than the round needs."""
-
-
-@dataclass(frozen=True)
-class RoundSettings:
-    """A project's retraining settings (see the module docstring), validated."""
-
-    retrain_every_masks: int
-    auto_promote: bool
-    params: RetrainParams
-
-    @classmethod
-    def of(cls, project: Project) -> RoundSettings:
-        """Raises ValueError naming the bad setting."""
-        settings = project.settings or {}
-        every = settings.get("retrain_every_masks", 0) or 0
-        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
-            raise ValueError(f"project setting retrain_every_masks must be an integer ≥ 0, got {every!r}")
-        auto = settings.get("auto_promote", False)
-        if not isinstance(auto, bool):
-            raise ValueError(f"project setting auto_promote must be true or false, got {auto!r}")
-        try:
-            params = RetrainParams.model_validate(settings.get("retrain_params") or {})
-        except ValueError as error:
-            raise ValueError(f"project setting retrain_params is invalid: {error}") from None
-        return cls(every, auto, params)
 
 
 def is_better(new: dict[str, float], active: dict[str, float]) -> bool:
@@ -130,15 +105,11 @@ def start_round(
 def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> list[tuple[int, int]]:
     """Start a round in every project whose `retrain_every_masks` new masks have come in.
 
-    Returns (project id, job id) of each round started. A project with invalid settings is skipped
-    (its settings are the manager's to fix; the API refuses them when rounds are started by hand).
+    Returns (project id, job id) of each round started.
     """
     started: list[tuple[int, int]] = []
     for project in db.scalars(select(Project).order_by(Project.id)):
-        try:
-            round_settings = RoundSettings.of(project)
-        except ValueError:
-            continue
+        round_settings = project_settings(project)
         every = round_settings.retrain_every_masks
         if not every or running_round(db, project.id) is not None:
             continue
@@ -146,7 +117,7 @@ def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> 
         if new < every:
             continue
         try:
-            job = start_round(db, project, None, round_settings.params, settings, storage,
+            job = start_round(db, project, None, round_settings.retrain_params, settings, storage,
                               reason=f"{new} new masks since the last round (retrain_every_masks={every})")
         except (RoundConflict, NotEnoughMasks):
             db.rollback()
@@ -159,4 +130,4 @@ def round_auto_promote(project: Project, params: RetrainParams) -> bool:
     """The round's own choice if given, else the project's setting."""
     if params.auto_promote is not None:
         return params.auto_promote
-    return bool((project.settings or {}).get("auto_promote", False))
+    return project_settings(project).auto_promote

@@ -45,6 +45,8 @@ def images_with_masks(
 
 def save_mask(client: TestClient, headers: dict[str, str], image_id: int, data_root: Path, name: str,
               client_id: str) -> int:
+    """Claim the image (saving needs the claim) and save the grabcut mask `name` on it."""
+    assert client.post(f"/api/images/{image_id}/claim", headers=headers).status_code == 200
     response = client.post(f"/api/images/{image_id}/masks", headers=headers, json={
         "client_id": client_id, "rle": grabcut_rle(data_root, name), "seconds_spent": 12.0, "clicks": 3})
     assert response.status_code == 201, response.text

@@ -1,5 +1,5 @@
-"""Claiming images (locks, expiry, two annotators) and saving masks (RLE checks, idempotency, delete),
-through the HTTP API on SQLite and PostgreSQL."""
+"""Claiming images (locks, expiry, two annotators) and saving masks (RLE checks, idempotency, delete,
+who may save and delete on whose claim), through the HTTP API on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ def square_mask(image: dict, x: int = 10, y: int = 20, w: int = 30, h: int = 40)
 
 def claim(client, project, headers):
     return client.post(f"/api/projects/{project.id}/claim", headers=headers)
+
+
+def claim_image(client, image_id, headers):
+    response = client.post(f"/api/images/{image_id}/claim", headers=headers)
+    assert response.status_code == 200, response.text
 
 
 def test_two_annotators_never_get_the_same_image(client, project, images, annotators):
@@ -143,6 +148,7 @@ def test_concurrent_claims_get_distinct_images(settings, project, images, make_u
 def test_save_is_idempotent_by_client_id(client, project, images, annotators, db):
     (alice, a), _ = annotators
     image = images[0]
+    claim_image(client, image["id"], a)
     mask = square_mask(image)
     body = {"client_id": "c-1", "rle": rle_of(mask), "prompts": {"points": [{"x": 20, "y": 30, "label": 1}]}, "seconds_spent": 4.5, "clicks": 2}
     first = client.post(f"/api/images/{image['id']}/masks", json=body, headers=a)
@@ -156,9 +162,12 @@ def test_save_is_idempotent_by_client_id(client, project, images, annotators, db
     assert again.status_code == 200
     assert again.json() == out
     assert db.query(Mask).filter(Mask.image_id == image["id"]).count() == 1
-    # The same client id on another image is a client bug, not a retry.
+    # Client ids are per image: the same one on another image is another mask (and says nothing
+    # about ids used elsewhere).
+    claim_image(client, images[1]["id"], a)
     other = client.post(f"/api/images/{images[1]['id']}/masks", json={**body, "rle": rle_of(square_mask(images[1]))}, headers=a)
-    assert other.status_code == 409
+    assert other.status_code == 201, other.text
+    assert other.json()["id"] != out["id"]
     listed = client.get(f"/api/images/{image['id']}/masks", headers=a).json()
     assert [m["id"] for m in listed] == [out["id"]]
     assert np.array_equal(mask_util.decode({"size": listed[0]["rle"]["size"], "counts": listed[0]["rle"]["counts"].encode()}), mask)
@@ -167,6 +176,7 @@ def test_save_is_idempotent_by_client_id(client, project, images, annotators, db
 def test_uncompressed_counts_are_accepted_and_stored_canonically(client, images, annotators):
     _, a = annotators[0]
     image = images[0]
+    claim_image(client, image["id"], a)
     mask = square_mask(image, 0, 0, 5, 7)
     column_major = mask.flatten(order="F")
     runs, value, run = [], 0, 0
@@ -191,7 +201,7 @@ def test_uncompressed_counts_are_accepted_and_stored_canonically(client, images,
         ({"size": None, "counts": "P"}, "ends in the middle"),
         ({"size": None, "counts": "1"}, "covers 1 pixels"),
         ({"size": None, "counts": [5, 3]}, "covers 8 pixels"),
-        ({"size": None, "counts": [-5, 3]}, "negative"),
+        ({"size": None, "counts": [-5, 3]}, "greater than or equal to 0"),  # bounded by the schema
         ({"size": None, "counts": "EMPTY"}, "empty"),
     ],
 )
@@ -212,6 +222,7 @@ def test_bad_rle_is_422_with_a_clear_message(client, images, annotators, rle, me
 def test_delete_is_soft_and_records_a_deleted_prefill(client, project, images, annotators, db):
     _, a = annotators[0]
     image = images[0]
+    claim_image(client, image["id"], a)
     saved = client.post(f"/api/images/{image['id']}/masks", json={"client_id": "d-1", "rle": rle_of(square_mask(image))}, headers=a).json()
     prefilled = Mask(
         image_id=image["id"], project_id=project.id, rle=rle_of(square_mask(image, 50, 50, 5, 5)), bbox=[50, 50, 5, 5],
@@ -234,6 +245,7 @@ def test_delete_is_soft_and_records_a_deleted_prefill(client, project, images, a
 
 def test_non_members_get_404(client, project, images, make_user, login, annotators):
     _, a = annotators[0]
+    claim_image(client, images[0]["id"], a)
     saved = client.post(f"/api/images/{images[0]['id']}/masks", json={"client_id": "m-1", "rle": rle_of(square_mask(images[0]))}, headers=a).json()
     outsider = login(make_user(Role.annotator))
     image_id = images[0]["id"]
@@ -249,3 +261,73 @@ def test_non_members_get_404(client, project, images, make_user, login, annotato
         response = getattr(client, method)(path, headers=outsider, **kwargs)
         assert response.status_code == 404, (method, path, response.text)
     assert client.get("/api/images/1/masks").status_code == 401
+
+
+def save(client, image, headers, client_id, **extra):
+    body = {"client_id": client_id, "rle": rle_of(square_mask(image)), **extra}
+    return client.post(f"/api/images/{image['id']}/masks", json=body, headers=headers)
+
+
+def test_saving_needs_the_callers_live_claim(client, project, images, annotators, manager_headers, db):
+    """Before: ann3's save on an image claimed by ann1 was stored (201) although ann3's claim got 409."""
+    (alice, a), (_, b) = annotators
+    image = images[0]
+    response = save(client, image, a, "no-claim")
+    assert response.status_code == 409 and "claim image" in response.json()["detail"], response.text
+    claim_image(client, image["id"], a)
+    assert client.post(f"/api/images/{image['id']}/claim", headers=b).status_code == 409
+    response = save(client, image, b, "not-mine")
+    assert response.status_code == 409, response.text
+    assert f"claimed by {alice.username}" in response.json()["detail"]
+    assert save(client, image, a, "mine").status_code == 201
+    # A manager of the project fixes masks without claiming.
+    assert save(client, image, manager_headers, "by-manager").status_code == 201
+    # An expired claim is no claim.
+    db.execute(update(Image).where(Image.id == image["id"]).values(locked_until=datetime.now(UTC) - timedelta(seconds=1)))
+    db.commit()
+    assert save(client, image, a, "expired").status_code == 409
+    # A retry of a stored save answers like the first request, whoever holds the image now.
+    claim_image(client, image["id"], b)
+    again = save(client, image, a, "mine")
+    assert again.status_code == 200 and again.json()["author_id"] == alice.id
+    assert sorted(m.client_id for m in db.query(Mask).filter(Mask.image_id == image["id"])) == ["by-manager", "mine"]
+
+
+def test_a_save_extends_the_claim(client, project, images, annotators, settings, db):
+    (alice, a), _ = annotators
+    image = images[0]
+    claim_image(client, image["id"], a)
+    db.execute(update(Image).where(Image.id == image["id"]).values(locked_until=datetime.now(UTC) + timedelta(seconds=5)))
+    db.commit()
+    assert save(client, image, a, "activity").status_code == 201
+    row = db.get(Image, image["id"], populate_existing=True)
+    assert row.assignee_id == alice.id
+    assert row.locked_until > datetime.now(UTC) + timedelta(seconds=settings.lock_expiry_seconds - 60)
+
+
+def test_who_may_delete_which_mask(client, project, images, annotators, manager_headers, db):
+    """Before: any member could delete another annotator's manual mask."""
+    (_, a), (_, b) = annotators
+    image, other_image = images[0], images[1]
+    claim_image(client, image["id"], a)
+    alices = save(client, image, a, "alice-1").json()
+    alices_second = save(client, image, a, "alice-2").json()
+    prefilled = Mask(
+        image_id=image["id"], project_id=project.id, rle=rle_of(square_mask(image, 50, 50, 5, 5)), bbox=[50, 50, 5, 5],
+        area=25, source=MaskSource.detector, stage=Stage.semi_automatic, predicted_iou=0.9,
+    )
+    db.add(prefilled)
+    db.commit()
+    claim_image(client, other_image["id"], b)
+    response = client.delete(f"/api/masks/{alices['id']}", headers=b)
+    assert response.status_code == 403 and "manager" in response.json()["detail"], response.text
+    # Pre-filled masks are the claim holder's to throw away.
+    assert client.delete(f"/api/masks/{prefilled.id}", headers=b).status_code == 409
+    assert client.delete(f"/api/masks/{prefilled.id}", headers=a).status_code == 204
+    assert client.delete(f"/api/masks/{alices['id']}", headers=a).status_code == 204
+    # Without her claim, not even her own.
+    assert client.post(f"/api/images/{image['id']}/release", headers=a).status_code == 200
+    assert client.delete(f"/api/masks/{alices_second['id']}", headers=a).status_code == 409
+    assert client.delete(f"/api/masks/{alices_second['id']}", headers=manager_headers).status_code == 204
+    db.expire_all()
+    assert all(db.get(Mask, i).deleted_at is not None for i in (alices["id"], alices_second["id"], prefilled.id))

@@ -263,8 +263,4 @@ def test_who_may_start_it(client, db, project, manager, manager_headers, make_us
     assert client.post(f"/api/projects/{project.id}/auto-annotate", json={}, headers=login(annotator)).status_code == 403
     assert client.post(f"/api/projects/{project.id}/auto-annotate", json={},
                        headers=login(make_user("manager"))).status_code == 404
-    project.settings = {"review_fraction": 3}
-    db.commit()
-    response = client.post(f"/api/projects/{project.id}/auto-annotate", json={}, headers=manager_headers)
-    assert response.status_code == 422 and "review_fraction" in response.json()["detail"]
     assert db.scalar(select(func.count()).select_from(Job)) == 0

@@ -83,6 +83,7 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     # Stage 1: the annotator saves the davis objects of the first images through the masks API.
     n_masks = 0
     for image_id, (_, mask_names) in zip(ids[:STAGE1], davis[:STAGE1]):
+        assert client.post(f"/api/images/{image_id}/claim", headers=a_headers).status_code == 200
         for k, mask_name in enumerate(mask_names):
             saved = client.post(f"/api/images/{image_id}/masks", headers=a_headers,
                                 json={"client_id": f"s1-{image_id}-{k}", "rle": mask_rle(root / mask_name)})

@@ -6,11 +6,12 @@ from backend.models import Role
 
 
 def test_manager_creates_a_project_and_is_its_member(client, manager, manager_headers):
-    response = client.post("/api/projects", json={"name": "Street scenes", "settings": {"k": 1}}, headers=manager_headers)
+    response = client.post("/api/projects", json={"name": "Street scenes", "settings": {"review_fraction": 0.5}},
+                           headers=manager_headers)
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["stage"] == "assisted_manual"
-    assert body["settings"] == {"k": 1}
+    assert body["settings"]["review_fraction"] == 0.5 and body["settings"]["auto_promote"] is False  # + defaults
     assert body["image_count"] == 0
     assert body["created_by"] == manager.id
     members = client.get(f"/api/projects/{body['id']}/members", headers=manager_headers).json()
@@ -28,6 +29,7 @@ def test_annotator_and_ml_engineer_cannot_create_projects(client, make_user, log
 def test_bad_project_input_is_422(client, manager_headers):
     assert client.post("/api/projects", json={"name": ""}, headers=manager_headers).status_code == 422
     assert client.post("/api/projects", json={"name": "x", "settings": [1]}, headers=manager_headers).status_code == 422
+    assert client.post("/api/projects", json={"name": "x", "settings": {"k": 1}}, headers=manager_headers).status_code == 422
     assert client.post("/api/projects", json={}, headers=manager_headers).status_code == 422
 
 
@@ -37,6 +39,7 @@ def test_non_members_get_404_for_everything_of_a_project(client, project, make_u
     pid = project.id
     for method, path, kwargs in (
         ("get", f"/api/projects/{pid}", {}),
+        ("patch", f"/api/projects/{pid}", {"json": {"name": "mine now"}}),
         ("get", f"/api/projects/{pid}/members", {}),
         ("post", f"/api/projects/{pid}/members", {"json": {"user_id": 1}}),
         ("delete", f"/api/projects/{pid}/members/1", {}),

@@ -123,9 +123,8 @@ def test_review_sampling_fraction_is_seeded_and_reproducible(client, db, project
     assert pending == expected and 10 < expected < 45
 
 
-def test_project_review_fraction_setting_is_validated(db, project):
-    project.settings = {"review_fraction": 1.5}
-    with pytest.raises(ValueError, match="review_fraction"):
-        ReviewSampling.of(project)
-    project.settings = {}
+def test_review_sampling_reads_the_project_settings(db, project):
+    project.settings = {"review_fraction": 0.5, "review_seed": 3}
+    assert ReviewSampling.of(project) == ReviewSampling(0.5, 3)
+    project.settings = {"review_fraction": 1.5}  # stored before settings were validated: the default applies
     assert ReviewSampling.of(project).fraction == 0.02

@@ -82,6 +82,7 @@ def _prefilled_project(live_server, data_root) -> tuple[int, int, list[dict]]:
         ids = [image["id"] for image in admin.post(f"/api/projects/{pid}/images", files=files).raise_for_status().json()["images"]]
         with _annotator_client(live_server) as annotator:
             for image_id, (_, mask_names) in zip(ids[:STAGE1], davis[:STAGE1]):
+                annotator.post(f"/api/images/{image_id}/claim").raise_for_status()
                 for k, mask_name in enumerate(mask_names):
                     annotator.post(f"/api/images/{image_id}/masks",
                                    json={"client_id": f"stage1-{image_id}-{k}", "rle": mask_rle(root / mask_name)}).raise_for_status()
