@@ -1,8 +1,9 @@
 """Dashboard routes: the summary, the per-annotator and timeline tables (JSON or `?format=csv`), stage moves.
 
-Who sees what: admins, and project members whose role is manager or ML engineer, see the whole
-project; everyone else who is a member (annotators, or a manager who is only an annotator in this
+Who sees what: admins, and members whose role in the project is manager or ML engineer, see the
+whole project; every other member (annotators, or a manager who is only an annotator in this
 project) gets the same endpoints restricted to their own masks, images and reviews (`scope: "me"`).
+Moving the stage needs the role manager in the project.
 `/dashboard/me` is always the caller's own figures. Non-members get 404 (`ProjectForMember`).
 """
 
@@ -12,30 +13,25 @@ import csv
 import io
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, require_role
+from backend.api.deps import CurrentUser, ProjectForManager, ProjectForMember, SessionDep, project_role
 from backend.dashboard import gates, service
 from backend.dashboard.schemas import AnnotatorRow, DashboardOut, GateOut, StageMove, TimelineRow
-from backend.models import Project, ProjectMember, Role, User
+from backend.models import Project, Role, User
 from backend.projects.service import project_out
 from backend.projects.schemas import ProjectOut
 
 router = APIRouter(prefix="/api/projects/{project_id}", tags=["dashboard"])
 
-ManagerUser = Annotated[User, Depends(require_role(Role.manager))]
 Format = Annotated[Literal["json", "csv"], Query()]
 
 
 def scope_for(db: Session, user: User, project: Project) -> service.Scope:
     """The whole project for admins and the project's managers/ML engineers, else the caller's own."""
-    if user.role == Role.admin:
-        return service.Scope(project.id)
-    member = db.get(ProjectMember, (project.id, user.id))
-    role = (member.role_in_project if member is not None else None) or user.role
-    if role in (Role.manager, Role.ml_engineer) and user.role in (Role.manager, Role.ml_engineer):
+    if project_role(db, user, project.id) in (Role.admin, Role.manager, Role.ml_engineer):
         return service.Scope(project.id)
     return service.Scope(project.id, author_id=user.id)
 
@@ -52,18 +48,12 @@ def csv_response(rows: list[BaseModel], model: type[BaseModel], filename: str) -
 
 @router.get("/dashboard")
 def get_dashboard(project: ProjectForMember, db: SessionDep, user: CurrentUser) -> DashboardOut:
-    try:
-        return service.dashboard(db, project, scope_for(db, user, project))
-    except ValueError as exc:  # a malformed gate override in the project's settings
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    return service.dashboard(db, project, scope_for(db, user, project))
 
 
 @router.get("/dashboard/me")
 def get_my_dashboard(project: ProjectForMember, db: SessionDep, user: CurrentUser) -> DashboardOut:
-    try:
-        return service.dashboard(db, project, service.Scope(project.id, author_id=user.id))
-    except ValueError as exc:
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    return service.dashboard(db, project, service.Scope(project.id, author_id=user.id))
 
 
 @router.get("/dashboard/annotators", response_model=list[AnnotatorRow])
@@ -87,14 +77,11 @@ def get_timeline(
 
 @router.get("/gate")
 def get_gate(project: ProjectForMember, db: SessionDep) -> GateOut:
-    try:
-        return GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project)))
-    except ValueError as exc:
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    return GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project)))
 
 
 @router.post("/stage")
-def move_stage(body: StageMove, project: ProjectForMember, db: SessionDep, _: ManagerUser) -> ProjectOut:
+def move_stage(body: StageMove, project: ProjectForManager, db: SessionDep) -> ProjectOut:
     """Advance the project to its next stage; 409 with what is missing while the gate does not hold."""
     try:
         gates.advance_stage(db, project, body.stage)
@@ -102,6 +89,4 @@ def move_stage(body: StageMove, project: ProjectForMember, db: SessionDep, _: Ma
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     except gates.GateClosed as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
-    except ValueError as exc:
-        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
     return project_out(db, project)

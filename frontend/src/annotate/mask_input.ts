@@ -17,7 +17,8 @@ export const MASK_LOGIT = 10;
 /** SAM's encoder input size for an image: longest side 1024, the other scaled and rounded half up. */
 export function inputSizeOf([height, width]: Size): Size {
   const scale = MODEL / Math.max(height, width);
-  return [Math.floor(height * scale + 0.5), Math.floor(width * scale + 0.5)];
+  // Never 0, like model_server/transforms.py: a thin strip stored before uploads refused it keeps one row.
+  return [Math.max(Math.floor(height * scale + 0.5), 1), Math.max(Math.floor(width * scale + 0.5), 1)];
 }
 
 /**
