@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_DB_INT = 2**63 - 1
 
@@ -26,7 +26,24 @@ def lax(**kwargs: object) -> object:
     return Field(strict=False, **kwargs)
 
 
-class RequestModel(BaseModel):
+class _NoNulStrings(BaseModel):
+    """Refuses a NUL character in any string field: PostgreSQL text cannot hold one, so it would
+    fail in the driver (a 500) wherever the value reaches a query, and no name or id needs it."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _refuse_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
+class FormModel(_NoNulStrings):
+    """The base of form bodies (the OAuth2 login): fields nobody declared are ignored, as OAuth2
+    clients send `grant_type` and `scope`."""
+
+
+class RequestModel(_NoNulStrings):
     """The base of every JSON body the API reads: unknown keys are refused, not dropped (a typo in a
     parameter name is an error, not a silent default); types are strict (`false` is not 0, `"240"`
     is not 240: a client sending the wrong type learns it); `NaN` and infinities are refused.

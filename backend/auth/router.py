@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from backend.api.deps import SessionDep, SettingsDep
+from backend.api.types import FormModel
 from backend.auth import service
 from backend.auth.ratelimit import LoginLimiterDep, client_address
 from backend.users.schemas import Password
@@ -20,7 +21,7 @@ class Token(BaseModel):
     token_type: str = "bearer"
 
 
-class LoginForm(BaseModel):
+class LoginForm(FormModel):
     """The OAuth2 password form (other OAuth2 fields such as `grant_type` are ignored).
 
     The password is bounded like every other password (1..72 bytes of UTF-8), so an over-long one is

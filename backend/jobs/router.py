@@ -59,7 +59,7 @@ def cancel_job(job: JobForCanceller, db: SessionDep) -> JobOut:
 def list_project_jobs(
     project: ProjectForMember,
     db: SessionDep,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
+    kind: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[JobOut]:
     return [JobOut.model_validate(job) for job in service.list_project_jobs(db, project.id, kind, limit)]

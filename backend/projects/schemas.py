@@ -8,13 +8,9 @@ from backend.api.types import DbId, RequestModel, lax
 from backend.models import Role, Stage
 from backend.projects.settings import ProjectSettings
 
-# PostgreSQL text cannot hold NUL: refused here (422) rather than by the driver (500).
-NO_NUL = r"^[^\x00]*$"
-
-
 class ProjectCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
 
 
@@ -22,8 +18,8 @@ class ProjectUpdate(RequestModel):
     """A partial update: absent fields stay as they are. In `settings` too: the keys it sets replace
     the stored ones (objects merge key by key, e.g. one gate threshold), the rest stay."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
-    description: str | None = Field(default=None, max_length=10_000, pattern=NO_NUL)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
     settings: ProjectSettings | None = None
 
 

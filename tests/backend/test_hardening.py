@@ -121,3 +121,17 @@ def test_every_response_carries_the_security_headers(web_client: TestClient) -> 
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["referrer-policy"] == "same-origin"
         assert response.headers["cross-origin-opener-policy"] == "same-origin"
+
+
+def test_a_nul_character_in_any_string_is_a_422(client: TestClient, project: Project,
+                                                manager_headers: dict[str, str], image_bytes: bytes) -> None:
+    """PostgreSQL text cannot hold NUL: it failed in the driver (500) at login, found by the fuzzer."""
+    login = client.post("/api/auth/token", data={"username": "\x00", "password": "whatever"})
+    assert login.status_code == 422, login.text
+    image_id = _image_id(client, project, manager_headers, image_bytes)
+    for path, body in ((f"/api/images/{image_id}/masks", {"client_id": "a\x00", "rle": {"size": [1, 1], "counts": [0, 1]}}),
+                       ("/api/projects", {"name": "x\x00y"})):
+        response = client.post(path, headers=manager_headers, json=body)
+        assert response.status_code == 422, f"{path}: {response.text}"
+    jobs = client.get(f"/api/projects/{project.id}/jobs", params={"kind": "embed\x00"}, headers=manager_headers)
+    assert jobs.status_code == 422
