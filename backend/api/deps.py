@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
@@ -29,6 +29,8 @@ from backend.auth.service import user_from_token
 from backend.core.security import ACCESS
 from backend.models import Image, Job, Mask, ModelVersion, Project, ProjectMember, Role, User
 from backend.storage import LocalStorage
+
+T = TypeVar("T")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token")
 
@@ -135,15 +137,20 @@ def authorize(db: Session, user: User, project_id: int, roles: tuple[Role, ...],
     return role
 
 
+def _get(db: Session, model: type[T], object_id: int, noun: str) -> T:
+    """The row `object_id` of `model`, or the 404 that names it."""
+    row = db.get(model, object_id)
+    if row is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"{noun} {object_id} not found")
+    return row
+
+
 def project_for(*roles: Role) -> Callable[..., Project]:
     """The project of the path's `project_id` if the caller's role in it is one of `roles`."""
 
     def dependency(project_id: PathId, db: SessionDep, user: CurrentUser) -> Project:
-        missing = f"project {project_id} not found"
-        project = db.get(Project, project_id)
-        if project is None:
-            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
-        authorize(db, user, project.id, roles, missing)
+        project = _get(db, Project, project_id, "project")
+        authorize(db, user, project.id, roles, f"project {project_id} not found")
         return project
 
     return _authorization(roles, dependency)
@@ -153,11 +160,8 @@ def image_for(*roles: Role) -> Callable[..., Image]:
     """The image of the path's `image_id` if the caller's role in its project is one of `roles`."""
 
     def dependency(image_id: PathId, db: SessionDep, user: CurrentUser) -> Image:
-        missing = f"image {image_id} not found"
-        image = db.get(Image, image_id)
-        if image is None:
-            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
-        authorize(db, user, image.project_id, roles, missing)
+        image = _get(db, Image, image_id, "image")
+        authorize(db, user, image.project_id, roles, f"image {image_id} not found")
         return image
 
     return _authorization(roles, dependency)
@@ -167,11 +171,8 @@ def mask_for(*roles: Role) -> Callable[..., Mask]:
     """The mask of the path's `mask_id` if the caller's role in its project is one of `roles`."""
 
     def dependency(mask_id: PathId, db: SessionDep, user: CurrentUser) -> Mask:
-        missing = f"mask {mask_id} not found"
-        mask = db.get(Mask, mask_id)
-        if mask is None:
-            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
-        authorize(db, user, mask.project_id, roles, missing)
+        mask = _get(db, Mask, mask_id, "mask")
+        authorize(db, user, mask.project_id, roles, f"mask {mask_id} not found")
         return mask
 
     return _authorization(roles, dependency)
@@ -183,9 +184,7 @@ def job_for(*roles: Role, creator_too: bool = False) -> Callable[..., Job]:
 
     def dependency(job_id: PathId, db: SessionDep, user: CurrentUser) -> Job:
         missing = f"job {job_id} not found"
-        job = db.get(Job, job_id)
-        if job is None:
-            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        job = _get(db, Job, job_id, "job")
         own = job.created_by == user.id
         if job.project_id is None:
             if not (own or user.role == Role.admin):
@@ -202,12 +201,9 @@ def model_version_for(*roles: Role) -> Callable[..., ModelVersion]:
     project's version if the caller's role in that project is one of `roles`."""
 
     def dependency(version_id: PathId, db: SessionDep, user: CurrentUser) -> ModelVersion:
-        missing = f"model version {version_id} not found"
-        version = db.get(ModelVersion, version_id)
-        if version is None:
-            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
+        version = _get(db, ModelVersion, version_id, "model version")
         if version.project_id is not None:
-            authorize(db, user, version.project_id, roles, missing)
+            authorize(db, user, version.project_id, roles, f"model version {version_id} not found")
         return version
 
     return _authorization(roles, dependency)
