@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    # Where `dataengine models download` fetches official checkpoints (the only command that goes online);
+    # tests point it at a loopback server.
+    weights_base_url: str = "https://dl.fbaipublicfiles.com/segment_anything"
     def _fill_derived_defaults(self) -> Settings:
         if self.storage_root is None:
             self.storage_root = self.data_dir / "storage"

@@ -38,7 +38,8 @@ router = APIRouter(tags=["models"])
 
 UNTRAINED_NOTICE = (
     "This project is served by an UNTRAINED model (random weights): its masks are meaningless. "
-    "Import official weights with `dataengine models import /path/to/sam_vit_b_01ec64.pth --arch vit_b`."
+    "Fetch official weights with `dataengine models download vit_b --make-default` (or, offline, "
+    "`dataengine models import /path/to/sam_vit_b_01ec64.pth --arch vit_b --make-default`)."
 )
 
 

@@ -13,8 +13,10 @@ runs that one graph.
 * **official** versions come from `import_checkpoint`: the file is loaded strictly as the named
   architecture (a wrong or truncated file is refused with the reason), copied into storage and
   recorded with its sha256. Importing the same file twice returns the existing version.
-* A project without an active version gets the install's default (`active_version`): the newest
-  ready global official version if one was imported, else the untrained one.
+* The install's **default** is the global version flagged ``is_default`` (`make_default`; at most one,
+  a unique index says so), else the untrained one. It is what a project without an active version
+  gets (`active_version`). Importing a checkpoint does not change it by itself: the admin chooses
+  (``dataengine models import|download ... --make-default``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -106,6 +108,12 @@ def _ensure_default_version(db: Session, storage: LocalStorage, client: ModelSer
     return version
 
 
+def registered_checkpoint(db: Session, sha256: str, architecture: str) -> ModelVersion | None:
+    """The global version already holding the checkpoint with this digest, if any."""
+    return db.scalar(select(ModelVersion).where(
+        ModelVersion.sha256 == sha256, ModelVersion.architecture == architecture, ModelVersion.project_id.is_(None)))
+
+
 def import_checkpoint(
     db: Session, storage: LocalStorage, client: ModelServerClient, path: Path, architecture: str,
     name: str | None = None,
@@ -122,8 +130,7 @@ def import_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     sha = client.verify_checkpoint(architecture, path)
-    existing = db.scalar(select(ModelVersion).where(
-        ModelVersion.sha256 == sha, ModelVersion.architecture == architecture, ModelVersion.project_id.is_(None)))
+    existing = registered_checkpoint(db, sha, architecture)
     if existing is not None:
         return existing, False
     prefix = f"models/official/{architecture}-{sha[:16]}"
@@ -141,14 +148,28 @@ def import_checkpoint(
 
 
 def default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
-    """The newest ready global official version, else the untrained default."""
-    official = db.scalar(
-        select(ModelVersion).where(
-            ModelVersion.project_id.is_(None), ModelVersion.origin == ModelOrigin.official,
-            ModelVersion.status == ModelStatus.ready,
-        ).order_by(ModelVersion.id.desc())
-    )
-    return official or ensure_default_version(db, storage, client, settings)
+    """The version flagged default if it is ready, else the untrained one."""
+    chosen = db.scalar(select(ModelVersion).where(ModelVersion.is_default, ModelVersion.status == ModelStatus.ready))
+    return chosen or ensure_default_version(db, storage, client, settings)
+
+
+def make_default(db: Session, version: ModelVersion) -> int:
+    """Flag global `version` as the install's default (committed); return how many projects moved to it.
+
+    Projects served by an untrained version move to it: they were given random weights only because
+    nothing better existed. A project on an official or trained version keeps it (someone chose it, or
+    its masks were made with it); an ML engineer promotes it if wanted.
+    """
+    if version.project_id is not None or version.status != ModelStatus.ready:
+        raise ValueError(f"model version {version.id} cannot be the default: only a ready global version can")
+    # Cleared before the new flag is written: the unique index allows one flagged row at any time.
+    db.execute(update(ModelVersion).where(ModelVersion.is_default, ModelVersion.id != version.id).values(is_default=False))
+    version.is_default = True
+    untrained = select(ModelVersion.id).where(ModelVersion.origin == ModelOrigin.untrained)
+    moved = db.execute(update(Project).where(Project.active_model_version_id.in_(untrained))
+                       .values(active_model_version_id=version.id)).rowcount
+    db.commit()
+    return moved
 
 
 def active_version(

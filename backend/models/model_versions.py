@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.models.base import Base, str_enum, utcnow
@@ -16,6 +16,11 @@ class ModelVersion(Base):
     """`artifacts` maps artifact name -> storage key ({checkpoint, decoder_onnx, ...}); project None = global."""
 
     __tablename__ = "model_versions"
+    # At most one default (migration 0008): the global version projects get when nobody chose one.
+    __table_args__ = (
+        Index("uq_model_versions_is_default", "is_default", unique=True,
+              postgresql_where=text("is_default"), sqlite_where=text("is_default")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -27,6 +32,7 @@ class ModelVersion(Base):
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     sha256: Mapped[str | None] = mapped_column(String(64))  # of the checkpoint
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_default: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     data_snapshot: Mapped[dict[str, Any] | None]
     hyperparameters: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
