@@ -14,7 +14,7 @@ FROM python:3.11-slim
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DATAENGINE_DATA_DIR=/data DATAENGINE_FRONTEND_DIST=/app/frontend/dist
+    DATAENGINE_HOME=/data DATAENGINE_FRONTEND_DIST=/app/frontend/dist
 WORKDIR /app
 # torch first, from the index that matches the target (CPU or CUDA); a plain requirement would
 # pull the multi-GB CUDA build into every image.

@@ -4,7 +4,12 @@ A sub-command is a function `register(subparsers)` that adds its parser and sets
 taking the parsed arguments and returning an exit code). Other modules add theirs with one line in
 `SUBCOMMANDS`; heavy imports stay inside the `func` so `dataengine --help` is instant.
 
-Every command reads `Settings()` (the `DATAENGINE_*` environment) for the database and storage.
+Every command reads `Settings()` (the `DATAENGINE_*` environment) for the database and storage, so
+every command, from any folder, works on the same data home (see `backend.core.config`). Before a
+command runs, `main` checks that the database exists and is migrated (a command that sets
+`needs_schema=False`, like `migrate`, skips that), so an uninitialised install gets one line saying
+what to run instead of an empty SQLite file and a traceback. User errors (`ValueError`,
+`LookupError`, `OSError`: bad input, unknown ids, missing files) are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -14,9 +19,8 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from backend.core.config import Settings
 from backend.dashboard.cli import register_rebuild_rollups
@@ -33,7 +37,7 @@ def _session(settings: Settings):  # type: ignore[no-untyped-def]
 def register_migrate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("migrate", help="bring the database schema up to date (Alembic)")
     parser.add_argument("--revision", default="head", help="target revision (default: head)")
-    parser.set_defaults(func=_migrate)
+    parser.set_defaults(func=_migrate, needs_schema=False)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -64,25 +68,13 @@ def _read_password(given: str | None) -> str:
     return first
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validated(model: type[M], **fields: object) -> M:
-    """`model(**fields)`, its validation errors as one ValueError line: the CLI accepts exactly what the
-    API accepts, because both validate with the same schema."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(problems) from None
-
-
 def _create_user(args: argparse.Namespace) -> int:
     from backend.users.schemas import UserCreate
     from backend.users.service import create_user
 
     settings = Settings()
-    body = _validated(UserCreate, username=args.username, password=_read_password(args.password), role=args.role)
+    # The API's schema: the CLI accepts exactly what the API accepts.
+    body = UserCreate(username=args.username, password=_read_password(args.password), role=args.role)
     with _session(settings) as db:
         user = create_user(db, body.username, body.password, body.role, settings.bcrypt_rounds)
         print(f"created user {user.username!r} (id {user.id}, role {user.role.value})")
@@ -102,7 +94,7 @@ def _set_password(args: argparse.Namespace) -> int:
     from backend.users.service import get_by_username, set_password
 
     settings = Settings()
-    body = _validated(PasswordReset, new_password=_read_password(None))
+    body = PasswordReset(new_password=_read_password(None))
     with _session(settings) as db:
         user = set_password(db, get_by_username(db, args.username), body.new_password, settings.bcrypt_rounds)
         print(f"password of {user.username!r} changed; their tokens are revoked")
@@ -169,16 +161,66 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _one_line(exc: Exception) -> str:
+    """The error as one line; a pydantic error names each field that failed."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
+
+
+def require_schema(settings: Settings) -> None:
+    """Raise a ValueError saying what to run unless the database exists and is at the code's revision.
+
+    A missing SQLite file is not opened (that would create an empty one)."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DatabaseError
+
+    from backend.core.db import make_engine
+    from backend.core.migrations import alembic_config
+
+    url = make_url(settings.db_url)
+    shown = url.render_as_string(hide_password=True)
+    run = "run `dataengine migrate` (or `dataengine up`)"
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+        raise ValueError(f"database not initialised ({url.database} does not exist): {run}")
+    engine = make_engine(settings.db_url)
+    try:
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except DatabaseError as exc:  # unreachable server, wrong password, not a database file
+        raise ValueError(f"cannot open the database {shown}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+    expected = set(ScriptDirectory.from_config(alembic_config(settings.db_url)).get_heads())
+    if not current:
+        raise ValueError(f"database not initialised ({shown} has no schema): {run}")
+    if current != expected:
+        raise ValueError(f"database {shown} is at revision {', '.join(sorted(current))}, this code expects "
+                         f"{', '.join(sorted(expected))}: run `dataengine migrate`")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dataengine", description="The data engine for segmentation masks.")
+    try:
+        home = Settings().data_dir
+    except ValidationError as exc:
+        print(f"dataengine: error: a DATAENGINE_* variable is invalid: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(
+        prog="dataengine", description="The data engine for segmentation masks.",
+        epilog=f"Data home (database, storage, keys, logs): {home}\nSet DATAENGINE_HOME to use another.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # a path is not wrapped
     subparsers = parser.add_subparsers(dest="command", required=True)
     for register in SUBCOMMANDS:
         register(subparsers)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "needs_schema", True):
+            require_schema(Settings())
         return int(args.func(args) or 0)
-    except (ValueError, LookupError, FileNotFoundError) as exc:
-        print(f"dataengine {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, LookupError, OSError) as exc:
+        print(f"dataengine {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

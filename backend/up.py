@@ -24,6 +24,13 @@ SIGKILL whatever a group leader leaves behind, so no process survives `up`.
 The data dir is 0700 and everything `up` and its children create is private to the user (umask
 077): the SQLite database holds password hashes, the broker holds task arguments.
 
+Output: one short block (the URL, where the first admin's password is, the model it serves, the data
+home) and then only what needs a person: a child that died (with its last log line), a requeued
+job, warnings and errors of the API. The worker and beat write to ``<data_dir>/logs/worker.log`` and
+``beat.log`` (the previous run's are kept as ``*.log.1``), the API's access log is off, and the
+TracerWarnings of the default model's ONNX export are dropped: all of that is routine, and a person
+who must read it uses ``--verbose``, which prints everything here as it happens.
+
 With `DATAENGINE_BROKER_URL` set, the worker uses that broker instead (docker-compose runs the
 pieces as separate services and does not use this command).
 """
@@ -39,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from contextlib import suppress
 from pathlib import Path
 
@@ -51,6 +59,7 @@ FIRST_RESTART_DELAY = 1.0
 LONGEST_RESTART_DELAY = 60.0
 HEALTHY_AFTER_SECONDS = 60.0  # a child that ran this long before dying is restarted at once again
 PASSWORD_FILE = "admin-password.txt"
+LOG_DIR = "logs"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,13 +70,13 @@ def register_up(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("up", help="migrate, then run the API, a worker and the model (embedded mode)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.set_defaults(func=up)
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the worker's and beat's logs, the API's access log and the model export's warnings")
+    parser.set_defaults(func=up, needs_schema=False)  # up migrates the database itself
 
 
 def _resolved_settings() -> Settings:
     settings = Settings()
-    settings.data_dir = settings.data_dir.resolve()
-    settings.storage_root = settings.storage_path.resolve()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)  # also an install made before the data dir was private
     settings.ensure_secret_key()
@@ -113,25 +122,58 @@ def write_first_password(settings: Settings, password: str) -> Path:
     return path
 
 
-def create_default_model(settings: Settings) -> None:
+def create_default_model(settings: Settings, verbose: bool) -> str:
+    """Create the untrained default version if missing; describe the version new projects get.
+
+    Unless `verbose`, the warnings raised in model_server's code while the first run exports the
+    browser decoder (torch's TracerWarnings: expected when tracing a model) are not shown."""
     from backend.clients.model_server import ModelServerClient
     from backend.core.db import make_engine, make_session_factory
-    from backend.model_versions.service import ensure_default_version
+    from backend.model_versions.service import default_version, ensure_default_version
+    from backend.models import ModelOrigin
     from backend.storage import LocalStorage
 
     engine = make_engine(settings.db_url)
     try:
-        with make_session_factory(engine)() as db:
-            version = ensure_default_version(db, LocalStorage(settings.storage_path), ModelServerClient(), settings)
-            print(f"default model: version {version.id}, {version.name} (origin {version.origin.value})", flush=True)
+        with make_session_factory(engine)() as db, warnings.catch_warnings():
+            if not verbose:
+                warnings.filterwarnings("ignore", module=r"model_server\.")
+            storage, client = LocalStorage(settings.storage_path), ModelServerClient()
+            ensure_default_version(db, storage, client, settings)
+            version = default_version(db, storage, client, settings)
+            if version.origin == ModelOrigin.untrained:
+                return (f"{version.name} (version {version.id}): its masks are meaningless until real weights "
+                        "are imported:\n"
+                        "         `dataengine models download vit_b`, or `dataengine models import PATH --arch vit_b`")
+            return f"{version.name} ({version.architecture}, {version.origin.value}, version {version.id})"
     finally:
         engine.dispose()
+
+
+def rotate_log(path: Path) -> Path:
+    """Keep the previous run's log as `<name>.1` and start an empty one: each run's log stays readable
+    and two runs' worth at most is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.replace(path.with_name(path.name + ".1"))
+    return path
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log (its end only is read), or "" if there is none."""
+    try:
+        with path.open("rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - 4096))
+            lines = file.read().decode(errors="replace").split("\n")
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
     """The children's environment: the same settings as this process, spelled as DATAENGINE_* variables."""
     env = {**os.environ,
-           "DATAENGINE_DATA_DIR": str(settings.data_dir),
+           "DATAENGINE_HOME": str(settings.data_dir),
            "DATAENGINE_STORAGE_ROOT": str(settings.storage_path),
            "DATAENGINE_DATABASE_URL": settings.db_url,
            "DATAENGINE_SECRET_KEY": settings.ensure_secret_key()}
@@ -153,24 +195,30 @@ def beat_command(settings: Settings) -> list[str]:
 
 
 class Child:
-    """A supervised child process, the leader of its own session and process group.
+    """A supervised child process, the leader of its own session and process group, writing to `log`
+    (appended to over restarts) or, when that is None, to this process's stdout.
 
     Its exit is noticed with ``waitid(WNOWAIT)``, which leaves the leader a zombie: while it is one,
     its process group id cannot be reused, so the SIGKILL to the group that mops up what the leader
     left behind can only reach processes of this child. Only then is it reaped.
     """
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        self.name, self.command, self.env = name, command, env
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path | None) -> None:
+        self.name, self.command, self.env, self.log = name, command, env, log
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
         self.delay = FIRST_RESTART_DELAY / 2
         self.restart_at = 0.0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, start_new_session=True)
+        if self.log is None:
+            self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, start_new_session=True)
+        else:
+            with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+                self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, start_new_session=True,
+                                                stdout=log, stderr=subprocess.STDOUT)
         self.started_at = time.monotonic()
-        print(f"{self.name} started (pid {self.process.pid})", flush=True)
+        print(f"{self.name} started (pid {self.process.pid})" + (f", log {self.log}" if self.log else ""), flush=True)
 
     def keep_running(self) -> None:
         """Restart the child if it died (after a delay that grows while it keeps dying young)."""
@@ -183,7 +231,9 @@ class Child:
             self.delay = FIRST_RESTART_DELAY if lived >= HEALTHY_AFTER_SECONDS else min(
                 self.delay * 2, LONGEST_RESTART_DELAY)
             self.restart_at = time.monotonic() + self.delay
-            print(f"{self.name} (pid {pid}) exited with code {code}; restarting in {self.delay:.0f} s", flush=True)
+            where = f"; its log {self.log} ends: {last_line(self.log)}" if self.log else ""
+            print(f"{self.name} (pid {pid}) exited with code {code}; restarting in {self.delay:.0f} s{where}",
+                  flush=True)
         if time.monotonic() >= self.restart_at:
             self.start()
 
@@ -244,8 +294,17 @@ class Sweeper:
             log.exception("sweeping stale jobs failed; trying again in %.0f s", self.every)
 
 
+def admin_line(settings: Settings) -> str:
+    """Where the first admin's password is, while its file is there; else how to reset it."""
+    path = settings.data_dir / PASSWORD_FILE
+    if path.is_file():
+        return f"admin password: {path} (readable only by you): log in as admin, change it, then delete the file"
+    return "admin: log in with your admin account (`dataengine set-password admin` sets a new password)"
+
+
 def up(args: argparse.Namespace) -> int:
     import uvicorn
+    from sqlalchemy.engine import make_url
 
     from backend.core.migrations import upgrade
     from backend.main import create_app
@@ -255,21 +314,23 @@ def up(args: argparse.Namespace) -> int:
     settings = _resolved_settings()
     upgrade(settings.db_url)
     _make_database_private(settings)
-    print(f"database ready ({settings.db_url})", flush=True)
+    if args.verbose:
+        print(f"database ready ({make_url(settings.db_url).render_as_string(hide_password=True)})", flush=True)
     password = create_first_admin(settings)
     if password:
-        path = write_first_password(settings, password)
-        print(f"created user 'admin'; its password is in {path} (readable only by you): "
-              "log in and change it, then delete the file", flush=True)
-    create_default_model(settings)
+        write_first_password(settings, password)
+    model = create_default_model(settings, args.verbose)
     celery_app.configure(settings, eager=False)  # where the sweep sends requeued jobs
 
     stopping = threading.Event()
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stopping.set())
     env = worker_environment(settings)
-    children = [Child("worker", worker_command(), env), Child("beat", beat_command(settings), env)]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
+    logs = settings.data_dir / LOG_DIR
+    children = [Child(name, command, env, None if args.verbose else rotate_log(logs / f"{name}.log"))
+                for name, command in (("worker", worker_command()), ("beat", beat_command(settings)))]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+                                           log_level="info" if args.verbose else "warning", access_log=args.verbose,
                                            timeout_graceful_shutdown=API_GRACE_SECONDS))
     api = threading.Thread(target=server.run, name="api")  # not the main thread: uvicorn leaves signals to us
     sweeper = Sweeper(settings)
@@ -278,7 +339,12 @@ def up(args: argparse.Namespace) -> int:
         for child in children:
             child.start()
         api.start()
-        print(f"serving http://{args.host}:{args.port}", flush=True)
+        print(f"serving http://{args.host}:{args.port} (Ctrl-C stops it)\n"
+              f"  {admin_line(settings)}\n"
+              f"  model: {model}\n"
+              f"  data home: {settings.data_dir}"
+              + ("" if args.verbose else " (the API logs warnings and errors here; --verbose shows every log)"),
+              flush=True)
         while not stopping.wait(POLL_SECONDS):
             if not api.is_alive():
                 print("the API server stopped; stopping", flush=True)

@@ -1,7 +1,16 @@
 """One `Settings` object for the whole backend, read from `DATAENGINE_*` environment variables.
 
-The defaults are the embedded mode: everything under `./var` (SQLite database, storage root, secret key),
-no external services. Production overrides `DATAENGINE_DATABASE_URL`, `DATAENGINE_BROKER_URL`, ... .
+The defaults are the embedded mode: everything under one data home (SQLite database, storage root,
+secret key, broker, logs), no external services. Production overrides `DATAENGINE_DATABASE_URL`,
+`DATAENGINE_BROKER_URL`, ... .
+
+The data home is `DATAENGINE_HOME` (`DATAENGINE_DATA_DIR`, its older name, still works; HOME wins if
+both are set), by default `var/` in the install's own folder: the source checkout that
+`scripts/install` installs in editable mode (or `/app` in the Docker image, which sets
+`DATAENGINE_HOME=/data`). Not a per-user folder: every working install is such a checkout, since the
+migrations (`alembic.ini`, `migrations/`) are read from next to the code. Nothing depends on the
+working directory: a relative path given in the environment is made absolute once, here, and the
+built frontend is looked up next to the code, so `dataengine` run from any folder sees the same state.
 """
 
 from __future__ import annotations
@@ -10,20 +19,23 @@ import secrets
 from pathlib import Path
 
 from limits import parse as parse_rate
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"
+INSTALL_ROOT = Path(__file__).resolve().parents[2]  # the checkout: backend/, frontend/, migrations/
 DEFAULT_JOB_STALE_SECONDS = 60.0
 
 
 class Settings(BaseSettings):
     """Every knob of the backend. Build one per process (or per test) and pass it down explicitly."""
 
-    model_config = SettingsConfigDict(env_prefix="DATAENGINE_", env_file=None, extra="ignore")
+    # populate_by_name: `Settings(data_dir=...)` by the field's name, the environment by its aliases.
+    model_config = SettingsConfigDict(env_prefix="DATAENGINE_", env_file=None, extra="ignore", populate_by_name=True)
 
-    # Where the embedded mode keeps its state. Relative paths are resolved against the working directory.
-    data_dir: Path = Path("./var")
+    # The data home (see the module docstring), absolute after validation.
+    data_dir: Path = Field(default=INSTALL_ROOT / "var",
+                           validation_alias=AliasChoices("DATAENGINE_HOME", "DATAENGINE_DATA_DIR"))
     # Images, thumbnails, embeddings, model artifacts and exports; default `<data_dir>/storage`.
     storage_root: Path | None = None
     # SQLAlchemy URL; default `sqlite:///<data_dir>/dataengine.db`. PostgreSQL: `postgresql+psycopg://...`.
@@ -72,9 +84,12 @@ class Settings(BaseSettings):
     # Model server. None = in process (embedded mode); production: "http://model-server:8001".
     model_server_url: str | None = None
     default_model_arch: str = "vit_t"
+    # Where `dataengine models download` fetches official checkpoints (the only command that goes online);
+    # tests point it at a loopback server.
+    weights_base_url: str = "https://dl.fbaipublicfiles.com/segment_anything"
 
     # The built frontend (Vite output) served at `/`; missing folder = API only.
-    frontend_dist: Path = Path("frontend/dist")
+    frontend_dist: Path = INSTALL_ROOT / "frontend" / "dist"
 
     @field_validator("login_failures_per_username", "login_failures_per_address")
     @classmethod
@@ -84,14 +99,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    # Where `dataengine models download` fetches official checkpoints (the only command that goes online);
-    # tests point it at a loopback server.
-    weights_base_url: str = "https://dl.fbaipublicfiles.com/segment_anything"
     def _fill_derived_defaults(self) -> Settings:
-        if self.storage_root is None:
-            self.storage_root = self.data_dir / "storage"
+        # Absolute once, so that children started elsewhere (and later chdirs) see the same folders.
+        self.data_dir = self.data_dir.expanduser().resolve()
+        self.frontend_dist = self.frontend_dist.expanduser().resolve()
+        self.storage_root = (self.storage_root or self.data_dir / "storage").expanduser().resolve()
         if self.database_url is None:
-            self.database_url = f"sqlite:///{(self.data_dir / 'dataengine.db').resolve()}"
+            self.database_url = f"sqlite:///{self.data_dir / 'dataengine.db'}"
         if self.rate_limit_storage_url is None:
             broker = self.broker_url or ""
             self.rate_limit_storage_url = broker if broker.startswith(("redis://", "rediss://")) else "memory://"

@@ -210,9 +210,12 @@ def left_behind(tree: list[ProcessInfo]) -> list[ProcessInfo]:
 class UpProcess:
     """`dataengine up` as a subprocess in its own session (so a signal to its group is a terminal's
     Ctrl-C): `start` waits until it serves, `login` as the first admin, `stop(sig)` returns what was
-    left behind. Use as a context manager: it is SIGKILLed with its whole tree if a test fails."""
+    left behind. Use as a context manager: it is SIGKILLed with its whole tree if a test fails. It runs
+    in `cwd` (default: the checkout), which must not matter (tests/backend/test_data_home.py), with
+    `args` after `up --port N`."""
 
-    def __init__(self, tmp_path: Path, **settings: str) -> None:
+    def __init__(self, tmp_path: Path, cwd: Path = REPO_ROOT, args: tuple[str, ...] = (), **settings: str) -> None:
+        self.cwd, self.args = cwd, args
         self.env = up_environment(tmp_path, **settings)
         self.data_dir = Path(self.env["DATAENGINE_DATA_DIR"])
         self.port = free_port()
@@ -223,8 +226,8 @@ class UpProcess:
 
     def __enter__(self) -> UpProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "up", "--port", str(self.port)], cwd=REPO_ROOT, env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            [sys.executable, "-m", "backend.cli", "up", "--port", str(self.port), *self.args], cwd=self.cwd,
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         self.output = Output(self.process)
         try:

@@ -18,7 +18,7 @@ from tests.backend.conftest import TEST_PASSWORD
 @pytest.fixture
 def env(settings, monkeypatch):
     monkeypatch.setenv("DATAENGINE_DATABASE_URL", settings.db_url)
-    monkeypatch.setenv("DATAENGINE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("DATAENGINE_HOME", str(settings.data_dir))
     monkeypatch.setenv("DATAENGINE_BCRYPT_ROUNDS", "4")
     return settings
 
