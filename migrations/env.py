@@ -19,14 +19,22 @@ target_metadata = Base.metadata
 
 
 def _configure(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode copies a table and drops the old one; with foreign keys on, that DROP deletes the
+        # rows referencing it (ON DELETE CASCADE: every mask of the images table). SQLite ignores this
+        # pragma inside a transaction, so it comes before; the keys are checked once at the end instead.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
+            raise RuntimeError(f"the migration left rows with dangling foreign keys: {broken[:10]}")
 
 
 def run_migrations_offline() -> None:

@@ -2,7 +2,9 @@
 
 Any member of the project may annotate; non-members get 404 (as for unknown ids). Saving or deleting
 a mask needs the caller's live claim on the image (409 otherwise) unless their role in the project is
-manager (or admin); someone else's manual mask is a manager's to delete (403).
+manager (or admin); someone else's manual mask is a manager's to delete (403). An image assigned to
+another user cannot be claimed (409) but by a manager; an archived project takes no claims or mask
+changes (409).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def _role(db: Session, user: User, project_id: int) -> Role:
 
 @router.post("/api/projects/{project_id}/claim", responses={204: {"description": "no unfinished image is free"}})
 def claim_next(project: ProjectForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> Response:
-    image = service.claim_next_image(db, project, user, _expiry(settings))
+    try:
+        image = service.claim_next_image(db, project, user, _expiry(settings))
+    except service.ProjectArchived as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     if image is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return Response(ImageOut.model_validate(image).model_dump_json(), media_type="application/json")
@@ -44,8 +49,9 @@ def claim_next(project: ProjectForMember, db: SessionDep, user: CurrentUser, set
 @router.post("/api/images/{image_id}/claim")
 def claim_image(image: ImageForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> ImageOut:
     try:
-        return ImageOut.model_validate(service.claim_image(db, image, user, _expiry(settings)))
-    except service.LockHeld as exc:
+        return ImageOut.model_validate(
+            service.claim_image(db, image, user, _role(db, user, image.project_id), _expiry(settings)))
+    except (service.LockHeld, service.ProjectArchived) as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
 
 
@@ -60,7 +66,7 @@ def finish_image(image: ImageForMember, db: SessionDep, user: CurrentUser) -> Im
     assert project is not None
     try:
         return ImageOut.model_validate(service.finish_image(db, image, project, user))
-    except service.LockHeld as exc:
+    except (service.LockHeld, service.ProjectArchived) as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
 
 
@@ -89,7 +95,7 @@ def save_mask(
         )
     except InvalidRle as exc:
         raise HTTPException(status_code=422, detail=f"invalid mask RLE: {exc}") from exc
-    except (service.NotClaimed, service.SaveConflict) as exc:
+    except (service.NotClaimed, service.SaveConflict, service.ProjectArchived) as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     except service.BadReplacement as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
@@ -104,5 +110,5 @@ def delete_mask(mask: MaskForMember, db: SessionDep, user: CurrentUser, settings
         service.delete_mask(db, mask, user, _role(db, user, mask.project_id), _expiry(settings))
     except service.NotYours as exc:
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=str(exc)) from exc
-    except service.NotClaimed as exc:
+    except (service.NotClaimed, service.ProjectArchived) as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc

@@ -12,6 +12,15 @@ manager or admin of the project needs no claim. Only the author, a manager or an
 manual mask; pre-filled masks (detector, auto: no author) are the claim holder's to throw away. The
 claim check is the same kind of conditional UPDATE (it also extends the claim), so it cannot pass
 for a claim that another annotator takes over meanwhile.
+
+Assignment: `images.assigned_to` reserves an image for one member. `claim next` offers a user their own
+claim first, then the images assigned to them, then unassigned ones, and never an image assigned to
+someone else; claiming such an image directly is refused (`AssignedToOther`) unless the caller works
+claim-free (manager, admin). The condition is part of the locking UPDATE, so a concurrent assignment
+cannot slip between the check and the lock.
+
+Archive: an archived project takes no claims, mask saves, mask deletes or `done` (`ProjectArchived`);
+everything else (reading, releasing a claim, exports) works as before.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import ColumnElement, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,6 +42,14 @@ CLAIM_BATCH = 20
 
 class LockHeld(RuntimeError):
     """Another user holds a live lock on the image."""
+
+
+class AssignedToOther(LockHeld):
+    """The image is assigned to another user (the message names them)."""
+
+
+class ProjectArchived(RuntimeError):
+    """The project is archived: no claims and no changes to its masks."""
 
 
 class NotClaimed(RuntimeError):
@@ -55,8 +72,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _lock(db: Session, image_id: int, user: User, expiry: timedelta, *, only_unfinished: bool) -> bool:
-    """Atomically lock one image for `user` if it is free, expired or already theirs; True if taken."""
+def _refuse_archived(project: Project) -> None:
+    if project.archived_at is not None:
+        raise ProjectArchived(f"project {project.id} is archived: restore it to annotate (PATCH archived false)")
+
+
+def _not_assigned_to_others(user: User) -> ColumnElement[bool]:
+    return or_(Image.assigned_to.is_(None), Image.assigned_to == user.id)
+
+
+def _lock(db: Session, image_id: int, user: User, expiry: timedelta, *, only_unfinished: bool,
+          any_assignment: bool = False) -> bool:
+    """Atomically lock one image for `user` if it is free, expired or already theirs, and (unless
+    `any_assignment`) not assigned to someone else; True if taken."""
     now = _now()
     condition = [
         Image.id == image_id,
@@ -64,6 +92,8 @@ def _lock(db: Session, image_id: int, user: User, expiry: timedelta, *, only_unf
     ]
     if only_unfinished:
         condition.append(Image.status.in_(UNFINISHED))
+    if not any_assignment:
+        condition.append(_not_assigned_to_others(user))
     result = db.execute(
         update(Image)
         .where(*condition)
@@ -85,8 +115,10 @@ def _mark_in_progress(db: Session, image_id: int) -> None:
 def claim_next_image(db: Session, project: Project, user: User, expiry: timedelta) -> Image | None:
     """Lock the next unfinished image of the project's current stage for `user`, or None if none is free.
 
-    The user's own live lock comes first (a reload resumes the same image), then images in upload order.
+    The user's own live lock comes first (a reload resumes the same image), then the images assigned
+    to them, then unassigned ones, each in upload order; images assigned to others never.
     """
+    _refuse_archived(project)
     if project.stage == Stage.done:
         return None
     while True:
@@ -97,8 +129,9 @@ def claim_next_image(db: Session, project: Project, user: User, expiry: timedelt
                 Image.project_id == project.id,
                 Image.status.in_(UNFINISHED),
                 or_(Image.locked_until.is_(None), Image.locked_until < now, Image.assignee_id == user.id),
+                _not_assigned_to_others(user),
             )
-            .order_by(case((Image.assignee_id == user.id, 0), else_=1), Image.id)
+            .order_by(case((Image.assignee_id == user.id, 0), (Image.assigned_to == user.id, 1), else_=2), Image.id)
             .limit(CLAIM_BATCH)
         ).all()
         if not candidates:
@@ -111,11 +144,21 @@ def claim_next_image(db: Session, project: Project, user: User, expiry: timedelt
         db.commit()  # every candidate went to someone else meanwhile: look again
 
 
-def claim_image(db: Session, image: Image, user: User, expiry: timedelta) -> Image:
-    """Lock (or keep locked) one given image for `user`; raises `LockHeld` if someone else holds it."""
-    if not _lock(db, image.id, user, expiry, only_unfinished=False):
+def claim_image(db: Session, image: Image, user: User, role: Role, expiry: timedelta) -> Image:
+    """Lock (or keep locked) one given image for `user` (`role`: theirs in the project); raises
+    `ProjectArchived`, `AssignedToOther` (a manager may claim it anyway) or `LockHeld` (someone else
+    holds it)."""
+    project = db.get(Project, image.project_id)
+    assert project is not None
+    _refuse_archived(project)
+    if not _lock(db, image.id, user, expiry, only_unfinished=False, any_assignment=role in CLAIM_FREE_ROLES):
         db.rollback()
         current = _fresh(db, image.id)
+        if current.assigned_to not in (None, user.id) and role not in CLAIM_FREE_ROLES:
+            assignee = db.get(User, current.assigned_to)
+            name = assignee.username if assignee is not None else "another user"
+            raise AssignedToOther(f"image {image.id} is assigned to {name}: only they or a manager of the "
+                                  f"project may claim it")
         until = current.locked_until.isoformat(timespec="seconds") if current.locked_until else "?"
         raise LockHeld(f"image {image.id} is being annotated by another user (locked until {until})")
     _mark_in_progress(db, image.id)
@@ -137,6 +180,7 @@ def release_image(db: Session, image: Image, user: User) -> Image:
 
 def finish_image(db: Session, image: Image, project: Project, user: User) -> Image:
     """Mark the image done for the project's current stage; needs the caller's lock unless free."""
+    _refuse_archived(project)
     now = _now()
     result = db.execute(
         update(Image)
@@ -224,7 +268,7 @@ def save_mask(
 
     Idempotent by (image, `client_id`): a repeat returns the stored mask unchanged with created=False,
     whoever holds the claim by then (the first save succeeded; a retry must not turn it into an error).
-    Raises `InvalidRle` (bad mask), `BadReplacement`, `NotClaimed` or `SaveConflict`.
+    Raises `InvalidRle` (bad mask), `BadReplacement`, `NotClaimed`, `ProjectArchived` or `SaveConflict`.
 
     With `replaces_mask_id` the new mask corrects that mask of the image: in the same transaction the
     old one is hidden (soft-deleted), becomes the new mask's parent, and if it was pre-filled
@@ -232,6 +276,7 @@ def save_mask(
     existing = _by_client_id(db, image, client_id)
     if existing is not None:
         return existing, False
+    _refuse_archived(project)
     checked = check_rle(rle, image.height, image.width)
     if replaces_mask_id is not None:
         replaced = db.get(Mask, replaces_mask_id)
@@ -295,7 +340,10 @@ def delete_mask(db: Session, mask: Mask, user: User, role: Role, expiry: timedel
     """Soft delete: the row stays (training data lineage, review statistics); a pre-filled mask
     records that the annotator threw it away. Deleting twice is a no-op.
 
-    Raises `NotYours` (someone else's manual mask, for a non-manager) or `NotClaimed`."""
+    Raises `ProjectArchived`, `NotYours` (someone else's manual mask, for a non-manager) or `NotClaimed`."""
+    project = db.get(Project, mask.project_id)
+    assert project is not None
+    _refuse_archived(project)
     if role not in CLAIM_FREE_ROLES:
         if mask.source == MaskSource.manual and mask.author_id != user.id:
             raise NotYours(f"mask {mask.id} is another annotator's: only a manager of the project may delete it")

@@ -1,13 +1,13 @@
-"""Image upload, listing, metadata, original file and thumbnail.
+"""Image upload, listing, assignment, metadata, original file and thumbnail.
 
-Upload and delete need the role manager in the project (or admin); everything else any member.
+Upload, assignment and delete need the role manager in the project (or admin); everything else any member.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 
 from backend.api.deps import (
@@ -15,7 +15,7 @@ from backend.api.deps import (
 )
 from backend.api.types import MAX_DB_INT
 from backend.images import service
-from backend.images.schemas import DuplicateOut, ImageOut, UploadOut
+from backend.images.schemas import AssignIn, DuplicateOut, ImageOut, RefusedOut, UploadOut
 from backend.models import ImageStatus
 
 router = APIRouter(tags=["images"])
@@ -32,6 +32,8 @@ def upload_images(
     storage: StorageDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="one or more image files")] = [],  # noqa: B006
+    partial: Annotated[bool, Query(description="store the good files and list the others in `refused` "
+                                               "(default: any refused file fails the whole upload)")] = False,
 ) -> UploadOut:
     if not files:
         raise HTTPException(status_code=400, detail="no files in the upload (multipart field `files`)")
@@ -39,7 +41,7 @@ def upload_images(
         raise HTTPException(status_code=413, detail=f"{len(files)} files exceed the limit of {settings.max_files_per_request} per request")
     incoming = [service.IncomingFile(f.filename or "", f.file) for f in files]
     try:
-        result = service.upload_images(db, storage, settings, project, incoming)
+        result = service.upload_images(db, storage, settings, project, incoming, partial=partial)
     except service.UploadRejected as exc:
         raise HTTPException(status_code=exc.status_code, detail=f"upload refused, nothing stored: {exc}") from exc
     except service.UploadConflict as exc:
@@ -47,18 +49,38 @@ def upload_images(
     return UploadOut(
         images=[ImageOut.model_validate(i) for i in result.images],
         duplicates=[DuplicateOut(file_name=d.file_name, image_id=d.image_id) for d in result.duplicates],
+        refused=[RefusedOut(file_name=r.file_name, reason=r.reason) for r in result.rejected],
     )
 
 
-@router.get("/api/projects/{project_id}/images")
+TOTAL_COUNT = {"X-Total-Count": {"description": "how many images match the filters, over all pages",
+                                 "schema": {"type": "integer"}}}
+
+
+@router.get("/api/projects/{project_id}/images", responses={200: {"headers": TOTAL_COUNT}})
 def list_images(
     project: ProjectForMember,
     db: SessionDep,
+    response: Response,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
+    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="only images assigned to this user")] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ImageOut]:
-    return [ImageOut.model_validate(i) for i in service.list_images(db, project, status_, offset, limit)]
+    page, total = service.list_images(db, project, status_, assigned_to, offset, limit)
+    response.headers["X-Total-Count"] = str(total)
+    return [ImageOut.model_validate(i) for i in page]
+
+
+@router.post("/api/images/{image_id}/assign")
+def assign_image(body: AssignIn, image: ImageForManager, db: SessionDep) -> ImageOut:
+    """Reserve the image for one member (`user_id`), or free it (`null`): `claim next` gives a user
+    their assigned images first and never one assigned to someone else; claiming it directly is
+    refused to others (409), except the project's managers."""
+    try:
+        return ImageOut.model_validate(service.assign_image(db, image, body.user_id))
+    except service.NotAMember as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 @router.get("/api/images/{image_id}")

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
+from backend.api.types import DbId, RequestModel
 from backend.models import ImageStatus
 
 
@@ -18,8 +19,16 @@ class ImageOut(BaseModel):
     size_bytes: int
     sha256: str
     status: ImageStatus
-    assignee_id: int | None
+    assignee_id: int | None  # who holds the claim (live lock) now
+    assigned_to: int | None  # who the image is reserved for (`POST /api/images/{id}/assign`)
+    assigned_username: str | None
+    mask_count: int  # live masks (not deleted)
     created_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def thumbnail_url(self) -> str:
+        return f"/api/images/{self.id}/thumbnail"
 
 
 class DuplicateOut(BaseModel):
@@ -27,6 +36,16 @@ class DuplicateOut(BaseModel):
     image_id: int  # the image already holding this content
 
 
+class RefusedOut(BaseModel):
+    file_name: str
+    reason: str
+
+
 class UploadOut(BaseModel):
     images: list[ImageOut]
     duplicates: list[DuplicateOut]
+    refused: list[RefusedOut]  # files not stored (only with `?partial=true`; otherwise the upload fails)
+
+
+class AssignIn(RequestModel):
+    user_id: DbId | None  # a member of the project, or null to free the image for anyone

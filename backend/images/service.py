@@ -1,8 +1,9 @@
-"""Storing validated images, listing them, deleting them, and thumbnails.
+"""Storing validated images, listing them, assigning them, deleting them, and thumbnails.
 
-An HTTP upload is all-or-nothing: every file is validated first; if any is refused, the request fails
-with a message naming each refused file and nothing is stored. A folder import (CLI) instead stores what
-it can and reports what it skipped. Either way a file is first written to a temporary file, moved into
+An HTTP upload is all-or-nothing by default: every file is validated first; if any is refused, the
+request fails with a message naming each refused file and nothing is stored. A partial upload (the
+browser's `?partial=true`, where one bad photo must not cost the other ninety-nine) and a folder import
+(CLI) instead store what they can and report what they refused. Either way a file is first written to a temporary file, moved into
 place under its content-hash key, and the rows are committed together; if the commit fails, files that
 this call created are removed again, so there are never rows without files or new files without rows.
 """
@@ -16,13 +17,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer_group
 
 from backend.core.config import Settings
 from backend.images.validation import ImageRejected, PreparedImage, prepare_image
-from backend.models import Embedding, Image, ImageStatus, Project
+from backend.models import Embedding, Image, ImageStatus, Project, ProjectMember
 from backend.storage import LocalStorage
 
 MAX_NAME_CHARS = 255  # images.file_name is VARCHAR(255)
@@ -41,6 +42,10 @@ class UploadRejected(ValueError):
 
 class UploadConflict(RuntimeError):
     """A concurrent upload stored the same content in the same project first; nothing was stored."""
+
+
+class NotAMember(ValueError):
+    """An image can only be assigned to a member of its project."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,13 @@ def store_prepared(db: Session, storage: LocalStorage, project: Project, prepare
     return result
 
 
-def upload_images(db: Session, storage: LocalStorage, settings: Settings, project: Project, files: Sequence[IncomingFile]) -> StoreResult:
-    """All-or-nothing upload: validate every file, then store all of them, or raise `UploadRejected`."""
+def upload_images(
+    db: Session, storage: LocalStorage, settings: Settings, project: Project, files: Sequence[IncomingFile],
+    *, partial: bool = False,
+) -> ImportReport:
+    """Validate every file, then store them. All-or-nothing unless `partial`: a refused file raises
+    `UploadRejected` and nothing is stored; with `partial` the good files are stored and the refused
+    ones reported in `rejected`."""
     prepared: list[PreparedImage] = []
     rejected: list[ImageRejected] = []
     try:
@@ -166,10 +176,11 @@ def upload_images(db: Session, storage: LocalStorage, settings: Settings, projec
     except BaseException:
         _discard(prepared)
         raise
-    if rejected:
+    if rejected and not partial:
         _discard(prepared)
         raise UploadRejected(rejected)
-    return store_prepared(db, storage, project, prepared)
+    stored = store_prepared(db, storage, project, prepared)
+    return ImportReport(stored.images, stored.duplicates, rejected)
 
 
 def import_folder(
@@ -198,11 +209,35 @@ def import_folder(
     return report
 
 
-def list_images(db: Session, project: Project, status: ImageStatus | None, offset: int, limit: int) -> Sequence[Image]:
-    query = select(Image).where(Image.project_id == project.id)
+def list_images(
+    db: Session, project: Project, status: ImageStatus | None, assigned_to: int | None, offset: int, limit: int
+) -> tuple[Sequence[Image], int]:
+    """One page of the project's images in upload order, and how many match the filters in all.
+
+    The page is one statement: the mask counts and assignee names are its subqueries (`Image`'s
+    `image_out` group), not a query per image."""
+    where = [Image.project_id == project.id]
     if status is not None:
-        query = query.where(Image.status == status)
-    return db.scalars(query.order_by(Image.id).offset(offset).limit(limit)).all()
+        where.append(Image.status == status)
+    if assigned_to is not None:
+        where.append(Image.assigned_to == assigned_to)
+    total = db.scalar(select(func.count(Image.id)).where(*where)) or 0
+    page = db.scalars(select(Image).where(*where).options(undefer_group("image_out"))
+                      .order_by(Image.id).offset(offset).limit(limit)).all()
+    return page, total
+
+
+def assign_image(db: Session, image: Image, user_id: int | None) -> Image:
+    """Reserve the image for `user_id` (a member of its project), or free it with None.
+
+    Only claims change: the image is offered to its assignee first and refused to other annotators
+    (`backend.annotation.service`); a claim someone holds now stays theirs until it ends."""
+    if user_id is not None and db.get(ProjectMember, (image.project_id, user_id)) is None:
+        raise NotAMember(f"user {user_id} is not a member of project {image.project_id}")
+    image.assigned_to = user_id
+    db.commit()
+    db.expire(image)  # the assignee's name is a subquery: read it again
+    return image
 
 
 def delete_image(db: Session, storage: LocalStorage, image: Image, thumbnail_size: int) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint, func, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from backend.models.base import Base, str_enum, utcnow
 from backend.models.enums import ImageStatus
+from backend.models.masks import Mask
+from backend.models.users import User
 
 
 class Image(Base):
@@ -31,9 +33,24 @@ class Image(Base):
         str_enum(ImageStatus, "image_status"), default=ImageStatus.new, index=True
     )
     stage_done: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The claim: who holds the image's live lock (`backend.annotation.service`).
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     locked_until: Mapped[datetime | None]
+    # The assignment: who should annotate it (set by a manager; claims of others are refused).
+    assigned_to: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # What `ImageOut` shows besides the columns, as subqueries loaded on first access (one query for
+    # both); a listing undefers the group, so a page of images costs one statement, not one per image.
+    mask_count: Mapped[int] = column_property(
+        select(func.count(Mask.id)).where(Mask.image_id == id, Mask.deleted_at.is_(None))
+        .correlate_except(Mask).scalar_subquery(),
+        deferred=True, group="image_out",
+    )
+    assigned_username: Mapped[str | None] = column_property(
+        select(User.username).where(User.id == assigned_to).correlate_except(User).scalar_subquery(),
+        deferred=True, group="image_out",
+    )
 
 
 class Embedding(Base):

@@ -26,6 +26,8 @@ class Project(Base):
     )
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when a manager archives the project: hidden from the project list, no claims or mask saves.
+    archived_at: Mapped[datetime | None]
 
 
 class ProjectMember(Base):

@@ -21,6 +21,9 @@ class ProjectUpdate(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=10_000)
     settings: ProjectSettings | None = None
+    archived: bool | None = Field(default=None, description="archive (true) or restore (false) the project: an "
+                                                            "archived one is read-only for annotation and hidden "
+                                                            "from the project list unless asked for")
 
 
 class ProjectOut(BaseModel):
@@ -35,6 +38,13 @@ class ProjectOut(BaseModel):
     created_by: int | None
     created_at: datetime
     image_count: int
+    archived: bool
+
+
+def _project_role(role: Role | None) -> Role | None:
+    if role == Role.admin:
+        raise ValueError("admin is a global role, not a role in a project")
+    return role
 
 
 class MemberAdd(RequestModel):
@@ -42,12 +52,13 @@ class MemberAdd(RequestModel):
     role_in_project: Role | None = lax(default=None, description="the member's rights in this project (default: "
                                                                  "their global role); admins are admins everywhere")
 
-    @field_validator("role_in_project")
-    @classmethod
-    def _not_admin(cls, role: Role | None) -> Role | None:
-        if role == Role.admin:
-            raise ValueError("admin is a global role, not a role in a project")
-        return role
+    _not_admin = field_validator("role_in_project")(_project_role)
+
+
+class MemberUpdate(RequestModel):
+    role_in_project: Role = lax(description="the member's rights in this project")
+
+    _not_admin = field_validator("role_in_project")(_project_role)
 
 
 class MemberOut(BaseModel):

@@ -119,7 +119,7 @@ def test_duplicates_are_reported_not_stored_twice(client, project, manager_heade
     first = _upload(client, project, manager_headers, ("a.jpg", image_bytes)).json()["images"][0]
     again = _upload(client, project, manager_headers, ("b.jpg", image_bytes), ("c.jpg", image_bytes))
     assert again.status_code == 201
-    assert again.json() == {"images": [], "duplicates": [{"file_name": "b.jpg", "image_id": first["id"]}, {"file_name": "c.jpg", "image_id": first["id"]}]}
+    assert again.json() == {"images": [], "duplicates": [{"file_name": "b.jpg", "image_id": first["id"]}, {"file_name": "c.jpg", "image_id": first["id"]}], "refused": []}
     other = client.post("/api/projects", json={"name": "other"}, headers=manager_headers).json()
     batch = client.post(f"/api/projects/{other['id']}/images", files=_files(("x.jpg", image_bytes), ("y.jpg", image_bytes)), headers=manager_headers).json()
     assert len(batch["images"]) == 1
