@@ -1,10 +1,11 @@
 """Bounded scalar types for request fields, so no value can be out of range for the database.
 
-Ids and counts are 64-bit integers in PostgreSQL and SQLite: a larger integer in a path, query or
-body used to reach the driver and fail there (`OverflowError`, a 500). Every id the API accepts is
-`DbId` (1 … 2^63−1) and every offset/cursor `DbOffset` (0 … 2^63−1); `tests/backend/test_api_schema.py`
-fails for any integer in the OpenAPI without such bounds, and for any body that is not a
-`RequestModel`.
+A larger integer in a path, query or body used to reach the driver and fail there (a 500): SQLite
+stores 64 bits (`OverflowError` above 2^63−1), and the id columns are PostgreSQL `integer`, 32 bits
+(psycopg binds an id as `::INTEGER`, out of range above 2^31−1). Every id, offset and id cursor the
+API accepts is bounded by `MAX_DB_ID` (2^31−1: `PathId` in paths, `DbId` in bodies, `le=MAX_DB_ID` in
+queries); `tests/backend/test_api_schema.py` fails for any integer in the OpenAPI without bounds
+inside 64 bits.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_DB_INT = 2**63 - 1
+MAX_DB_ID = 2**31 - 1
 
-DbId = Annotated[int, Field(ge=1, le=MAX_DB_INT, strict=True)]
-DbOffset = Annotated[int, Field(ge=0, le=MAX_DB_INT)]
-PathId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
+DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID, strict=True)]
+PathId = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 
 
 def lax(**kwargs: object) -> object:

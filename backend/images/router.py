@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from backend.api.deps import (
     ImageForManager, ImageForMember, ProjectForManager, ProjectForMember, SessionDep, SettingsDep, StorageDep,
 )
-from backend.api.types import MAX_DB_INT
+from backend.api.types import MAX_DB_ID
 from backend.images import service
 from backend.images.schemas import AssignIn, DuplicateOut, ImageOut, RefusedOut, UploadOut
 from backend.models import ImageStatus
@@ -63,8 +63,8 @@ def list_images(
     db: SessionDep,
     response: Response,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
-    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="only images assigned to this user")] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="only images assigned to this user")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ImageOut]:
     page, total = service.list_images(db, project, status_, assigned_to, offset, limit)

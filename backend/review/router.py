@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskOut
 from backend.api.deps import CurrentUser, MaskForMember, ProjectForMember, SessionDep
-from backend.api.types import MAX_DB_INT
+from backend.api.types import MAX_DB_ID
 from backend.images.schemas import ImageOut
 from backend.models import Image, Mask, ReviewDecision
 from backend.review import service
@@ -27,7 +27,7 @@ router = APIRouter(tags=["review"])
 
 
 @router.get("/api/projects/{project_id}/review/next", responses={204: {"description": "nothing pending"}})
-def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0) -> Response:
+def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_DB_ID)] = 0) -> Response:
     found = service.next_pending(db, project.id, after)
     if found is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)

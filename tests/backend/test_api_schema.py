@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.api.types import MAX_DB_INT
 from backend.core.config import Settings
 from backend.main import create_app
+
+
+MAX_INT64 = 2**63 - 1
 
 
 def _openapi() -> dict[str, Any]:
@@ -51,8 +53,8 @@ def _unbounded(schema: dict[str, Any], spec: dict[str, Any], where: str, seen: s
     if kind == "integer":
         top = schema.get("maximum", schema.get("exclusiveMaximum"))
         bottom = schema.get("minimum", schema.get("exclusiveMinimum"))
-        # The schema spells 2^63 - 1 as a float (9.223372036854776e18): compare as floats.
-        if top is None or bottom is None or float(top) > float(MAX_DB_INT) or float(bottom) < -float(MAX_DB_INT):
+        # The schema may spell a bound as a float (2^63 - 1 as 9.223372036854776e18): compare as floats.
+        if top is None or bottom is None or float(top) > float(MAX_INT64) or float(bottom) < -float(MAX_INT64):
             problems.append(f"{where}: integer without bounds inside 64 bits")
     elif kind == "number":
         if schema.get("maximum", schema.get("exclusiveMaximum")) is None or \

@@ -17,7 +17,8 @@ from backend.core.config import Settings
 from backend.main import create_app
 from backend.models import Project
 
-TOO_BIG = 2**63  # one past the largest 64-bit id
+TOO_BIG = 2**63  # one past SQLite's 64 bits
+PG_TOO_BIG = 2**31  # one past PostgreSQL's integer id columns
 
 
 def _image_id(client: TestClient, project: Project, headers: dict[str, str], image_bytes: bytes) -> int:
@@ -31,19 +32,21 @@ def _image_id(client: TestClient, project: Project, headers: dict[str, str], ima
     "/api/projects/{big}", "/api/images/{big}", "/api/jobs/{big}", "/api/model-versions/{big}/decoder.onnx",
     "/api/projects/{project}/images?offset={big}", "/api/projects/{project}/review/next?after={big}",
 ])
-def test_ids_beyond_64_bits_are_a_422(template: str, client: TestClient, project: Project,
-                                      manager_headers: dict[str, str]) -> None:
-    response = client.get(template.format(big=TOO_BIG, project=project.id), headers=manager_headers)
+@pytest.mark.parametrize("big", [TOO_BIG, PG_TOO_BIG])
+def test_ids_beyond_the_id_columns_are_a_422(template: str, big: int, client: TestClient, project: Project,
+                                            manager_headers: dict[str, str]) -> None:
+    response = client.get(template.format(big=big, project=project.id), headers=manager_headers)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["type"] == "less_than_equal"
 
 
-def test_ids_beyond_64_bits_in_bodies_are_a_422(client: TestClient, project: Project, manager_headers: dict[str, str],
+def test_ids_beyond_the_id_columns_in_bodies_are_a_422(client: TestClient, project: Project, manager_headers: dict[str, str],
                                                 image_bytes: bytes) -> None:
     image_id = _image_id(client, project, manager_headers, image_bytes)
     bodies = [
         (f"/api/projects/{project.id}/members", {"user_id": TOO_BIG}),
-        (f"/api/projects/{project.id}/detector/propose", {"detector_version_id": TOO_BIG}),
+        (f"/api/projects/{project.id}/members", {"user_id": PG_TOO_BIG}),
+        (f"/api/projects/{project.id}/detector/propose", {"detector_version_id": PG_TOO_BIG}),
         (f"/api/images/{image_id}/masks", {"client_id": "c1", "rle": {"size": [1, 1], "counts": [0, 1]},
                                            "replaces_mask_id": TOO_BIG}),
     ]
