@@ -23,3 +23,8 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   }
   return el;
 }
+
+/** `parent.append` that skips absent children as `h` does. */
+export function append(parent: Element, ...children: Child[]): void {
+  for (const child of children) if (child !== null && child !== undefined && child !== false) parent.append(child);
+}

@@ -1,26 +1,44 @@
-import { getToken } from "./api/client";
+import { ApiError, getToken } from "./api/client";
 import { annotatePage } from "./annotate/page";
 import { dashboardPage } from "./dashboard/page";
-import { loginPage } from "./pages/login";
+import { h } from "./dom";
+import { imagesPage } from "./images/page";
 import { modelsPage } from "./models/page";
+import { accountPage } from "./pages/account";
+import { loginPage } from "./pages/login";
+import { membersPage } from "./pages/members";
+import { projectSettingsPage } from "./pages/project_settings";
 import { projectsPage } from "./pages/projects";
+import { usersPage } from "./pages/users";
 import { reviewPage } from "./review/page";
 import { navigate, route, start, type Page } from "./router";
 import "./style.css";
 
-/** Pages other than login need a token; without one we go to login and come back after. */
+const toLogin = () => navigate(`/login?next=${encodeURIComponent(location.pathname)}`, true);
+
+/** Pages other than login need a token; without one (or when the server stops taking it) we go to
+ * login and come back after. A page that fails to load says why instead of staying blank. */
 function authed(page: Page): Page {
-  return (root, params) => {
-    if (!getToken()) {
-      navigate(`/login?next=${encodeURIComponent(location.pathname)}`, true);
-      return;
+  return async (root, params) => {
+    if (!getToken()) return toLogin();
+    try {
+      return await page(root, params);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) return toLogin();
+      root.replaceChildren(h("main", { class: "page card" },
+        h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : String(error)),
+        h("a", { href: "/" }, "Back to projects")));
     }
-    return page(root, params);
   };
 }
 
 route("/login", loginPage);
 route("/", authed(projectsPage));
+route("/users", authed(usersPage));
+route("/account", authed(accountPage));
+route("/projects/:projectId/images", authed(imagesPage));
+route("/projects/:projectId/members", authed(membersPage));
+route("/projects/:projectId/settings", authed(projectSettingsPage));
 route("/annotate/:projectId", authed(annotatePage));
 route("/annotate/:projectId/:imageId", authed(annotatePage));
 route("/dashboard/:projectId", authed(dashboardPage));

@@ -14,6 +14,7 @@ interface Route {
 const routes: Route[] = [];
 let cleanup: Cleanup | void;
 let root: HTMLElement;
+let renders = 0;
 
 export function route(path: string, page: Page): void {
   const keys: string[] = [];
@@ -29,16 +30,26 @@ export function navigate(path: string, replace = false): void {
   void render();
 }
 
+/** Each page renders into a fresh root element (same id, nothing left of the previous page): a page
+ * still loading when the user navigates on fills a detached element, and its cleanup runs as soon
+ * as it returns. */
 async function render(): Promise<void> {
+  const current = ++renders;
   if (cleanup) cleanup();
   cleanup = undefined;
-  root.replaceChildren();
+  const fresh = document.createElement(root.tagName);
+  fresh.id = root.id;
+  root.replaceWith(fresh);
+  root = fresh;
+  const container = fresh;
   const path = location.pathname;
   for (const r of routes) {
     const match = r.pattern.exec(path);
     if (!match) continue;
     const params = Object.fromEntries(r.keys.map((k, i) => [k, decodeURIComponent(match[i + 1])]));
-    cleanup = await r.page(root, params);
+    const done = await r.page(container, params);
+    if (current === renders) cleanup = done;
+    else if (done) done();
     return;
   }
   navigate("/", true);

@@ -59,3 +59,17 @@ def wait_for_save_after_retry(page, timeout_ms: int = 60_000) -> list[str]:
     statuses = page.evaluate("window.saveStatuses")
     assert any(s.startswith("not saved yet") for s in statuses[: statuses.index("saved")]), statuses
     return statuses
+
+
+def log_in(page, url: str, username: str, password: str) -> None:
+    """Logs in through the login page and waits for the frame of the projects page."""
+    page.goto(url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("[data-nav=projects][aria-current=page]")
+
+
+def session_token(page) -> str:
+    """The bearer token the page holds (for checking what it did through the API)."""
+    return page.evaluate("localStorage.getItem('dataengine.token')")

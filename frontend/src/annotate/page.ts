@@ -12,6 +12,7 @@ import * as api from "../api/client";
 import type { Embedding, ImageInfo, MaskCreate, MaskOut, ModelVersion, Point } from "../api/types";
 import { h } from "../dom";
 import { DecodeSuperseded, DecoderClient } from "../inference/decoder_client";
+import { frame } from "../layout";
 import { navigate, type Cleanup } from "../router";
 import { maskLogits } from "./mask_input";
 import { maskColour } from "./masks";
@@ -37,15 +38,16 @@ const VISITED_KEY = "dataengine.visited";
 
 type Tool = "points" | "brush" | "eraser";
 
-export async function annotatePage(root: HTMLElement, params: Record<string, string>): Promise<Cleanup | void> {
+export async function annotatePage(container: HTMLElement, params: Record<string, string>): Promise<Cleanup | void> {
   const projectId = Number(params.projectId);
+  const { main: root } = await frame(container, "annotate", { projectId, title: "Annotate", fill: true });
+  const notice = (...children: (Node | string)[]) =>
+    root.replaceChildren(h("div", { class: "page card" }, ...children, h("p", {}, h("a", { href: "/" }, "Back to projects"))));
   if (!params.imageId) {
     root.append(h("p", { class: "page" }, "Finding the next image…"));
     const next = await api.claimNext(projectId);
     if (next) return navigate(`/annotate/${projectId}/${next.id}`, true);
-    root.replaceChildren(
-      h("main", { class: "page card" }, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."), h("a", { href: "/" }, "Back to projects")),
-    );
+    notice(h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
     return;
   }
   const imageId = Number(params.imageId);
@@ -53,7 +55,7 @@ export async function annotatePage(root: HTMLElement, params: Record<string, str
   try {
     image = await api.claimImage(imageId);
   } catch (error) {
-    root.append(h("main", { class: "page card" }, h("p", { class: "error" }, String((error as Error).message)), h("a", { href: "/" }, "Back to projects")));
+    notice(h("p", { class: "error" }, String((error as Error).message)));
     return;
   }
   rememberVisit(imageId);
@@ -63,7 +65,7 @@ export async function annotatePage(root: HTMLElement, params: Record<string, str
   try {
     loaded = await Promise.all([api.getModel(projectId), api.fetchImageBitmap(imageId), api.fetchEmbedding(imageId), api.listMasks(imageId)]);
   } catch (error) {
-    loading.replaceWith(h("main", { class: "page card" }, h("p", { class: "error" }, `Could not open ${image.file_name}: ${(error as Error).message}`), h("a", { href: "/" }, "Back to projects")));
+    notice(h("p", { class: "error" }, `Could not open ${image.file_name}: ${(error as Error).message}`));
     return;
   }
   const [model, bitmap, embedding, masks] = loaded;
@@ -222,7 +224,7 @@ class AnnotateController {
     return h(
       "aside",
       {},
-      h("div", { class: "row" }, h("a", { href: "/" }, "Projects"), h("button", { class: "link", title: "?", onclick: () => this.toggleHelp() }, "Shortcuts (?)")),
+      h("div", { class: "row" }, h("button", { class: "link", title: "?", onclick: () => this.toggleHelp() }, "Shortcuts (?)")),
       h("div", {}, h("strong", { "data-testid": "file-name" }, this.image.file_name), h("div", { class: "muted" }, `${this.originalSize[1]}×${this.originalSize[0]} px`)),
       h("div", { "data-testid": "model-version" }, `Model: ${model.name} · ${model.architecture} · ${model.origin}`),
       banner,

@@ -14,10 +14,19 @@ import type {
 
 const TOKEN_KEY = "dataengine.token";
 
+/** One problem of a request that failed validation: `loc` is the path into it, e.g.
+ * ["body", "settings", "review_fraction"] (backend/api/errors.py). */
+export interface ErrorItem {
+  loc: (string | number)[];
+  msg: string;
+  type: string;
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly errors: ErrorItem[] = [],
   ) {
     super(message);
   }
@@ -40,31 +49,59 @@ export async function request(path: string, init: RequestInit = {}): Promise<Res
   if (token) headers.set("Authorization", `Bearer ${token}`);
   if (typeof init.body === "string" && !headers.has("Content-Type")) headers.set("Content-Type", "application/json");
   const response = await fetch(path, { ...init, headers });
-  if (!response.ok) {
-    let detail = response.statusText || `HTTP ${response.status}`;
-    try {
-      const body = await response.json();
-      if (typeof body.detail === "string") detail = body.detail;
-      else if (body.detail) detail = JSON.stringify(body.detail);
-    } catch {
-      // Not JSON (a proxy's error page): the status text is all we have.
-    }
-    if (response.status === 401) setToken(null);
-    throw new ApiError(response.status, detail);
-  }
+  if (!response.ok) throw apiError(response.status, response.statusText, await response.text());
   return response;
+}
+
+/** The server's error body (`{detail, errors}`) as an `ApiError`; a 401 also forgets the token. */
+function apiError(status: number, statusText: string, bodyText: string): ApiError {
+  let detail = statusText || `HTTP ${status}`;
+  let errors: ErrorItem[] = [];
+  try {
+    const body = JSON.parse(bodyText);
+    if (typeof body.detail === "string") detail = body.detail;
+    else if (body.detail) detail = JSON.stringify(body.detail);
+    if (Array.isArray(body.errors)) errors = body.errors as ErrorItem[];
+  } catch {
+    // Not JSON (a proxy's error page): the status text is all we have.
+  }
+  if (status === 401) setToken(null);
+  return new ApiError(status, detail, errors);
+}
+
+/** POSTs a multipart form with the session's token, reporting upload progress (bytes sent, total):
+ * `fetch` cannot report it, so this one request goes through XMLHttpRequest. Resolves with the
+ * parsed JSON answer; rejects with `ApiError` like `request` (status 0: the connection failed). */
+export function postFormWithProgress<T>(path: string, form: FormData, onProgress: (sent: number, total: number) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    const token = getToken();
+    if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+    xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded, e.lengthComputable ? e.total : 0));
+    xhr.addEventListener("load", () => {
+      if (xhr.status < 200 || xhr.status >= 300) return reject(apiError(xhr.status, xhr.statusText, xhr.responseText));
+      try {
+        resolve(JSON.parse(xhr.responseText) as T);
+      } catch {
+        reject(new ApiError(xhr.status, "the server's answer is not JSON"));
+      }
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, "the upload failed (connection lost?)")));
+    xhr.addEventListener("abort", () => reject(new ApiError(0, "the upload was cancelled")));
+    xhr.send(form);
+  });
 }
 
 export async function json<T>(path: string, init: RequestInit = {}): Promise<T> {
   return (await request(path, init)).json() as Promise<T>;
 }
 
-function post(body: unknown): RequestInit {
-  return {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  };
+/** A JSON request body with its method, for `json` and `request`. */
+export function send(method: "POST" | "PATCH" | "PUT" | "DELETE", body?: unknown): RequestInit {
+  return body === undefined
+    ? { method }
+    : { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
 }
 
 export async function login(username: string, password: string): Promise<void> {
@@ -74,7 +111,6 @@ export async function login(username: string, password: string): Promise<void> {
 }
 
 export const me = () => json<User>("/api/users/me");
-export const listProjects = () => json<Project[]>("/api/projects");
 export const getProject = (id: number) => json<Project>(`/api/projects/${id}`);
 export const getImage = (id: number) => json<ImageInfo>(`/api/images/${id}`);
 export const getModel = (projectId: number) => json<ModelVersion>(`/api/projects/${projectId}/model`);
@@ -99,7 +135,7 @@ export const markDone = (imageId: number) =>
 
 /** Saves a mask. Idempotent by `client_id`: 201 the first time, 200 with the same mask after. */
 export const saveMask = (imageId: number, mask: MaskCreate) =>
-  json<MaskOut>(`/api/images/${imageId}/masks`, post(mask));
+  json<MaskOut>(`/api/images/${imageId}/masks`, send("POST", mask));
 
 export async function deleteMask(maskId: number): Promise<void> {
   await request(`/api/masks/${maskId}`, { method: "DELETE" });

@@ -8,15 +8,44 @@ export interface User {
   id: number;
   username: string;
   role: Role;
+  is_active: boolean;
+  created_at: string;
+}
+
+/** The settings in effect (backend/projects/settings.py: defaults for what was not set). */
+export interface ProjectSettings {
+  review_fraction: number;
+  review_seed: number;
+  retrain_every_masks: number;
+  auto_promote: boolean;
+  retrain_params: {
+    steps: number;
+    lr: number;
+    batch_size: number;
+    held_out_fraction: number;
+    auto_promote: boolean | null;
+    min_masks: number;
+    max_clicks: number;
+    seed: number;
+  };
+  gates: {
+    semi_automatic: { min_masks: number; min_done_share: number; min_trained_models: number; min_detectors: number };
+    fully_automatic: { min_masks: number; min_trained_models: number };
+    done: { min_done_share: number };
+  };
 }
 
 export interface Project {
   id: number;
   name: string;
-  description: string | null;
+  description: string;
   stage: Stage;
-  image_count?: number;
+  settings: ProjectSettings;
+  archived?: boolean;
+  image_count: number;
 }
+
+export type ImageStatus = "new" | "in_progress" | "done";
 
 export interface ImageInfo {
   id: number;
@@ -24,8 +53,23 @@ export interface ImageInfo {
   file_name: string;
   width: number;
   height: number;
-  status: string;
+  status: ImageStatus;
+  /** Who holds the claim (the live lock) now. */
   assignee_id: number | null;
+  /** Who the image is reserved for (their next claim gives it to them), and their name. */
+  assigned_to?: number | null;
+  assigned_username?: string | null;
+  mask_count?: number;
+  thumbnail_url?: string;
+}
+
+/** A project member: `role_in_project` null means their global `role` applies there. */
+export interface Member {
+  user_id: number;
+  username: string;
+  role: Role;
+  role_in_project: Role | null;
+  added_at: string;
 }
 
 export interface ModelVersion {

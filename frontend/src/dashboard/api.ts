@@ -3,17 +3,7 @@
  * Uses the app's token; errors carry the server's `detail` like the rest of the app.
  */
 import { request } from "../api/client";
-
-export interface Job {
-  id: number;
-  kind: string;
-  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
-  progress: number;
-  message: string;
-  error: string | null;
-  created_at: string;
-  finished_at: string | null;
-}
+import type { Job } from "../api/jobs";
 
 export interface GateCondition {
   key: string;
@@ -97,13 +87,6 @@ export interface TimelineRow {
   annotators: number;
 }
 
-export interface Member {
-  user_id: number;
-  username: string;
-  role: string;
-  role_in_project: string | null;
-}
-
 const get = async <T>(path: string): Promise<T> => (await request(path)).json() as Promise<T>;
 const post = async <T>(path: string, body?: unknown): Promise<T> =>
   (await request(path, { method: "POST", body: body === undefined ? undefined : JSON.stringify(body) })).json() as Promise<T>;
@@ -113,11 +96,7 @@ export const getDashboard = (p: number) => get<Dashboard>(`${base(p)}/dashboard`
 export const getAnnotators = (p: number) => get<AnnotatorRow[]>(`${base(p)}/dashboard/annotators`);
 export const getTimeline = (p: number, bucket: "hour" | "day") =>
   get<TimelineRow[]>(`${base(p)}/dashboard/timeline?bucket=${bucket}`);
-export const listJobs = (p: number) => get<Job[]>(`${base(p)}/jobs?limit=20`);
-export const listMembers = (p: number) => get<Member[]>(`${base(p)}/members`);
-export const addMember = (p: number, userId: number) => post<Member>(`${base(p)}/members`, { user_id: userId });
 export const advanceStage = (p: number, stage: string) => post<unknown>(`${base(p)}/stage`, { stage });
-export const startEmbedding = (p: number) => post<Job>(`${base(p)}/embed`);
 export const startAutoAnnotation = (p: number) => post<Job>(`${base(p)}/auto-annotate`, {});
 export const trainDetector = (p: number) => post<Job>(`${base(p)}/detector/train`, {});
 export const proposeMasks = (p: number) => post<Job>(`${base(p)}/detector/propose`, {});

@@ -4,37 +4,26 @@
  * Annotators get the same page restricted to their own figures (the server decides the scope).
  */
 import type { Chart } from "chart.js";
-import { me } from "../api/client";
-import { h } from "../dom";
+import { startEmbedding } from "../api/images";
+import { listJobs, type Job } from "../api/jobs";
+import { append, h } from "../dom";
+import { frame } from "../layout";
 import {
-  addMember,
   advanceStage,
   downloadCsv,
   getAnnotators,
   getDashboard,
   getTimeline,
-  listJobs,
   proposeMasks,
   startAutoAnnotation,
-  startEmbedding,
   trainDetector,
   type AnnotatorRow,
   type Dashboard,
-  type Job,
   type TimelineRow,
 } from "./api";
 import { histogramChart, imagesChart, masksChart, modelsChart, timelineChart } from "./charts";
 
 const JOB_POLL_MS = 2000;
-// Layout of this page only (the app's style.css belongs to the annotator).
-const STYLE = `
-.dashboard .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 8px; }
-.dashboard .figure strong { font-size: 1.4em; }
-.dashboard .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 8px; margin: 8px 0; }
-.dashboard table { border-collapse: collapse; width: 100%; }
-.dashboard td, .dashboard th { border-bottom: 1px solid #ddd; padding: 2px 6px; text-align: right; }
-.dashboard .jobs progress { width: 160px; margin: 0 8px; }
-`;
 
 const fmt = (value: number | null, digits = 1): string => (value === null ? "–" : value.toFixed(digits));
 const pct = (value: number | null): string => (value === null ? "–" : `${(value * 100).toFixed(1)}%`);
@@ -77,8 +66,8 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     charts.forEach((c) => c.destroy());
   };
 
-  const [user, d, annotators, timeline] = await Promise.all([
-    me(),
+  const { main, user } = await frame(root, "dashboard", { projectId, title: "Dashboard" });
+  const [d, annotators, timeline] = await Promise.all([
     getDashboard(projectId),
     getAnnotators(projectId),
     getTimeline(projectId, "hour"),
@@ -125,7 +114,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
   const jobList = h("ul", { class: "jobs", "data-jobs": "" }, ...[...d.jobs.active, ...d.jobs.recent].map(jobRow));
   const pollJobs = async () => {
     try {
-      jobList.replaceChildren(...(await listJobs(projectId)).map(jobRow));
+      jobList.replaceChildren(...(await listJobs(projectId, undefined, 20)).map(jobRow));
     } catch (error) {
       message.textContent = (error as Error).message;
     }
@@ -153,13 +142,10 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
 
   const controls = managing ? stageControls(projectId, d, act) : null;
 
-  root.append(
-    h("style", {}, STYLE),
-    h("header", { class: "bar" }, h("a", { href: "/" }, "← Projects"), h("strong", {}, `Dashboard · project ${projectId}`),
-      h("span", { class: "muted" }, `${user.username} · ${d.scope === "me" ? "your own figures" : "whole project"} · stage ${d.images.current_stage}`)),
-    h(
-      "main",
-      { class: "page dashboard" },
+  main.classList.add("dashboard");
+  append(main, 
+      h("div", { class: "title-row" }, h("h1", {}, "Dashboard"),
+        h("span", { class: "muted" }, `${d.scope === "me" ? "your own figures" : "whole project"} · stage ${d.images.current_stage}`)),
       message,
       figures,
       h("div", { class: "charts" }, ...boxes.map(([box]) => box)),
@@ -171,7 +157,6 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       h("section", { class: "card" }, h("h3", {}, "Timeline"),
         csvButton("Export CSV", `/api/projects/${projectId}/dashboard/timeline?bucket=hour&format=csv`, `project-${projectId}-timeline.csv`),
         table("timeline", timeline, timelineColumns)),
-    ),
   );
 
   const [images, masks, histogram, timelineBox, models] = boxes.map(([, canvas]) => canvas);
@@ -181,7 +166,6 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
 
 function stageControls(projectId: number, d: Dashboard, act: (work: () => Promise<unknown>, done: string) => () => Promise<void>): HTMLElement {
   const gate = d.gate;
-  const userId = h("input", { type: "number", min: 1, placeholder: "user id", "data-control": "member-id" });
   return h(
     "section",
     { class: "card", "data-gate": gate.holds ? "open" : "closed" },
@@ -196,9 +180,6 @@ function stageControls(projectId: number, d: Dashboard, act: (work: () => Promis
     h("button", { "data-control": "auto", onclick: act(() => startAutoAnnotation(projectId), "auto-annotation started") }, "Start auto-annotation"),
     h("button", { "data-control": "train-detector", onclick: act(() => trainDetector(projectId), "detector training started") }, "Train detector"),
     h("button", { "data-control": "propose", onclick: act(() => proposeMasks(projectId), "pre-filling started") }, "Pre-fill masks with the detector"),
-    h("div", {}, userId, h("button", {
-      "data-control": "add-member",
-      onclick: act(() => addMember(projectId, Number(userId.value)), "annotator added"),
-    }, "Assign annotator")),
+    h("p", { class: "muted" }, "Members and their roles: ", h("a", { href: `/projects/${projectId}/members` }, "Members"), "."),
   );
 }

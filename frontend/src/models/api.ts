@@ -2,9 +2,7 @@
  * The ML engineer page's REST calls and their shapes (backend/model_versions/schemas.py,
  * backend/retraining/schemas.py and backend/jobs/schemas.py are the source of truth).
  */
-import { ApiError, json } from "../api/client";
-
-const RECONNECT_MS = 2000;
+import { json } from "../api/client";
 
 export type Metrics = Record<string, number>;
 
@@ -69,38 +67,3 @@ export const cancelJob = (jobId: number) => json<TrainJob>(`/api/jobs/${jobId}/c
 export const promote = (p: number, versionId: number) =>
   json<Promotion>(`${base(p)}/model-versions/${versionId}/promote`, { method: "POST" });
 export const rollback = (p: number) => json<Promotion>(`${base(p)}/model-versions/rollback`, { method: "POST" });
-
-/** Follows a job over Server-Sent Events. EventSource cannot send headers, and a bearer token in the
- * URL would land in access logs, so every connection opens with a ticket: valid about a minute, for
- * this job only. When the stream drops, it reconnects with a fresh ticket (the browser's own retry
- * would reuse the old, perhaps expired, URL). A 4xx for the ticket (logged out, job gone) stops. */
-export function followJob(jobId: number, onJob: (job: TrainJob) => void, onEnd: () => void): () => void {
-  let source: EventSource | null = null;
-  let stopped = false;
-  const stop = () => {
-    stopped = true;
-    source?.close();
-  };
-  const connect = async () => {
-    let ticket: string;
-    try {
-      ticket = (await json<{ ticket: string }>(`/api/jobs/${jobId}/events/ticket`, { method: "POST" })).ticket;
-    } catch (error) {
-      if (!stopped && !(error instanceof ApiError && error.status < 500)) setTimeout(connect, RECONNECT_MS);
-      return;
-    }
-    if (stopped) return;
-    source = new EventSource(`/api/jobs/${jobId}/events?ticket=${encodeURIComponent(ticket)}`);
-    source.addEventListener("job", (event) => onJob(JSON.parse((event as MessageEvent).data) as TrainJob));
-    source.addEventListener("end", () => {
-      stop();
-      onEnd();
-    });
-    source.addEventListener("error", () => {
-      source?.close();
-      if (!stopped) setTimeout(connect, RECONNECT_MS);
-    });
-  };
-  void connect();
-  return stop;
-}

@@ -8,10 +8,11 @@
  */
 import { Chart, LinearScale, LineController, LineElement, PointElement, Tooltip } from "chart.js";
 import { ApiError } from "../api/client";
+import { followJob } from "../api/jobs";
 import { h } from "../dom";
+import { frame } from "../layout";
 import {
   cancelJob,
-  followJob,
   listTrainJobs,
   listVersions,
   promote,
@@ -32,18 +33,6 @@ const METRICS: [key: string, label: string, lowerIsBetter: boolean][] = [
   ["noc85", "NoC@85", true],
   ["noc90", "NoC@90", true],
 ];
-const STYLE = `
-.models table { border-collapse: collapse; width: 100%; }
-.models td, .models th { border-bottom: 1px solid #ddd; padding: 2px 6px; text-align: right; }
-.models td:first-child, .models th:first-child { text-align: left; }
-.models tr.active { background: #ecfdf5; }
-.models .better { color: #15803d; } .models .worse { color: #b91c1c; }
-.models form label { margin-right: 10px; }
-.models form input[type=number] { width: 80px; }
-.models .curve { height: 240px; max-width: 720px; }
-.models .error { color: #b91c1c; }
-`;
-
 function metricCell(m: Metrics | undefined, parent: Metrics | undefined, key: string, lowerIsBetter: boolean): HTMLElement {
   const value = m?.[key];
   if (value === undefined) return h("td", {}, "–");
@@ -59,6 +48,7 @@ function metricCell(m: Metrics | undefined, parent: Metrics | undefined, key: st
 
 export async function modelsPage(root: HTMLElement, params: Record<string, string>): Promise<() => void> {
   const projectId = Number(params.projectId);
+  const { main } = await frame(root, "models", { projectId, title: "Models" });
   const status = h("p", { "data-status": "" });
   const table = h("table", { "data-versions": "" });
   const canvas = h("canvas");
@@ -114,7 +104,7 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
     const live = job.status === "queued" || job.status === "running";
     cancelButton.disabled = !live;
     if (!live) return;
-    stopFollowing = followJob(job.id, drawCurve, () => {
+    stopFollowing = followJob<TrainJob>(job.id, drawCurve, () => {
       cancelButton.disabled = true;
       void refresh();
     });
@@ -191,12 +181,11 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
     }
   });
 
-  root.append(h("style", {}, STYLE), h("div", { class: "models" },
-    h("p", {}, h("a", { href: "/" }, "← projects"), " · ", h("a", { href: `/dashboard/${projectId}` }, "dashboard")),
-    h("h1", {}, `Models of project ${projectId}`), status,
+  main.classList.add("models");
+  main.append(h("h1", {}, "Models"), status,
     h("h2", {}, "Versions"), h("p", {}, "Metrics on the round's held-out images; (Δ) against its parent on the same images."),
     table, h("p", {}, rollbackButton),
-    h("h2", {}, "Retraining round"), form, h("p", {}, cancelButton), curveInfo, h("div", { class: "curve" }, canvas)));
+    h("h2", {}, "Retraining round"), form, h("p", {}, cancelButton), curveInfo, h("div", { class: "curve" }, canvas));
 
   try {
     await refresh();

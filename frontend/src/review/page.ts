@@ -14,6 +14,7 @@ import * as api from "../api/client";
 import { ApiError } from "../api/client";
 import type { Point } from "../api/types";
 import { h } from "../dom";
+import { frame } from "../layout";
 import { DecoderClient } from "../inference/decoder_client";
 import { maskColour, paintMask, type Size } from "../annotate/masks";
 import { inputSizeOf, maskLogits } from "../annotate/mask_input";
@@ -30,7 +31,9 @@ const AUTO_COLOUR_INDEX = 7;
 const FIX_COLOUR: [number, number, number] = [30, 144, 255];
 
 export async function reviewPage(root: HTMLElement, params: Record<string, string>): Promise<Cleanup> {
-  const controller = new ReviewController(root, Number(params.projectId));
+  const projectId = Number(params.projectId);
+  const { main } = await frame(root, "review", { projectId, title: "Review", fill: true });
+  const controller = new ReviewController(root, main, projectId);
   void controller.next();
   return controller.cleanup;
 }
@@ -117,11 +120,13 @@ class ReviewController {
   private readonly fixPanel = h("div", { "data-testid": "fix-panel" });
 
   constructor(
+    /** The page's root: it carries the mode as `data-review-mode`. */
     private readonly root: HTMLElement,
+    main: HTMLElement,
     private readonly projectId: number,
   ) {
     this.decoder = new LazyDecoder(projectId);
-    root.append(
+    main.append(
       h(
         "div",
         { class: "annotate review" },
@@ -129,7 +134,7 @@ class ReviewController {
         h(
           "aside",
           {},
-          h("div", { class: "row" }, h("a", { href: "/" }, "Projects"), h("strong", {}, "Review auto masks")),
+          h("strong", {}, "Review auto masks"),
           this.summary,
           this.itemInfo,
           this.actions,
