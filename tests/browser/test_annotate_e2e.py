@@ -60,6 +60,7 @@ def test_click_refine_accept_reload(page, live_server):
     assert page.evaluate("crossOriginIsolated"), "the page must be cross-origin isolated (COOP/COEP)"
     assert "untrained" in page.locator("[data-testid=model-version]").inner_text()
     assert "Random weights" in page.locator(".banner").inner_text()
+    assert "dataengine models download vit_b" in page.locator(".banner").inner_text()
     before = len(stored_masks(live_server))
     posted: list[dict] = []
     page.on("request", lambda r: posted.append(r.post_data_json) if r.method == "POST" and r.url.endswith("/masks") else None)

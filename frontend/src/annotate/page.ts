@@ -215,8 +215,11 @@ class AnnotateController {
         ? h(
             "div",
             { class: "banner", role: "status" },
-            "Random weights: masks are meaningless until you import a checkpoint: ",
-            h("code", {}, "dataengine models import sam_vit_b_01ec64.pth --arch vit_b"),
+            "Random weights: masks are meaningless until real weights are in: ",
+            h("code", {}, "dataengine models download vit_b --make-default"),
+            " (offline: ",
+            h("code", {}, "dataengine models import sam_vit_b_01ec64.pth --arch vit_b --make-default"),
+            ")",
           )
         : null;
     const previous = h("button", { title: "Shift+N", onclick: () => this.previousImage() }, "◀ Previous");
