@@ -52,7 +52,7 @@ from .rle import (
     rle_to_mask,
 )
 from .sam import Sam
-from .transforms import MODEL_SIZE, apply_coords, postprocess_masks
+from .transforms import MODEL_SIZE, apply_coords
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 LOW_RES = 256

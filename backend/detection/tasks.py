@@ -63,7 +63,7 @@ def _samples(ctx: JobContext, storage: LocalStorage, client: ModelServerClient, 
 
 def train_version(ctx: JobContext) -> dict[str, Any]:
     """The work of one detector training job; returns the job's result."""
-    db, settings = ctx.db, ctx.settings
+    db = ctx.db
     job = db.get(Job, ctx.job_id)
     inputs = job.result or {}
     detector = db.get(DetectorVersion, int(inputs["detector_version_id"]))

@@ -18,7 +18,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest

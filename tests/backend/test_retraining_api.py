@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from backend.models import Job, Mask, ModelVersion
+from backend.models import Mask, ModelVersion
 from backend.models.enums import ReviewStatus
 from backend.retraining.service import is_better
 from backend.worker import celery_app
