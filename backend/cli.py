@@ -197,8 +197,10 @@ def require_schema(settings: Settings) -> None:
     if not current:
         raise ValueError(f"database not initialised ({shown} has no schema): {run}")
     if current != expected:
-        raise ValueError(f"database {shown} is at revision {', '.join(sorted(current))}, this code expects "
-                         f"{', '.join(sorted(expected))}: run `dataengine migrate`")
+        raise ValueError(
+            f"database {shown} is at revision {', '.join(sorted(current))}, this code expects "
+            f"{', '.join(sorted(expected))}: run `dataengine migrate`"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,9 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dataengine: error: a DATAENGINE_* variable is invalid: {_one_line(exc)}", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(
-        prog="dataengine", description="The data engine for segmentation masks.",
+        prog="dataengine",
+        description="The data engine for segmentation masks.",
         epilog=f"Data home (database, storage, keys, logs): {home}\nSet DATAENGINE_HOME to use another.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)  # a path is not wrapped
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # a path is not wrapped
     subparsers = parser.add_subparsers(dest="command", required=True)
     for register in SUBCOMMANDS:
         register(subparsers)

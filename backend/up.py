@@ -70,8 +70,11 @@ def register_up(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("up", help="migrate, then run the API, a worker and the model (embedded mode)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--verbose", action="store_true",
-                        help="print the worker's and beat's logs, the API's access log and the model export's warnings")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the worker's and beat's logs, the API's access log and the model export's warnings",
+    )
     parser.set_defaults(func=up, needs_schema=False)  # up migrates the database itself
 
 
@@ -142,9 +145,11 @@ def create_default_model(settings: Settings, verbose: bool) -> str:
             ensure_default_version(db, storage, client, settings)
             version = default_version(db, storage, client, settings)
             if version.origin == ModelOrigin.untrained:
-                return (f"{version.name} (version {version.id}): its masks are meaningless until real weights "
-                        "are imported:\n"
-                        "         `dataengine models download vit_b`, or `dataengine models import PATH --arch vit_b`")
+                return (
+                    f"{version.name} (version {version.id}): its masks are meaningless until real weights "
+                    "are imported:\n"
+                    "         `dataengine models download vit_b`, or `dataengine models import PATH --arch vit_b`"
+                )
             return f"{version.name} ({version.architecture}, {version.origin.value}, version {version.id})"
     finally:
         engine.dispose()
@@ -172,11 +177,13 @@ def last_line(path: Path) -> str:
 
 def worker_environment(settings: Settings) -> dict[str, str]:
     """The children's environment: the same settings as this process, spelled as DATAENGINE_* variables."""
-    env = {**os.environ,
-           "DATAENGINE_HOME": str(settings.data_dir),
-           "DATAENGINE_STORAGE_ROOT": str(settings.storage_path),
-           "DATAENGINE_DATABASE_URL": settings.db_url,
-           "DATAENGINE_SECRET_KEY": settings.ensure_secret_key()}
+    env = {
+        **os.environ,
+        "DATAENGINE_HOME": str(settings.data_dir),
+        "DATAENGINE_STORAGE_ROOT": str(settings.storage_path),
+        "DATAENGINE_DATABASE_URL": settings.db_url,
+        "DATAENGINE_SECRET_KEY": settings.ensure_secret_key(),
+    }
     return env
 
 
@@ -184,14 +191,38 @@ def worker_command() -> list[str]:
     """One worker for every queue, one task at a time (the CPU model uses every core)."""
     from backend.worker.celery_app import QUEUES
 
-    return [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "worker",
-            "-Q", ",".join(QUEUES), "-P", "solo",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "backend.worker.celery_app",
+        "worker",
+        "-Q",
+        ",".join(QUEUES),
+        "-P",
+        "solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "info",
+    ]
 
 
 def beat_command(settings: Settings) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "beat",
-            "-s", str(settings.data_dir / "celerybeat-schedule"), "-l", "info"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "backend.worker.celery_app",
+        "beat",
+        "-s",
+        str(settings.data_dir / "celerybeat-schedule"),
+        "-l",
+        "info",
+    ]
 
 
 class Child:
@@ -215,8 +246,14 @@ class Child:
             self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, start_new_session=True)
         else:
             with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
-                self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, start_new_session=True,
-                                                stdout=log, stderr=subprocess.STDOUT)
+                self.process = subprocess.Popen(
+                    self.command,
+                    cwd=REPO_ROOT,
+                    env=self.env,
+                    start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         self.started_at = time.monotonic()
         print(f"{self.name} started (pid {self.process.pid})" + (f", log {self.log}" if self.log else ""), flush=True)
 
@@ -228,12 +265,14 @@ class Child:
             if code is None:
                 return
             lived = time.monotonic() - self.started_at
-            self.delay = FIRST_RESTART_DELAY if lived >= HEALTHY_AFTER_SECONDS else min(
-                self.delay * 2, LONGEST_RESTART_DELAY)
+            self.delay = (
+                FIRST_RESTART_DELAY if lived >= HEALTHY_AFTER_SECONDS else min(self.delay * 2, LONGEST_RESTART_DELAY)
+            )
             self.restart_at = time.monotonic() + self.delay
             where = f"; its log {self.log} ends: {last_line(self.log)}" if self.log else ""
-            print(f"{self.name} (pid {pid}) exited with code {code}; restarting in {self.delay:.0f} s{where}",
-                  flush=True)
+            print(
+                f"{self.name} (pid {pid}) exited with code {code}; restarting in {self.delay:.0f} s{where}", flush=True
+            )
         if time.monotonic() >= self.restart_at:
             self.start()
 
@@ -327,11 +366,20 @@ def up(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     env = worker_environment(settings)
     logs = settings.data_dir / LOG_DIR
-    children = [Child(name, command, env, None if args.verbose else rotate_log(logs / f"{name}.log"))
-                for name, command in (("worker", worker_command()), ("beat", beat_command(settings)))]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                                           log_level="info" if args.verbose else "warning", access_log=args.verbose,
-                                           timeout_graceful_shutdown=API_GRACE_SECONDS))
+    children = [
+        Child(name, command, env, None if args.verbose else rotate_log(logs / f"{name}.log"))
+        for name, command in (("worker", worker_command()), ("beat", beat_command(settings)))
+    ]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level="info" if args.verbose else "warning",
+            access_log=args.verbose,
+            timeout_graceful_shutdown=API_GRACE_SECONDS,
+        )
+    )
     api = threading.Thread(target=server.run, name="api")  # not the main thread: uvicorn leaves signals to us
     sweeper = Sweeper(settings)
     code = 0
@@ -339,12 +387,14 @@ def up(args: argparse.Namespace) -> int:
         for child in children:
             child.start()
         api.start()
-        print(f"serving http://{args.host}:{args.port} (Ctrl-C stops it)\n"
-              f"  {admin_line(settings)}\n"
-              f"  model: {model}\n"
-              f"  data home: {settings.data_dir}"
-              + ("" if args.verbose else " (the API logs warnings and errors here; --verbose shows every log)"),
-              flush=True)
+        print(
+            f"serving http://{args.host}:{args.port} (Ctrl-C stops it)\n"
+            f"  {admin_line(settings)}\n"
+            f"  model: {model}\n"
+            f"  data home: {settings.data_dir}"
+            + ("" if args.verbose else " (the API logs warnings and errors here; --verbose shows every log)"),
+            flush=True,
+        )
         while not stopping.wait(POLL_SECONDS):
             if not api.is_alive():
                 print("the API server stopped; stopping", flush=True)

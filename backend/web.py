@@ -64,7 +64,10 @@ def install_web(app: FastAPI, dist: Path) -> None:
         if path == "api" or path.startswith("api/"):
             raise HTTPException(status_code=404, detail=f"no API route /{path}")
         if not index.is_file():
-            raise HTTPException(status_code=404, detail=f"the frontend is not built ({dist} has no index.html): run `npm run build` in frontend/")
+            raise HTTPException(
+                status_code=404,
+                detail=f"the frontend is not built ({dist} has no index.html): run `npm run build` in frontend/",
+            )
         file = (dist / path).resolve()
         if path and file.is_file() and file.is_relative_to(dist):
             cache = "public, max-age=31536000, immutable" if path.startswith("assets/") else "public, max-age=3600"

@@ -52,7 +52,10 @@ def models(name: str):
 def agreement(a: list[dict], b: list[dict]) -> tuple[float, float]:
     if not a or not b:
         return float(not a and not b), float(not a and not b)
-    enc = lambda recs: [{"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()} for r in recs]  # noqa: E731
+
+    def enc(recs: list[dict]) -> list[dict]:
+        return [{"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()} for r in recs]
+
     iou = coco_mask.iou(enc(a), enc(b), [0] * len(b))
     return float((iou.max(1) >= 0.9).mean()), float((iou.max(0) >= 0.9).mean())
 
@@ -84,13 +87,21 @@ def main() -> None:
             t_ours, ours = timed(ours_gen, image)
             t_ref, theirs = timed(ref_gen, image)
             a, b = agreement(ours, theirs)
-            rows.append((name, path.name, f"{image.shape[1]}x{image.shape[0]}", t_ref, t_ours, len(theirs), len(ours), a, b))
+            rows.append(
+                (name, path.name, f"{image.shape[1]}x{image.shape[0]}", t_ref, t_ours, len(theirs), len(ours), a, b)
+            )
             print(rows[-1], flush=True)
-    print(f"\npoints_per_side={args.points_per_side}, {THRESHOLDS}, hypernetwork ×{AMPLIFY}, torch threads={torch.get_num_threads()}\n")
-    print("| model | image | size | official s | ours s | speed-up | masks official | masks ours | ours matched | official matched |")
+    print(
+        f"\npoints_per_side={args.points_per_side}, {THRESHOLDS}, hypernetwork ×{AMPLIFY}, torch threads={torch.get_num_threads()}\n"
+    )
+    print(
+        "| model | image | size | official s | ours s | speed-up | masks official | masks ours | ours matched | official matched |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, image, size, t_ref, t_ours, n_ref, n_ours, a, b in rows:
-        print(f"| {name} | {image} | {size} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f}× | {n_ref} | {n_ours} | {a:.1%} | {b:.1%} |")
+        print(
+            f"| {name} | {image} | {size} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f}× | {n_ref} | {n_ours} | {a:.1%} | {b:.1%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "click_latency"))
-import harness  # noqa: E402  (the harness lives beside this script)
+import harness
 
 DATA = harness.REPO.parent / "shared" / "data"
 IMAGE = "davis345/images/042.jpg"  # 854x480, among the largest frames in the evaluation data
@@ -69,7 +69,11 @@ def export_graphs(workdir: Path, names: list[str]) -> dict[str, dict[str, str]]:
             from model_server.decoder_split import export_split_decoder
 
             click, image = export_split_decoder(model, workdir, prefix=name, quantize=name.endswith("int8"))
-            variants[name] = {"kind": "ours", "decoderUrl": f"/data/{click.name}", "imageGraphUrl": f"/data/{image.name}"}
+            variants[name] = {
+                "kind": "ours",
+                "decoderUrl": f"/data/{click.name}",
+                "imageGraphUrl": f"/data/{image.name}",
+            }
         else:
             raise ValueError(f"unknown variant {name!r}")
     return variants
@@ -122,7 +126,10 @@ def run(clicks: int, names: list[str]) -> dict[str, dict[str, list[float]]]:
                     **sizes,
                 },
             )
-            print(f"cross-origin isolated: {info['crossOriginIsolated']}; wasm threads: {info['threads']}", file=sys.stderr)
+            print(
+                f"cross-origin isolated: {info['crossOriginIsolated']}; wasm threads: {info['threads']}",
+                file=sys.stderr,
+            )
             done = 0
             for i, (x, y, label, fresh) in enumerate(plan):
                 order = names if i % 2 == 0 else names[::-1]  # alternate who goes first
@@ -156,7 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clicks", type=int, default=100, help="measured clicks per graph")
     parser.add_argument(
-        "--variants", default="official-int8,ours-fp32,ours-split",
+        "--variants",
+        default="official-int8,ours-fp32,ours-split",
         help="comma-separated graphs: official-int8, ours-fp32, ours-int8, ours-split, ours-split-int8",
     )
     args = parser.parse_args()

@@ -77,21 +77,29 @@ FILL = [
 ]
 
 # What the rollup triggers cost the writers: the same inserts with the triggers on and off, rolled back.
-ONE_MASK = ("INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, seconds_spent, clicks, author_id, "
-            "review_status, created_at, updated_at) VALUES (:image, 1, '{\"size\": [1, 1], \"counts\": \"1\"}', '[0, 0, 1, 1]', "
-            "1, 'manual', 'semi_automatic', 12.5, 3, 2, 'none', now(), now())")
-BULK = ("INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, seconds_spent, clicks, author_id, "
-        "review_status, created_at, updated_at) SELECT 1 + g % 10000, 1, '{}', '[0, 0, 1, 1]', 1, 'auto', "
-        "'fully_automatic', NULL, NULL, NULL, 'none', now(), now() FROM generate_series(1, :n) g")
+ONE_MASK = (
+    "INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, seconds_spent, clicks, author_id, "
+    'review_status, created_at, updated_at) VALUES (:image, 1, \'{"size": [1, 1], "counts": "1"}\', \'[0, 0, 1, 1]\', '
+    "1, 'manual', 'semi_automatic', 12.5, 3, 2, 'none', now(), now())"
+)
+BULK = (
+    "INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, seconds_spent, clicks, author_id, "
+    "review_status, created_at, updated_at) SELECT 1 + g % 10000, 1, '{}', '[0, 0, 1, 1]', 1, 'auto', "
+    "'fully_automatic', NULL, NULL, NULL, 'none', now(), now() FROM generate_series(1, :n) g"
+)
 
 
 def write_costs(url: str, singles: int = 300, bulk: int = 20_000) -> list[tuple[str, float, float]]:
     """(what, ms with triggers, ms without) for `singles` one-row INSERT statements and one `bulk`-row INSERT."""
     engine = make_engine(url)
     out = []
-    for what, run in [(f"{singles} one-mask INSERTs (per insert)", lambda c: [c.execute(text(ONE_MASK), {"image": 1 + i})
-                                                                            for i in range(singles)]),
-                      (f"one INSERT of {bulk} masks", lambda c: c.execute(text(BULK), {"n": bulk}))]:
+    for what, run in [
+        (
+            f"{singles} one-mask INSERTs (per insert)",
+            lambda c: [c.execute(text(ONE_MASK), {"image": 1 + i}) for i in range(singles)],
+        ),
+        (f"one INSERT of {bulk} masks", lambda c: c.execute(text(BULK), {"n": bulk})),
+    ]:
         times = []
         for replica in (False, True):
             with engine.connect() as conn:
@@ -107,8 +115,13 @@ def write_costs(url: str, singles: int = 300, bulk: int = 20_000) -> list[tuple[
     return out
 
 
-ENDPOINTS = ["/dashboard", "/dashboard/annotators", "/dashboard/timeline?bucket=day", "/dashboard/timeline?bucket=hour",
-             "/dashboard/me"]
+ENDPOINTS = [
+    "/dashboard",
+    "/dashboard/annotators",
+    "/dashboard/timeline?bucket=day",
+    "/dashboard/timeline?bucket=hour",
+    "/dashboard/me",
+]
 
 
 def build(url: str, images: int, masks: int) -> tuple[float, float]:
@@ -169,8 +182,10 @@ def main() -> None:
     app.state.engine.dispose()
     costs = write_costs(url)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{args.images} images, {args.masks} masks, PostgreSQL, {args.repeat} requests each; "
-          f"load average {load} on {os.cpu_count()} CPUs\n")
+    print(
+        f"\n{args.images} images, {args.masks} masks, PostgreSQL, {args.repeat} requests each; "
+        f"load average {load} on {os.cpu_count()} CPUs\n"
+    )
     print("| endpoint | p50 ms | p95 ms | max ms |")
     print("| --- | ---: | ---: | ---: |")
     for endpoint, p50, p95, worst in rows:

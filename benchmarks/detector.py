@@ -46,8 +46,14 @@ def main() -> None:
         for mask_name in masks[name]:
             ys, xs = np.nonzero(np.asarray(Image.open(DATA / mask_name)) > 0)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        samples.append((predictor.embedding[0].numpy().astype(np.float16), predictor.original_size,
-                        predictor.input_size, np.array(boxes, dtype=np.float32)))
+        samples.append(
+            (
+                predictor.embedding[0].numpy().astype(np.float16),
+                predictor.original_size,
+                predictor.input_size,
+                np.array(boxes, dtype=np.float32),
+            )
+        )
     embed_s = time.perf_counter() - t0
     train = [s for i, s in enumerate(samples) if i % 4 != 3]
     heldout = [s for i, s in enumerate(samples) if i % 4 == 3]
@@ -62,16 +68,22 @@ def main() -> None:
     infer_ms = (time.perf_counter() - t0) / len(heldout) * 1000
     result = evaluate_detector(detector, heldout, score_thresh=0.5)
     weights = "vit_t " + ("checkpoint " + args.checkpoint.name if args.checkpoint else "random (seed 0)")
-    print(f"\nDetector on davis345 ({weights}; {torch.get_num_threads()} torch threads; "
-          f"config width {args.width} depth {args.depth} epochs {args.epochs})\n")
-    print("| train images / boxes | held-out images / boxes | embed s/img | train s | infer ms/img | "
-          "recall@0.5 (score>=0.5) | precision@0.5 | recall@0.5 (any score) | AP50 | calibration |")
+    print(
+        f"\nDetector on davis345 ({weights}; {torch.get_num_threads()} torch threads; "
+        f"config width {args.width} depth {args.depth} epochs {args.epochs})\n"
+    )
+    print(
+        "| train images / boxes | held-out images / boxes | embed s/img | train s | infer ms/img | "
+        "recall@0.5 (score>=0.5) | precision@0.5 | recall@0.5 (any score) | AP50 | calibration |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     cal = metrics["calibration"]
-    print(f"| {len(train)} / {sum(len(s[3]) for s in train)} | {len(heldout)} / {result['boxes']} | "
-          f"{embed_s / len(samples):.2f} | {train_s:.1f} | {infer_ms:.1f} | {result['recall_50']:.3f} | "
-          f"{result['precision_50']:.3f} | {result['recall_50_any']:.3f} | {result['ap50']:.3f} | "
-          f"{cal['fitted']} a={cal['a']:.2f} b={cal['b']:.2f} |")
+    print(
+        f"| {len(train)} / {sum(len(s[3]) for s in train)} | {len(heldout)} / {result['boxes']} | "
+        f"{embed_s / len(samples):.2f} | {train_s:.1f} | {infer_ms:.1f} | {result['recall_50']:.3f} | "
+        f"{result['precision_50']:.3f} | {result['recall_50_any']:.3f} | {result['ap50']:.3f} | "
+        f"{cal['fitted']} a={cal['a']:.2f} b={cal['b']:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -56,10 +56,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_server.evaluation import click_session, evaluate  # noqa: E402
-from model_server.predictor import Predictor  # noqa: E402
-from model_server.sam import build_sam  # noqa: E402
-from model_server.training import (  # noqa: E402
+from model_server.evaluation import click_session, evaluate
+from model_server.predictor import Predictor
+from model_server.sam import build_sam
+from model_server.training import (
     TrainConfig,
     TrainingSample,
     embed_samples,
@@ -72,8 +72,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis345"
 SPLIT_SEED = 345  # fixes the held-out split whatever the other options
 
 
-def cached_samples(predictor: Predictor, item: tuple[Path, list[Path]], cache: Path, seed: int,
-                   max_side: int) -> list[TrainingSample]:
+def cached_samples(
+    predictor: Predictor, item: tuple[Path, list[Path]], cache: Path, seed: int, max_side: int
+) -> list[TrainingSample]:
     """Samples of one image, its embedding read from or written to the cache."""
     image_path, mask_paths = item
     key = hashlib.sha1(f"vit_t/{seed}/{max_side}/{image_path}".encode()).hexdigest()[:16]
@@ -81,8 +82,11 @@ def cached_samples(predictor: Predictor, item: tuple[Path, list[Path]], cache: P
     image, masks = load_image_and_masks(image_path, mask_paths, max_side)
     if file.is_file():
         data = np.load(file)
-        return [TrainingSample(data["embedding"], tuple(data["original_size"]), tuple(data["input_size"]), m)
-                for m in masks if m.any()]
+        return [
+            TrainingSample(data["embedding"], tuple(data["original_size"]), tuple(data["input_size"]), m)
+            for m in masks
+            if m.any()
+        ]
     samples = embed_samples(predictor, [(image, masks)])
     if samples:
         s = samples[0]
@@ -90,7 +94,9 @@ def cached_samples(predictor: Predictor, item: tuple[Path, list[Path]], cache: P
     return samples
 
 
-def annotate(model, samples: list[TrainingSample], stop_iou: float, max_clicks: int) -> tuple[list[TrainingSample], float]:
+def annotate(
+    model, samples: list[TrainingSample], stop_iou: float, max_clicks: int
+) -> tuple[list[TrainingSample], float]:
     """The simulated annotator: (accepted masks as training samples, mean clicks per mask)."""
     predictor = Predictor(model)
     accepted, clicks = [], []
@@ -110,17 +116,30 @@ def main() -> None:
     parser.add_argument("--images-per-round", type=int, default=20)
     parser.add_argument("--held-out", type=int, default=30, help="held-out images (fixed split)")
     parser.add_argument("--steps-per-round", type=int, default=100)
-    parser.add_argument("--epochs-per-round", type=float, default=None,
-                        help="train this many passes over the masks collected so far instead of a fixed step count")
+    parser.add_argument(
+        "--epochs-per-round",
+        type=float,
+        default=None,
+        help="train this many passes over the masks collected so far instead of a fixed step count",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--clicks-per-sample", type=int, default=1, help="sampled clicks per training session")
-    parser.add_argument("--no-point-rounds", type=int, default=0,
-                        help="training rounds that feed the mask back without a new point")
+    parser.add_argument(
+        "--no-point-rounds", type=int, default=0, help="training rounds that feed the mask back without a new point"
+    )
     parser.add_argument("--lr", type=float, default=8e-4)
-    parser.add_argument("--lr-decay-at", type=float, default=0.75,
-                        help="share of a round's steps after which the learning rate drops tenfold (1: never)")
-    parser.add_argument("--focal-weight", type=float, default=1.0,
-                        help="focal : dice weight; the paper's 20 : 1 collapses refinement here (see above)")
+    parser.add_argument(
+        "--lr-decay-at",
+        type=float,
+        default=0.75,
+        help="share of a round's steps after which the learning rate drops tenfold (1: never)",
+    )
+    parser.add_argument(
+        "--focal-weight",
+        type=float,
+        default=1.0,
+        help="focal : dice weight; the paper's 20 : 1 collapses refinement here (see above)",
+    )
     parser.add_argument("--dice-weight", type=float, default=1.0)
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--max-side", type=int, default=480, help="downscale images (masks, clicks) to this side")
@@ -141,29 +160,52 @@ def main() -> None:
     predictor = Predictor(model)
     start = time.perf_counter()
     held = [s for item in held_items for s in cached_samples(predictor, item, args.cache_dir, args.seed, args.max_side)]
-    batches = [[s for item in pool[r * args.images_per_round : (r + 1) * args.images_per_round]
-                for s in cached_samples(predictor, item, args.cache_dir, args.seed, args.max_side)]
-               for r in range(args.rounds)]
-    print(f"embeddings ready ({len(held)} held-out masks, {sum(map(len, batches))} to annotate) "
-          f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    batches = [
+        [
+            s
+            for item in pool[r * args.images_per_round : (r + 1) * args.images_per_round]
+            for s in cached_samples(predictor, item, args.cache_dir, args.seed, args.max_side)
+        ]
+        for r in range(args.rounds)
+    ]
+    print(
+        f"embeddings ready ({len(held)} held-out masks, {sum(map(len, batches))} to annotate) "
+        f"in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
 
     def round_config(n_masks: int) -> TrainConfig:
-        steps = (math.ceil(args.epochs_per_round * n_masks / args.batch_size) if args.epochs_per_round
-                 else args.steps_per_round)
+        steps = (
+            math.ceil(args.epochs_per_round * n_masks / args.batch_size)
+            if args.epochs_per_round
+            else args.steps_per_round
+        )
         decay = (int(args.lr_decay_at * steps),) if args.lr_decay_at < 1 else ()
-        return TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=min(10, steps),
-                           lr_decay_steps=decay,
-                           clicks_per_sample=args.clicks_per_sample, no_point_rounds=args.no_point_rounds,
-                           checkpoint_every=steps, focal_weight=args.focal_weight, dice_weight=args.dice_weight)
+        return TrainConfig(
+            steps=steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_steps=min(10, steps),
+            lr_decay_steps=decay,
+            clicks_per_sample=args.clicks_per_sample,
+            no_point_rounds=args.no_point_rounds,
+            checkpoint_every=steps,
+            focal_weight=args.focal_weight,
+            dice_weight=args.dice_weight,
+        )
 
-    header = ("| round | masks collected | annotator clicks/mask | train steps | train min | NoC@85 | NoC@90 "
-              "| 1-point mIoU | mIoU@3 clicks |")
+    header = (
+        "| round | masks collected | annotator clicks/mask | train steps | train min | NoC@85 | NoC@90 "
+        "| 1-point mIoU | mIoU@3 clicks |"
+    )
     rows = [header, "|" + "---|" * 9]
 
     def report(round_: int, collected: int, clicks: str, steps: str, minutes: str) -> None:
         m = evaluate(model, held, max_clicks=args.max_clicks)
-        rows.append(f"| {round_} | {collected} | {clicks} | {steps} | {minutes} | {m['noc85']:.2f} | {m['noc90']:.2f} "
-                    f"| {m['miou_1pt']:.3f} | {m['miou_at_3']:.3f} |")
+        rows.append(
+            f"| {round_} | {collected} | {clicks} | {steps} | {minutes} | {m['noc85']:.2f} | {m['noc90']:.2f} "
+            f"| {m['miou_1pt']:.3f} | {m['miou_at_3']:.3f} |"
+        )
         print(rows[-1], file=sys.stderr, flush=True)
 
     report(0, 0, "–", "–", "–")
@@ -175,10 +217,12 @@ def main() -> None:
         config = round_config(len(collected))
         train_decoder(model, collected, config)
         report(r, len(collected), f"{clicks:.1f}", str(config.steps), f"{(time.perf_counter() - t) / 60:.1f}")
-    print(f"\nvit_t (seed {args.seed}, random weights, encoder frozen), DAVIS-345, held-out {len(held)} masks "
-          f"of {args.held_out} images; batch {args.batch_size}, lr {args.lr}, focal : dice {args.focal_weight:g} : "
-          f"{args.dice_weight:g}, lr cut tenfold after {args.lr_decay_at:.0%} of each round's steps; each round "
-          f"continued from the previous round's weights\n")
+    print(
+        f"\nvit_t (seed {args.seed}, random weights, encoder frozen), DAVIS-345, held-out {len(held)} masks "
+        f"of {args.held_out} images; batch {args.batch_size}, lr {args.lr}, focal : dice {args.focal_weight:g} : "
+        f"{args.dice_weight:g}, lr cut tenfold after {args.lr_decay_at:.0%} of each round's steps; each round "
+        f"continued from the previous round's weights\n"
+    )
     print("\n".join(rows))
 
 

@@ -36,7 +36,6 @@ sys.path.insert(0, str(REPO))
 
 from model_server.embed import load_rgb  # noqa: E402
 from model_server.export import (  # noqa: E402
-    OnnxDecoder,
     export_decoder_onnx,
     export_official_contract_onnx,
     onnx_prompt,
@@ -55,9 +54,7 @@ def official_model(name: str, weights: dict[str, torch.Tensor]):
     from segment_anything.build_sam import _build_sam
 
     config = SAM_CONFIGS[name]
-    model = _build_sam(
-        config["embed_dim"], config["depth"], config["num_heads"], list(config["global_attn_indexes"])
-    )
+    model = _build_sam(config["embed_dim"], config["depth"], config["num_heads"], list(config["global_attn_indexes"]))
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
@@ -90,8 +87,12 @@ def bench_encoders(image: np.ndarray, quick: bool) -> list[str]:
         predictor, reference = Predictor(ours), sa.SamPredictor(theirs)
         with torch.inference_mode():
             times = interleaved(
-                {"ours": lambda: predictor.set_image(image), "official": lambda: reference.set_image(image)},
-                repeats, warmup,
+                {
+                    "ours": lambda p=predictor: p.set_image(image),
+                    "official": lambda r=reference: r.set_image(image),
+                },
+                repeats,
+                warmup,
             )
         t_ours, t_ref = min(times["ours"]), min(times["official"])
         rows.append(
@@ -116,9 +117,19 @@ def official_package_onnx(model, path: Path, quantize: bool) -> Path:
     )
     raw = path.with_suffix(".raw.onnx") if quantize else path
     torch.onnx.export(
-        wrapper, args, str(raw), dynamo=False, opset_version=17,
-        input_names=["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
-                     "orig_im_size"],
+        wrapper,
+        args,
+        str(raw),
+        dynamo=False,
+        opset_version=17,
+        input_names=[
+            "image_embeddings",
+            "point_coords",
+            "point_labels",
+            "mask_input",
+            "has_mask_input",
+            "orig_im_size",
+        ],
         output_names=["masks", "iou_predictions", "low_res_masks"],
         dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
     )
@@ -136,16 +147,21 @@ def bench_onnx(model, embedding: np.ndarray, image_size: tuple[int, int], quick:
     theirs = official_model("vit_t", model.state_dict())
     calls = 20 if quick else 100
     rng = np.random.default_rng(0)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         graphs = {}
         for quantize, tag in ((False, "fp32"), (True, "int8")):
             graphs[f"ours, low-res, all 4 tokens ({tag})"] = (
-                export_decoder_onnx(model, Path(tmp) / f"ours_{tag}.onnx", quantize), False)
+                export_decoder_onnx(model, Path(tmp) / f"ours_{tag}.onnx", quantize),
+                False,
+            )
             graphs[f"official contract, ours ({tag})"] = (
-                export_official_contract_onnx(model, Path(tmp) / f"oc_{tag}.onnx", quantize), True)
+                export_official_contract_onnx(model, Path(tmp) / f"oc_{tag}.onnx", quantize),
+                True,
+            )
             graphs[f"official contract, official SamOnnxModel ({tag})"] = (
-                official_package_onnx(theirs, Path(tmp) / f"pkg_{tag}.onnx", quantize), True)
+                official_package_onnx(theirs, Path(tmp) / f"pkg_{tag}.onnx", quantize),
+                True,
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
         sessions = {
@@ -201,9 +217,7 @@ def bench_batched_decode(model, image: np.ndarray, quick: bool) -> list[str]:
             reference.predict(point_coords=point[None], point_labels=np.array([1]), multimask_output=True)
 
     with torch.inference_mode():
-        times = interleaved(
-            {"decode": ours_decode, "batch": ours_predict_batch, "loop": official_loop}, repeats
-        )
+        times = interleaved({"decode": ours_decode, "batch": ours_predict_batch, "loop": official_loop}, repeats)
     t_decode, t_batch, t_loop = (statistics.median(times[k]) for k in ("decode", "batch", "loop"))
     return [
         f"| 64 prompts: ours `Predictor.decode` batched, low-res (ms, median of {repeats}) "
@@ -229,8 +243,10 @@ def main() -> None:
         predictor.set_image(image)
     embedding = predictor.embedding.float().cpu().numpy()
 
-    print(f"Image {IMAGE.name} ({image.shape[1]}x{image.shape[0]}), torch threads {THREADS}, "
-          f"onnxruntime threads {THREADS}, seeded untrained weights shared by ours and the official.\n")
+    print(
+        f"Image {IMAGE.name} ({image.shape[1]}x{image.shape[0]}), torch threads {THREADS}, "
+        f"onnxruntime threads {THREADS}, seeded untrained weights shared by ours and the official.\n"
+    )
     print("| measurement | ours | official | official / ours |")
     print("|---|---|---|---|")
     parts = set(args.parts.split(","))

@@ -109,7 +109,11 @@ class _Masks:
             index = torch.nonzero(index).flatten()
         return _Masks(
             [self.rles[i] for i in index.tolist()],
-            self.boxes[index], self.iou[index], self.stability[index], self.points[index], self.crop_boxes[index],
+            self.boxes[index],
+            self.iou[index],
+            self.stability[index],
+            self.points[index],
+            self.crop_boxes[index],
         )
 
     @staticmethod
@@ -237,10 +241,12 @@ class AutomaticMaskGenerator:
         _check_image(image)
         size = (image.shape[0], image.shape[1])
         crop_boxes, layers = generate_crop_boxes(size, self.crop_n_layers, self.crop_overlap_ratio)
-        masks = _Masks.concat([
-            self._process_crop(image, box, layer, embedding if layer == 0 else None)
-            for box, layer in zip(crop_boxes, layers)
-        ])
+        masks = _Masks.concat(
+            [
+                self._process_crop(image, box, layer, embedding if layer == 0 else None)
+                for box, layer in zip(crop_boxes, layers)
+            ]
+        )
         if len(crop_boxes) > 1 and len(masks):
             crops = masks.crop_boxes
             crop_area = (crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1])
@@ -310,10 +316,16 @@ class AutomaticMaskGenerator:
             binary, boxes = binary[inside], boxes[inside]
             full = F.pad(binary, (x0, image_w - crop_w - x0, y0, image_h - crop_h - y0))  # original frame
             selected = torch.nonzero(good).flatten()[inside]
-            parts.append(_Masks(
-                masks_to_rle(full), boxes, iou[chunk][selected].float(), stability[selected],
-                points[point_index[chunk][selected]], torch.zeros(len(boxes), 4, dtype=torch.int64),
-            ))
+            parts.append(
+                _Masks(
+                    masks_to_rle(full),
+                    boxes,
+                    iou[chunk][selected].float(),
+                    stability[selected],
+                    points[point_index[chunk][selected]],
+                    torch.zeros(len(boxes), 4, dtype=torch.int64),
+                )
+            )
         return _Masks.concat(parts)
 
     def _decode(self, model_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -335,7 +347,10 @@ class AutomaticMaskGenerator:
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1).to(sparse.dtype), sparse], dim=1)
         hs, src = _two_way(
-            decoder.transformer, self.predictor.embedding + dense, model.prompt_encoder.get_dense_pe(), tokens,
+            decoder.transformer,
+            self.predictor.embedding + dense,
+            model.prompt_encoder.get_dense_pe(),
+            tokens,
             len(output_tokens),
         )
         iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]  # Bx3: the multimask tokens 1–3
@@ -416,7 +431,9 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(b, t, num_heads, c // num_heads).transpose(1, 2)
 
 
-def _token_to_image(attn: torch.nn.Module, queries: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor) -> torch.Tensor:
+def _token_to_image(
+    attn: torch.nn.Module, queries: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor
+) -> torch.Tensor:
     """`attn(queries, keys + key_pe, keys)` for BxTx256 tokens attending to Bx4096x256 image rows;
     key_pe 1x4096x256, shared by all prompts.
 
@@ -439,7 +456,11 @@ def _token_to_image(attn: torch.nn.Module, queries: torch.Tensor, keys: torch.Te
 
 
 def _image_to_token(
-    attn: torch.nn.Module, image: torch.Tensor, image_pe: torch.Tensor | None, keys: torch.Tensor, values: torch.Tensor,
+    attn: torch.nn.Module,
+    image: torch.Tensor,
+    image_pe: torch.Tensor | None,
+    keys: torch.Tensor,
+    values: torch.Tensor,
     residual: torch.Tensor,
 ) -> torch.Tensor:
     """`residual + attn(image + image_pe, keys, values)` for Bx4096x256 image rows attending to
@@ -492,7 +513,9 @@ def _two_way(transformer: torch.nn.Module, image: torch.Tensor, pe: torch.Tensor
     queries = first.norm3(queries + first.mlp(queries))
     to_token = first.cross_attn_image_to_token
     image_q = to_token.q_proj(with_pe)  # 1x4096x128, shared
-    keys = first.norm4(_image_to_token(to_token, image_q, None, queries + tokens, queries, src))  # Bx4096x256, per prompt from here
+    keys = first.norm4(
+        _image_to_token(to_token, image_q, None, queries + tokens, queries, src)
+    )  # Bx4096x256, per prompt from here
 
     # Second block and the final attention, both cross-attentions folded into the tokens' side.
     q = queries + tokens
@@ -509,7 +532,11 @@ def _two_way(transformer: torch.nn.Module, image: torch.Tensor, pe: torch.Tensor
 
 
 def _upscaled_masks(
-    upscaling: torch.nn.Sequential, src: torch.Tensor, prompts: torch.Tensor, hyper: torch.Tensor, rows: int = 1024,
+    upscaling: torch.nn.Sequential,
+    src: torch.Tensor,
+    prompts: torch.Tensor,
+    hyper: torch.Tensor,
+    rows: int = 1024,
 ) -> torch.Tensor:
     """The decoder's output upscaling and mask products, channels last, for the prompts `prompts`
     (K indices into src's B): src Bx4096x256 image rows (64x64, row-major), hyper KxMx32

@@ -28,8 +28,9 @@ Wire format of ``POST /v1/automatic-masks`` (the automatic generator over one im
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -117,8 +118,7 @@ def validate_rgb(image: np.ndarray) -> np.ndarray:
 def encode_image_request(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
     """Body and headers of ``POST /v1/embed`` for an HxWx3 uint8 RGB image."""
     image = validate_rgb(image)
-    headers = {HEADER_IMAGE_SIZE: format_size(image.shape[:2]),
-               "Content-Type": "application/octet-stream"}
+    headers = {HEADER_IMAGE_SIZE: format_size(image.shape[:2]), "Content-Type": "application/octet-stream"}
     return image.tobytes(), headers
 
 

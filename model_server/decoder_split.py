@@ -10,7 +10,7 @@ A dense mask prompt changes the image side (``E + dense``), but only through
 ``dense = conv1x1(h)`` where ``h`` is the 16-channel output of the mask encoder's second conv
 stage. The maps are linear, so ``W (E + dense) = W E + (W C) h + W c``: with the 128x16 products
 ``W C`` folded into constants, a click with mask input costs 4096x16x128 per map instead of
-4096x256x128. The "no mask" embedding is folded the same way. 
+4096x256x128. The "no mask" embedding is folded the same way.
 The per-click graph then avoids the other large image-side projections too: in the later blocks'
 attentions between N tokens and 4096 image positions, the 4096-row projections (256 -> 128 in,
 128 -> 256 out) are folded into the N tokens' side per head (`token_to_image`, `image_to_token`:
@@ -63,11 +63,15 @@ def _modules():
 
     def attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention of an `Attention` module on already projected q, k, v (BxNx internal)."""
-        out = F.scaled_dot_product_attention(heads(q, attn.num_heads), heads(k, attn.num_heads), heads(v, attn.num_heads))
+        out = F.scaled_dot_product_attention(
+            heads(q, attn.num_heads), heads(k, attn.num_heads), heads(v, attn.num_heads)
+        )
         b, _, n, _ = out.shape
         return attn.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 
-    def token_to_image(attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def token_to_image(
+        attn: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
         """`attn(queries, keys, values)` for N tokens attending to the 4096 image positions, with the
         key and value projections folded into the tokens' side (1xNx256, 1x4096x256, 1x4096x256).
 
@@ -206,7 +210,9 @@ def _modules():
                 self.register_buffer("up1_b", second.norm4.bias.detach() @ w + up1.bias.detach().repeat(4))
                 self.register_buffer("norm_w", norm.weight.detach().clone())
                 self.register_buffer("norm_b", norm.bias.detach().clone())
-                self.register_buffer("up2_w", up2.weight.detach().permute(0, 2, 3, 1).reshape(up2.in_channels, -1).contiguous())
+                self.register_buffer(
+                    "up2_w", up2.weight.detach().permute(0, 2, 3, 1).reshape(up2.in_channels, -1).contiguous()
+                )
                 self.register_buffer("up2_b", up2.bias.detach().repeat(4))
                 # Flat index of each (token, row, column) of the 4x256x256 logits in the products' order.
                 order = torch.arange(64 * 64 * 16 * 4).reshape(64, 64, 2, 2, 2, 2, 4)
@@ -223,7 +229,18 @@ def _modules():
             heads = self.head_eye.shape[0]
             return (x.reshape(heads, n, heads, -1) * self.head_eye).sum(0).reshape(n, -1)
 
-        def forward(self, image_tokens, l0_keys, l0_values, l0_image_queries, upscale_base, point_coords, point_labels, mask_input, has_mask_input):
+        def forward(
+            self,
+            image_tokens,
+            l0_keys,
+            l0_values,
+            l0_image_queries,
+            upscale_base,
+            point_coords,
+            point_labels,
+            mask_input,
+            has_mask_input,
+        ):
             decoder, block, transformer = self.decoder, self.block, self.decoder.transformer
             has = has_mask_input
 
@@ -257,7 +274,9 @@ def _modules():
             v_out = (v.reshape(n, heads, d).transpose(0, 1) @ w_o.transpose(1, 2)).reshape(heads * n, -1)
             keys, mean0, inv0 = layer_norm(keys + probs @ v_out + to_token.out_proj.bias, block.norm4)
             # The first upscaling product, carried along as keys1 G2 (see `upscale_maps`).
-            z0_g12 = upscale_base[0] + h @ self.dense_g12_w + bias("dense_g12") + probs @ (v_out @ self.g12) + self.out0_g12
+            z0_g12 = (
+                upscale_base[0] + h @ self.dense_g12_w + bias("dense_g12") + probs @ (v_out @ self.g12) + self.out0_g12
+            )
             keys_g2 = inv0 * (z0_g12 - mean0 * self.g12_colsum) + self.beta1_g2
 
             # Second block, both cross-attentions folded into the tokens' side.
@@ -277,14 +296,22 @@ def _modules():
             # rows (independent of them) are not computed.
             outputs = output_tokens.shape[0]
             queries, tokens = queries[:, :outputs], tokens[:, :outputs]
-            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, (keys + key_pe[0])[None], keys[None])
+            final = token_to_image(
+                transformer.final_attn_token_to_image, queries + tokens, (keys + key_pe[0])[None], keys[None]
+            )
             queries = transformer.norm_final_attn(queries + final)
 
             # Output upscaling, channels last: 4096 x 256 -> 4096 x (2x2 x 64) -> 16384 x (2x2 x 32).
             up = inv1 * (z1_g2 - mean1 * self.g2_colsum) + self.up1_b  # = keys2 W + b
-            up = F.gelu(F.layer_norm(up.reshape(-1, 4, self.norm_w.shape[0]), self.norm_w.shape, self.norm_w, self.norm_b, self.norm_eps))
+            up = F.gelu(
+                F.layer_norm(
+                    up.reshape(-1, 4, self.norm_w.shape[0]), self.norm_w.shape, self.norm_w, self.norm_b, self.norm_eps
+                )
+            )
             up = F.gelu(up.reshape(-1, self.up2_w.shape[0]) @ self.up2_w + self.up2_b)
-            weights = torch.stack([mlp(queries[0, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])  # 4 x 32
+            weights = torch.stack(
+                [mlp(queries[0, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)]
+            )  # 4 x 32
             masks = up.reshape(-1, weights.shape[1]) @ weights.T  # rows in (y, x, dy, dx, dy2, dx2) order
             masks = masks.reshape(-1)[self.raster_order].reshape(1, -1, 256, 256)  # a Gather: 7-d Transposes are slow
             return masks, decoder.iou_prediction_head(queries[:, 0])
@@ -292,7 +319,9 @@ def _modules():
     return ImagePart, ClickPart
 
 
-def export_split_decoder(model, out_dir: str | Path, prefix: str = "decoder", quantize: bool = False) -> tuple[Path, Path]:
+def export_split_decoder(
+    model, out_dir: str | Path, prefix: str = "decoder", quantize: bool = False
+) -> tuple[Path, Path]:
     """Write ``<prefix>.click.onnx`` and ``<prefix>.image.onnx`` for `model` (a `Sam`) into `out_dir`.
 
     quantize: dynamic int8 (QUInt8 MatMul weights) of the per-click graph; the per-image graph, run
@@ -318,7 +347,11 @@ def export_split_decoder(model, out_dir: str | Path, prefix: str = "decoder", qu
         torch.randn(1, 1, 256, 256, generator=gen),
         torch.tensor([1.0]),
     )
-    image_path = write_onnx(image_part, (embedding,), out_dir / f"{prefix}.image.onnx", ["image_embeddings"], IMAGE_OUTPUTS, None, False)
+    image_path = write_onnx(
+        image_part, (embedding,), out_dir / f"{prefix}.image.onnx", ["image_embeddings"], IMAGE_OUTPUTS, None, False
+    )
     points = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    click_path = write_onnx(click_part, click_args, out_dir / f"{prefix}.click.onnx", CLICK_INPUTS, CLICK_OUTPUTS, points, quantize)
+    click_path = write_onnx(
+        click_part, click_args, out_dir / f"{prefix}.click.onnx", CLICK_INPUTS, CLICK_OUTPUTS, points, quantize
+    )
     return click_path, image_path

@@ -108,8 +108,9 @@ class DetectorConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"detector config {name} must be a positive integer, got {value!r}")
         if not 0.0 < config.lr < 1.0 or config.weight_decay < 0:
-            raise ValueError(f"detector config lr must be in (0, 1) and weight_decay >= 0, got {config.lr}, "
-                             f"{config.weight_decay}")
+            raise ValueError(
+                f"detector config lr must be in (0, 1) and weight_decay >= 0, got {config.lr}, {config.weight_decay}"
+            )
         if not 0.0 < config.center_ratio <= 1.0 or not 0.0 < config.calibration_fraction < 1.0:
             raise ValueError("detector config center_ratio must be in (0, 1] and calibration_fraction in (0, 1)")
         return config
@@ -137,13 +138,15 @@ class DetectionSample:
 
 def cell_centers() -> torch.Tensor:
     """(GRID*GRID)x2 float32 (x, y) centres of the grid cells in the model frame, row-major."""
-    ys, xs = torch.meshgrid(torch.arange(GRID, dtype=torch.float32), torch.arange(GRID, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(GRID, dtype=torch.float32), torch.arange(GRID, dtype=torch.float32), indexing="ij"
+    )
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).add_(0.5).mul_(STRIDE)
 
 
-def to_model_frame(boxes: np.ndarray | torch.Tensor, original_size: tuple[int, int],
-                   input_size: tuple[int, int]) -> torch.Tensor:
+def to_model_frame(
+    boxes: np.ndarray | torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]
+) -> torch.Tensor:
     """Kx4 XYXY original-frame boxes → Kx4 float32 XYXY model-frame boxes (per-axis scale)."""
     sx, sy = input_size[1] / original_size[1], input_size[0] / original_size[0]
     return torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4) * torch.tensor([sx, sy, sx, sy])
@@ -154,8 +157,9 @@ def to_original_frame(boxes: torch.Tensor, original_size: tuple[int, int], input
     sx, sy = input_size[1] / original_size[1], input_size[0] / original_size[0]
     boxes = boxes.float() / torch.tensor([sx, sy, sx, sy])
     h, w = original_size
-    return torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
-                        boxes[:, 3].clamp(0, h)], dim=1)
+    return torch.stack(
+        [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1
+    )
 
 
 def encode_ltrb(boxes: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -220,7 +224,8 @@ def assign_targets(boxes: torch.Tensor, input_size: tuple[int, int], center_rati
     distances = torch.cat([centers - assigned[:, :2], assigned[:, 2:] - centers], dim=1).clamp(min=0)
     lr, tb = distances[:, [0, 2]], distances[:, [1, 3]]
     ratio = (lr.min(dim=1).values / lr.max(dim=1).values.clamp(min=1e-6)) * (
-        tb.min(dim=1).values / tb.max(dim=1).values.clamp(min=1e-6))
+        tb.min(dim=1).values / tb.max(dim=1).values.clamp(min=1e-6)
+    )
     centerness = torch.where(positive, ratio.sqrt().clamp(min=0.1), torch.zeros(n))
     return {"positive": positive, "valid": valid, "box": assigned, "centerness": centerness}
 
@@ -259,14 +264,18 @@ class Detector:
         calibration: Platt (a, b): calibrated score = sigmoid(a * objectness logit + b).
     """
 
-    def __init__(self, head: DetectorHead, config: DetectorConfig, calibration: tuple[float, float] = (1.0, 0.0)) -> None:
+    def __init__(
+        self, head: DetectorHead, config: DetectorConfig, calibration: tuple[float, float] = (1.0, 0.0)
+    ) -> None:
         self.head = head.eval()
         self.config = config
         self.calibration = (float(calibration[0]), float(calibration[1]))
         self.device = torch.device(config.device if config.device != "cuda" or torch.cuda.is_available() else "cpu")
         self.head.to(self.device)
 
-    def raw(self, embedding: np.ndarray | torch.Tensor, input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw(
+        self, embedding: np.ndarray | torch.Tensor, input_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(objectness logits M float32, boxes Mx4 float32 XYXY model frame) over the M valid cells."""
         x = _embedding_tensor(embedding).to(self.device, torch.float32)[None]
         with torch.inference_mode():
@@ -323,8 +332,15 @@ class Detector:
         """Write weights, config and calibration to one file (torch.save of plain tensors and numbers)."""
         path = Path(path)
         state = {k: v.detach().cpu() for k, v in self.head.state_dict().items()}
-        torch.save({"format": FORMAT, "config": asdict(self.config), "calibration": list(self.calibration),
-                    "state_dict": state}, path)
+        torch.save(
+            {
+                "format": FORMAT,
+                "config": asdict(self.config),
+                "calibration": list(self.calibration),
+                "state_dict": state,
+            },
+            path,
+        )
         return path
 
     @classmethod
@@ -394,7 +410,8 @@ def train_detector(
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * data.steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        optimiser, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
     losses: list[float] = []
     stopped = False
     head.train()
@@ -419,8 +436,11 @@ def train_detector(
     calibration, how, n_dets = fit_calibration_on(detector, [samples[i] for i in calibration_ids])
     detector.calibration = calibration
     metrics = {
-        "losses": losses, "epochs_done": len(losses), "stopped_early": stopped,
-        "train_images": len(train_ids), "train_boxes": sum(len(samples[i].boxes) for i in train_ids),
+        "losses": losses,
+        "epochs_done": len(losses),
+        "stopped_early": stopped,
+        "train_images": len(train_ids),
+        "train_boxes": sum(len(samples[i].boxes) for i in train_ids),
         "calibration_images": len(calibration_ids),
         "calibration_boxes": sum(len(samples[i].boxes) for i in calibration_ids),
         "calibration": {"a": calibration[0], "b": calibration[1], "fitted": how, "detections": n_dets},
@@ -446,7 +466,9 @@ class _Batches:
         self.embeddings = torch.stack([_embedding_tensor(s.embedding).to(torch.float16) for s in samples])
         self.targets = [_image_targets(s, config.center_ratio, flip=False) for s in samples]
         self.flipped = [
-            _image_targets(s, config.center_ratio, flip=True) if config.hflip and s.input_size[1] == MODEL_SIZE else None
+            _image_targets(s, config.center_ratio, flip=True)
+            if config.hflip and s.input_size[1] == MODEL_SIZE
+            else None
             for s in samples
         ]
         views = len(samples) + sum(t is not None for t in self.flipped)
@@ -454,14 +476,15 @@ class _Batches:
 
     def epoch(self, rng: random.Random):
         views = [(i, False) for i in range(len(self.targets))] + [
-            (i, True) for i, t in enumerate(self.flipped) if t is not None]
+            (i, True) for i, t in enumerate(self.flipped) if t is not None
+        ]
         rng.shuffle(views)
         size = math.ceil(len(views) / self.steps_per_epoch)
         for start in range(0, len(views), size):
             chunk = views[start : start + size]
-            embeddings = torch.stack([
-                self.embeddings[i].flip(-1) if flip else self.embeddings[i] for i, flip in chunk
-            ]).to(self.device, torch.float32)
+            embeddings = torch.stack(
+                [self.embeddings[i].flip(-1) if flip else self.embeddings[i] for i, flip in chunk]
+            ).to(self.device, torch.float32)
             parts = [self.flipped[i] if flip else self.targets[i] for i, flip in chunk]
             targets = {key: torch.stack([p[key] for p in parts]).to(self.device) for key in parts[0]}
             yield embeddings, targets
@@ -516,8 +539,9 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple
     x = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
     if x.ndim != 1 or x.shape != y.shape or x.numel() == 0:
-        raise ValueError(f"logits and labels must be two non-empty vectors of one length, got {tuple(x.shape)}, "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"logits and labels must be two non-empty vectors of one length, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
     if not ((y == 0) | (y == 1)).all() or y.min() == y.max():
         raise ValueError("labels must be 0/1 and contain both classes")
     params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
@@ -525,7 +549,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(params[0] * x + params[1], y) + l2 * (params ** 2).sum()
+        loss = F.binary_cross_entropy_with_logits(params[0] * x + params[1], y) + l2 * (params**2).sum()
         loss.backward()
         return loss
 
@@ -534,8 +558,9 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple
     return a, b
 
 
-def fit_calibration_on(detector: Detector, samples: Sequence[DetectionSample], nms_thresh: float = 0.5,
-                       min_detections: int = 10) -> tuple[tuple[float, float], str, int]:
+def fit_calibration_on(
+    detector: Detector, samples: Sequence[DetectionSample], nms_thresh: float = 0.5, min_detections: int = 10
+) -> tuple[tuple[float, float], str, int]:
     """Fit the detector's Platt calibration on images it was not trained on.
 
     Returns ((a, b), how: "platt" | "identity: <reason>", number of detections used). Detections
@@ -553,7 +578,11 @@ def fit_calibration_on(detector: Detector, samples: Sequence[DetectionSample], n
     if len(logits) < min_detections:
         return (1.0, 0.0), f"identity: only {len(logits)} calibration detections", int(len(logits))
     if labels.min() == labels.max():
-        return (1.0, 0.0), "identity: calibration detections were all " + ("right" if labels[0] else "wrong"), len(logits)
+        return (
+            (1.0, 0.0),
+            "identity: calibration detections were all " + ("right" if labels[0] else "wrong"),
+            len(logits),
+        )
     return fit_platt(logits, labels), "platt", int(len(logits))
 
 
@@ -572,7 +601,7 @@ def _match(boxes: torch.Tensor, gt: torch.Tensor, iou_thresh: float = 0.5) -> np
     tp = np.zeros(len(boxes), dtype=bool)
     if len(boxes) == 0 or len(gt) == 0:
         return tp
-    ious = box_iou(torch.cat([boxes.float(), gt.float()]))[: len(boxes), len(boxes):].numpy()
+    ious = box_iou(torch.cat([boxes.float(), gt.float()]))[: len(boxes), len(boxes) :].numpy()
     taken = np.zeros(len(gt), dtype=bool)
     for i in range(len(boxes)):
         candidates = np.where(~taken, ious[i], -1.0)
@@ -625,7 +654,9 @@ def evaluate_detector(
         "recall_50_any": float(hits.sum()) / n_gt if n_gt else 0.0,
         "ap50": average_precision(hits, n_gt),
         "score_thresh": float(score_thresh),
-        "images": len(samples), "boxes": int(n_gt), "detections": int(det_at),
+        "images": len(samples),
+        "boxes": int(n_gt),
+        "detections": int(det_at),
     }
 
 
@@ -646,10 +677,15 @@ def average_precision(hits: np.ndarray, n_gt: int) -> float:
 
 def _embedding_tensor(embedding: np.ndarray | torch.Tensor) -> torch.Tensor:
     tensor = embedding if isinstance(embedding, torch.Tensor) else torch.as_tensor(np.asarray(embedding))
-    if not tensor.is_floating_point() or tuple(tensor.shape[-3:]) != EMBEDDING_SHAPE or tensor.ndim not in (3, 4) \
-            or (tensor.ndim == 4 and tensor.shape[0] != 1):
-        raise ValueError(f"embedding must be a float 256x64x64 or 1x256x64x64 array, got {tuple(tensor.shape)} "
-                         f"{tensor.dtype}")
+    if (
+        not tensor.is_floating_point()
+        or tuple(tensor.shape[-3:]) != EMBEDDING_SHAPE
+        or tensor.ndim not in (3, 4)
+        or (tensor.ndim == 4 and tensor.shape[0] != 1)
+    ):
+        raise ValueError(
+            f"embedding must be a float 256x64x64 or 1x256x64x64 array, got {tuple(tensor.shape)} {tensor.dtype}"
+        )
     return tensor.reshape(EMBEDDING_SHAPE)
 
 
@@ -670,7 +706,11 @@ def _sample(sample: DetectionSample | tuple[Any, Any, Any, Any], index: int) -> 
     original = tuple(int(v) for v in sample.original_size)
     inner = tuple(int(v) for v in sample.input_size)
     _check_sizes(original, inner)
-    boxes = np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4) if np.size(sample.boxes) else np.zeros((0, 4), np.float32)
+    boxes = (
+        np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4)
+        if np.size(sample.boxes)
+        else np.zeros((0, 4), np.float32)
+    )
     if not np.isfinite(boxes).all() or (boxes[:, 2:] <= boxes[:, :2]).any():
         raise ValueError(f"sample {index}: boxes must be finite XYXY with x0 < x1 and y0 < y1")
     return DetectionSample(sample.embedding, original, inner, boxes)

@@ -63,9 +63,7 @@ def save_embedding(
     if array.shape == (1, *EMBEDDING_SHAPE):
         array = array[0]
     if array.shape != EMBEDDING_SHAPE or not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(
-            f"embedding must be a float array of shape {EMBEDDING_SHAPE}, got {array.dtype} {array.shape}"
-        )
+        raise ValueError(f"embedding must be a float array of shape {EMBEDDING_SHAPE}, got {array.dtype} {array.shape}")
     original = _size_pair(original_size, "original_size")
     inner = _size_pair(input_size, "input_size")
     if inner.max() > 1024:

@@ -9,8 +9,8 @@ The backend's embedded mode calls it in process; production calls it through `se
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

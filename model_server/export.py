@@ -190,9 +190,7 @@ def decoder_torch_modules():
             has_mask_input: torch.Tensor,
             orig_im_size: torch.Tensor,
         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            masks, iou = self.decode(
-                image_embeddings, point_coords, point_labels, mask_input, has_mask_input
-            )
+            masks, iou = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
             # With two or fewer points (one click + padding) the prompt is ambiguous: pick the best
             # multimask token; otherwise the single-mask token 0 wins by a large margin.
             penalty = torch.zeros(1, NUM_MASK_TOKENS)
@@ -206,8 +204,10 @@ def decoder_torch_modules():
             scaled = torch.floor(size * (MODEL_SIZE / size.max()) + 0.5).to(torch.int64)
             full = full[..., : scaled[0], : scaled[1]]
             full = F.interpolate(
-                full, (orig_im_size[0].to(torch.int64), orig_im_size[1].to(torch.int64)),
-                mode="bilinear", align_corners=False,
+                full,
+                (orig_im_size[0].to(torch.int64), orig_im_size[1].to(torch.int64)),
+                mode="bilinear",
+                align_corners=False,
             )
             return full, best_iou, low_res
 
@@ -242,8 +242,14 @@ def write_onnx(wrapper, args, path: str | Path, input_names, output_names, dynam
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad():
             torch.onnx.export(
-                wrapper.eval(), args, str(raw), dynamo=False, opset_version=OPSET,
-                input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                wrapper.eval(),
+                args,
+                str(raw),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
         if quantize:
@@ -265,8 +271,13 @@ def export_decoder_onnx(model, path: str | Path, quantize: bool = False) -> Path
     """Write our contract's graph (see the module docstring) for `model` (a `Sam`) to `path`."""
     PromptDecoder, _ = decoder_torch_modules()
     return write_onnx(
-        PromptDecoder(model), _dummy_inputs(), path, INPUT_NAMES,
-        ["low_res_masks", "iou_predictions"], POINT_AXES, quantize,
+        PromptDecoder(model),
+        _dummy_inputs(),
+        path,
+        INPUT_NAMES,
+        ["low_res_masks", "iou_predictions"],
+        POINT_AXES,
+        quantize,
     )
 
 
@@ -277,8 +288,13 @@ def export_official_contract_onnx(model, path: str | Path, quantize: bool = Fals
     _, OfficialContract = decoder_torch_modules()
     args = (*_dummy_inputs(), torch.tensor([480.0, 640.0]))
     return write_onnx(
-        OfficialContract(model), args, path, [*INPUT_NAMES, "orig_im_size"],
-        ["masks", "iou_predictions", "low_res_masks"], POINT_AXES, quantize,
+        OfficialContract(model),
+        args,
+        path,
+        [*INPUT_NAMES, "orig_im_size"],
+        ["masks", "iou_predictions", "low_res_masks"],
+        POINT_AXES,
+        quantize,
     )
 
 
@@ -296,9 +312,7 @@ class OnnxDecoder:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(
         self,

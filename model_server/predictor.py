@@ -67,8 +67,10 @@ class Predictor:
             embedding = torch.as_tensor(np.asarray(embedding))
         if not embedding.is_floating_point():
             raise ValueError(f"embedding must be floating point, got {embedding.dtype}")
-        if tuple(embedding.shape[-3:]) != EMBEDDING_SHAPE or embedding.ndim not in (3, 4) or (
-            embedding.ndim == 4 and embedding.shape[0] != 1
+        if (
+            tuple(embedding.shape[-3:]) != EMBEDDING_SHAPE
+            or embedding.ndim not in (3, 4)
+            or (embedding.ndim == 4 and embedding.shape[0] != 1)
         ):
             raise ValueError(f"embedding must be 1x256x64x64 or 256x64x64, got {tuple(embedding.shape)}")
         if len(original_size) != 2 or not all(int(s) == s and s > 0 for s in original_size):

@@ -65,8 +65,13 @@ def propose_masks(
             if iou < pred_iou_thresh or not mask.any():
                 continue
             rle = masks_to_rle(torch.as_tensor(mask)[None])[0]
-            records.append({
-                "segmentation": coco_encode(rle), "area": int(mask.sum()),
-                "box": [float(v) for v in chunk[i]], "score": float(scores[start + i]), "predicted_iou": float(iou),
-            })
+            records.append(
+                {
+                    "segmentation": coco_encode(rle),
+                    "area": int(mask.sum()),
+                    "box": [float(v) for v in chunk[i]],
+                    "score": float(scores[start + i]),
+                    "predicted_iou": float(iou),
+                }
+            )
     return len(boxes), records

@@ -157,9 +157,16 @@ def remove_small_regions(mask: np.ndarray, area_threshold: float, mode: str) -> 
     if mode == "holes":
         # Background touching the ring continues into an outside strip of at least the threshold:
         # never a hole. (Window sides on the image edge have no ring and are labelled as they are.)
-        ring = [side for side, present in (
-            (labels[0], y0 > 0), (labels[-1], y1 < h - 1), (labels[:, 0], x0 > 0), (labels[:, -1], x1 < w - 1)
-        ) if present]
+        ring = [
+            side
+            for side, present in (
+                (labels[0], y0 > 0),
+                (labels[-1], y1 < h - 1),
+                (labels[:, 0], x0 > 0),
+                (labels[:, -1], x1 < w - 1),
+            )
+            if present
+        ]
         if ring:
             border = np.concatenate(ring)
             small[np.unique(border[border > 0]) - 1] = False

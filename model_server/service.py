@@ -21,9 +21,9 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -121,9 +121,7 @@ class MicroBatcher:
             self._in_flight = len(batch)
             self.batch_sizes.append(len(batch))
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self.embed_batch, [p.image for p in batch]
-                )
+                results = await loop.run_in_executor(self._executor, self.embed_batch, [p.image for p in batch])
             except Exception as error:  # one bad batch must not stop the service
                 log.exception("embedding batch of %d failed", len(batch))
                 for pending in batch:

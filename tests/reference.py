@@ -49,9 +49,7 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> tor
     return torch.stack(keep) if keep else torch.empty(0, dtype=torch.long)
 
 
-def _batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
     # Offsetting each category by more than the extent of all boxes keeps categories apart.

@@ -99,13 +99,17 @@ def check_rle(rle: dict[str, Any], height: int, width: int) -> CheckedMask:
     counts = rle.get("counts")
     if isinstance(counts, str):
         if len(counts) > max_counts_chars(height, width):
-            raise InvalidRle(f"rle.counts has {len(counts)} characters; a mask of a {height}x{width} image "
-                             f"needs at most {max_counts_chars(height, width)}")
+            raise InvalidRle(
+                f"rle.counts has {len(counts)} characters; a mask of a {height}x{width} image "
+                f"needs at most {max_counts_chars(height, width)}"
+            )
         runs = parse_counts(counts)
     elif isinstance(counts, list):
         if len(counts) > max_runs(height, width):
-            raise InvalidRle(f"rle.counts has {len(counts)} runs; a mask of a {height}x{width} image "
-                             f"has at most {max_runs(height, width)}")
+            raise InvalidRle(
+                f"rle.counts has {len(counts)} runs; a mask of a {height}x{width} image "
+                f"has at most {max_runs(height, width)}"
+            )
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
             raise InvalidRle("rle.counts must be a COCO compressed string or a list of run lengths")
         runs = np.asarray(counts, dtype=object)  # arbitrary Python ints: no overflow before the checks

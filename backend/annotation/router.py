@@ -17,7 +17,15 @@ from sqlalchemy.orm import Session
 from backend.annotation import service
 from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskCreate, MaskOut
-from backend.api.deps import CurrentUser, ImageForMember, MaskForMember, ProjectForMember, SessionDep, SettingsDep, project_role
+from backend.api.deps import (
+    CurrentUser,
+    ImageForMember,
+    MaskForMember,
+    ProjectForMember,
+    SessionDep,
+    SettingsDep,
+    project_role,
+)
 from backend.images.schemas import ImageOut
 from backend.models import Project, Role, User
 
@@ -50,7 +58,8 @@ def claim_next(project: ProjectForMember, db: SessionDep, user: CurrentUser, set
 def claim_image(image: ImageForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> ImageOut:
     try:
         return ImageOut.model_validate(
-            service.claim_image(db, image, user, _role(db, user, image.project_id), _expiry(settings)))
+            service.claim_image(db, image, user, _role(db, user, image.project_id), _expiry(settings))
+        )
     except (service.LockHeld, service.ProjectArchived) as exc:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
 
@@ -81,16 +90,28 @@ def list_masks(image: ImageForMember, db: SessionDep) -> list[MaskOut]:
     responses={200: {"description": "a mask with this client_id exists already; it is returned unchanged"}},
 )
 def save_mask(
-    body: MaskCreate, image: ImageForMember, db: SessionDep, user: CurrentUser, settings: SettingsDep, response: Response
+    body: MaskCreate,
+    image: ImageForMember,
+    db: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    response: Response,
 ) -> MaskOut:
     project = db.get(Project, image.project_id)
     assert project is not None
     try:
         mask, created = service.save_mask(
-            db, image, project, user, _role(db, user, image.project_id),
-            client_id=body.client_id, rle=body.rle.model_dump(),
+            db,
+            image,
+            project,
+            user,
+            _role(db, user, image.project_id),
+            client_id=body.client_id,
+            rle=body.rle.model_dump(),
             prompts=body.prompts.model_dump(mode="json", exclude_unset=True) if body.prompts else None,
-            seconds_spent=body.seconds_spent, clicks=body.clicks, expiry=_expiry(settings),
+            seconds_spent=body.seconds_spent,
+            clicks=body.clicks,
+            expiry=_expiry(settings),
             replaces_mask_id=body.replaces_mask_id,
         )
     except InvalidRle as exc:

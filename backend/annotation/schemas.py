@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from backend.api.types import DbId, RequestModel
 from backend.models import MaskSource, PrefillOutcome, ReviewStatus, Stage
 
-
 # Bounds of the client's description of how a mask was made (`Prompts`), by what the annotate page
 # sends: points it clicked (far fewer than this), one box, and the number of brush strokes. A
 # coordinate or side is bounded above the longest side an upload within the default limits can have
@@ -31,8 +30,10 @@ class RleIn(RequestModel):
     is parsed."""
 
     size: list[Side] = Field(min_length=2, max_length=2, description="[height, width] of the image")
-    counts: Annotated[str, Field(max_length=2 * MAX_RLE_PIXELS + 1)] | Annotated[
-        list[Run], Field(max_length=MAX_RLE_PIXELS + 1)]
+    counts: (
+        Annotated[str, Field(max_length=2 * MAX_RLE_PIXELS + 1)]
+        | Annotated[list[Run], Field(max_length=MAX_RLE_PIXELS + 1)]
+    )
 
 
 class PromptPoint(RequestModel):
@@ -57,8 +58,10 @@ class MaskCreate(RequestModel):
     seconds_spent: float | None = Field(default=None, ge=0, le=24 * 3600)
     clicks: int | None = Field(default=None, ge=0, le=100_000)
     replaces_mask_id: DbId | None = Field(
-        default=None, description="the mask of this image this one corrects: it is hidden, and a pre-filled one "
-                                  "is recorded as corrected")
+        default=None,
+        description="the mask of this image this one corrects: it is hidden, and a pre-filled one "
+        "is recorded as corrected",
+    )
 
 
 class MaskOut(BaseModel):

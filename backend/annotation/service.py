@@ -81,8 +81,9 @@ def _not_assigned_to_others(user: User) -> ColumnElement[bool]:
     return or_(Image.assigned_to.is_(None), Image.assigned_to == user.id)
 
 
-def _lock(db: Session, image_id: int, user: User, expiry: timedelta, *, only_unfinished: bool,
-          any_assignment: bool = False) -> bool:
+def _lock(
+    db: Session, image_id: int, user: User, expiry: timedelta, *, only_unfinished: bool, any_assignment: bool = False
+) -> bool:
     """Atomically lock one image for `user` if it is free, expired or already theirs, and (unless
     `any_assignment`) not assigned to someone else; True if taken."""
     now = _now()
@@ -157,8 +158,9 @@ def claim_image(db: Session, image: Image, user: User, role: Role, expiry: timed
         if current.assigned_to not in (None, user.id) and role not in CLAIM_FREE_ROLES:
             assignee = db.get(User, current.assigned_to)
             name = assignee.username if assignee is not None else "another user"
-            raise AssignedToOther(f"image {image.id} is assigned to {name}: only they or a manager of the "
-                                  f"project may claim it")
+            raise AssignedToOther(
+                f"image {image.id} is assigned to {name}: only they or a manager of the project may claim it"
+            )
         until = current.locked_until.isoformat(timespec="seconds") if current.locked_until else "?"
         raise LockHeld(f"image {image.id} is being annotated by another user (locked until {until})")
     _mark_in_progress(db, image.id)
@@ -199,8 +201,12 @@ def finish_image(db: Session, image: Image, project: Project, user: User) -> Ima
     # Pre-filled masks the annotator neither corrected nor deleted were accepted as they are.
     db.execute(
         update(Mask)
-        .where(Mask.image_id == image.id, Mask.source == MaskSource.detector, Mask.prefill_outcome.is_(None),
-               Mask.deleted_at.is_(None))
+        .where(
+            Mask.image_id == image.id,
+            Mask.source == MaskSource.detector,
+            Mask.prefill_outcome.is_(None),
+            Mask.deleted_at.is_(None),
+        )
         .values(prefill_outcome=PrefillOutcome.kept)
         .execution_options(synchronize_session=False)
     )
@@ -245,8 +251,9 @@ def _require_claim(db: Session, image: Image, user: User, role: Role, expiry: ti
         name = holder.username if holder is not None else "another user"
         until = current.locked_until.isoformat(timespec="seconds")
         raise NotClaimed(f"image {image.id} is claimed by {name} (until {until}): {action} needs the claim")
-    raise NotClaimed(f"claim image {image.id} first (POST /api/images/{image.id}/claim): "
-                     f"{action} needs your live claim on it")
+    raise NotClaimed(
+        f"claim image {image.id} first (POST /api/images/{image.id}/claim): {action} needs your live claim on it"
+    )
 
 
 def save_mask(

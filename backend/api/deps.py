@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.api.types import PathId
-from backend.core.config import Settings
 from backend.auth.service import user_from_token
+from backend.core.config import Settings
 from backend.core.security import ACCESS
 from backend.models import Image, Job, Mask, ModelVersion, Project, ProjectMember, Role, User
 from backend.storage import LocalStorage
@@ -99,9 +99,14 @@ def require_role(*roles: Role) -> Callable[[User], User]:
 
 
 def is_member(db: Session, project_id: int, user_id: int) -> bool:
-    return db.scalar(
-        select(ProjectMember.user_id).where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
-    ) is not None
+    return (
+        db.scalar(
+            select(ProjectMember.user_id).where(
+                ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
+            )
+        )
+        is not None
+    )
 
 
 def project_role(db: Session, user: User, project_id: int) -> Role | None:
@@ -132,8 +137,10 @@ def authorize(db: Session, user: User, project_id: int, roles: tuple[Role, ...],
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=not_found)
     if role != Role.admin and role not in roles:
         names = ", ".join(r.value for r in roles)
-        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN,
-                            detail=f"requires role in this project: {names} (yours: {role.value})")
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"requires role in this project: {names} (yours: {role.value})",
+        )
     return role
 
 

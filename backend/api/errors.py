@@ -52,9 +52,14 @@ def _loc_text(loc: list[str | int]) -> str:
 
 
 def _validation_items(exc: RequestValidationError) -> list[ErrorItem]:
-    return [ErrorItem(loc=[p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
-                      msg=str(error.get("msg", "invalid")), type=str(error.get("type", "value_error")))
-            for error in exc.errors()]
+    return [
+        ErrorItem(
+            loc=[p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+            msg=str(error.get("msg", "invalid")),
+            type=str(error.get("type", "value_error")),
+        )
+        for error in exc.errors()
+    ]
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -65,8 +70,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return JSONResponse(ErrorOut(detail=detail).model_dump(), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        ErrorOut(detail=detail).model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

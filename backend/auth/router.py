@@ -33,7 +33,11 @@ class LoginForm(FormModel):
 
 @router.post("/token")
 def login(
-    form: Annotated[LoginForm, Form()], request: Request, db: SessionDep, settings: SettingsDep, limiter: LoginLimiterDep
+    form: Annotated[LoginForm, Form()],
+    request: Request,
+    db: SessionDep,
+    settings: SettingsDep,
+    limiter: LoginLimiterDep,
 ) -> Token:
     address = client_address(request)
     limiter.check(form.username, address)

@@ -36,12 +36,17 @@ def authenticate(db: Session, settings: Settings, username: str, password: str) 
 
 def issue_token(user: User, settings: Settings) -> str:
     return create_access_token(
-        user.id, settings.ensure_secret_key(), settings.access_token_minutes, settings.jwt_algorithm,
+        user.id,
+        settings.ensure_secret_key(),
+        settings.access_token_minutes,
+        settings.jwt_algorithm,
         user.token_version,
     )
 
 
-def user_from_token(db: Session, settings: Settings, token: str, purpose: str, job_id: int | None = None) -> User | None:
+def user_from_token(
+    db: Session, settings: Settings, token: str, purpose: str, job_id: int | None = None
+) -> User | None:
     """The active user of a valid token minted for `purpose` (and, for a job-events ticket, for the job
     `job_id`); None if the token is invalid, expired, for another purpose or job, or revoked (its
     version is not the user's current one)."""

@@ -12,7 +12,6 @@ stored with stage ``fully_automatic``, an image's progress in that stage is
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, status
 from sqlalchemy import select
 
@@ -28,16 +27,21 @@ from backend.models.enums import JobStatus
 router = APIRouter(tags=["auto"])
 
 
-
 @router.post("/api/projects/{project_id}/auto-annotate", status_code=status.HTTP_202_ACCEPTED)
 def auto_annotate(
-    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep,
+    project: ProjectForJobStarter,
+    db: SessionDep,
+    user: CurrentUser,
+    storage: StorageDep,
+    settings: SettingsDep,
     params: AutoParams | None = None,
 ) -> JobOut:
     params = params or AutoParams()
-    pending = db.scalar(select(Job).where(
-        Job.project_id == project.id, Job.kind == "auto",
-        Job.status.in_((JobStatus.queued, JobStatus.running))).order_by(Job.id.desc()))
+    pending = db.scalar(
+        select(Job)
+        .where(Job.project_id == project.id, Job.kind == "auto", Job.status.in_((JobStatus.queued, JobStatus.running)))
+        .order_by(Job.id.desc())
+    )
     if pending is not None:
         return JobOut.model_validate(pending)
     version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)

@@ -34,14 +34,16 @@ class AutoParams(RequestModel):
     crop_n_points_downscale_factor: int = Field(default=1, ge=1, le=16)
     min_mask_region_area: int = Field(default=0, ge=0, le=1_000_000)
     max_mask_fraction: float = Field(
-        default=0.95, gt=0.0, le=1.0,
+        default=0.95,
+        gt=0.0,
+        le=1.0,
         description="masks covering at least this share of the image are dropped (SA-1B: 0.95; 1.0 keeps all "
-                    "but full-image masks)",
+        "but full-image masks)",
     )
 
     @model_validator(mode="after")
     def _every_crop_layer_has_points(self) -> AutoParams:
-        deepest = self.points_per_side // (self.crop_n_points_downscale_factor ** self.crop_n_layers)
+        deepest = self.points_per_side // (self.crop_n_points_downscale_factor**self.crop_n_layers)
         if deepest < 1:
             raise ValueError(
                 f"points_per_side {self.points_per_side} // crop_n_points_downscale_factor "
@@ -62,8 +64,10 @@ class AutoParams(RequestModel):
 
     def prompts_per_image(self) -> int:
         """Point prompts over every crop layer: layer i has 4^i crops of (side // factor^i)^2 points."""
-        return sum(4**i * (self.points_per_side // self.crop_n_points_downscale_factor**i) ** 2
-                   for i in range(self.crop_n_layers + 1))
+        return sum(
+            4**i * (self.points_per_side // self.crop_n_points_downscale_factor**i) ** 2
+            for i in range(self.crop_n_layers + 1)
+        )
 
     def generator_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of the generator (everything but the backend's own filter)."""

@@ -118,21 +118,23 @@ def store_image_masks(
             dropped += 1
             continue
         review = sampling.picks(image.id, index)
-        db.add(Mask(
-            image_id=image.id,
-            project_id=image.project_id,
-            rle=rle,
-            bbox=[float(v) for v in mask_util.toBbox(encoded)],
-            area=area,
-            source=MaskSource.auto,
-            stage=STAGE,
-            predicted_iou=float(record["predicted_iou"]),
-            stability_score=float(record["stability_score"]),
-            point_coords=_floats(record.get("point_coords")),
-            crop_box=_floats(record.get("crop_box")),
-            review_status=ReviewStatus.pending if review else ReviewStatus.none,
-            prompts=dict(provenance) if provenance else None,
-        ))
+        db.add(
+            Mask(
+                image_id=image.id,
+                project_id=image.project_id,
+                rle=rle,
+                bbox=[float(v) for v in mask_util.toBbox(encoded)],
+                area=area,
+                source=MaskSource.auto,
+                stage=STAGE,
+                predicted_iou=float(record["predicted_iou"]),
+                stability_score=float(record["stability_score"]),
+                point_coords=_floats(record.get("point_coords")),
+                crop_box=_floats(record.get("crop_box")),
+                review_status=ReviewStatus.pending if review else ReviewStatus.none,
+                prompts=dict(provenance) if provenance else None,
+            )
+        )
         stored += 1
         pending += review
     mark_done(image)

@@ -58,19 +58,35 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
         try:
             rgb = load_image_rgb(storage, image)
             records = client.automatic_masks(rgb, spec, params.generator_kwargs())
-            stored = service.store_image_masks(db, image, records, sampling, params.max_mask_fraction,
-                                               {"model_version_id": version.id, "job_id": job.id})
-        except Exception as error:  # noqa: BLE001 - recorded on the image (left not done), the job goes on
+            stored = service.store_image_masks(
+                db,
+                image,
+                records,
+                sampling,
+                params.max_mask_fraction,
+                {"model_version_id": version.id, "job_id": job.id},
+            )
+        except Exception as error:
             db.rollback()
             failed.add(image_id, error)
         else:
-            masks, dropped, pending = masks + stored.masks, dropped + stored.dropped_large, pending + stored.pending_review
+            masks, dropped, pending = (
+                masks + stored.masks,
+                dropped + stored.dropped_large,
+                pending + stored.pending_review,
+            )
             processed += 1
         done += 1
         ctx.progress(done, total, f"{done}/{total} images, {masks} masks{failed.suffix()}")
     failed.raise_if_all_failed(processed)
     return {
-        "model_version_id": version.id, "params": params.model_dump(), "total": total,
-        "processed": processed, "already_done": total - len(todo), "masks": masks,
-        "dropped_large": dropped, "pending_review": pending, **failed.result(),
+        "model_version_id": version.id,
+        "params": params.model_dump(),
+        "total": total,
+        "processed": processed,
+        "already_done": total - len(todo),
+        "masks": masks,
+        "dropped_large": dropped,
+        "pending_review": pending,
+        **failed.result(),
     }

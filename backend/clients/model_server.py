@@ -18,11 +18,11 @@ run in process (through `model_server.weights`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -163,7 +163,9 @@ class ModelServerClient:
             with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
                 self._check_serves(http, spec)
                 body, headers = api.encode_image_request(image)
-                response = self._post(http, "/v1/automatic-masks", body, {**headers, **api.encode_generator_params(params)})
+                response = self._post(
+                    http, "/v1/automatic-masks", body, {**headers, **api.encode_generator_params(params)}
+                )
             return response.json()["records"]
         from model_server.amg import AutomaticMaskGenerator
 
@@ -213,9 +215,7 @@ class ModelServerClient:
         if response.status_code == 422:
             raise ValueError(response.json().get("detail", response.text[:300]))
         if response.status_code != 200:
-            raise ModelServerError(
-                f"model server at {self.url} answered {response.status_code}: {response.text[:300]}"
-            )
+            raise ModelServerError(f"model server at {self.url} answered {response.status_code}: {response.text[:300]}")
         return response
 
     # Model artifacts: file work on the CPU, always in process.
@@ -280,7 +280,9 @@ class ModelServerClient:
             raise ValueError("no training samples")
         model = build_sam(spec.architecture, checkpoint=spec.checkpoint)
         result = train_decoder(
-            model, [_training_sample(TrainingSample, s) for s in samples], TrainConfig(**config),
+            model,
+            [_training_sample(TrainingSample, s) for s in samples],
+            TrainConfig(**config),
             checkpoint_dir=checkpoint_dir,
             progress=progress or (lambda step, total, loss: None),
             should_stop=should_stop or (lambda: False),
@@ -289,7 +291,10 @@ class ModelServerClient:
         return TrainOutcome(int(result.steps_done), [float(v) for v in result.losses], bool(result.stopped_early), sha)
 
     def evaluate(
-        self, spec: ModelSpec, samples: Sequence[TrainingArrays], max_clicks: int = 20,
+        self,
+        spec: ModelSpec,
+        samples: Sequence[TrainingArrays],
+        max_clicks: int = 20,
         progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, float]:
         """Interactive-segmentation metrics of `spec` on `samples` (simulated clicks from the masks):
@@ -302,17 +307,20 @@ class ModelServerClient:
         if not samples:
             raise ValueError("no evaluation samples")
         model = build_sam(spec.architecture, checkpoint=spec.checkpoint)
-        metrics = evaluate(model, [_training_sample(TrainingSample, s) for s in samples], max_clicks=max_clicks,
-                           progress=progress)
+        metrics = evaluate(
+            model, [_training_sample(TrainingSample, s) for s in samples], max_clicks=max_clicks, progress=progress
+        )
         return {key: float(value) for key, value in metrics.items()}
-
 
     # The box detector of the semi-automatic stage: a small head over cached embeddings, trained
     # and run in this process (the `train` / `auto` worker); the SAM decoder for its box prompts too.
 
     def train_detector(
-        self, samples: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int], Any]], config: dict[str, Any],
-        out_path: Path, progress: Callable[[int, int, float], None] | None = None,
+        self,
+        samples: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int], Any]],
+        config: dict[str, Any],
+        out_path: Path,
+        progress: Callable[[int, int, float], None] | None = None,
     ) -> dict[str, Any]:
         """Train a detector on (embedding 256x64x64, original (h, w), input (h, w), boxes Kx4 XYXY
         original frame) samples, write it to `out_path`; return its training metrics.
@@ -327,7 +335,9 @@ class ModelServerClient:
         return metrics
 
     def evaluate_detector(
-        self, path: Path, samples: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int], Any]],
+        self,
+        path: Path,
+        samples: Sequence[tuple[np.ndarray, tuple[int, int], tuple[int, int], Any]],
         score_thresh: float = 0.5,
     ) -> dict[str, float]:
         """Box recall/precision at IoU 0.5 (at `score_thresh`) and AP50 of the detector file `path`."""
@@ -336,8 +346,16 @@ class ModelServerClient:
         return evaluate_detector(Detector.load(path), samples, score_thresh=score_thresh)
 
     def propose_masks(
-        self, spec: ModelSpec, detector_path: Path, embedding: np.ndarray, original_size: tuple[int, int],
-        input_size: tuple[int, int], *, score_thresh: float, pred_iou_thresh: float, nms_thresh: float,
+        self,
+        spec: ModelSpec,
+        detector_path: Path,
+        embedding: np.ndarray,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+        *,
+        score_thresh: float,
+        pred_iou_thresh: float,
+        nms_thresh: float,
         max_boxes: int = 50,
     ) -> tuple[int, list[dict[str, Any]]]:
         """Detector boxes → SAM masks (box prompts, batched) on one image's cached embedding
@@ -349,10 +367,23 @@ class ModelServerClient:
         from model_server.proposals import propose_masks
 
         predictor = Predictor(_IN_PROCESS.get(spec).sam)
-        return propose_masks(predictor, Detector.load(detector_path), embedding, original_size, input_size,
-                             score_thresh=score_thresh, pred_iou_thresh=pred_iou_thresh, nms_thresh=nms_thresh,
-                             max_boxes=max_boxes)
+        return propose_masks(
+            predictor,
+            Detector.load(detector_path),
+            embedding,
+            original_size,
+            input_size,
+            score_thresh=score_thresh,
+            pred_iou_thresh=pred_iou_thresh,
+            nms_thresh=nms_thresh,
+            max_boxes=max_boxes,
+        )
+
 
 def _training_sample(cls: Any, sample: TrainingArrays) -> Any:
-    return cls(embedding=sample.embedding, original_size=tuple(sample.original_size),
-               input_size=tuple(sample.input_size), mask=sample.mask)
+    return cls(
+        embedding=sample.embedding,
+        original_size=tuple(sample.original_size),
+        input_size=tuple(sample.input_size),
+        mask=sample.mask,
+    )

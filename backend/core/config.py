@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DATAENGINE_", env_file=None, extra="ignore", populate_by_name=True)
 
     # The data home (see the module docstring), absolute after validation.
-    data_dir: Path = Field(default=INSTALL_ROOT / "var",
-                           validation_alias=AliasChoices("DATAENGINE_HOME", "DATAENGINE_DATA_DIR"))
+    data_dir: Path = Field(
+        default=INSTALL_ROOT / "var", validation_alias=AliasChoices("DATAENGINE_HOME", "DATAENGINE_DATA_DIR")
+    )
     # Images, thumbnails, embeddings, model artifacts and exports; default `<data_dir>/storage`.
     storage_root: Path | None = None
     # SQLAlchemy URL; default `sqlite:///<data_dir>/dataengine.db`. PostgreSQL: `postgresql+psycopg://...`.

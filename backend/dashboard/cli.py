@@ -27,7 +27,11 @@ def _rebuild(args: argparse.Namespace) -> int:
     engine = make_engine(Settings().db_url)
     try:
         with make_session_factory(engine)() as db:
-            ids = [args.project] if args.project is not None else list(db.scalars(select(Project.id).order_by(Project.id)))
+            ids = (
+                [args.project]
+                if args.project is not None
+                else list(db.scalars(select(Project.id).order_by(Project.id)))
+            )
             for project_id in ids:
                 if db.get(Project, project_id) is None:
                     raise ValueError(f"no project with id {project_id}")

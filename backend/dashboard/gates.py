@@ -19,7 +19,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.models import DetectorVersion, Image, ImageStat, ImageStatus, MaskTotal, ModelOrigin, ModelStatus, ModelVersion, Project, Stage
+from backend.models import (
+    DetectorVersion,
+    Image,
+    ImageStat,
+    ImageStatus,
+    MaskTotal,
+    ModelOrigin,
+    ModelStatus,
+    ModelVersion,
+    Project,
+    Stage,
+)
 from backend.projects.settings import project_settings
 
 ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
@@ -38,24 +49,26 @@ class Condition:
 # Target stage -> what must hold to enter it; the thresholds (and their defaults) are project settings.
 DEFAULT_GATES: dict[Stage, list[Condition]] = {
     Stage.semi_automatic: [
-        Condition("min_masks", "masks_in_stage", Stage.assisted_manual,
-                  "masks annotated in the assisted-manual stage"),
-        Condition("min_done_share", "done_share", Stage.assisted_manual,
-                  "share of images done in the assisted-manual stage"),
-        Condition("min_trained_models", "trained_models", None,
-                  "ready model versions retrained on this project"),
-        Condition("min_detectors", "ready_detectors", None,
-                  "ready detector versions of this project (train one: Train detector)"),
+        Condition("min_masks", "masks_in_stage", Stage.assisted_manual, "masks annotated in the assisted-manual stage"),
+        Condition(
+            "min_done_share", "done_share", Stage.assisted_manual, "share of images done in the assisted-manual stage"
+        ),
+        Condition("min_trained_models", "trained_models", None, "ready model versions retrained on this project"),
+        Condition(
+            "min_detectors",
+            "ready_detectors",
+            None,
+            "ready detector versions of this project (train one: Train detector)",
+        ),
     ],
     Stage.fully_automatic: [
-        Condition("min_masks", "masks_in_stage", Stage.semi_automatic,
-                  "masks annotated in the semi-automatic stage"),
-        Condition("min_trained_models", "trained_models", None,
-                  "ready model versions retrained on this project"),
+        Condition("min_masks", "masks_in_stage", Stage.semi_automatic, "masks annotated in the semi-automatic stage"),
+        Condition("min_trained_models", "trained_models", None, "ready model versions retrained on this project"),
     ],
     Stage.done: [
-        Condition("min_done_share", "done_share", Stage.fully_automatic,
-                  "share of images done in the fully automatic stage"),
+        Condition(
+            "min_done_share", "done_share", Stage.fully_automatic, "share of images done in the fully automatic stage"
+        ),
     ],
 }
 
@@ -101,13 +114,25 @@ def threshold(project: Project, to_stage: Stage, condition: Condition) -> float:
 def _measure(db: Session, project: Project, condition: Condition) -> float:
     if condition.kind == "masks_in_stage":
         assert condition.stage is not None
-        return float(db.scalar(select(func.sum(MaskTotal.masks)).where(
-            MaskTotal.project_id == project.id, MaskTotal.stage == condition.stage.value)) or 0)
+        return float(
+            db.scalar(
+                select(func.sum(MaskTotal.masks)).where(
+                    MaskTotal.project_id == project.id, MaskTotal.stage == condition.stage.value
+                )
+            )
+            or 0
+        )
     if condition.kind == "done_share":
         assert condition.stage is not None
-        rows = db.execute(select(ImageStat.status, func.sum(ImageStat.images),
-                                 func.sum(getattr(ImageStat, f"done_{condition.stage.value}")))
-                          .where(ImageStat.project_id == project.id).group_by(ImageStat.status)).all()
+        rows = db.execute(
+            select(
+                ImageStat.status,
+                func.sum(ImageStat.images),
+                func.sum(getattr(ImageStat, f"done_{condition.stage.value}")),
+            )
+            .where(ImageStat.project_id == project.id)
+            .group_by(ImageStat.status)
+        ).all()
         total = sum(int(n) for _, n, _ in rows)
         if total == 0:
             return 0.0
@@ -116,12 +141,27 @@ def _measure(db: Session, project: Project, condition: Condition) -> float:
             done += sum(int(n) - int(d) for status, n, d in rows if status == ImageStatus.done.value)
         return done / total
     if condition.kind == "trained_models":
-        return float(db.scalar(select(func.count()).select_from(ModelVersion).where(
-            ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained,
-            ModelVersion.status == ModelStatus.ready)) or 0)
+        return float(
+            db.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(
+                    ModelVersion.project_id == project.id,
+                    ModelVersion.origin == ModelOrigin.trained,
+                    ModelVersion.status == ModelStatus.ready,
+                )
+            )
+            or 0
+        )
     if condition.kind == "ready_detectors":
-        return float(db.scalar(select(func.count()).select_from(DetectorVersion).where(
-            DetectorVersion.project_id == project.id, DetectorVersion.status == ModelStatus.ready)) or 0)
+        return float(
+            db.scalar(
+                select(func.count())
+                .select_from(DetectorVersion)
+                .where(DetectorVersion.project_id == project.id, DetectorVersion.status == ModelStatus.ready)
+            )
+            or 0
+        )
     raise ValueError(f"unknown gate condition kind {condition.kind!r}")
 
 
@@ -147,16 +187,25 @@ def advance_stage(db: Session, project: Project, to_stage: Stage) -> Project:
     """
     expected = next_stage(project.stage)
     if to_stage != expected:
-        raise BadStageMove(f"project is in stage {project.stage.value}; the next stage is "
-                           f"{expected.value if expected else 'none (done)'}, not {to_stage.value}")
+        raise BadStageMove(
+            f"project is in stage {project.stage.value}; the next stage is "
+            f"{expected.value if expected else 'none (done)'}, not {to_stage.value}"
+        )
     gate = evaluate(db, project)
     missing = [c for c in gate.conditions if not c.holds]
     if missing:
-        raise GateClosed("gate to " + to_stage.value + " does not hold: " + "; ".join(
-            f"{c.label}: {_fmt(c.actual)} < {_fmt(c.required)}" for c in missing))
-    db.execute(update(Image).where(Image.project_id == project.id)
-               .values(status=ImageStatus.new, assignee_id=None, locked_until=None)
-               .execution_options(synchronize_session=False))
+        raise GateClosed(
+            "gate to "
+            + to_stage.value
+            + " does not hold: "
+            + "; ".join(f"{c.label}: {_fmt(c.actual)} < {_fmt(c.required)}" for c in missing)
+        )
+    db.execute(
+        update(Image)
+        .where(Image.project_id == project.id)
+        .values(status=ImageStatus.new, assignee_id=None, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
     project.stage = to_stage
     db.commit()
     return project
@@ -168,6 +217,8 @@ def _fmt(value: float) -> str:
 
 def gate_dict(gate: Gate) -> dict[str, Any]:
     return {
-        "from_stage": gate.from_stage, "to_stage": gate.to_stage, "holds": gate.holds,
+        "from_stage": gate.from_stage,
+        "to_stage": gate.to_stage,
+        "holds": gate.holds,
         "conditions": [c.__dict__ for c in gate.conditions],
     }

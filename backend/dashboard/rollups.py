@@ -59,9 +59,13 @@ def _bucket(dialect: str, m: str) -> str:
 
 def _stage_done(stage: str) -> Expr:
     """1 if images.stage_done has a (non-null) entry for `stage`, else 0."""
+
     def expr(dialect: str, m: str) -> str:
-        value = f"{m}.stage_done ->> '{stage}'" if dialect == "postgresql" else f"json_extract({m}.stage_done, '$.{stage}')"
+        value = (
+            f"{m}.stage_done ->> '{stage}'" if dialect == "postgresql" else f"json_extract({m}.stage_done, '$.{stage}')"
+        )
         return f"CASE WHEN {value} IS NOT NULL THEN 1 ELSE 0 END"
+
     return expr
 
 
@@ -83,28 +87,77 @@ SUMS: dict[str, Expr] = {
 ONE: Expr = lambda d, m: "1"  # noqa: E731
 
 ROLLUPS = [
-    Rollup("mask_totals", "masks",
-           {"project_id": _col("project_id"), "stage": _col("stage"), "source": _col("source"), "author_key": AUTHOR},
-           SUMS),
-    Rollup("mask_stats", "masks",
-           {"project_id": _col("project_id"), "hour": _hour, "stage": _col("stage"), "source": _col("source"),
-            "author_key": AUTHOR}, SUMS),
-    Rollup("mask_seconds", "masks", {"project_id": _col("project_id"), "author_key": AUTHOR, "bucket": _bucket},
-           {"masks": ONE}, lambda d, m: f"{m}.deleted_at IS NULL AND {m}.seconds_spent IS NOT NULL"),
-    Rollup("image_mask_totals", "masks", {"project_id": _col("project_id"), "image_id": _col("image_id")},
-           {"masks": ONE}, lambda d, m: f"{m}.deleted_at IS NULL"),
-    Rollup("image_mask_counts", "masks",
-           {"project_id": _col("project_id"), "image_id": _col("image_id"), "author_key": AUTHOR},
-           {"masks": ONE}, lambda d, m: f"{m}.deleted_at IS NULL"),
-    Rollup("image_stats", "images",
-           {"project_id": _col("project_id"), "assignee_key": lambda d, m: f"COALESCE({m}.assignee_id, 0)",
-            "status": _col("status")},
-           {"images": ONE, **{f"done_{s}": _stage_done(s) for s in DONE_STAGES}}),
+    Rollup(
+        "mask_totals",
+        "masks",
+        {"project_id": _col("project_id"), "stage": _col("stage"), "source": _col("source"), "author_key": AUTHOR},
+        SUMS,
+    ),
+    Rollup(
+        "mask_stats",
+        "masks",
+        {
+            "project_id": _col("project_id"),
+            "hour": _hour,
+            "stage": _col("stage"),
+            "source": _col("source"),
+            "author_key": AUTHOR,
+        },
+        SUMS,
+    ),
+    Rollup(
+        "mask_seconds",
+        "masks",
+        {"project_id": _col("project_id"), "author_key": AUTHOR, "bucket": _bucket},
+        {"masks": ONE},
+        lambda d, m: f"{m}.deleted_at IS NULL AND {m}.seconds_spent IS NOT NULL",
+    ),
+    Rollup(
+        "image_mask_totals",
+        "masks",
+        {"project_id": _col("project_id"), "image_id": _col("image_id")},
+        {"masks": ONE},
+        lambda d, m: f"{m}.deleted_at IS NULL",
+    ),
+    Rollup(
+        "image_mask_counts",
+        "masks",
+        {"project_id": _col("project_id"), "image_id": _col("image_id"), "author_key": AUTHOR},
+        {"masks": ONE},
+        lambda d, m: f"{m}.deleted_at IS NULL",
+    ),
+    Rollup(
+        "image_stats",
+        "images",
+        {
+            "project_id": _col("project_id"),
+            "assignee_key": lambda d, m: f"COALESCE({m}.assignee_id, 0)",
+            "status": _col("status"),
+        },
+        {"images": ONE, **{f"done_{s}": _stage_done(s) for s in DONE_STAGES}},
+    ),
 ]
+
+
 # Columns of each source table whose change moves a row between rollup rows (UPDATE OF fires only for these).
+def _row_text(alias: str, columns: tuple[str, ...] | list[str]) -> str:
+    """A row of `columns` to compare old and new with; json has no equality operator, so its text is compared."""
+    return ", ".join(f"CAST({alias}.{c} AS text)" if c in JSON_COLUMNS else f"{alias}.{c}" for c in columns)
+
+
 WATCHED = {
-    "masks": ["project_id", "image_id", "stage", "source", "author_id", "seconds_spent", "clicks", "prefill_outcome",
-              "deleted_at", "created_at"],
+    "masks": [
+        "project_id",
+        "image_id",
+        "stage",
+        "source",
+        "author_id",
+        "seconds_spent",
+        "clicks",
+        "prefill_outcome",
+        "deleted_at",
+        "created_at",
+    ],
     "images": ["project_id", "assignee_id", "status", "stage_done"],
 }
 JSON_COLUMNS = {"stage_done"}
@@ -116,16 +169,20 @@ def _add(dialect: str, r: Rollup, m: str) -> str:
     where = r.where(dialect, m) if r.where else "true"
     updates = ", ".join(f"{c} = {r.table}.{c} + excluded.{c}" for c in r.values)
     # WHERE is needed anyway: SQLite parses INSERT ... SELECT ... ON CONFLICT only after a WHERE.
-    return (f"INSERT INTO {r.table} ({', '.join(columns)}) SELECT {', '.join(exprs)} WHERE {where} "
-            f"ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET {updates}")
+    return (
+        f"INSERT INTO {r.table} ({', '.join(columns)}) SELECT {', '.join(exprs)} WHERE {where} "
+        f"ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET {updates}"
+    )
 
 
 def _subtract(dialect: str, r: Rollup, m: str) -> str:
     conditions = [f"{c} = {f(dialect, m)}" for c, f in r.key.items()]
     if r.where:
         conditions.append(r.where(dialect, m))
-    return (f"UPDATE {r.table} SET {', '.join(f'{c} = {c} - ({f(dialect, m)})' for c, f in r.values.items())} "
-            f"WHERE {' AND '.join(conditions)}")
+    return (
+        f"UPDATE {r.table} SET {', '.join(f'{c} = {c} - ({f(dialect, m)})' for c, f in r.values.items())} "
+        f"WHERE {' AND '.join(conditions)}"
+    )
 
 
 def _grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
@@ -134,20 +191,26 @@ def _grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
     sums = [f"SUM({f(dialect, 'm')}) AS {c}" for c, f in r.values.items()]
     conditions = [c for c in (r.where(dialect, "m") if r.where else None, extra) if c]
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return (f"SELECT {', '.join(f'{e} AS {c}' for e, c in zip(key, r.key, strict=True))}, {', '.join(sums)} "
-            f"FROM {relation} AS m{where} GROUP BY {', '.join(key)}")
+    return (
+        f"SELECT {', '.join(f'{e} AS {c}' for e, c in zip(key, r.key, strict=True))}, {', '.join(sums)} "
+        f"FROM {relation} AS m{where} GROUP BY {', '.join(key)}"
+    )
 
 
 def _add_grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
     updates = ", ".join(f"{c} = {r.table}.{c} + excluded.{c}" for c in r.values)
-    return (f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) {_grouped(dialect, r, relation, extra)} "
-            f"ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET {updates}")
+    return (
+        f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) {_grouped(dialect, r, relation, extra)} "
+        f"ON CONFLICT ({', '.join(r.key)}) DO UPDATE SET {updates}"
+    )
 
 
 def _subtract_grouped(dialect: str, r: Rollup, relation: str, extra: str = "") -> str:
-    return (f"UPDATE {r.table} SET {', '.join(f'{c} = {r.table}.{c} - d.{c}' for c in r.values)} "
-            f"FROM ({_grouped(dialect, r, relation, extra)}) AS d "
-            f"WHERE {' AND '.join(f'{r.table}.{c} = d.{c}' for c in r.key)}")
+    return (
+        f"UPDATE {r.table} SET {', '.join(f'{c} = {r.table}.{c} - d.{c}' for c in r.values)} "
+        f"FROM ({_grouped(dialect, r, relation, extra)}) AS d "
+        f"WHERE {' AND '.join(f'{r.table}.{c} = d.{c}' for c in r.key)}"
+    )
 
 
 def install_statements(dialect: str) -> list[str]:
@@ -163,22 +226,26 @@ def install_statements(dialect: str) -> list[str]:
         rollups = [r for r in ROLLUPS if r.source == source]
         name = f"{source}_rollups"
         if dialect == "postgresql":
-            def row(alias: str) -> str:  # json has no equality operator: compare its text
-                return ", ".join(f"CAST({alias}.{c} AS text)" if c in JSON_COLUMNS else f"{alias}.{c}" for c in watched)
-            changed = (f"m.id IN (SELECT o.id FROM old_rows AS o JOIN new_rows AS n ON o.id = n.id "
-                       f"WHERE ({row('o')}) IS DISTINCT FROM ({row('n')}))")
+            changed = (
+                f"m.id IN (SELECT o.id FROM old_rows AS o JOIN new_rows AS n ON o.id = n.id "
+                f"WHERE ({_row_text('o', watched)}) IS DISTINCT FROM ({_row_text('n', watched)}))"
+            )
             bodies = {
                 "insert": [_add_grouped(dialect, r, "new_rows") for r in rollups],
                 "delete": [_subtract_grouped(dialect, r, "old_rows") for r in rollups],
                 "update": [_subtract_grouped(dialect, r, "old_rows", changed) for r in rollups]
-                          + [_add_grouped(dialect, r, "new_rows", changed) for r in rollups],
+                + [_add_grouped(dialect, r, "new_rows", changed) for r in rollups],
             }
-            tables = {"insert": "NEW TABLE AS new_rows", "delete": "OLD TABLE AS old_rows",
-                      "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows"}
+            tables = {
+                "insert": "NEW TABLE AS new_rows",
+                "delete": "OLD TABLE AS old_rows",
+                "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            }
             for op, statements in bodies.items():
                 out += [
                     f"CREATE FUNCTION {name}_{op}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
-                    + "".join(f"  {s};\n" for s in statements) + "  RETURN NULL;\nEND\n$$",
+                    + "".join(f"  {s};\n" for s in statements)
+                    + "  RETURN NULL;\nEND\n$$",
                     f"CREATE TRIGGER {name}_{op} AFTER {op.upper()} ON {source} REFERENCING {tables[op]} "
                     f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_{op}()",
                 ]
@@ -188,6 +255,7 @@ def install_statements(dialect: str) -> list[str]:
 
             def body(statements: list[str]) -> str:
                 return "".join(f"  {s};\n" for s in statements)
+
             out += [
                 f"CREATE TRIGGER {name}_insert AFTER INSERT ON {source} BEGIN\n{body(add)}END",
                 f"CREATE TRIGGER {name}_delete AFTER DELETE ON {source} BEGIN\n{body(subtract)}END",
@@ -202,8 +270,15 @@ def install_statements(dialect: str) -> list[str]:
 def uninstall_statements(dialect: str) -> list[str]:
     ops = ("insert", "delete", "update")
     if dialect == "postgresql":
-        return [s for source in WATCHED for op in ops for s in (f"DROP TRIGGER IF EXISTS {source}_rollups_{op} ON {source}",
-                                                                f"DROP FUNCTION IF EXISTS {source}_rollups_{op}()")]
+        return [
+            s
+            for source in WATCHED
+            for op in ops
+            for s in (
+                f"DROP TRIGGER IF EXISTS {source}_rollups_{op} ON {source}",
+                f"DROP FUNCTION IF EXISTS {source}_rollups_{op}()",
+            )
+        ]
     return [f"DROP TRIGGER IF EXISTS {source}_rollups_{op}" for source in WATCHED for op in ops]
 
 
@@ -224,5 +299,7 @@ def rebuild_rollups(db: Session | Connection, project_id: int) -> None:
     p = int(project_id)  # inlined: the SQL holds literal colons (hour formats) that bind syntax would take
     for r in ROLLUPS:
         conn.exec_driver_sql(f"DELETE FROM {r.table} WHERE project_id = {p}")
-        conn.exec_driver_sql(f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) "
-                             f"{_grouped(dialect, r, r.source, f'm.project_id = {p}')}")
+        conn.exec_driver_sql(
+            f"INSERT INTO {r.table} ({', '.join([*r.key, *r.values])}) "
+            f"{_grouped(dialect, r, r.source, f'm.project_id = {p}')}"
+        )

@@ -21,8 +21,8 @@ from backend.api.deps import CurrentUser, ProjectForManager, ProjectForMember, S
 from backend.dashboard import gates, service
 from backend.dashboard.schemas import AnnotatorRow, DashboardOut, GateOut, StageMove, TimelineRow
 from backend.models import Project, Role, User
-from backend.projects.service import project_out
 from backend.projects.schemas import ProjectOut
+from backend.projects.service import project_out
 
 router = APIRouter(prefix="/api/projects/{project_id}", tags=["dashboard"])
 
@@ -42,8 +42,11 @@ def csv_response(rows: list[BaseModel], model: type[BaseModel], filename: str) -
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.model_dump(mode="json").items()})
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.get("/dashboard")
@@ -57,7 +60,9 @@ def get_my_dashboard(project: ProjectForMember, db: SessionDep, user: CurrentUse
 
 
 @router.get("/dashboard/annotators", response_model=list[AnnotatorRow])
-def get_annotators(project: ProjectForMember, db: SessionDep, user: CurrentUser, format: Format = "json") -> Response | list[AnnotatorRow]:
+def get_annotators(
+    project: ProjectForMember, db: SessionDep, user: CurrentUser, format: Format = "json"
+) -> Response | list[AnnotatorRow]:
     rows = service.annotators(db, scope_for(db, user, project))
     if format == "csv":
         return csv_response(rows, AnnotatorRow, f"project-{project.id}-annotators.csv")
@@ -66,8 +71,11 @@ def get_annotators(project: ProjectForMember, db: SessionDep, user: CurrentUser,
 
 @router.get("/dashboard/timeline", response_model=list[TimelineRow])
 def get_timeline(
-    project: ProjectForMember, db: SessionDep, user: CurrentUser,
-    bucket: Annotated[Literal["hour", "day"], Query()] = "hour", format: Format = "json",
+    project: ProjectForMember,
+    db: SessionDep,
+    user: CurrentUser,
+    bucket: Annotated[Literal["hour", "day"], Query()] = "hour",
+    format: Format = "json",
 ) -> Response | list[TimelineRow]:
     rows = service.timeline(db, scope_for(db, user, project), bucket)
     if format == "csv":

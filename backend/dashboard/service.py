@@ -44,7 +44,6 @@ from backend.dashboard.schemas import (
     TimingOut,
 )
 from backend.jobs.schemas import JobOut
-from backend.models.dashboard import SECONDS_BUCKETS_PER_SECOND
 from backend.models import (
     ImageMaskCount,
     ImageMaskTotal,
@@ -64,6 +63,7 @@ from backend.models import (
     Stage,
     User,
 )
+from backend.models.dashboard import SECONDS_BUCKETS_PER_SECOND
 
 # Masks per image histogram: inclusive [low, high] bounds, the last one open.
 HISTOGRAM_BOUNDS: list[tuple[int, int | None]] = [(0, 0), (1, 9), (10, 24), (25, 49), (50, 99), (100, 199), (200, None)]
@@ -103,24 +103,31 @@ def _scope_buckets(db: Session, scope: Scope) -> list[tuple[int, int]]:
     where = [MaskSecondsBucket.project_id == scope.project_id, MaskSecondsBucket.masks > 0]
     if scope.author_id is not None:
         where.append(MaskSecondsBucket.author_key == scope.author_id)
-    rows = db.execute(select(MaskSecondsBucket.bucket, func.sum(MaskSecondsBucket.masks)).where(*where)
-                      .group_by(MaskSecondsBucket.bucket).order_by(MaskSecondsBucket.bucket)).all()
+    rows = db.execute(
+        select(MaskSecondsBucket.bucket, func.sum(MaskSecondsBucket.masks))
+        .where(*where)
+        .group_by(MaskSecondsBucket.bucket)
+        .order_by(MaskSecondsBucket.bucket)
+    ).all()
     return [(b, int(n)) for b, n in rows]
 
 
 def _author_buckets(db: Session, project_id: int) -> dict[int, list[tuple[int, int]]]:
     """Every author's [(bucket, live timed masks)] ascending (author_key 0, masks without author, included)."""
-    rows = db.execute(select(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket, MaskSecondsBucket.masks)
-                      .where(MaskSecondsBucket.project_id == project_id, MaskSecondsBucket.masks > 0)
-                      .order_by(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket)).all()
+    rows = db.execute(
+        select(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket, MaskSecondsBucket.masks)
+        .where(MaskSecondsBucket.project_id == project_id, MaskSecondsBucket.masks > 0)
+        .order_by(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket)
+    ).all()
     out: dict[int, list[tuple[int, int]]] = {}
     for author, b, n in rows:
         out.setdefault(author, []).append((b, int(n)))
     return out
 
 
-def percentiles(db: Session, scope: Scope, qs: Sequence[float],
-                buckets: list[tuple[int, int]] | None = None) -> list[float | None]:
+def percentiles(
+    db: Session, scope: Scope, qs: Sequence[float], buckets: list[tuple[int, int]] | None = None
+) -> list[float | None]:
     """Exactly `percentile_cont(q)` of the scope's live masks' seconds_spent, for each q in `qs`.
 
     `buckets` are the scope's [(bucket, count)] from `mask_seconds` if the caller already has them.
@@ -130,8 +137,9 @@ def percentiles(db: Session, scope: Scope, qs: Sequence[float],
     return many_percentiles(db, [(scope, buckets)], qs)[0]
 
 
-def many_percentiles(db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]],
-                     qs: Sequence[float]) -> list[list[float | None]]:
+def many_percentiles(
+    db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]], qs: Sequence[float]
+) -> list[list[float | None]]:
     """`percentiles` of several scopes (each with its `mask_seconds` buckets) in one UNION ALL query."""
     reads = []  # (scope index, q index, position, low, the read's SELECT)
     for i, (scope, buckets) in enumerate(scopes):
@@ -142,13 +150,19 @@ def many_percentiles(db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, 
             position = q * (n - 1)
             low = math.floor(position)
             below = 0
-            for bucket, count in buckets:  # the bucket holding rank `low`
+            for bucket, count in buckets:  # noqa: B007 - the loop finds the bucket holding rank `low`
                 if below + count > low:
                     break
                 below += count
             start = bucket / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
-            two = (select(Mask.seconds_spent.label("v")).where(*live_masks(scope), Mask.seconds_spent >= start)
-                   .order_by(Mask.seconds_spent).offset(low - below).limit(2).subquery())
+            two = (
+                select(Mask.seconds_spent.label("v"))
+                .where(*live_masks(scope), Mask.seconds_spent >= start)
+                .order_by(Mask.seconds_spent)
+                .offset(low - below)
+                .limit(2)
+                .subquery()
+            )
             reads.append((i, j, position, low, select(literal(len(reads)).label("k"), two.c.v)))
     out: list[list[float | None]] = [[None] * len(qs) for _ in scopes]
     if not reads:
@@ -173,13 +187,15 @@ def image_stats(db: Session, project: Project, scope: Scope) -> ImagesOut:
     by_status = {status: 0 for status in ImageStatus}
     done_per_stage = {stage: 0 for stage in Stage}
     done = [func.sum(getattr(ImageStat, f"done_{stage.value}")) for stage in Stage]
-    for status, n, *done_counts in db.execute(select(ImageStat.status, func.sum(ImageStat.images), *done)
-                                              .where(*where).group_by(ImageStat.status)):
+    for status, n, *done_counts in db.execute(
+        select(ImageStat.status, func.sum(ImageStat.images), *done).where(*where).group_by(ImageStat.status)
+    ):
         by_status[ImageStatus(status)] += int(n)
         for stage, count in zip(Stage, done_counts, strict=True):
             done_per_stage[stage] += int(count)
-    return ImagesOut(total=sum(by_status.values()), current_stage=project.stage, by_status=by_status,
-                     done_per_stage=done_per_stage)
+    return ImagesOut(
+        total=sum(by_status.values()), current_stage=project.stage, by_status=by_status, done_per_stage=done_per_stage
+    )
 
 
 def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, TimingOut, PrefillOut]:
@@ -187,18 +203,36 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
 
     Pre-fill outcomes count deleted masks too (deleting a pre-filled mask is its outcome).
     """
-    sums = [func.sum(c) for c in (MaskTotal.masks, MaskTotal.timed, MaskTotal.seconds, MaskTotal.clicked,
-                                  MaskTotal.clicks, MaskTotal.prefill_kept, MaskTotal.prefill_corrected,
-                                  MaskTotal.prefill_deleted)]
+    sums = [
+        func.sum(c)
+        for c in (
+            MaskTotal.masks,
+            MaskTotal.timed,
+            MaskTotal.seconds,
+            MaskTotal.clicked,
+            MaskTotal.clicks,
+            MaskTotal.prefill_kept,
+            MaskTotal.prefill_corrected,
+            MaskTotal.prefill_deleted,
+        )
+    ]
     where = [MaskTotal.project_id == scope.project_id]
     if scope.author_id is not None:
         where.append(MaskTotal.author_key == scope.author_id)
-    grouped = db.execute(select(MaskTotal.stage, MaskTotal.source, *sums).where(*where)
-                         .group_by(MaskTotal.stage, MaskTotal.source).order_by(MaskTotal.stage, MaskTotal.source)).all()
-    prefill = PrefillOut(**{o: int(sum(r[7 + i] or 0 for r in grouped))
-                            for i, o in enumerate(("kept", "corrected", "deleted"))})
-    rows = [(Stage(st), MaskSource(src), int(n), int(timed), float(sec or 0), int(clicked), int(clicks or 0))
-            for st, src, n, timed, sec, clicked, clicks, *_ in grouped if n]
+    grouped = db.execute(
+        select(MaskTotal.stage, MaskTotal.source, *sums)
+        .where(*where)
+        .group_by(MaskTotal.stage, MaskTotal.source)
+        .order_by(MaskTotal.stage, MaskTotal.source)
+    ).all()
+    prefill = PrefillOut(
+        **{o: int(sum(r[7 + i] or 0 for r in grouped)) for i, o in enumerate(("kept", "corrected", "deleted"))}
+    )
+    rows = [
+        (Stage(st), MaskSource(src), int(n), int(timed), float(sec or 0), int(clicked), int(clicks or 0))
+        for st, src, n, timed, sec, clicked, clicks, *_ in grouped
+        if n
+    ]
     total = sum(r[2] for r in rows)
     timed = sum(r[3] for r in rows)
     seconds = sum(r[4] for r in rows)
@@ -206,14 +240,25 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
     clicks = sum(r[6] for r in rows)
 
     if scope.author_id is None:
-        per_image = (select(ImageMaskTotal.masks.label("n"))
-                     .where(ImageMaskTotal.project_id == scope.project_id, ImageMaskTotal.masks > 0).subquery())
+        per_image = (
+            select(ImageMaskTotal.masks.label("n"))
+            .where(ImageMaskTotal.project_id == scope.project_id, ImageMaskTotal.masks > 0)
+            .subquery()
+        )
     else:
-        per_image = (select(ImageMaskCount.masks.label("n")).where(
-            ImageMaskCount.project_id == scope.project_id, ImageMaskCount.author_key == scope.author_id,
-            ImageMaskCount.masks > 0).subquery())
-    bucket = case(*[(per_image.c.n <= high, i) for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is not None],
-                  else_=len(HISTOGRAM_BOUNDS) - 1)
+        per_image = (
+            select(ImageMaskCount.masks.label("n"))
+            .where(
+                ImageMaskCount.project_id == scope.project_id,
+                ImageMaskCount.author_key == scope.author_id,
+                ImageMaskCount.masks > 0,
+            )
+            .subquery()
+        )
+    bucket = case(
+        *[(per_image.c.n <= high, i) for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is not None],
+        else_=len(HISTOGRAM_BOUNDS) - 1,
+    )
     counts = dict(db.execute(select(bucket, func.count()).group_by(bucket)).all())
     images_with_masks = sum(counts.values())
     if scope.author_id is None:  # images without any mask; for one annotator "their images" are those they masked
@@ -227,13 +272,16 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
         by_source={src: sum(r[2] for r in rows if r[1] == src) for src in MaskSource},
         by_stage={st: sum(r[2] for r in rows if r[0] == st) for st in Stage},
         per_image_mean=total / denominator if denominator else None,
-        per_image_histogram=[HistogramBucket(low=lo, high=hi, images=counts.get(i, 0))
-                             for i, (lo, hi) in enumerate(HISTOGRAM_BOUNDS)],
+        per_image_histogram=[
+            HistogramBucket(low=lo, high=hi, images=counts.get(i, 0)) for i, (lo, hi) in enumerate(HISTOGRAM_BOUNDS)
+        ],
     )
     timing = TimingOut(
-        timed_masks=timed, total_seconds=seconds,
+        timed_masks=timed,
+        total_seconds=seconds,
         seconds_per_mask_mean=seconds / timed if timed else None,
-        seconds_per_mask_median=median, seconds_per_mask_p90=p90,
+        seconds_per_mask_median=median,
+        seconds_per_mask_p90=p90,
         masks_per_hour=timed * 3600.0 / seconds if seconds > 0 else None,
         clicks_per_mask=clicks / clicked if clicked else None,
     )
@@ -244,15 +292,22 @@ def review_stats(db: Session, scope: Scope) -> ReviewOut:
     where = [MaskReview.project_id == scope.project_id]
     if scope.author_id is not None:
         where.append(MaskReview.reviewer_id == scope.author_id)
-    rows = db.execute(select(MaskReview.decision, func.count(), func.count(case((MaskReview.iou > REVIEW_IOU_THRESHOLD, 1))))
-                      .where(*where).group_by(MaskReview.decision)).all()
+    rows = db.execute(
+        select(MaskReview.decision, func.count(), func.count(case((MaskReview.iou > REVIEW_IOU_THRESHOLD, 1))))
+        .where(*where)
+        .group_by(MaskReview.decision)
+    ).all()
     decisions = {decision: n for decision, n, _ in rows}
     within = sum(n for _, _, n in rows)
     reviewed = sum(decisions.values())
     return ReviewOut(
-        reviewed=reviewed, accepted=decisions.get(ReviewDecision.accept, 0), fixed=decisions.get(ReviewDecision.fix, 0),
-        rejected=decisions.get(ReviewDecision.reject, 0), iou_threshold=REVIEW_IOU_THRESHOLD,
-        within_threshold=within, share_within=within / reviewed if reviewed else None,
+        reviewed=reviewed,
+        accepted=decisions.get(ReviewDecision.accept, 0),
+        fixed=decisions.get(ReviewDecision.fix, 0),
+        rejected=decisions.get(ReviewDecision.reject, 0),
+        iou_threshold=REVIEW_IOU_THRESHOLD,
+        within_threshold=within,
+        share_within=within / reviewed if reviewed else None,
     )
 
 
@@ -261,22 +316,38 @@ def model_rounds(db: Session, project: Project) -> list[ModelVersionStats]:
     condition = ModelVersion.project_id == project.id
     if project.active_model_version_id is not None:
         condition = or_(condition, ModelVersion.id == project.active_model_version_id)
-    versions = db.scalars(select(ModelVersion).where(condition).order_by(ModelVersion.created_at, ModelVersion.id)).all()
+    versions = db.scalars(
+        select(ModelVersion).where(condition).order_by(ModelVersion.created_at, ModelVersion.id)
+    ).all()
     return [
         ModelVersionStats(
-            id=v.id, round=i + 1, name=v.name, architecture=v.architecture, origin=v.origin.value,
-            status=v.status.value, active=v.id == project.active_model_version_id, parent_id=v.parent_id,
-            metrics=v.metrics or {}, created_at=v.created_at,
+            id=v.id,
+            round=i + 1,
+            name=v.name,
+            architecture=v.architecture,
+            origin=v.origin.value,
+            status=v.status.value,
+            active=v.id == project.active_model_version_id,
+            parent_id=v.parent_id,
+            metrics=v.metrics or {},
+            created_at=v.created_at,
         )
         for i, v in enumerate(versions)
     ]
 
 
 def job_stats(db: Session, project_id: int) -> JobsOut:
-    active = db.scalars(select(Job).where(Job.project_id == project_id, Job.status.in_((JobStatus.queued, JobStatus.running)))
-                        .order_by(Job.id.desc())).all()
-    recent = db.scalars(select(Job).where(Job.project_id == project_id, Job.status.not_in((JobStatus.queued, JobStatus.running)))
-                        .order_by(Job.id.desc()).limit(RECENT_JOBS)).all()
+    active = db.scalars(
+        select(Job)
+        .where(Job.project_id == project_id, Job.status.in_((JobStatus.queued, JobStatus.running)))
+        .order_by(Job.id.desc())
+    ).all()
+    recent = db.scalars(
+        select(Job)
+        .where(Job.project_id == project_id, Job.status.not_in((JobStatus.queued, JobStatus.running)))
+        .order_by(Job.id.desc())
+        .limit(RECENT_JOBS)
+    ).all()
     return JobsOut(active=[JobOut.model_validate(j) for j in active], recent=[JobOut.model_validate(j) for j in recent])
 
 
@@ -284,8 +355,16 @@ def dashboard(db: Session, project: Project, scope: Scope) -> DashboardOut:
     images = image_stats(db, project, scope)
     masks, timing, prefill = mask_stats(db, scope, images.total)
     return DashboardOut(
-        project_id=project.id, scope=scope.name, images=images, masks=masks, timing=timing, prefill=prefill, review=review_stats(db, scope), models=model_rounds(db, project),
-        jobs=job_stats(db, project.id), gate=GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project))),
+        project_id=project.id,
+        scope=scope.name,
+        images=images,
+        masks=masks,
+        timing=timing,
+        prefill=prefill,
+        review=review_stats(db, scope),
+        models=model_rounds(db, project),
+        jobs=job_stats(db, project.id),
+        gate=GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project))),
     )
 
 
@@ -295,53 +374,102 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     if scope.author_id is not None:
         where.append(MaskTotal.author_key == scope.author_id)
     rows = db.execute(
-        select(MaskTotal.author_key, User.username, func.sum(MaskTotal.masks), func.sum(MaskTotal.timed),
-               func.sum(MaskTotal.seconds), func.sum(MaskTotal.clicked), func.sum(MaskTotal.clicks))
-        .join(User, User.id == MaskTotal.author_key).where(*where, MaskTotal.author_key > 0)
-        .group_by(MaskTotal.author_key, User.username).having(func.sum(MaskTotal.masks) > 0)
+        select(
+            MaskTotal.author_key,
+            User.username,
+            func.sum(MaskTotal.masks),
+            func.sum(MaskTotal.timed),
+            func.sum(MaskTotal.seconds),
+            func.sum(MaskTotal.clicked),
+            func.sum(MaskTotal.clicks),
+        )
+        .join(User, User.id == MaskTotal.author_key)
+        .where(*where, MaskTotal.author_key > 0)
+        .group_by(MaskTotal.author_key, User.username)
+        .having(func.sum(MaskTotal.masks) > 0)
         .order_by(MaskTotal.author_key)
     ).all()
-    done = {a: int(n) for a, n in db.execute(
-        select(ImageStat.assignee_key, ImageStat.images).where(
-            ImageStat.project_id == scope.project_id, ImageStat.status == ImageStatus.done.value, ImageStat.assignee_key > 0))}
+    done = {
+        a: int(n)
+        for a, n in db.execute(
+            select(ImageStat.assignee_key, ImageStat.images).where(
+                ImageStat.project_id == scope.project_id,
+                ImageStat.status == ImageStatus.done.value,
+                ImageStat.assignee_key > 0,
+            )
+        )
+    }
     buckets = _author_buckets(db, scope.project_id)
     authors = [row[0] for row in rows]
     times = many_percentiles(db, [(Scope(scope.project_id, a), buckets.get(a, [])) for a in authors], [0.5, 0.9])
     span = {}
     if authors:  # first and last live mask of each author: two index probes each, one statement
+
         def edge(agg):  # type: ignore[no-untyped-def]
-            return (select(agg(Mask.created_at)).where(Mask.project_id == scope.project_id, Mask.deleted_at.is_(None),
-                                                       Mask.author_id == User.id).scalar_subquery())
-        span = {uid: (first, last) for uid, first, last in
-                db.execute(select(User.id, edge(func.min), edge(func.max)).where(User.id.in_(authors)))}
+            return (
+                select(agg(Mask.created_at))
+                .where(Mask.project_id == scope.project_id, Mask.deleted_at.is_(None), Mask.author_id == User.id)
+                .scalar_subquery()
+            )
+
+        span = {
+            uid: (first, last)
+            for uid, first, last in db.execute(
+                select(User.id, edge(func.min), edge(func.max)).where(User.id.in_(authors))
+            )
+        }
     out = []
     for (author_id, username, n, timed, seconds, clicked, clicks), (median, p90) in zip(rows, times, strict=True):
         n, timed, seconds, clicked, clicks = int(n), int(timed), float(seconds or 0), int(clicked), int(clicks or 0)
         first, last = span[author_id]
-        out.append(AnnotatorRow(
-            user_id=author_id, username=username, masks=n, images_done=done.get(author_id, 0),
-            timed_masks=timed, total_seconds=seconds, seconds_per_mask_median=median, seconds_per_mask_p90=p90,
-            masks_per_hour=timed * 3600.0 / seconds if seconds > 0 else None,
-            clicks_per_mask=clicks / clicked if clicked else None,
-            first_mask_at=first, last_mask_at=last,
-        ))
+        out.append(
+            AnnotatorRow(
+                user_id=author_id,
+                username=username,
+                masks=n,
+                images_done=done.get(author_id, 0),
+                timed_masks=timed,
+                total_seconds=seconds,
+                seconds_per_mask_median=median,
+                seconds_per_mask_p90=p90,
+                masks_per_hour=timed * 3600.0 / seconds if seconds > 0 else None,
+                clicks_per_mask=clicks / clicked if clicked else None,
+                first_mask_at=first,
+                last_mask_at=last,
+            )
+        )
     return out
 
 
 def timeline(db: Session, scope: Scope, bucket: Bucket) -> list[TimelineRow]:
     """Masks made per hour/day (UTC), and the annotation throughput within each."""
-    key = (MaskStat.hour if bucket == "hour"
-           else func.substr(MaskStat.hour, 1, 10, type_=String) + "T00:00:00").label("bucket")
+    key = (MaskStat.hour if bucket == "hour" else func.substr(MaskStat.hour, 1, 10, type_=String) + "T00:00:00").label(
+        "bucket"
+    )
     author = case((and_(MaskStat.masks > 0, MaskStat.author_key > 0), MaskStat.author_key))
     rows = db.execute(
-        select(key, func.sum(MaskStat.masks), func.sum(case((MaskStat.source == MaskSource.manual.value, MaskStat.masks),
-                                                            else_=0)),
-               func.sum(MaskStat.timed), func.sum(MaskStat.seconds), func.count(func.distinct(author)))
-        .where(*_stats_where(scope)).group_by(key).having(func.sum(MaskStat.masks) > 0).order_by(key)
+        select(
+            key,
+            func.sum(MaskStat.masks),
+            func.sum(case((MaskStat.source == MaskSource.manual.value, MaskStat.masks), else_=0)),
+            func.sum(MaskStat.timed),
+            func.sum(MaskStat.seconds),
+            func.count(func.distinct(author)),
+        )
+        .where(*_stats_where(scope))
+        .group_by(key)
+        .having(func.sum(MaskStat.masks) > 0)
+        .order_by(key)
     ).all()
     return [
-        TimelineRow(bucket=b, masks=int(n), manual_masks=int(manual), timed_masks=int(timed),
-                    total_seconds=float(s or 0), masks_per_hour=int(timed) * 3600.0 / float(s) if s else None,
-                    annotators=people)
+        TimelineRow(
+            bucket=b,
+            masks=int(n),
+            manual_masks=int(manual),
+            timed_masks=int(timed),
+            total_seconds=float(s or 0),
+            masks_per_hour=int(timed) * 3600.0 / float(s) if s else None,
+            annotators=people,
+        )
         for b, n, manual, timed, s, people in rows
     ]

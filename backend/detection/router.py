@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 
@@ -31,13 +30,20 @@ TRAIN_KIND, PROPOSE_KIND = "detect_train", "detect"
 
 
 def _pending(db: SessionDep, project_id: int, kind: str) -> Job | None:
-    return db.scalar(select(Job).where(Job.project_id == project_id, Job.kind == kind,
-                                       Job.status.in_((JobStatus.queued, JobStatus.running))).order_by(Job.id.desc()))
+    return db.scalar(
+        select(Job)
+        .where(Job.project_id == project_id, Job.kind == kind, Job.status.in_((JobStatus.queued, JobStatus.running)))
+        .order_by(Job.id.desc())
+    )
 
 
 @router.post("/api/projects/{project_id}/detector/train", status_code=status.HTTP_202_ACCEPTED)
 def train(
-    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep,
+    project: ProjectForJobStarter,
+    db: SessionDep,
+    user: CurrentUser,
+    storage: StorageDep,
+    settings: SettingsDep,
     params: DetectorTrainParams | None = None,
 ) -> JobOut:
     params = params or DetectorTrainParams()
@@ -50,10 +56,17 @@ def train(
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
     number = len(service.list_versions(db, project.id)) + 1
-    job = jobs.create_job(db, TRAIN_KIND, project.id, user.id, message=f"detector training on model version {version.id}")
+    job = jobs.create_job(
+        db, TRAIN_KIND, project.id, user.id, message=f"detector training on model version {version.id}"
+    )
     detector = DetectorVersion(
-        project_id=project.id, model_version_id=version.id, job_id=job.id, name=f"detector v{number}",
-        status=ModelStatus.training, hyperparameters=params.model_dump(), created_by=user.id,
+        project_id=project.id,
+        model_version_id=version.id,
+        job_id=job.id,
+        name=f"detector v{number}",
+        status=ModelStatus.training,
+        hyperparameters=params.model_dump(),
+        created_by=user.id,
     )
     db.add(detector)
     db.flush()
@@ -70,7 +83,11 @@ def list_detectors(project: ProjectForMember, db: SessionDep) -> list[DetectorVe
 
 @router.post("/api/projects/{project_id}/detector/propose", status_code=status.HTTP_202_ACCEPTED)
 def propose(
-    project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, settings: SettingsDep, params: ProposeParams | None = None,
+    project: ProjectForJobStarter,
+    db: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    params: ProposeParams | None = None,
 ) -> JobOut:
     params = params or ProposeParams()
     if params.detector_version_id is None:
@@ -78,18 +95,24 @@ def propose(
     else:
         detector = db.get(DetectorVersion, params.detector_version_id)
         if detector is None or detector.project_id != project.id:
-            raise HTTPException(status_code=status.HTTP_404_NOT_FOUND,
-                                detail=f"detector version {params.detector_version_id} not found in this project")
+            raise HTTPException(
+                status_code=status.HTTP_404_NOT_FOUND,
+                detail=f"detector version {params.detector_version_id} not found in this project",
+            )
     if detector is None or detector.status != ModelStatus.ready:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT,
-                            detail="no ready detector version: train one first (POST /api/projects/"
-                                   f"{project.id}/detector/train)")
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=f"no ready detector version: train one first (POST /api/projects/{project.id}/detector/train)",
+        )
     pending = _pending(db, project.id, PROPOSE_KIND)
     if pending is not None:
         return JobOut.model_validate(pending)
     job = jobs.create_job(db, PROPOSE_KIND, project.id, user.id, message=f"pre-filling masks with {detector.name}")
-    job.result = {**job.result, "detector_version_id": detector.id,
-                  "params": {**params.model_dump(), "detector_version_id": detector.id}}
+    job.result = {
+        **job.result,
+        "detector_version_id": detector.id,
+        "params": {**params.model_dump(), "detector_version_id": detector.id},
+    }
     jobs.submit(db, job, settings)
     db.refresh(job)
     return JobOut.model_validate(job)

@@ -20,12 +20,19 @@ class DetectorTrainParams(RequestModel):
     epochs: int = Field(default=40, ge=1, le=1000)
     width: int = Field(default=64, ge=8, le=512)
     depth: int = Field(default=3, ge=1, le=8)
-    score_thresh: float = Field(default=0.5, ge=0.0, le=1.0, description="operating point of the held-out recall/precision")
+    score_thresh: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="operating point of the held-out recall/precision"
+    )
 
     def detector_config(self) -> dict[str, Any]:
         """The `model_server.detector.DetectorConfig` fields these parameters set."""
-        return {"epochs": self.epochs, "width": self.width, "depth": self.depth, "seed": self.seed,
-                "min_boxes": self.min_boxes}
+        return {
+            "epochs": self.epochs,
+            "width": self.width,
+            "depth": self.depth,
+            "seed": self.seed,
+            "min_boxes": self.min_boxes,
+        }
 
 
 class ProposeParams(RequestModel):

@@ -48,11 +48,14 @@ class NotEnoughData(ValueError):
 def training_boxes(db: Session, project_id: int) -> dict[int, list[list[float]]]:
     """image id -> boxes [x0, y0, x1, y1] (original frame, pixel edges) of the project's accepted masks."""
     rows = db.execute(
-        select(Mask.image_id, Mask.bbox).where(
-            Mask.project_id == project_id, Mask.deleted_at.is_(None),
+        select(Mask.image_id, Mask.bbox)
+        .where(
+            Mask.project_id == project_id,
+            Mask.deleted_at.is_(None),
             Mask.review_status != ReviewStatus.rejected,
             or_(Mask.source == MaskSource.manual, Mask.prefill_outcome == PrefillOutcome.kept),
-        ).order_by(Mask.image_id, Mask.id)
+        )
+        .order_by(Mask.image_id, Mask.id)
     ).all()
     boxes: dict[int, list[list[float]]] = {}
     for image_id, (x, y, w, h) in rows:
@@ -65,11 +68,15 @@ def check_enough(boxes: Mapping[int, Sequence[Any]], min_boxes: int) -> None:
     """Raises `NotEnoughData` naming the counts unless there are `min_boxes` boxes on `MIN_IMAGES` images."""
     n_boxes, n_images = sum(len(b) for b in boxes.values()), len(boxes)
     if n_boxes == 0:
-        raise NotEnoughData("no annotated masks to train a detector on (0 masks on 0 images): annotate some images in the "
-                            f"assisted-manual stage first (at least {min_boxes} masks on {MIN_IMAGES} images)")
+        raise NotEnoughData(
+            "no annotated masks to train a detector on (0 masks on 0 images): annotate some images in the "
+            f"assisted-manual stage first (at least {min_boxes} masks on {MIN_IMAGES} images)"
+        )
     if n_boxes < min_boxes or n_images < MIN_IMAGES:
-        raise NotEnoughData(f"too few annotated masks to train a detector: {n_boxes} masks on {n_images} images, "
-                            f"at least {min_boxes} masks on {MIN_IMAGES} images needed")
+        raise NotEnoughData(
+            f"too few annotated masks to train a detector: {n_boxes} masks on {n_images} images, "
+            f"at least {min_boxes} masks on {MIN_IMAGES} images needed"
+        )
 
 
 def split_images(image_ids: Sequence[int], heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -81,26 +88,43 @@ def split_images(image_ids: Sequence[int], heldout_fraction: float, seed: int) -
 
 
 def latest_ready(db: Session, project_id: int) -> DetectorVersion | None:
-    return db.scalar(select(DetectorVersion).where(
-        DetectorVersion.project_id == project_id, DetectorVersion.status == ModelStatus.ready,
-    ).order_by(DetectorVersion.id.desc()))
+    return db.scalar(
+        select(DetectorVersion)
+        .where(
+            DetectorVersion.project_id == project_id,
+            DetectorVersion.status == ModelStatus.ready,
+        )
+        .order_by(DetectorVersion.id.desc())
+    )
 
 
 def count_ready(db: Session, project_id: int) -> int:
-    return int(db.scalar(select(func.count()).select_from(DetectorVersion).where(
-        DetectorVersion.project_id == project_id, DetectorVersion.status == ModelStatus.ready)) or 0)
+    return int(
+        db.scalar(
+            select(func.count())
+            .select_from(DetectorVersion)
+            .where(DetectorVersion.project_id == project_id, DetectorVersion.status == ModelStatus.ready)
+        )
+        or 0
+    )
 
 
 def list_versions(db: Session, project_id: int) -> list[DetectorVersion]:
-    return list(db.scalars(select(DetectorVersion).where(DetectorVersion.project_id == project_id)
-                           .order_by(DetectorVersion.id.desc())))
+    return list(
+        db.scalars(
+            select(DetectorVersion).where(DetectorVersion.project_id == project_id).order_by(DetectorVersion.id.desc())
+        )
+    )
 
 
 def images_to_propose(db: Session, project_id: int) -> tuple[int, list[int]]:
     """(number of the project's images, ids of those neither proposed nor done in stage 2, id order)."""
     proposed = select(DetectorProposal.image_id).where(DetectorProposal.project_id == project_id)
-    rows = db.execute(select(Image.id, Image.stage_done).where(Image.project_id == project_id, Image.id.not_in(proposed))
-                      .order_by(Image.id)).all()
+    rows = db.execute(
+        select(Image.id, Image.stage_done)
+        .where(Image.project_id == project_id, Image.id.not_in(proposed))
+        .order_by(Image.id)
+    ).all()
     total = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project_id)) or 0
     return int(total), [image_id for image_id, done in rows if STAGE.value not in (done or {})]
 
@@ -117,7 +141,11 @@ class Stored:
 
 
 def store_proposals(
-    db: Session, image: Image, detector: DetectorVersion, n_boxes: int, records: Sequence[Mapping[str, Any]],
+    db: Session,
+    image: Image,
+    detector: DetectorVersion,
+    n_boxes: int,
+    records: Sequence[Mapping[str, Any]],
 ) -> Stored:
     """Insert `image`'s pre-filled masks and its proposal row in one transaction (committed here).
 
@@ -135,23 +163,40 @@ def store_proposals(
     for record in records:
         segmentation = record["segmentation"]
         if [int(v) for v in segmentation["size"]] != [image.height, image.width]:
-            raise ValueError(f"proposal of size {segmentation['size']} for image {image.id} of size "
-                             f"{[image.height, image.width]}")
+            raise ValueError(
+                f"proposal of size {segmentation['size']} for image {image.id} of size {[image.height, image.width]}"
+            )
         encoded = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
         area = int(mask_util.area(encoded))
         if area == 0:
             continue
-        db.add(Mask(
-            image_id=image.id, project_id=image.project_id,
-            rle={"size": [image.height, image.width], "counts": segmentation["counts"]},
-            bbox=[float(v) for v in mask_util.toBbox(encoded)], area=area,
-            source=MaskSource.detector, stage=STAGE, predicted_iou=float(record["predicted_iou"]),
-            prompts={"box": [float(v) for v in record["box"]], "detector_score": float(record["score"]),
-                     "detector_version_id": detector.id},
-        ))
+        db.add(
+            Mask(
+                image_id=image.id,
+                project_id=image.project_id,
+                rle={"size": [image.height, image.width], "counts": segmentation["counts"]},
+                bbox=[float(v) for v in mask_util.toBbox(encoded)],
+                area=area,
+                source=MaskSource.detector,
+                stage=STAGE,
+                predicted_iou=float(record["predicted_iou"]),
+                prompts={
+                    "box": [float(v) for v in record["box"]],
+                    "detector_score": float(record["score"]),
+                    "detector_version_id": detector.id,
+                },
+            )
+        )
         stored += 1
-    db.add(DetectorProposal(image_id=image.id, project_id=image.project_id, detector_version_id=detector.id,
-                            boxes=int(n_boxes), masks=stored))
+    db.add(
+        DetectorProposal(
+            image_id=image.id,
+            project_id=image.project_id,
+            detector_version_id=detector.id,
+            boxes=int(n_boxes),
+            masks=stored,
+        )
+    )
     try:
         db.commit()
     except IntegrityError:  # another run proposed this image first

@@ -46,8 +46,16 @@ def propose_masks(job_id: int) -> str:
     return run_job(job_id, propose_project)
 
 
-def _samples(ctx: JobContext, storage: LocalStorage, client: ModelServerClient, version: ModelVersion,
-             boxes: dict[int, list[list[float]]], image_ids: list[int], start: int, end: int) -> list[tuple]:
+def _samples(
+    ctx: JobContext,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    version: ModelVersion,
+    boxes: dict[int, list[list[float]]],
+    image_ids: list[int],
+    start: int,
+    end: int,
+) -> list[tuple]:
     """(embedding 256x64x64 float16, original (h, w), input (h, w), boxes Kx4) per image, embedding
     missing ones; progress moves from `start` to `end` thousandths."""
     spec = model_spec(version, storage)
@@ -96,8 +104,11 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
     heldout = _samples(ctx, storage, client, version, boxes, heldout_ids, middle, _EMBED_END)
 
     def progress(epoch: int, epochs: int, loss: float) -> None:
-        ctx.progress(_EMBED_END + (_TRAIN_END - _EMBED_END) * epoch // epochs, 1000,
-                     f"training epoch {epoch}/{epochs}, loss {loss:.3f}")
+        ctx.progress(
+            _EMBED_END + (_TRAIN_END - _EMBED_END) * epoch // epochs,
+            1000,
+            f"training epoch {epoch}/{epochs}, loss {loss:.3f}",
+        )
 
     key = f"detectors/{detector.project_id}/{detector.id}/detector.pt"
     tmp = storage.temp_path(".pt")
@@ -114,8 +125,12 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
     detector.train_image_ids, detector.heldout_image_ids = train_ids, heldout_ids
     detector.status = ModelStatus.ready
     db.commit()
-    return {"detector_version_id": detector.id, "metrics": heldout_metrics,
-            "train_images": len(train_ids), "heldout_images": len(heldout_ids)}
+    return {
+        "detector_version_id": detector.id,
+        "metrics": heldout_metrics,
+        "train_images": len(train_ids),
+        "heldout_images": len(heldout_ids),
+    }
 
 
 def propose_project(ctx: JobContext) -> dict[str, Any]:
@@ -153,11 +168,18 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
                 row = get_or_compute(db, storage, client, version, spec, image)
                 embedding, original, inner = load_embedding(storage.path(row.storage_key))
                 n_boxes, records = client.propose_masks(
-                    spec, weights, embedding, original, inner, score_thresh=params.score_thresh,
-                    pred_iou_thresh=params.pred_iou_thresh, nms_thresh=params.nms_thresh,
-                    max_boxes=params.max_boxes)
+                    spec,
+                    weights,
+                    embedding,
+                    original,
+                    inner,
+                    score_thresh=params.score_thresh,
+                    pred_iou_thresh=params.pred_iou_thresh,
+                    nms_thresh=params.nms_thresh,
+                    max_boxes=params.max_boxes,
+                )
                 stored = service.store_proposals(db, image, detector, n_boxes, records)
-            except Exception as error:  # noqa: BLE001 - recorded on the image (not proposed), the job goes on
+            except Exception as error:
                 db.rollback()
                 failed.add(image_id, error)
             else:
@@ -167,6 +189,13 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
         done += 1
         ctx.progress(done, total, f"{done}/{total} images, {masks} pre-filled masks{failed.suffix()}")
     failed.raise_if_all_failed(succeeded + len(busy))
-    return {"detector_version_id": detector.id, "params": params.model_dump(), "total": total,
-            "proposed": proposed, "boxes": boxes, "masks": masks, "skipped_locked_image_ids": busy,
-            **failed.result()}
+    return {
+        "detector_version_id": detector.id,
+        "params": params.model_dump(),
+        "total": total,
+        "proposed": proposed,
+        "boxes": boxes,
+        "masks": masks,
+        "skipped_locked_image_ids": busy,
+        **failed.result(),
+    }

@@ -10,7 +10,6 @@ the same URL serves another embedding once the project's active version changes.
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 
@@ -27,16 +26,17 @@ from model_server import api
 router = APIRouter(tags=["embeddings"])
 
 
-
 @router.post("/api/projects/{project_id}/embed", status_code=status.HTTP_202_ACCEPTED)
 def embed_project(
     project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep
 ) -> JobOut:
     """Start (or return the already queued/running) job embedding the project's images."""
     version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
-    pending = db.scalar(select(Job).where(
-        Job.project_id == project.id, Job.kind == "embed",
-        Job.status.in_((JobStatus.queued, JobStatus.running))).order_by(Job.id.desc()))
+    pending = db.scalar(
+        select(Job)
+        .where(Job.project_id == project.id, Job.kind == "embed", Job.status.in_((JobStatus.queued, JobStatus.running)))
+        .order_by(Job.id.desc())
+    )
     if pending is not None and (pending.result or {}).get("model_version_id") == version.id:
         return JobOut.model_validate(pending)
     job = jobs.create_job(db, "embed", project.id, user.id, message=f"embedding with model version {version.id}")
@@ -46,10 +46,14 @@ def embed_project(
     return JobOut.model_validate(job)
 
 
-@router.get("/api/images/{image_id}/embedding", response_class=Response, responses={
-    200: {"content": {"application/octet-stream": {}}, "description": "float16 1x256x64x64"},
-    304: {"description": "unchanged (If-None-Match)"},
-})
+@router.get(
+    "/api/images/{image_id}/embedding",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "float16 1x256x64x64"},
+        304: {"description": "unchanged (If-None-Match)"},
+    },
+)
 def get_image_embedding(
     image: ImageForMember, request: Request, db: SessionDep, storage: StorageDep, settings: SettingsDep
 ) -> Response:
@@ -59,7 +63,11 @@ def get_image_embedding(
     etag = f'"emb-{version.id}-{image.id}-{image.sha256[:16]}"'
     cache = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Model-Version": str(version.id)}
     existing = service.find_embedding(db, image.id, version.id)
-    if existing is not None and etag in request.headers.get("If-None-Match", "") and storage.exists(existing.storage_key):
+    if (
+        existing is not None
+        and etag in request.headers.get("If-None-Match", "")
+        and storage.exists(existing.storage_key)
+    ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
     try:
         row = service.get_or_compute(db, storage, client, version, model_spec(version, storage), image)

@@ -51,20 +51,27 @@ def load_image_rgb(storage: LocalStorage, image: Image) -> np.ndarray:
 
 
 def find_embedding(db: Session, image_id: int, model_version_id: int) -> Embedding | None:
-    return db.scalar(select(Embedding).where(Embedding.image_id == image_id,
-                                             Embedding.model_version_id == model_version_id))
+    return db.scalar(
+        select(Embedding).where(Embedding.image_id == image_id, Embedding.model_version_id == model_version_id)
+    )
 
 
 def missing_image_ids(db: Session, project_id: int, model_version_id: int) -> list[int]:
     """Ids of the project's images without an embedding of `model_version_id`, in id order."""
     done = select(Embedding.image_id).where(Embedding.model_version_id == model_version_id)
-    return list(db.scalars(select(Image.id).where(Image.project_id == project_id, Image.id.not_in(done))
-                           .order_by(Image.id)))
+    return list(
+        db.scalars(select(Image.id).where(Image.project_id == project_id, Image.id.not_in(done)).order_by(Image.id))
+    )
 
 
 def compute_embeddings(
-    db: Session, storage: LocalStorage, client: ModelServerClient, version: ModelVersion,
-    spec: ModelSpec, images: Sequence[Image], arrays: Sequence[np.ndarray] | None = None,
+    db: Session,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    version: ModelVersion,
+    spec: ModelSpec,
+    images: Sequence[Image],
+    arrays: Sequence[np.ndarray] | None = None,
 ) -> list[Embedding]:
     """Embed `images` in one client call, store each file, then insert and commit each row.
 
@@ -83,9 +90,15 @@ def compute_embeddings(
         finally:
             tmp.unlink(missing_ok=True)
         row = Embedding(
-            image_id=image.id, model_version_id=version.id, storage_key=key, dtype=api.EMBEDDING_DTYPE,
-            shape=list(api.EMBEDDING_SHAPE), original_h=result.original_size[0],
-            original_w=result.original_size[1], input_h=result.input_size[0], input_w=result.input_size[1],
+            image_id=image.id,
+            model_version_id=version.id,
+            storage_key=key,
+            dtype=api.EMBEDDING_DTYPE,
+            shape=list(api.EMBEDDING_SHAPE),
+            original_h=result.original_size[0],
+            original_w=result.original_size[1],
+            input_h=result.input_size[0],
+            input_w=result.input_size[1],
         )
         db.add(row)
         try:
@@ -98,7 +111,11 @@ def compute_embeddings(
 
 
 def get_or_compute(
-    db: Session, storage: LocalStorage, client: ModelServerClient, version: ModelVersion, spec: ModelSpec,
+    db: Session,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    version: ModelVersion,
+    spec: ModelSpec,
     image: Image,
 ) -> Embedding:
     """The image's embedding for `version`, computed now if missing (or if its file went missing)."""

@@ -57,12 +57,24 @@ def _embed_project(ctx: JobContext) -> dict[str, Any]:
         done += len(ids)
         ctx.progress(done, total, f"{done}/{total} images embedded{failed.suffix()}")
     failed.raise_if_all_failed(embedded)
-    return {"model_version_id": version.id, "total": total, "embedded": embedded,
-            "already_done": total - len(todo), **failed.result()}
+    return {
+        "model_version_id": version.id,
+        "total": total,
+        "embedded": embedded,
+        "already_done": total - len(todo),
+        **failed.result(),
+    }
 
 
-def _embed_batch(db: Session, storage: LocalStorage, client: ModelServerClient, version: ModelVersion,
-                 spec: ModelSpec, ids: list[int], failed: FailedImages) -> int:
+def _embed_batch(
+    db: Session,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    version: ModelVersion,
+    spec: ModelSpec,
+    ids: list[int],
+    failed: FailedImages,
+) -> int:
     """Embed the images `ids` in one call; if that fails, one by one, so that only the images that fail
     on their own are recorded in `failed`. Returns how many were embedded."""
     images, arrays = [], []
@@ -70,14 +82,14 @@ def _embed_batch(db: Session, storage: LocalStorage, client: ModelServerClient, 
         try:
             arrays.append(service.load_image_rgb(storage, image))
             images.append(image)
-        except Exception as error:  # noqa: BLE001 - recorded on the image, the job goes on
+        except Exception as error:
             failed.add(image.id, error)
     if not images:
         return 0
     try:
         service.compute_embeddings(db, storage, client, version, spec, images, arrays)
         return len(images)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         db.rollback()
         if len(images) == 1:
             failed.add(images[0].id, error)

@@ -69,7 +69,11 @@ def _json(document: object) -> bytes:
 
 
 def export_chunks(
-    db: Session, storage: LocalStorage, project_id: int, fmt: str, include_images: bool,
+    db: Session,
+    storage: LocalStorage,
+    project_id: int,
+    fmt: str,
+    include_images: bool,
     progress: Progress | None = None,
 ) -> Iterator[bytes]:
     """The tar archive of the project in `fmt` ("sa1b" | "coco"), as consecutive byte chunks.
@@ -89,7 +93,7 @@ def export_chunks(
 
     mtime = time.time()
     sink = _Sink()
-    tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - closed below
+    tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)
     instances: Path | None = None
     try:
         if fmt == "coco":

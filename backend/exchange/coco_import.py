@@ -49,8 +49,10 @@ Number = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_
 Score = Annotated[float, Field(allow_inf_nan=False, ge=-1000, le=1000)]  # untrained models exceed 0..1
 Name = Annotated[str, Field(min_length=1, max_length=1000)]
 Id = Annotated[int, Field(ge=-(2**63), lt=2**63)]
-Polygons = Annotated[list[Annotated[list[Number], Field(min_length=6, max_length=2 * MAX_POLYGON_POINTS)]],
-                     Field(min_length=1, max_length=MAX_POLYGONS)]
+Polygons = Annotated[
+    list[Annotated[list[Number], Field(min_length=6, max_length=2 * MAX_POLYGON_POINTS)]],
+    Field(min_length=1, max_length=MAX_POLYGONS),
+]
 
 
 def _segmentation_kind(value: Any) -> str | None:
@@ -58,9 +60,14 @@ def _segmentation_kind(value: Any) -> str | None:
     return "rle" if isinstance(value, dict) else "polygons" if isinstance(value, list) else None
 
 
-Segmentation = Annotated[Annotated[RleIn, Tag("rle")] | Annotated[Polygons, Tag("polygons")],
-                         Discriminator(_segmentation_kind, custom_error_type="segmentation",
-                                       custom_error_message="must be an RLE object or a list of polygons")]
+Segmentation = Annotated[
+    Annotated[RleIn, Tag("rle")] | Annotated[Polygons, Tag("polygons")],
+    Discriminator(
+        _segmentation_kind,
+        custom_error_type="segmentation",
+        custom_error_message="must be an RLE object or a list of polygons",
+    ),
+]
 
 
 class CocoImage(BaseModel):
@@ -138,8 +145,11 @@ def _polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> di
     outline = 0.0
     for polygon in polygons:
         xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-        if (xy < -POLYGON_TOLERANCE).any() or (xy[:, 0] > width + POLYGON_TOLERANCE).any() \
-                or (xy[:, 1] > height + POLYGON_TOLERANCE).any():
+        if (
+            (xy < -POLYGON_TOLERANCE).any()
+            or (xy[:, 0] > width + POLYGON_TOLERANCE).any()
+            or (xy[:, 1] > height + POLYGON_TOLERANCE).any()
+        ):
             raise InvalidRle(f"polygon coordinates must lie inside the {width}x{height} image (x, y)")
         outline += float(np.abs(np.diff(xy, axis=0, append=xy[:1])).max(axis=1).sum())
     if outline > OUTLINE_CROSSINGS * (height + width):
@@ -183,21 +193,35 @@ def import_coco(db: Session, project: Project, user: User, body: bytes) -> Impor
         image = candidates[0]
         segmentation = annotation.segmentation
         try:
-            rle = segmentation.model_dump() if isinstance(segmentation, RleIn) \
+            rle = (
+                segmentation.model_dump()
+                if isinstance(segmentation, RleIn)
                 else _polygons_to_rle(segmentation, image.height, image.width)
+            )
             checked = check_rle(rle, image.height, image.width)
         except InvalidRle as error:
             errors.append(f"{label} (image {name!r}): invalid segmentation: {error}")
             continue
-        masks.append(Mask(
-            client_id=f"coco-{project.id}-{digest}-{annotation_id}"[:64],
-            image_id=image.id, project_id=project.id, rle=checked.rle, bbox=checked.bbox, area=checked.area,
-            source=annotation.source or MaskSource.manual, stage=project.stage, author_id=user.id,
-            predicted_iou=annotation.predicted_iou, stability_score=annotation.stability_score,
-            point_coords=[list(p) for p in annotation.point_coords] if annotation.point_coords is not None else None,
-            crop_box=list(annotation.crop_box) if annotation.crop_box is not None else None,
-            prompts={"import": {"format": "coco", "annotation_id": annotation.id}},
-        ))
+        masks.append(
+            Mask(
+                client_id=f"coco-{project.id}-{digest}-{annotation_id}"[:64],
+                image_id=image.id,
+                project_id=project.id,
+                rle=checked.rle,
+                bbox=checked.bbox,
+                area=checked.area,
+                source=annotation.source or MaskSource.manual,
+                stage=project.stage,
+                author_id=user.id,
+                predicted_iou=annotation.predicted_iou,
+                stability_score=annotation.stability_score,
+                point_coords=[list(p) for p in annotation.point_coords]
+                if annotation.point_coords is not None
+                else None,
+                crop_box=list(annotation.crop_box) if annotation.crop_box is not None else None,
+                prompts={"import": {"format": "coco", "annotation_id": annotation.id}},
+            )
+        )
     if errors:
         raise CocoImportError(errors)
     ids = [m.client_id for m in masks]

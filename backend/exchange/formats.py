@@ -67,13 +67,18 @@ def iter_images(db: Session, project_id: int) -> Iterator[ExportImage]:
     """The project's images with their live masks, `IMAGES_PER_QUERY` at a time (keyset pages)."""
     last_id = 0
     while True:
-        images = db.scalars(select(Image).where(Image.project_id == project_id, Image.id > last_id)
-                            .order_by(Image.id).limit(IMAGES_PER_QUERY)).all()
+        images = db.scalars(
+            select(Image)
+            .where(Image.project_id == project_id, Image.id > last_id)
+            .order_by(Image.id)
+            .limit(IMAGES_PER_QUERY)
+        ).all()
         if not images:
             return
         masks: dict[int, list[Mask]] = {image.id: [] for image in images}
-        for mask in db.scalars(select(Mask).where(Mask.image_id.in_(list(masks)), Mask.deleted_at.is_(None))
-                               .order_by(Mask.id)):
+        for mask in db.scalars(
+            select(Mask).where(Mask.image_id.in_(list(masks)), Mask.deleted_at.is_(None)).order_by(Mask.id)
+        ):
             masks[mask.image_id].append(mask)
         for image in images:
             yield ExportImage(image, member_name(image), masks[image.id])
@@ -81,8 +86,13 @@ def iter_images(db: Session, project_id: int) -> Iterator[ExportImage]:
 
 
 def image_info(item: ExportImage) -> dict[str, Any]:
-    return {"image_id": item.image.id, "file_name": item.name, "original_file_name": item.image.file_name,
-            "width": item.image.width, "height": item.image.height}
+    return {
+        "image_id": item.image.id,
+        "file_name": item.name,
+        "original_file_name": item.image.file_name,
+        "width": item.image.width,
+        "height": item.image.height,
+    }
 
 
 def sa1b_annotation(mask: Mask) -> dict[str, Any]:
@@ -103,15 +113,28 @@ def sa1b_document(item: ExportImage) -> dict[str, Any]:
 
 
 def coco_image(item: ExportImage) -> dict[str, Any]:
-    return {"id": item.image.id, "file_name": item.name, "original_file_name": item.image.file_name,
-            "width": item.image.width, "height": item.image.height}
+    return {
+        "id": item.image.id,
+        "file_name": item.name,
+        "original_file_name": item.image.file_name,
+        "width": item.image.width,
+        "height": item.image.height,
+    }
 
 
 def coco_annotation(mask: Mask) -> dict[str, Any]:
     extra = sa1b_annotation(mask)
     return {
-        "id": mask.id, "image_id": mask.image_id, "category_id": CATEGORY["id"],
-        "segmentation": extra["segmentation"], "area": extra["area"], "bbox": extra["bbox"], "iscrowd": 0,
-        "predicted_iou": mask.predicted_iou, "stability_score": mask.stability_score,
-        "point_coords": mask.point_coords, "crop_box": mask.crop_box, "source": mask.source.value,
+        "id": mask.id,
+        "image_id": mask.image_id,
+        "category_id": CATEGORY["id"],
+        "segmentation": extra["segmentation"],
+        "area": extra["area"],
+        "bbox": extra["bbox"],
+        "iscrowd": 0,
+        "predicted_iou": mask.predicted_iou,
+        "stability_score": mask.stability_score,
+        "point_coords": mask.point_coords,
+        "crop_box": mask.crop_box,
+        "source": mask.source.value,
     }

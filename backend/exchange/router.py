@@ -20,7 +20,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import (
-    JOB_STARTERS, CurrentUser, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep, job_for,
+    JOB_STARTERS,
+    CurrentUser,
+    ProjectForJobStarter,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    job_for,
 )
 from backend.api.types import RequestModel
 from backend.exchange import formats
@@ -52,17 +58,29 @@ def _archive_name(project_id: int, fmt: str) -> str:
     return f"project-{project_id}-{fmt}.tar"
 
 
-@router.get("/api/projects/{project_id}/export", response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-tar": {}}}, 409: {"description": "too large: use a job"}})
+@router.get(
+    "/api/projects/{project_id}/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-tar": {}}}, 409: {"description": "too large: use a job"}},
+)
 def export_project(
-    project: ProjectForJobStarter, db: SessionDep, request: Request, settings: SettingsDep, storage: StorageDep,
-    format: Format = "sa1b", include_images: bool = False,  # noqa: A002 - the query parameter's name
+    project: ProjectForJobStarter,
+    db: SessionDep,
+    request: Request,
+    settings: SettingsDep,
+    storage: StorageDep,
+    format: Format = "sa1b",
+    include_images: bool = False,
 ) -> StreamingResponse:
     count = formats.count_images(db, project.id)
     if count > settings.export_stream_max_images:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=(
-            f"project {project.id} has {count} images (more than {settings.export_stream_max_images}): "
-            f"export it as a job with POST /api/projects/{project.id}/exports"))
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=(
+                f"project {project.id} has {count} images (more than {settings.export_stream_max_images}): "
+                f"export it as a job with POST /api/projects/{project.id}/exports"
+            ),
+        )
     sessions = request.app.state.session_factory
     project_id = project.id
 
@@ -70,13 +88,17 @@ def export_project(
         with sessions() as session:
             yield from export_chunks(session, storage, project_id, format, include_images)
 
-    return StreamingResponse(chunks(), media_type="application/x-tar", headers={
-        "Content-Disposition": f'attachment; filename="{_archive_name(project.id, format)}"'})
+    return StreamingResponse(
+        chunks(),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{_archive_name(project.id, format)}"'},
+    )
 
 
 @router.post("/api/projects/{project_id}/exports", status_code=status.HTTP_202_ACCEPTED)
-def start_export(project: ProjectForJobStarter, body: ExportIn, db: SessionDep, user: CurrentUser,
-                 settings: SettingsDep) -> JobOut:
+def start_export(
+    project: ProjectForJobStarter, body: ExportIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> JobOut:
     job = jobs.create_job(db, "export", project.id, user.id, message=f"{body.format} export queued")
     job.result = {**job.result, "format": body.format, "include_images": body.include_images}
     jobs.submit(db, job, settings)
@@ -91,14 +113,18 @@ def download_export(job: ExportJob, storage: StorageDep) -> FileResponse:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"export {job_id} not found")
     key = (job.result or {}).get("storage_key")
     if job.status != JobStatus.succeeded or not key or not storage.exists(key):
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT,
-                            detail=f"export {job_id} is not ready (job status {job.status.value})")
-    return FileResponse(storage.path(key), media_type="application/x-tar",
-                        filename=_archive_name(job.project_id, job.result["format"]))
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT, detail=f"export {job_id} is not ready (job status {job.status.value})"
+        )
+    return FileResponse(
+        storage.path(key), media_type="application/x-tar", filename=_archive_name(job.project_id, job.result["format"])
+    )
 
 
 @router.post("/api/projects/{project_id}/import/coco", status_code=status.HTTP_201_CREATED)
-async def import_coco_file(project: ProjectForJobStarter, request: Request, db: SessionDep, user: CurrentUser) -> ImportOut:
+async def import_coco_file(
+    project: ProjectForJobStarter, request: Request, db: SessionDep, user: CurrentUser
+) -> ImportOut:
     body = await request.body()
     try:
         result = await run_in_threadpool(import_coco, db, project, user, body)

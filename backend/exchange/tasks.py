@@ -54,5 +54,10 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
         storage.put_file(key, tmp)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"format": fmt, "include_images": include_images, "storage_key": key,
-            "download_url": download_url(job.id), "bytes": size}
+    return {
+        "format": fmt,
+        "include_images": include_images,
+        "storage_key": key,
+        "download_url": download_url(job.id),
+        "bytes": size,
+    }

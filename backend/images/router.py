@@ -11,7 +11,13 @@ from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile,
 from fastapi.responses import FileResponse
 
 from backend.api.deps import (
-    ImageForManager, ImageForMember, ProjectForManager, ProjectForMember, SessionDep, SettingsDep, StorageDep,
+    ImageForManager,
+    ImageForMember,
+    ProjectForManager,
+    ProjectForMember,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
 )
 from backend.api.types import MAX_DB_ID
 from backend.images import service
@@ -32,13 +38,21 @@ def upload_images(
     storage: StorageDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="one or more image files")] = [],  # noqa: B006
-    partial: Annotated[bool, Query(description="store the good files and list the others in `refused` "
-                                               "(default: any refused file fails the whole upload)")] = False,
+    partial: Annotated[
+        bool,
+        Query(
+            description="store the good files and list the others in `refused` "
+            "(default: any refused file fails the whole upload)"
+        ),
+    ] = False,
 ) -> UploadOut:
     if not files:
         raise HTTPException(status_code=400, detail="no files in the upload (multipart field `files`)")
     if len(files) > settings.max_files_per_request:
-        raise HTTPException(status_code=413, detail=f"{len(files)} files exceed the limit of {settings.max_files_per_request} per request")
+        raise HTTPException(
+            status_code=413,
+            detail=f"{len(files)} files exceed the limit of {settings.max_files_per_request} per request",
+        )
     incoming = [service.IncomingFile(f.filename or "", f.file) for f in files]
     try:
         result = service.upload_images(db, storage, settings, project, incoming, partial=partial)
@@ -53,8 +67,9 @@ def upload_images(
     )
 
 
-TOTAL_COUNT = {"X-Total-Count": {"description": "how many images match the filters, over all pages",
-                                 "schema": {"type": "integer"}}}
+TOTAL_COUNT = {
+    "X-Total-Count": {"description": "how many images match the filters, over all pages", "schema": {"type": "integer"}}
+}
 
 
 @router.get("/api/projects/{project_id}/images", responses={200: {"headers": TOTAL_COUNT}})
@@ -63,7 +78,9 @@ def list_images(
     db: SessionDep,
     response: Response,
     status_: Annotated[ImageStatus | None, Query(alias="status")] = None,
-    assigned_to: Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="only images assigned to this user")] = None,
+    assigned_to: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_ID, description="only images assigned to this user")
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ImageOut]:
@@ -98,7 +115,8 @@ def delete_image(image: ImageForManager, db: SessionDep, storage: StorageDep, se
 def get_image_file(image: ImageForMember, storage: StorageDep) -> FileResponse:
     ext = image.storage_key.rsplit(".", 1)[-1]
     return FileResponse(
-        storage.path(image.storage_key), media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
+        storage.path(image.storage_key),
+        media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
         headers={**IMMUTABLE, "ETag": f'"{image.sha256}"'},
     )
 
@@ -107,6 +125,7 @@ def get_image_file(image: ImageForMember, storage: StorageDep) -> FileResponse:
 def get_thumbnail(image: ImageForMember, storage: StorageDep, settings: SettingsDep) -> FileResponse:
     key = service.ensure_thumbnail(storage, image, settings.thumbnail_size)
     return FileResponse(
-        storage.path(key), media_type="image/jpeg",
+        storage.path(key),
+        media_type="image/jpeg",
         headers={**IMMUTABLE, "ETag": f'"{image.sha256}-{settings.thumbnail_size}"'},
     )

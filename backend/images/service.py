@@ -98,8 +98,11 @@ def _prepare(storage: LocalStorage, settings: Settings, incoming: IncomingFile) 
     temp = storage.temp_path()
     try:
         return prepare_image(
-            incoming.stream, clean_file_name(incoming.file_name), temp,
-            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
+            incoming.stream,
+            clean_file_name(incoming.file_name),
+            temp,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
         )
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -111,7 +114,9 @@ def _discard(prepared: Iterable[PreparedImage]) -> None:
         p.temp_path.unlink(missing_ok=True)
 
 
-def store_prepared(db: Session, storage: LocalStorage, project: Project, prepared: Sequence[PreparedImage]) -> StoreResult:
+def store_prepared(
+    db: Session, storage: LocalStorage, project: Project, prepared: Sequence[PreparedImage]
+) -> StoreResult:
     """Move prepared files into storage and commit their rows together; duplicates are reported.
 
     A duplicate is content (sha256 of the stored bytes) already in the project, or repeated within
@@ -137,8 +142,14 @@ def store_prepared(db: Session, storage: LocalStorage, project: Project, prepare
                 storage.put_file(key, p.temp_path)
                 created_keys.append(key)
             row = Image(
-                project_id=project.id, file_name=p.file_name, storage_key=key, sha256=p.sha256,
-                width=p.width, height=p.height, size_bytes=p.size_bytes, status=ImageStatus.new,
+                project_id=project.id,
+                file_name=p.file_name,
+                storage_key=key,
+                sha256=p.sha256,
+                width=p.width,
+                height=p.height,
+                size_bytes=p.size_bytes,
+                status=ImageStatus.new,
             )
             db.add(row)
             in_batch[p.sha256] = row
@@ -159,8 +170,13 @@ def store_prepared(db: Session, storage: LocalStorage, project: Project, prepare
 
 
 def upload_images(
-    db: Session, storage: LocalStorage, settings: Settings, project: Project, files: Sequence[IncomingFile],
-    *, partial: bool = False,
+    db: Session,
+    storage: LocalStorage,
+    settings: Settings,
+    project: Project,
+    files: Sequence[IncomingFile],
+    *,
+    partial: bool = False,
 ) -> ImportReport:
     """Validate every file, then store them. All-or-nothing unless `partial`: a refused file raises
     `UploadRejected` and nothing is stored; with `partial` the good files are stored and the refused
@@ -222,8 +238,9 @@ def list_images(
     if assigned_to is not None:
         where.append(Image.assigned_to == assigned_to)
     total = db.scalar(select(func.count(Image.id)).where(*where)) or 0
-    page = db.scalars(select(Image).where(*where).options(undefer_group("image_out"))
-                      .order_by(Image.id).offset(offset).limit(limit)).all()
+    page = db.scalars(
+        select(Image).where(*where).options(undefer_group("image_out")).order_by(Image.id).offset(offset).limit(limit)
+    ).all()
     return page, total
 
 

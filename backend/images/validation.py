@@ -132,12 +132,16 @@ def prepare_image(src: BinaryIO, file_name: str, temp_path: Path, *, max_bytes: 
                 raise ImageRejected(file_name, "image has no pixels", 400)
             if width * height > max_pixels:
                 raise ImageRejected(
-                    file_name, f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}", 413
+                    file_name,
+                    f"image too large: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+                    413,
                 )
             if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
                 raise ImageRejected(
-                    file_name, f"image of {width}x{height} pixels cannot be annotated: its longer side may be at "
-                               f"most {MAX_ASPECT_RATIO} times its shorter one", 400
+                    file_name,
+                    f"image of {width}x{height} pixels cannot be annotated: its longer side may be at "
+                    f"most {MAX_ASPECT_RATIO} times its shorter one",
+                    400,
                 )
             source_format = image.format or ""
             try:
@@ -163,7 +167,11 @@ def prepare_image(src: BinaryIO, file_name: str, temp_path: Path, *, max_bytes: 
                 sha256 = _hash_file(temp_path)
             out_w, out_h = rgb.size
     return PreparedImage(
-        file_name=file_name, temp_path=temp_path, sha256=sha256, ext=ext,
-        width=out_w, height=out_h, size_bytes=temp_path.stat().st_size,
+        file_name=file_name,
+        temp_path=temp_path,
+        sha256=sha256,
+        ext=ext,
+        width=out_w,
+        height=out_h,
+        size_bytes=temp_path.stat().st_size,
     )
-

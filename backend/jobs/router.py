@@ -84,7 +84,10 @@ _job_for_member = job_for(*MEMBER_ROLES)
 
 
 def _events_job(
-    job_id: PathId, request: Request, db: SessionDep, settings: SettingsDep,
+    job_id: PathId,
+    request: Request,
+    db: SessionDep,
+    settings: SettingsDep,
     ticket: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Job:
     """The job, for a member authenticated by the bearer header or by a ticket for this very job."""
@@ -94,8 +97,11 @@ def _events_job(
     else:
         user = user_from_token(db, settings, ticket, JOB_EVENTS, job_id) if ticket else None
     if user is None:
-        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="invalid or expired token or ticket",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="invalid or expired token or ticket",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return _job_for_member(job_id, db, user)
 
 
@@ -131,5 +137,6 @@ async def job_events(job: Annotated[Job, Depends(_events_job)], request: Request
                 yield ": keep-alive\n\n"
                 quiet = 0.0
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -68,7 +68,7 @@ def run_job(job_id: int, work: Callable[[JobContext], dict[str, Any]], settings:
                 result = work(JobContext(job_id, db, settings))
         except service.JobCancelled:
             return "cancelled"
-        except Exception as error:  # noqa: BLE001 - every failure must end the job, not the worker
+        except Exception as error:
             db.rollback()
             log.exception("job %s failed", job_id)
             message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"

@@ -41,9 +41,14 @@ HEARTBEAT_SECONDS = DEFAULT_JOB_STALE_SECONDS / HEARTBEATS_PER_STALE_WINDOW
 MAX_ATTEMPTS = 3
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 # The task that runs each job kind (what the sweep sends again); a new kind adds one line.
-TASK_FOR_KIND: dict[str, str] = {"embed": "embed.embed_images", "auto": "auto.auto_annotate",
-                                 "export": "auto.export_project", "train": "train.retrain",
-                                 "detect_train": "train.train_detector", "detect": "auto.propose_masks"}
+TASK_FOR_KIND: dict[str, str] = {
+    "embed": "embed.embed_images",
+    "auto": "auto.auto_annotate",
+    "export": "auto.export_project",
+    "train": "train.retrain",
+    "detect_train": "train.train_detector",
+    "detect": "auto.propose_masks",
+}
 
 
 class JobCancelled(Exception):
@@ -56,8 +61,15 @@ def now() -> datetime:
 
 def create_job(db: Session, kind: str, project_id: int | None, created_by: int | None, message: str = "") -> Job:
     """Add a queued job (flushed, not committed: the caller commits it with whatever it belongs to)."""
-    job = Job(kind=kind, project_id=project_id, created_by=created_by, status=JobStatus.queued,
-              progress=0.0, message=message or "queued", result={"attempts": 0})
+    job = Job(
+        kind=kind,
+        project_id=project_id,
+        created_by=created_by,
+        status=JobStatus.queued,
+        progress=0.0,
+        message=message or "queued",
+        result={"attempts": 0},
+    )
     db.add(job)
     db.flush()
     return job
@@ -167,21 +179,37 @@ def sweep_stale_jobs(
     for job_id, kind, result in stale:
         attempts = int((result or {}).get("attempts", 1))
         if attempts >= max_attempts or kind not in TASK_FOR_KIND:
-            action, values = "failed", {
-                "status": JobStatus.failed, "finished_at": now(), "message": "failed",
-                "error": (f"the worker running this job stopped responding {attempts} time(s); "
-                          "giving up (work already done is kept)")}
+            action, values = (
+                "failed",
+                {
+                    "status": JobStatus.failed,
+                    "finished_at": now(),
+                    "message": "failed",
+                    "error": (
+                        f"the worker running this job stopped responding {attempts} time(s); "
+                        "giving up (work already done is kept)"
+                    ),
+                },
+            )
         else:
-            action, values = "requeued", {"status": JobStatus.queued,
-                                          "message": f"worker lost; requeued (attempt {attempts + 1})"}
+            action, values = (
+                "requeued",
+                {"status": JobStatus.queued, "message": f"worker lost; requeued (attempt {attempts + 1})"},
+            )
         taken = db.execute(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
-            .values(**values).execution_options(synchronize_session=False)
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+            .values(**values)
+            .execution_options(synchronize_session=False)
         ).rowcount
         if taken and action == "requeued":
             task_id = enqueue_after_commit(db, TASK_FOR_KIND[kind], job_id)
-            db.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id)
-                       .execution_options(synchronize_session=False))
+            db.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(celery_task_id=task_id)
+                .execution_options(synchronize_session=False)
+            )
         db.commit()
         if taken:
             actions.append((job_id, action))
@@ -195,8 +223,12 @@ class Heartbeat:
     one long step (a batch on a slow CPU) runs, so staleness means a dead worker, not a slow one.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session] | Callable[[], Session], job_id: int,
-                 interval: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session] | Callable[[], Session],
+        job_id: int,
+        interval: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self.session_factory = session_factory
         self.job_id = job_id
         self.interval = interval
@@ -215,7 +247,9 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             with self.session_factory() as db:
                 db.execute(
-                    update(Job).where(Job.id == self.job_id, Job.status == JobStatus.running)
-                    .values(heartbeat_at=now()).execution_options(synchronize_session=False)
+                    update(Job)
+                    .where(Job.id == self.job_id, Job.status == JobStatus.running)
+                    .values(heartbeat_at=now())
+                    .execution_options(synchronize_session=False)
                 )
                 db.commit()

@@ -30,7 +30,9 @@ MAKE_DEFAULT_HELP = "make it the default model (new projects, and projects on th
 
 
 def register_models(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="model versions: download or import an official checkpoint, list versions")
+    parser = subparsers.add_parser(
+        "models", help="model versions: download or import an official checkpoint, list versions"
+    )
     commands = parser.add_subparsers(dest="models_command", required=True)
     imp = commands.add_parser("import", help="register an official SAM checkpoint (checked strictly)")
     imp.add_argument("path", type=Path, help="e.g. sam_vit_b_01ec64.pth")
@@ -38,8 +40,9 @@ def register_models(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--name", help="display name (default: the file name)")
     imp.add_argument("--make-default", action="store_true", help=MAKE_DEFAULT_HELP)
     imp.set_defaults(func=_import)
-    dl = commands.add_parser("download", help="fetch an official SAM checkpoint from Meta (resumable, sha256 "
-                             "checked) and import it")
+    dl = commands.add_parser(
+        "download", help="fetch an official SAM checkpoint from Meta (resumable, sha256 checked) and import it"
+    )
     dl.add_argument("arch", choices=sorted(OFFICIAL_CHECKPOINTS))
     dl.add_argument("--make-default", action="store_true", help=MAKE_DEFAULT_HELP)
     dl.set_defaults(func=_download)
@@ -69,8 +72,10 @@ def _register(settings: Settings, path: Path, arch: str, name: str | None, make_
             db, LocalStorage(settings.storage_path), ModelServerClient(), path, arch, name
         )
         state = "imported" if created else "already registered as"
-        print(f"{state} model version {version.id}: {version.name} ({version.architecture}, origin "
-              f"{version.origin.value}, sha256 {version.sha256})")
+        print(
+            f"{state} model version {version.id}: {version.name} ({version.architecture}, origin "
+            f"{version.origin.value}, sha256 {version.sha256})"
+        )
         _offer_default(db, version, make_default)
 
 
@@ -82,8 +87,10 @@ def _offer_default(db: Session, version: ModelVersion, wanted: bool) -> None:
         print(f"model version {version.id} is the default")
         return
     if not wanted and sys.stdin.isatty() and sys.stdout.isatty():
-        answer = input(f"make model version {version.id} the default (new projects, and projects on the untrained "
-                       "model, get it)? [y/N] ")
+        answer = input(
+            f"make model version {version.id} the default (new projects, and projects on the untrained "
+            "model, get it)? [y/N] "
+        )
         wanted = answer.strip().lower() in ("y", "yes")
     if wanted:
         moved = make_default(db, version)
@@ -108,8 +115,11 @@ def _download(args: argparse.Namespace) -> int:
     try:
         path = download(entry, settings.weights_base_url, settings.data_dir / "downloads")
     except DownloadError as exc:
-        print(f"dataengine models download: error: {exc}. Offline? Fetch {entry.file_name} elsewhere and run "
-              f"`dataengine models import /path/{entry.file_name} --arch {entry.architecture}`", file=sys.stderr)
+        print(
+            f"dataengine models download: error: {exc}. Offline? Fetch {entry.file_name} elsewhere and run "
+            f"`dataengine models import /path/{entry.file_name} --arch {entry.architecture}`",
+            file=sys.stderr,
+        )
         return 2
     _register(settings, path, entry.architecture, None, args.make_default)
     path.unlink()  # the checkpoint now lives in storage

@@ -35,12 +35,16 @@ class OfficialCheckpoint:
 # not of its sha256.
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
     "vit_b": OfficialCheckpoint(
-        "vit_b", "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+        "vit_b", "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+    ),
     "vit_l": OfficialCheckpoint(
-        "vit_l", "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+        "vit_l", "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"
+    ),
     "vit_h": OfficialCheckpoint(
-        "vit_h", "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+        "vit_h", "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
+    ),
 }
+
 
 class DownloadError(Exception):
     """The server was unreachable, refused, or stopped mid-file (what arrived is kept for the next run)."""
@@ -145,6 +149,9 @@ class Progress:
 
     def _status(self) -> str:
         rate = (self.done - self.start_bytes) / max(time.monotonic() - self.started, 1e-6) / 1e6
-        size = f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB ({100 * self.done // self.total}%)" if self.total \
+        size = (
+            f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB ({100 * self.done // self.total}%)"
+            if self.total
             else f"{self.done / 1e6:.1f} MB"
+        )
         return f"{self.name}: {size} {rate:.1f} MB/s"

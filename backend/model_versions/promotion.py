@@ -34,9 +34,13 @@ def encoder_identity(version: ModelVersion) -> int:
 
 def project_versions(db: Session, project: Project) -> list[ModelVersion]:
     """The project's own versions and the global ones, newest first."""
-    return list(db.scalars(select(ModelVersion).where(
-        (ModelVersion.project_id == project.id) | ModelVersion.project_id.is_(None)
-    ).order_by(ModelVersion.id.desc())))
+    return list(
+        db.scalars(
+            select(ModelVersion)
+            .where((ModelVersion.project_id == project.id) | ModelVersion.project_id.is_(None))
+            .order_by(ModelVersion.id.desc())
+        )
+    )
 
 
 def check_promotable(project: Project, version: ModelVersion | None) -> ModelVersion:
@@ -59,13 +63,26 @@ def reuse_embeddings(db: Session, project_id: int, source_id: int, target_id: in
     """Add rows for `target_id` sharing the files of `source_id`'s embeddings (same image encoder)
     for the project's images that have none yet; returns how many. Flushed, not committed."""
     have = select(Embedding.image_id).where(Embedding.model_version_id == target_id)
-    rows = db.scalars(select(Embedding).join(Image, Image.id == Embedding.image_id).where(
-        Image.project_id == project_id, Embedding.model_version_id == source_id, Embedding.image_id.not_in(have)))
+    rows = db.scalars(
+        select(Embedding)
+        .join(Image, Image.id == Embedding.image_id)
+        .where(Image.project_id == project_id, Embedding.model_version_id == source_id, Embedding.image_id.not_in(have))
+    )
     added = 0
     for row in rows:
-        db.add(Embedding(image_id=row.image_id, model_version_id=target_id, storage_key=row.storage_key,
-                         dtype=row.dtype, shape=row.shape, original_h=row.original_h, original_w=row.original_w,
-                         input_h=row.input_h, input_w=row.input_w))
+        db.add(
+            Embedding(
+                image_id=row.image_id,
+                model_version_id=target_id,
+                storage_key=row.storage_key,
+                dtype=row.dtype,
+                shape=row.shape,
+                original_h=row.original_h,
+                original_w=row.original_w,
+                input_h=row.input_h,
+                input_w=row.input_w,
+            )
+        )
         added += 1
     db.flush()
     return added
@@ -86,8 +103,13 @@ def promote(
         reused = reuse_embeddings(db, project.id, previous.id, version.id)
         db.commit()
         return previous.id, None, reused
-    job = jobs.create_job(db, "embed", project.id, user_id,
-                          message=f"embedding with model version {version.id} (its image encoder is new here)")
+    job = jobs.create_job(
+        db,
+        "embed",
+        project.id,
+        user_id,
+        message=f"embedding with model version {version.id} (its image encoder is new here)",
+    )
     job.result = {**job.result, "model_version_id": version.id}
     jobs.submit(db, job, settings)
     return (previous.id if previous else None), job, 0

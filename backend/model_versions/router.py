@@ -22,7 +22,13 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from backend.api.deps import (
-    CurrentUser, ModelVersionForMember, ProjectForMember, ProjectForMlEngineer, SessionDep, SettingsDep, StorageDep,
+    CurrentUser,
+    ModelVersionForMember,
+    ProjectForMember,
+    ProjectForMlEngineer,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
 )
 from backend.api.types import PathId
 from backend.clients.model_server import ModelServerClient
@@ -62,8 +68,12 @@ def get_project_model(
 ) -> ProjectModelOut:
     version = service.active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
     return ProjectModelOut(
-        id=version.id, name=version.name, architecture=version.architecture, origin=version.origin,
-        status=version.status, sha256=version.sha256,
+        id=version.id,
+        name=version.name,
+        architecture=version.architecture,
+        origin=version.origin,
+        status=version.status,
+        sha256=version.sha256,
         decoder_url=f"/api/model-versions/{version.id}/decoder.onnx",
         image_graph_url=_graph_url(version, "decoder.image.onnx"),
         click_graph_url=_graph_url(version, "decoder.click.onnx"),
@@ -90,14 +100,20 @@ def _serve_graph(version: ModelVersion, file_name: str, request: Request, storag
     artifact = DECODER_GRAPHS[file_name]
     key = version.artifacts.get(artifact)
     if not key or not storage.exists(key):
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"{file_name} of model version {version.id} not found")
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND, detail=f"{file_name} of model version {version.id} not found"
+        )
     etag = f'"{version.artifacts.get(f"{artifact}_sha256") or version.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if etag in request.headers.get("If-None-Match", ""):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     stem = file_name.removesuffix(".onnx")
-    return FileResponse(storage.path(key), media_type="application/octet-stream", headers=headers,
-                        filename=f"{stem}-{version.architecture}-{version.id}.onnx")
+    return FileResponse(
+        storage.path(key),
+        media_type="application/octet-stream",
+        headers=headers,
+        filename=f"{stem}-{version.architecture}-{version.id}.onnx",
+    )
 
 
 @router.get("/api/model-versions/{version_id}/decoder.onnx", response_model=None)
@@ -120,10 +136,14 @@ def get_decoder_click_graph(version: ModelVersionForMember, request: Request, st
 
 # The registry of a project (ML engineer page): list, promote, roll back. See `promotion`.
 
+
 def _version_out(version: ModelVersion, project: Project) -> ModelVersionOut:
     fields = {name: getattr(version, name) for name in ModelVersionOut.model_fields if hasattr(version, name)}
-    return ModelVersionOut(**fields, active=version.id == project.active_model_version_id,
-                           decoder_url=f"/api/model-versions/{version.id}/decoder.onnx")
+    return ModelVersionOut(
+        **fields,
+        active=version.id == project.active_model_version_id,
+        decoder_url=f"/api/model-versions/{version.id}/decoder.onnx",
+    )
 
 
 @router.get("/api/projects/{project_id}/model-versions")
@@ -135,7 +155,9 @@ def list_model_versions(
     return [_version_out(v, project) for v in promotion.project_versions(db, project)]
 
 
-def _promote(db: Session, project: Project, version: ModelVersion | None, user: User, settings: Settings) -> PromotionOut:
+def _promote(
+    db: Session, project: Project, version: ModelVersion | None, user: User, settings: Settings
+) -> PromotionOut:
     try:
         previous, job, reused = promotion.promote(db, project, version, user.id, settings)
     except LookupError as error:
@@ -144,8 +166,12 @@ def _promote(db: Session, project: Project, version: ModelVersion | None, user: 
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     if job is not None:
         db.refresh(job)
-    return PromotionOut(model=_version_out(version, project), previous_id=previous,
-                        embed_job=JobOut.model_validate(job) if job is not None else None, embeddings_reused=reused)
+    return PromotionOut(
+        model=_version_out(version, project),
+        previous_id=previous,
+        embed_job=JobOut.model_validate(job) if job is not None else None,
+        embeddings_reused=reused,
+    )
 
 
 @router.post("/api/projects/{project_id}/model-versions/{version_id}/promote")
@@ -157,7 +183,9 @@ def promote_model_version(
 
 
 @router.post("/api/projects/{project_id}/model-versions/rollback")
-def rollback_model_version(project: ProjectForMlEngineer, db: SessionDep, user: CurrentUser, settings: SettingsDep) -> PromotionOut:
+def rollback_model_version(
+    project: ProjectForMlEngineer, db: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> PromotionOut:
     """Promote the active version's parent."""
     try:
         target = promotion.rollback_target(db, project)

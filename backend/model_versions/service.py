@@ -32,9 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.clients.model_server import ModelServerClient, ModelSpec
+from backend.core.config import Settings
 from backend.models import ModelVersion, Project
 from backend.models.enums import ModelOrigin, ModelStatus
-from backend.core.config import Settings
 from backend.storage import TMP_DIR, LocalStorage
 
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
@@ -73,19 +73,26 @@ def _store_decoder(version: ModelVersion, storage: LocalStorage, client: ModelSe
     version.artifacts = {**version.artifacts, **artifacts}
 
 
-def ensure_default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
+def ensure_default_version(
+    db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings
+) -> ModelVersion:
     """The untrained global version of ``settings.default_model_arch``, created (and committed) if missing."""
     with _default_version_lock:
         return _ensure_default_version(db, storage, client, settings)
 
 
-def _ensure_default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
+def _ensure_default_version(
+    db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings
+) -> ModelVersion:
     arch = settings.default_model_arch
     existing = db.scalar(
-        select(ModelVersion).where(
-            ModelVersion.project_id.is_(None), ModelVersion.origin == ModelOrigin.untrained,
+        select(ModelVersion)
+        .where(
+            ModelVersion.project_id.is_(None),
+            ModelVersion.origin == ModelOrigin.untrained,
             ModelVersion.architecture == arch,
-        ).order_by(ModelVersion.id)
+        )
+        .order_by(ModelVersion.id)
     )
     if existing is not None and storage.exists(existing.artifacts.get("checkpoint", "models/missing")):
         return existing
@@ -97,8 +104,13 @@ def _ensure_default_version(db: Session, storage: LocalStorage, client: ModelSer
     finally:
         tmp.unlink(missing_ok=True)
     version = existing or ModelVersion(
-        project_id=None, name=f"untrained {arch}", architecture=arch, origin=ModelOrigin.untrained,
-        status=ModelStatus.ready, metrics={}, artifacts={},
+        project_id=None,
+        name=f"untrained {arch}",
+        architecture=arch,
+        origin=ModelOrigin.untrained,
+        status=ModelStatus.ready,
+        metrics={},
+        artifacts={},
     )
     version.sha256 = sha
     version.artifacts = {"checkpoint": f"{prefix}/checkpoint.pth"}
@@ -110,12 +122,19 @@ def _ensure_default_version(db: Session, storage: LocalStorage, client: ModelSer
 
 def registered_checkpoint(db: Session, sha256: str, architecture: str) -> ModelVersion | None:
     """The global version already holding the checkpoint with this digest, if any."""
-    return db.scalar(select(ModelVersion).where(
-        ModelVersion.sha256 == sha256, ModelVersion.architecture == architecture, ModelVersion.project_id.is_(None)))
+    return db.scalar(
+        select(ModelVersion).where(
+            ModelVersion.sha256 == sha256, ModelVersion.architecture == architecture, ModelVersion.project_id.is_(None)
+        )
+    )
 
 
 def import_checkpoint(
-    db: Session, storage: LocalStorage, client: ModelServerClient, path: Path, architecture: str,
+    db: Session,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    path: Path,
+    architecture: str,
     name: str | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Register an official checkpoint file; return (version, created).
@@ -138,8 +157,14 @@ def import_checkpoint(
     shutil.copyfile(path, tmp)
     storage.put_file(f"{prefix}/checkpoint.pth", tmp)
     version = ModelVersion(
-        project_id=None, name=name or path.name, architecture=architecture, origin=ModelOrigin.official,
-        status=ModelStatus.ready, sha256=sha, metrics={}, artifacts={"checkpoint": f"{prefix}/checkpoint.pth"},
+        project_id=None,
+        name=name or path.name,
+        architecture=architecture,
+        origin=ModelOrigin.official,
+        status=ModelStatus.ready,
+        sha256=sha,
+        metrics={},
+        artifacts={"checkpoint": f"{prefix}/checkpoint.pth"},
     )
     _store_decoder(version, storage, client, prefix)
     db.add(version)
@@ -163,11 +188,14 @@ def make_default(db: Session, version: ModelVersion) -> int:
     if version.project_id is not None or version.status != ModelStatus.ready:
         raise ValueError(f"model version {version.id} cannot be the default: only a ready global version can")
     # Cleared before the new flag is written: the unique index allows one flagged row at any time.
-    db.execute(update(ModelVersion).where(ModelVersion.is_default, ModelVersion.id != version.id).values(is_default=False))
+    db.execute(
+        update(ModelVersion).where(ModelVersion.is_default, ModelVersion.id != version.id).values(is_default=False)
+    )
     version.is_default = True
     untrained = select(ModelVersion.id).where(ModelVersion.origin == ModelOrigin.untrained)
-    moved = db.execute(update(Project).where(Project.active_model_version_id.in_(untrained))
-                       .values(active_model_version_id=version.id)).rowcount
+    moved = db.execute(
+        update(Project).where(Project.active_model_version_id.in_(untrained)).values(active_model_version_id=version.id)
+    ).rowcount
     db.commit()
     return moved
 

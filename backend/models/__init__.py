@@ -4,6 +4,8 @@ One file per table group. New tables go in a new module imported here, and into 
 """
 
 from backend.models.base import Base
+from backend.models.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
+from backend.models.detectors import DetectorProposal, DetectorVersion
 from backend.models.enums import (
     ImageStatus,
     JobStatus,
@@ -15,8 +17,6 @@ from backend.models.enums import (
     Role,
     Stage,
 )
-from backend.models.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
-from backend.models.detectors import DetectorProposal, DetectorVersion
 from backend.models.images import Embedding, Image
 from backend.models.jobs import Job
 from backend.models.masks import AnnotationSession, Mask

@@ -43,13 +43,17 @@ class Image(Base):
     # What `ImageOut` shows besides the columns, as subqueries loaded on first access (one query for
     # both); a listing undefers the group, so a page of images costs one statement, not one per image.
     mask_count: Mapped[int] = column_property(
-        select(func.count(Mask.id)).where(Mask.image_id == id, Mask.deleted_at.is_(None))
-        .correlate_except(Mask).scalar_subquery(),
-        deferred=True, group="image_out",
+        select(func.count(Mask.id))
+        .where(Mask.image_id == id, Mask.deleted_at.is_(None))
+        .correlate_except(Mask)
+        .scalar_subquery(),
+        deferred=True,
+        group="image_out",
     )
     assigned_username: Mapped[str | None] = column_property(
         select(User.username).where(User.id == assigned_to).correlate_except(User).scalar_subquery(),
-        deferred=True, group="image_out",
+        deferred=True,
+        group="image_out",
     )
 
 

@@ -23,12 +23,29 @@ class Mask(Base):
         # Client ids are unique per image (migration 0007), not globally: a global constraint would
         # tell a caller that an id is in use in a project they cannot see.
         UniqueConstraint("image_id", "client_id"),
-        Index("ix_masks_live_seconds", "project_id", "seconds_spent",
-              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
-        Index("ix_masks_live_author_seconds", "project_id", "author_id", "seconds_spent",
-              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
-        Index("ix_masks_live_author_created", "project_id", "author_id", "created_at",
-              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+        Index(
+            "ix_masks_live_seconds",
+            "project_id",
+            "seconds_spent",
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_masks_live_author_seconds",
+            "project_id",
+            "author_id",
+            "seconds_spent",
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_masks_live_author_created",
+            "project_id",
+            "author_id",
+            "created_at",
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

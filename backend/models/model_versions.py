@@ -18,8 +18,13 @@ class ModelVersion(Base):
     __tablename__ = "model_versions"
     # At most one default (migration 0008): the global version projects get when nobody chose one.
     __table_args__ = (
-        Index("uq_model_versions_is_default", "is_default", unique=True,
-              postgresql_where=text("is_default"), sqlite_where=text("is_default")),
+        Index(
+            "uq_model_versions_is_default",
+            "is_default",
+            unique=True,
+            postgresql_where=text("is_default"),
+            sqlite_where=text("is_default"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

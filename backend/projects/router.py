@@ -25,7 +25,8 @@ ManagerUser = Annotated[User, Depends(require_role(Role.manager))]
 
 @router.get("")
 def list_projects(
-    db: SessionDep, user: AnyUser,
+    db: SessionDep,
+    user: AnyUser,
     include_archived: Annotated[bool, Query(description="also the archived projects")] = False,
 ) -> list[ProjectOut]:
     return service.list_project_outs(db, user, include_archived)
@@ -45,8 +46,9 @@ def get_project(project: ProjectForMember, db: SessionDep) -> ProjectOut:
 @router.patch("/{project_id}")
 def update_project(body: ProjectUpdate, project: ProjectForManager, db: SessionDep) -> ProjectOut:
     """Change name, description, settings or archived (only the keys given; see `ProjectUpdate`)."""
-    service.update_project(db, project, name=body.name, description=body.description, settings=body.settings,
-                           archived=body.archived)
+    service.update_project(
+        db, project, name=body.name, description=body.description, settings=body.settings, archived=body.archived
+    )
     return service.project_out(db, project)
 
 

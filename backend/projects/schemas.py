@@ -8,6 +8,7 @@ from backend.api.types import DbId, RequestModel, lax
 from backend.models import Role, Stage
 from backend.projects.settings import ProjectSettings
 
+
 class ProjectCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000)
@@ -21,9 +22,12 @@ class ProjectUpdate(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=10_000)
     settings: ProjectSettings | None = None
-    archived: bool | None = Field(default=None, description="archive (true) or restore (false) the project: an "
-                                                            "archived one is read-only for annotation and hidden "
-                                                            "from the project list unless asked for")
+    archived: bool | None = Field(
+        default=None,
+        description="archive (true) or restore (false) the project: an "
+        "archived one is read-only for annotation and hidden "
+        "from the project list unless asked for",
+    )
 
 
 class ProjectOut(BaseModel):
@@ -49,8 +53,10 @@ def _project_role(role: Role | None) -> Role | None:
 
 class MemberAdd(RequestModel):
     user_id: DbId
-    role_in_project: Role | None = lax(default=None, description="the member's rights in this project (default: "
-                                                                 "their global role); admins are admins everywhere")
+    role_in_project: Role | None = lax(
+        default=None,
+        description="the member's rights in this project (default: their global role); admins are admins everywhere",
+    )
 
     _not_admin = field_validator("role_in_project")(_project_role)
 

@@ -47,13 +47,22 @@ def create_project(
 def _lock(db: Session, project: Project) -> None:
     """Lock the project row (PostgreSQL) or the database (SQLite) until the commit and read the row
     again, so concurrent changes of one project (settings, members) run one after the other."""
-    db.execute(update(Project).where(Project.id == project.id).values(name=Project.name)
-               .execution_options(synchronize_session=False))
+    db.execute(
+        update(Project)
+        .where(Project.id == project.id)
+        .values(name=Project.name)
+        .execution_options(synchronize_session=False)
+    )
     db.refresh(project)
 
 
 def update_project(
-    db: Session, project: Project, *, name: str | None, description: str | None, settings: ProjectSettings | None,
+    db: Session,
+    project: Project,
+    *,
+    name: str | None,
+    description: str | None,
+    settings: ProjectSettings | None,
     archived: bool | None = None,
 ) -> Project:
     """Change what is given; the keys set in `settings` are merged into the settings in effect (whose
@@ -78,7 +87,9 @@ def visible_projects(db: Session, user: User, include_archived: bool = False) ->
     if not include_archived:
         query = query.where(Project.archived_at.is_(None))
     if user.role != Role.admin:
-        query = query.join(ProjectMember, ProjectMember.project_id == Project.id).where(ProjectMember.user_id == user.id)
+        query = query.join(ProjectMember, ProjectMember.project_id == Project.id).where(
+            ProjectMember.user_id == user.id
+        )
     return db.scalars(query).all()
 
 
@@ -86,7 +97,9 @@ def image_counts(db: Session, project_ids: Sequence[int]) -> dict[int, int]:
     if not project_ids:
         return {}
     rows = db.execute(
-        select(Image.project_id, func.count(Image.id)).where(Image.project_id.in_(project_ids)).group_by(Image.project_id)
+        select(Image.project_id, func.count(Image.id))
+        .where(Image.project_id.in_(project_ids))
+        .group_by(Image.project_id)
     )
     return {pid: n for pid, n in rows}
 
@@ -94,7 +107,11 @@ def image_counts(db: Session, project_ids: Sequence[int]) -> dict[int, int]:
 def project_out(db: Session, project: Project, count: int | None = None) -> ProjectOut:
     if count is None:
         count = image_counts(db, [project.id]).get(project.id, 0)
-    computed = {"settings": project_settings(project), "image_count": count, "archived": project.archived_at is not None}
+    computed = {
+        "settings": project_settings(project),
+        "image_count": count,
+        "archived": project.archived_at is not None,
+    }
     fields = {c: getattr(project, c) for c in ProjectOut.model_fields if c not in computed}
     return ProjectOut.model_validate({**fields, **computed})
 
@@ -106,14 +123,21 @@ def list_project_outs(db: Session, user: User, include_archived: bool = False) -
 
 
 def _member_out(member: ProjectMember, user: User) -> MemberOut:
-    return MemberOut(user_id=user.id, username=user.username, role=user.role, role_in_project=member.role_in_project,
-                     added_at=member.added_at)
+    return MemberOut(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        role_in_project=member.role_in_project,
+        added_at=member.added_at,
+    )
 
 
 def list_members(db: Session, project: Project) -> list[MemberOut]:
     rows = db.execute(
-        select(ProjectMember, User).join(User, User.id == ProjectMember.user_id)
-        .where(ProjectMember.project_id == project.id).order_by(User.id)
+        select(ProjectMember, User)
+        .join(User, User.id == ProjectMember.user_id)
+        .where(ProjectMember.project_id == project.id)
+        .order_by(User.id)
     )
     return [_member_out(m, u) for m, u in rows]
 
@@ -138,8 +162,11 @@ def _locked_member(db: Session, project: Project, user_id: int) -> tuple[Project
     """The member row and its user, under the project's lock (so two managers removing each other at
     the same time cannot both pass the last-manager check); `NotFound` for a non-member."""
     _lock(db, project)
-    row = db.execute(select(ProjectMember, User).join(User, User.id == ProjectMember.user_id)
-                     .where(ProjectMember.project_id == project.id, ProjectMember.user_id == user_id)).first()
+    row = db.execute(
+        select(ProjectMember, User)
+        .join(User, User.id == ProjectMember.user_id)
+        .where(ProjectMember.project_id == project.id, ProjectMember.user_id == user_id)
+    ).first()
     if row is None:
         db.rollback()
         raise NotFound(f"user {user_id} is not a member of project {project.id}")
@@ -151,14 +178,19 @@ def _refuse_last_manager(db: Session, project: Project, member: ProjectMember, u
     if (member.role_in_project or user.role) != Role.manager:
         return
     managers = db.scalar(
-        select(func.count()).select_from(ProjectMember).join(User, User.id == ProjectMember.user_id)
-        .where(ProjectMember.project_id == project.id,
-               func.coalesce(ProjectMember.role_in_project, User.role) == Role.manager)
+        select(func.count())
+        .select_from(ProjectMember)
+        .join(User, User.id == ProjectMember.user_id)
+        .where(
+            ProjectMember.project_id == project.id,
+            func.coalesce(ProjectMember.role_in_project, User.role) == Role.manager,
+        )
     )
     if managers <= 1:
         db.rollback()
-        raise LastManager(f"{action} would leave project {project.id} without a manager: make another member "
-                          f"its manager first")
+        raise LastManager(
+            f"{action} would leave project {project.id} without a manager: make another member its manager first"
+        )
 
 
 def update_member_role(db: Session, project: Project, user_id: int, role_in_project: Role) -> MemberOut:
@@ -174,7 +206,11 @@ def remove_member(db: Session, project: Project, user_id: int) -> None:
     """Remove the member; the project's images assigned to them are free for anyone again."""
     member, user = _locked_member(db, project, user_id)
     _refuse_last_manager(db, project, member, user, f"removing {user.username}")
-    db.execute(update(Image).where(Image.project_id == project.id, Image.assigned_to == user_id)
-               .values(assigned_to=None).execution_options(synchronize_session=False))
+    db.execute(
+        update(Image)
+        .where(Image.project_id == project.id, Image.assigned_to == user_id)
+        .values(assigned_to=None)
+        .execution_options(synchronize_session=False)
+    )
     db.delete(member)
     db.commit()

@@ -67,14 +67,18 @@ class ProjectSettings(_Settings):
     """Every project setting, its default and its bounds."""
 
     review_fraction: float = Field(
-        0.02, ge=0, le=1, description="share of automatic masks sampled into the review queue")
+        0.02, ge=0, le=1, description="share of automatic masks sampled into the review queue"
+    )
     review_seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of that sample (reproducible choice)")
     retrain_every_masks: int = Field(
-        0, ge=0, le=MAX_COUNT, description="Celery beat starts a retraining round after this many new masks; 0 = off")
+        0, ge=0, le=MAX_COUNT, description="Celery beat starts a retraining round after this many new masks; 0 = off"
+    )
     auto_promote: bool = Field(
-        False, description="a finished round becomes the active version if it beats it on held-out images")
+        False, description="a finished round becomes the active version if it beats it on held-out images"
+    )
     retrain_params: RetrainParams = Field(
-        default_factory=RetrainParams, description="the parameters of the rounds beat starts")
+        default_factory=RetrainParams, description="the parameters of the rounds beat starts"
+    )
     gates: GateSettings = Field(default_factory=GateSettings, description="stage gate thresholds")
 
 

@@ -37,8 +37,11 @@ MAX_MASK_FRACTION = 0.9
 
 def accepted_masks_query(project_id: int):
     """SELECT of the project's accepted masks (see the module docstring), in id order."""
-    return (select(Mask).where(Mask.project_id == project_id, Mask.deleted_at.is_(None),
-                               Mask.review_status != ReviewStatus.rejected).order_by(Mask.id))
+    return (
+        select(Mask)
+        .where(Mask.project_id == project_id, Mask.deleted_at.is_(None), Mask.review_status != ReviewStatus.rejected)
+        .order_by(Mask.id)
+    )
 
 
 @dataclass
@@ -84,8 +87,10 @@ def split_images(image_ids: list[int], held_out_fraction: float, seed: int) -> t
 def take_snapshot(db: Session, project_id: int, held_out_fraction: float, seed: int) -> Snapshot:
     """The accepted masks of the project now, split by image, with counts per stage and source."""
     masks = list(db.scalars(accepted_masks_query(project_id)))
-    sizes = {image.id: image.height * image.width for image in db.scalars(
-        select(Image).where(Image.id.in_({m.image_id for m in masks})))}
+    sizes = {
+        image.id: image.height * image.width
+        for image in db.scalars(select(Image).where(Image.id.in_({m.image_id for m in masks})))
+    }
     usable = [m for m in masks if 0 < m.area <= MAX_MASK_FRACTION * sizes[m.image_id]]
     by_image: dict[int, list[Mask]] = {}
     for mask in usable:
@@ -119,7 +124,11 @@ def decode_mask(mask: Mask) -> np.ndarray:
 
 
 def load_samples(
-    db: Session, storage: LocalStorage, client: ModelServerClient, version: ModelVersion, spec: ModelSpec,
+    db: Session,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    version: ModelVersion,
+    spec: ModelSpec,
     masks_by_image: dict[int, list[Mask]],
 ) -> list[TrainingArrays]:
     """One `TrainingArrays` per mask, with its image's embedding by `version` (computed if missing)."""

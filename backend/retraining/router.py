@@ -9,7 +9,6 @@ loss curve), stop it with ``POST /api/jobs/{id}/cancel``.
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, HTTPException, status
 
 from backend.api.deps import CurrentUser, ProjectForMlEngineer, SessionDep, SettingsDep, StorageDep
@@ -20,10 +19,13 @@ from backend.retraining.schemas import RetrainParams
 router = APIRouter(tags=["retraining"])
 
 
-
 @router.post("/api/projects/{project_id}/retrain", status_code=status.HTTP_202_ACCEPTED)
 def start_retrain(
-    project: ProjectForMlEngineer, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep,
+    project: ProjectForMlEngineer,
+    db: SessionDep,
+    user: CurrentUser,
+    storage: StorageDep,
+    settings: SettingsDep,
     params: RetrainParams | None = None,
 ) -> JobOut:
     try:

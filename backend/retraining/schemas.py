@@ -15,13 +15,13 @@ class RetrainParams(RequestModel):
     `dataset.split_images`) and the prompt simulation.
     """
 
-
     steps: int = Field(default=200, ge=1, le=1_000_000)
     lr: float = Field(default=8e-4, gt=0, le=1.0)
     batch_size: int = Field(default=4, ge=1, le=256)
     held_out_fraction: float = Field(default=0.2, gt=0, lt=1)
     auto_promote: bool | None = Field(
-        default=None, description="promote if better on held-out; None = the project's `auto_promote` setting")
+        default=None, description="promote if better on held-out; None = the project's `auto_promote` setting"
+    )
     min_masks: int = Field(default=10, ge=2, le=1_000_000)
     max_clicks: int = Field(default=20, ge=1, le=100)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)

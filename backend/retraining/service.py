@@ -57,8 +57,11 @@ def is_better(new: dict[str, float], active: dict[str, float]) -> bool:
 
 
 def running_round(db: Session, project_id: int) -> Job | None:
-    return db.scalar(select(Job).where(Job.project_id == project_id, Job.kind == KIND,
-                                       Job.status.in_((JobStatus.queued, JobStatus.running))).order_by(Job.id.desc()))
+    return db.scalar(
+        select(Job)
+        .where(Job.project_id == project_id, Job.kind == KIND, Job.status.in_((JobStatus.queued, JobStatus.running)))
+        .order_by(Job.id.desc())
+    )
 
 
 def accepted_mask_count(db: Session, project_id: int, after_id: int = 0) -> int:
@@ -77,8 +80,13 @@ def last_watermark(db: Session, project_id: int) -> int:
 
 
 def start_round(
-    db: Session, project: Project, user_id: int | None, params: RetrainParams, settings: Settings,
-    storage: LocalStorage, reason: str = "started by hand",
+    db: Session,
+    project: Project,
+    user_id: int | None,
+    params: RetrainParams,
+    settings: Settings,
+    storage: LocalStorage,
+    reason: str = "started by hand",
 ) -> Job:
     """Create and send a `train` job for `project` (committed); it trains from the active version.
 
@@ -89,16 +97,26 @@ def start_round(
     """
     pending = running_round(db, project.id)
     if pending is not None:
-        raise RoundConflict(f"a retraining round of project {project.id} is already {pending.status} (job {pending.id})")
+        raise RoundConflict(
+            f"a retraining round of project {project.id} is already {pending.status} (job {pending.id})"
+        )
     count = accepted_mask_count(db, project.id)
     if count < params.min_masks:
-        raise NotEnoughMasks(f"not enough masks to retrain: the project has {count} accepted mask(s), "
-                             f"a round needs at least {params.min_masks} (min_masks)")
+        raise NotEnoughMasks(
+            f"not enough masks to retrain: the project has {count} accepted mask(s), "
+            f"a round needs at least {params.min_masks} (min_masks)"
+        )
     version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
-    job = jobs.create_job(db, KIND, project.id, user_id,
-                          message=f"retraining from model version {version.id} ({reason})")
-    job.result = {**job.result, "model_version_id": version.id, "params": params.model_dump(),
-                  "mask_watermark": _max_mask_id(db, project.id), "reason": reason}
+    job = jobs.create_job(
+        db, KIND, project.id, user_id, message=f"retraining from model version {version.id} ({reason})"
+    )
+    job.result = {
+        **job.result,
+        "model_version_id": version.id,
+        "params": params.model_dump(),
+        "mask_watermark": _max_mask_id(db, project.id),
+        "reason": reason,
+    }
     return jobs.submit(db, job, settings)
 
 
@@ -117,8 +135,15 @@ def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> 
         if new < every:
             continue
         try:
-            job = start_round(db, project, None, round_settings.retrain_params, settings, storage,
-                              reason=f"{new} new masks since the last round (retrain_every_masks={every})")
+            job = start_round(
+                db,
+                project,
+                None,
+                round_settings.retrain_params,
+                settings,
+                storage,
+                reason=f"{new} new masks since the last round (retrain_every_masks={every})",
+            )
         except (RoundConflict, NotEnoughMasks):
             db.rollback()
             continue

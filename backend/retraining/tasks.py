@@ -104,8 +104,16 @@ class _Reporter:
         eta = f", about {self.eta:.0f} s left" if self.eta is not None else ""
         message = f"training: step {self.step}/{self.total}, loss {self.loss:.4f}{eta}"
         fraction = TRAIN_START + (TRAIN_END - TRAIN_START) * self.step / self.total
-        self.cancelled = not _report(self.ctx, fraction, message, step=self.step, total_steps=self.total,
-                                     loss=self.loss, eta_seconds=self.eta, loss_curve=self.curve)
+        self.cancelled = not _report(
+            self.ctx,
+            fraction,
+            message,
+            step=self.step,
+            total_steps=self.total,
+            loss=self.loss,
+            eta_seconds=self.eta,
+            loss_curve=self.curve,
+        )
         self.last_check = now
 
     def should_stop(self) -> bool:
@@ -135,10 +143,16 @@ def _train_config(params: RetrainParams) -> dict[str, Any]:
     """The library's TrainConfig fields of a round: warm-up and checkpoints scale with short rounds;
     the learning rate drops tenfold for the last quarter (the paper's step decay, and what made
     benchmarks/engine_loop.py improve every round)."""
-    return {"steps": params.steps, "lr": params.lr, "batch_size": params.batch_size, "seed": params.seed,
-            "warmup_steps": min(250, params.steps // 10), "lr_decay_steps": [params.steps * 3 // 4],
-            "checkpoint_every": max(1, min(100, params.steps // 5)),
-            "max_mask_fraction": dataset.MAX_MASK_FRACTION}
+    return {
+        "steps": params.steps,
+        "lr": params.lr,
+        "batch_size": params.batch_size,
+        "seed": params.seed,
+        "warmup_steps": min(250, params.steps // 10),
+        "lr_decay_steps": [params.steps * 3 // 4],
+        "checkpoint_every": max(1, min(100, params.steps // 5)),
+        "max_mask_fraction": dataset.MAX_MASK_FRACTION,
+    }
 
 
 def run_round(ctx: JobContext) -> dict[str, Any]:
@@ -159,18 +173,31 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     version = db.get(ModelVersion, inputs["new_model_version_id"]) if "new_model_version_id" in inputs else None
     if version is None:
         version = _train_and_register(ctx, project, parent, params, storage, client, work_dir)
-    result = {**base, **{k: v for k, v in (db.get(Job, ctx.job_id).result or {}).items()
-                         if k in ("step", "total_steps", "loss", "loss_curve")},
-              "new_model_version_id": version.id, "metrics": version.metrics,
-              "data_snapshot": version.data_snapshot, "eta_seconds": 0}
+    result = {
+        **base,
+        **{
+            k: v
+            for k, v in (db.get(Job, ctx.job_id).result or {}).items()
+            if k in ("step", "total_steps", "loss", "loss_curve")
+        },
+        "new_model_version_id": version.id,
+        "metrics": version.metrics,
+        "data_snapshot": version.data_snapshot,
+        "eta_seconds": 0,
+    }
     result.update(_maybe_promote(ctx, project, parent, version, params))
     shutil.rmtree(storage.path(work_dir), ignore_errors=True)
     return result
 
 
 def _train_and_register(
-    ctx: JobContext, project: Project, parent: ModelVersion, params: RetrainParams, storage: LocalStorage,
-    client: ModelServerClient, work_dir: str,
+    ctx: JobContext,
+    project: Project,
+    parent: ModelVersion,
+    params: RetrainParams,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    work_dir: str,
 ) -> ModelVersion:
     db = ctx.db
     snapshot = dataset.take_snapshot(db, project.id, params.held_out_fraction, params.seed)
@@ -179,10 +206,13 @@ def _train_and_register(
         raise ValueError(
             f"not enough masks to retrain: {record['masks']} usable accepted mask(s) in the project "
             f"({record['dropped_large_or_empty']} more cover over {dataset.MAX_MASK_FRACTION:.0%} of their "
-            f"image or are empty), a round needs at least {params.min_masks}")
+            f"image or are empty), a round needs at least {params.min_masks}"
+        )
     if not snapshot.train or not snapshot.held_out:
-        raise ValueError(f"masks on at least two images are needed (one to train on, one held out); "
-                         f"the project's {record['masks']} masks are on {record['images']} image(s)")
+        raise ValueError(
+            f"masks on at least two images are needed (one to train on, one held out); "
+            f"the project's {record['masks']} masks are on {record['images']} image(s)"
+        )
     spec = model_spec(parent, storage)
     if not _report(ctx, 0.0, f"loading embeddings of {record['images']} images", data_snapshot=record):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
@@ -190,15 +220,22 @@ def _train_and_register(
     held_out = dataset.load_samples(db, storage, client, parent, spec, snapshot.held_out)
 
     reporter = _Reporter(ctx, params.steps)
-    if not _report(ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps,
-                   loss_curve=[]):
+    if not _report(
+        ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps, loss_curve=[]
+    ):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
     checkpoint = storage.temp_path(".pth")
     try:
         started = time.monotonic()
-        outcome = client.retrain(spec, train, _train_config(params), checkpoint,
-                                 checkpoint_dir=storage.path(work_dir), progress=reporter,
-                                 should_stop=reporter.should_stop)
+        outcome = client.retrain(
+            spec,
+            train,
+            _train_config(params),
+            checkpoint,
+            checkpoint_dir=storage.path(work_dir),
+            progress=reporter,
+            should_stop=reporter.should_stop,
+        )
         seconds = time.monotonic() - started
         if outcome.stopped_early:
             shutil.rmtree(storage.path(work_dir), ignore_errors=True)
@@ -208,43 +245,91 @@ def _train_and_register(
 
         def eval_progress(start: float, end: float, label: str):
             def report(done: int, total: int) -> None:
-                jobs.set_progress(db, ctx.job_id, start + (end - start) * done / max(total, 1),
-                                  f"evaluating {label} on {total} held-out masks: {done}/{total}")
+                jobs.set_progress(
+                    db,
+                    ctx.job_id,
+                    start + (end - start) * done / max(total, 1),
+                    f"evaluating {label} on {total} held-out masks: {done}/{total}",
+                )
+
             return report
 
         mid = (TRAIN_END + EVAL_END) / 2
-        new_metrics = client.evaluate(new_spec, held_out, params.max_clicks, eval_progress(TRAIN_END, mid, "the new version"))
-        parent_metrics = client.evaluate(spec, held_out, params.max_clicks, eval_progress(mid, EVAL_END, f"version {parent.id}"))
+        new_metrics = client.evaluate(
+            new_spec, held_out, params.max_clicks, eval_progress(TRAIN_END, mid, "the new version")
+        )
+        parent_metrics = client.evaluate(
+            spec, held_out, params.max_clicks, eval_progress(mid, EVAL_END, f"version {parent.id}")
+        )
         jobs.set_progress(db, ctx.job_id, EVAL_END, "storing the checkpoint and browser decoder")
-        return _register(ctx, project, parent, params, storage, client, checkpoint, outcome, record,
-                         new_metrics, parent_metrics, seconds)
+        return _register(
+            ctx,
+            project,
+            parent,
+            params,
+            storage,
+            client,
+            checkpoint,
+            outcome,
+            record,
+            new_metrics,
+            parent_metrics,
+            seconds,
+        )
     finally:
         checkpoint.unlink(missing_ok=True)
 
 
 def _register(
-    ctx: JobContext, project: Project, parent: ModelVersion, params: RetrainParams, storage: LocalStorage,
-    client: ModelServerClient, checkpoint: Path, outcome: TrainOutcome, record: dict[str, Any], new_metrics: dict[str, float],
-    parent_metrics: dict[str, float], seconds: float,
+    ctx: JobContext,
+    project: Project,
+    parent: ModelVersion,
+    params: RetrainParams,
+    storage: LocalStorage,
+    client: ModelServerClient,
+    checkpoint: Path,
+    outcome: TrainOutcome,
+    record: dict[str, Any],
+    new_metrics: dict[str, float],
+    parent_metrics: dict[str, float],
+    seconds: float,
 ) -> ModelVersion:
     """Store the artifacts, then add the version and record its id on the job in one commit."""
     db = ctx.db
     prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
     storage.put_file(f"{prefix}/checkpoint.pth", checkpoint)
-    rounds = len(db.scalars(select(ModelVersion.id).where(
-        ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained)).all())
+    rounds = len(
+        db.scalars(
+            select(ModelVersion.id).where(
+                ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained
+            )
+        ).all()
+    )
     version = ModelVersion(
-        project_id=project.id, parent_id=parent.id, name=f"round {rounds + 1} (from #{parent.id})",
-        architecture=parent.architecture, origin=ModelOrigin.trained, status=ModelStatus.ready,
+        project_id=project.id,
+        parent_id=parent.id,
+        name=f"round {rounds + 1} (from #{parent.id})",
+        architecture=parent.architecture,
+        origin=ModelOrigin.trained,
+        status=ModelStatus.ready,
         sha256=outcome.sha256,
         artifacts={"checkpoint": f"{prefix}/checkpoint.pth", "encoder_from": promotion.encoder_identity(parent)},
-        metrics={"held_out": new_metrics, "parent_held_out": parent_metrics, "parent_id": parent.id,
-                 "final_loss": outcome.losses[-1] if outcome.losses else None,
-                 "training_seconds": round(seconds, 3)},
+        metrics={
+            "held_out": new_metrics,
+            "parent_held_out": parent_metrics,
+            "parent_id": parent.id,
+            "final_loss": outcome.losses[-1] if outcome.losses else None,
+            "training_seconds": round(seconds, 3),
+        },
         data_snapshot=record,
-        hyperparameters={**_train_config(params), "held_out_fraction": params.held_out_fraction,
-                         "min_masks": params.min_masks, "max_clicks": params.max_clicks,
-                         "steps_done": outcome.steps_done, "job_id": ctx.job_id},
+        hyperparameters={
+            **_train_config(params),
+            "held_out_fraction": params.held_out_fraction,
+            "min_masks": params.min_masks,
+            "max_clicks": params.max_clicks,
+            "steps_done": outcome.steps_done,
+            "job_id": ctx.job_id,
+        },
     )
     _store_decoder(version, storage, client, prefix)
     db.add(version)
@@ -266,10 +351,18 @@ def _maybe_promote(
         return {"promoted": False, "promotion": f"not promoted: the active version is no longer the parent {parent.id}"}
     new, old = version.metrics["held_out"], version.metrics["parent_held_out"]
     if not service.is_better(new, old):
-        return {"promoted": False, "promotion": (
-            f"not promoted: not better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
-            f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})")}
+        return {
+            "promoted": False,
+            "promotion": (
+                f"not promoted: not better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
+                f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})"
+            ),
+        }
     promotion.promote(db, project, version, None, ctx.settings)
-    return {"promoted": True, "promotion": (
-        f"promoted: better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
-        f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})")}
+    return {
+        "promoted": True,
+        "promotion": (
+            f"promoted: better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
+            f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})"
+        ),
+    }

@@ -27,29 +27,44 @@ router = APIRouter(tags=["review"])
 
 
 @router.get("/api/projects/{project_id}/review/next", responses={204: {"description": "nothing pending"}})
-def next_for_review(project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_DB_ID)] = 0) -> Response:
+def next_for_review(
+    project: ProjectForMember, db: SessionDep, after: Annotated[int, Query(ge=0, le=MAX_DB_ID)] = 0
+) -> Response:
     found = service.next_pending(db, project.id, after)
     if found is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     mask, pending = found
-    item = ReviewItem(mask=MaskOut.model_validate(mask), image=ImageOut.model_validate(db.get(Image, mask.image_id)),
-                      pending=pending)
+    item = ReviewItem(
+        mask=MaskOut.model_validate(mask), image=ImageOut.model_validate(db.get(Image, mask.image_id)), pending=pending
+    )
     return Response(item.model_dump_json(), media_type="application/json")
 
 
 @router.post("/api/masks/{mask_id}/review", status_code=status.HTTP_201_CREATED)
 def review_mask(mask: MaskForMember, body: ReviewIn, db: SessionDep, user: CurrentUser) -> ReviewOut:
     try:
-        row = service.review(db, mask, user, ReviewDecision(body.decision),
-                             body.rle.model_dump() if body.rle else None, body.seconds_spent)
+        row = service.review(
+            db,
+            mask,
+            user,
+            ReviewDecision(body.decision),
+            body.rle.model_dump() if body.rle else None,
+            body.seconds_spent,
+        )
     except InvalidRle as error:
         raise HTTPException(status_code=422, detail=f"invalid corrected mask RLE: {error}") from None
     except service.NotReviewable as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     fixed = db.get(Mask, row.fixed_mask_id) if row.fixed_mask_id else None
-    return ReviewOut(id=row.id, mask_id=row.mask_id, decision=row.decision, iou=row.iou,
-                     fixed_mask=MaskOut.model_validate(fixed) if fixed else None, reviewer_id=row.reviewer_id,
-                     created_at=row.created_at)
+    return ReviewOut(
+        id=row.id,
+        mask_id=row.mask_id,
+        decision=row.decision,
+        iou=row.iou,
+        fixed_mask=MaskOut.model_validate(fixed) if fixed else None,
+        reviewer_id=row.reviewer_id,
+        created_at=row.created_at,
+    )
 
 
 @router.get("/api/projects/{project_id}/review/summary")

@@ -30,7 +30,15 @@ from sqlalchemy.orm import Session
 
 from backend.annotation.rle import check_rle
 from backend.models import (
-    Image, Mask, MaskReview, MaskSource, PrefillOutcome, ReviewDecision, ReviewStatus, Stage, User,
+    Image,
+    Mask,
+    MaskReview,
+    MaskSource,
+    PrefillOutcome,
+    ReviewDecision,
+    ReviewStatus,
+    Stage,
+    User,
 )
 
 IOU_THRESHOLD = 0.9
@@ -46,7 +54,7 @@ class NotReviewable(RuntimeError):
     """The mask is not (or no longer) in the review queue."""
 
 
-def _pending(project_id: int):  # noqa: ANN202 - a SQL condition
+def _pending(project_id: int):
     return (Mask.project_id == project_id) & (Mask.review_status == ReviewStatus.pending) & Mask.deleted_at.is_(None)
 
 
@@ -66,7 +74,11 @@ def mask_iou(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 
 def review(
-    db: Session, mask: Mask, reviewer: User, decision: ReviewDecision, rle: dict[str, Any] | None = None,
+    db: Session,
+    mask: Mask,
+    reviewer: User,
+    decision: ReviewDecision,
+    rle: dict[str, Any] | None = None,
     seconds_spent: float | None = None,
 ) -> MaskReview:
     """Record `reviewer`'s `decision` on the pending `mask` (committed); `rle` is the fix.
@@ -89,24 +101,42 @@ def review(
     if decision != ReviewDecision.accept:
         changes["deleted_at"] = now  # replaced by the fix, or thrown away
     taken = db.execute(
-        update(Mask).where(Mask.id == mask.id, Mask.review_status == ReviewStatus.pending, Mask.deleted_at.is_(None))
-        .values(**changes).execution_options(synchronize_session=False)
+        update(Mask)
+        .where(Mask.id == mask.id, Mask.review_status == ReviewStatus.pending, Mask.deleted_at.is_(None))
+        .values(**changes)
+        .execution_options(synchronize_session=False)
     ).rowcount
     if taken != 1:
         db.rollback()
         db.refresh(mask)
-        raise NotReviewable(f"mask {mask.id} is not in the review queue (review status {mask.review_status.value}"
-                            f"{', deleted' if mask.deleted_at else ''})")
+        raise NotReviewable(
+            f"mask {mask.id} is not in the review queue (review status {mask.review_status.value}"
+            f"{', deleted' if mask.deleted_at else ''})"
+        )
     if decision == ReviewDecision.fix:
         fixed = Mask(
-            image_id=mask.image_id, project_id=mask.project_id, rle=checked.rle, bbox=checked.bbox,
-            area=checked.area, source=MaskSource.manual, stage=Stage.fully_automatic, author_id=reviewer.id,
-            parent_mask_id=mask.id, seconds_spent=seconds_spent, prompts={"review_of": mask.id},
+            image_id=mask.image_id,
+            project_id=mask.project_id,
+            rle=checked.rle,
+            bbox=checked.bbox,
+            area=checked.area,
+            source=MaskSource.manual,
+            stage=Stage.fully_automatic,
+            author_id=reviewer.id,
+            parent_mask_id=mask.id,
+            seconds_spent=seconds_spent,
+            prompts={"review_of": mask.id},
         )
         db.add(fixed)
         db.flush()
-    row = MaskReview(mask_id=mask.id, project_id=mask.project_id, reviewer_id=reviewer.id, decision=decision,
-                     iou=iou, fixed_mask_id=fixed.id if fixed else None)
+    row = MaskReview(
+        mask_id=mask.id,
+        project_id=mask.project_id,
+        reviewer_id=reviewer.id,
+        decision=decision,
+        iou=iou,
+        fixed_mask_id=fixed.id if fixed else None,
+    )
     db.add(row)
     db.commit()
     db.refresh(mask)
@@ -131,17 +161,23 @@ class Summary:
 
 def summary(db: Session, project_id: int) -> Summary:
     """Counts of the queue and the share of reviewed masks with IoU after review above the threshold."""
-    statuses = dict(db.execute(
-        select(Mask.review_status, func.count()).where(Mask.project_id == project_id, Mask.source == MaskSource.auto)
-        .group_by(Mask.review_status)
-    ).all())
+    statuses = dict(
+        db.execute(
+            select(Mask.review_status, func.count())
+            .where(Mask.project_id == project_id, Mask.source == MaskSource.auto)
+            .group_by(Mask.review_status)
+        ).all()
+    )
     pending = db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id)))
     reviews = db.execute(select(MaskReview.decision, MaskReview.iou).where(MaskReview.project_id == project_id)).all()
     above = sum(1 for _, iou in reviews if iou is not None and iou > IOU_THRESHOLD)
     fixed_ious = [iou for decision, iou in reviews if decision == ReviewDecision.fix and iou is not None]
     count = {d: sum(1 for decision, _ in reviews if decision == d) for d in ReviewDecision}
-    sampled_prompts = db.scalars(select(Mask.prompts).where(
-        Mask.project_id == project_id, Mask.source == MaskSource.auto, Mask.review_status != ReviewStatus.none))
+    sampled_prompts = db.scalars(
+        select(Mask.prompts).where(
+            Mask.project_id == project_id, Mask.source == MaskSource.auto, Mask.review_status != ReviewStatus.none
+        )
+    )
     versions = sorted({p["model_version_id"] for p in sampled_prompts if p and "model_version_id" in p})
     return Summary(
         auto_masks=sum(statuses.values()),

@@ -49,7 +49,11 @@ def create_user(body: UserCreate, db: SessionDep, settings: SettingsDep, _: Admi
 
 @router.post("/me/password")
 def change_own_password(
-    body: PasswordChange, request: Request, user: AnyUser, db: SessionDep, settings: SettingsDep,
+    body: PasswordChange,
+    request: Request,
+    user: AnyUser,
+    db: SessionDep,
+    settings: SettingsDep,
     limiter: LoginLimiterDep,
 ) -> Token:
     """A wrong current password counts as a failed login, so a stolen token cannot guess it freely."""

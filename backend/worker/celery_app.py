@@ -58,8 +58,14 @@ TASK_ROUTES = {
     "jobs.*": {"queue": "embed"},
 }
 # Modules that define tasks; a new domain appends its tasks module here.
-TASK_MODULES = ["backend.jobs.tasks", "backend.embeddings.tasks", "backend.auto.tasks", "backend.exchange.tasks",
-                "backend.retraining.tasks", "backend.detection.tasks"]
+TASK_MODULES = [
+    "backend.jobs.tasks",
+    "backend.embeddings.tasks",
+    "backend.auto.tasks",
+    "backend.exchange.tasks",
+    "backend.retraining.tasks",
+    "backend.detection.tasks",
+]
 BEAT_LOCK_FILE = "celerybeat.lock"
 RETRAIN_CHECK_SECONDS = 60.0  # how often beat looks for projects due a retraining round
 REDIS_VISIBILITY_TIMEOUT = 12 * 3600
@@ -125,7 +131,10 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
             beat_scheduler="backend.worker.celery_app:LockedScheduler",
             beat_schedule={
                 "sweep-stale-jobs": {"task": "jobs.sweep_stale_jobs", "schedule": settings.job_stale_seconds / 2},
-                "start-due-retrain-rounds": {"task": "jobs.start_due_retrain_rounds", "schedule": RETRAIN_CHECK_SECONDS},
+                "start-due-retrain-rounds": {
+                    "task": "jobs.start_due_retrain_rounds",
+                    "schedule": RETRAIN_CHECK_SECONDS,
+                },
             },
         )
         _configured_for = (broker, backend, eager)
@@ -178,7 +187,7 @@ def hold_beat_lock(data_dir: Path) -> IO[str]:
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / BEAT_LOCK_FILE
-    lock = open(path, "a")  # noqa: SIM115 - kept open: closing it releases the lock
+    lock = open(path, "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

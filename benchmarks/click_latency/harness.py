@@ -45,7 +45,10 @@ def build_harness(out_dir: Path) -> Path:
         raise RuntimeError(f"{vite} or {runtime} missing: run `npm ci` in frontend/ (scripts/install does)")
     result = subprocess.run(
         [str(vite), "build", "--config", str(HERE / "vite.config.mjs"), "--outDir", str(out_dir)],
-        cwd=FRONTEND, capture_output=True, text=True, timeout=300,
+        cwd=FRONTEND,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if result.returncode != 0:
         raise RuntimeError(f"harness build failed:\n{result.stdout}\n{result.stderr}")
@@ -69,7 +72,7 @@ class _IsolatedHandler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         pass
 
 

@@ -50,12 +50,16 @@ def _sums_table(name: str, key: list[sa.Column]) -> None:
         sa.Column("author_key", sa.Integer(), nullable=False),
         *[sa.Column(c, sa.BigInteger(), nullable=False) for c in ("masks", "timed")],
         sa.Column("seconds", sa.Float(), nullable=False),
-        *[sa.Column(c, sa.BigInteger(), nullable=False)
-          for c in ("clicked", "clicks", "prefill_kept", "prefill_corrected", "prefill_deleted")],
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f(f"fk_{name}_project_id_projects"),
-                                ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("project_id", *[c.name for c in key], "stage", "source", "author_key",
-                                name=op.f(f"pk_{name}")),
+        *[
+            sa.Column(c, sa.BigInteger(), nullable=False)
+            for c in ("clicked", "clicks", "prefill_kept", "prefill_corrected", "prefill_deleted")
+        ],
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f(f"fk_{name}_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint(
+            "project_id", *[c.name for c in key], "stage", "source", "author_key", name=op.f(f"pk_{name}")
+        ),
     )
 
 
@@ -68,8 +72,9 @@ def upgrade() -> None:
         sa.Column("author_key", sa.Integer(), nullable=False),
         sa.Column("bucket", sa.BigInteger(), nullable=False),
         sa.Column("masks", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f("fk_mask_seconds_project_id_projects"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_mask_seconds_project_id_projects"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("project_id", "author_key", "bucket", name=op.f("pk_mask_seconds")),
     )
     op.create_table(
@@ -78,10 +83,12 @@ def upgrade() -> None:
         sa.Column("image_id", sa.Integer(), nullable=False),
         sa.Column("author_key", sa.Integer(), nullable=False),
         sa.Column("masks", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"],
-                                name=op.f("fk_image_mask_counts_project_id_projects"), ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["image_id"], ["images.id"], name=op.f("fk_image_mask_counts_image_id_images"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_image_mask_counts_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["image_id"], ["images.id"], name=op.f("fk_image_mask_counts_image_id_images"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("project_id", "image_id", "author_key", name=op.f("pk_image_mask_counts")),
     )
     op.create_index("ix_image_mask_counts_image_id", "image_mask_counts", ["image_id"])
@@ -90,10 +97,12 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("image_id", sa.Integer(), nullable=False),
         sa.Column("masks", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"],
-                                name=op.f("fk_image_mask_totals_project_id_projects"), ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["image_id"], ["images.id"], name=op.f("fk_image_mask_totals_image_id_images"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_image_mask_totals_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["image_id"], ["images.id"], name=op.f("fk_image_mask_totals_image_id_images"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("project_id", "image_id", name=op.f("pk_image_mask_totals")),
     )
     op.create_table(
@@ -101,10 +110,13 @@ def upgrade() -> None:
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("assignee_key", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
-        *[sa.Column(c, sa.BigInteger(), nullable=False) for c in
-          ("images", "done_assisted_manual", "done_semi_automatic", "done_fully_automatic", "done_done")],
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f("fk_image_stats_project_id_projects"),
-                                ondelete="CASCADE"),
+        *[
+            sa.Column(c, sa.BigInteger(), nullable=False)
+            for c in ("images", "done_assisted_manual", "done_semi_automatic", "done_fully_automatic", "done_done")
+        ],
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_image_stats_project_id_projects"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("project_id", "assignee_key", "status", name=op.f("pk_image_stats")),
     )
     for name in DROPPED:

@@ -26,8 +26,20 @@ def upgrade() -> None:
         sa.Column("model_version_id", sa.Integer(), nullable=True),
         sa.Column("job_id", sa.Integer(), nullable=True),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("status", sa.Enum("training", "ready", "failed", "archived", name="detector_status",
-                                    native_enum=False, create_constraint=True, length=32), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "training",
+                "ready",
+                "failed",
+                "archived",
+                name="detector_status",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
+            nullable=False,
+        ),
         sa.Column("artifacts", sa.JSON(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("hyperparameters", sa.JSON(), nullable=False),
@@ -35,14 +47,21 @@ def upgrade() -> None:
         sa.Column("heldout_image_ids", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f("fk_detector_versions_project_id_projects"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["model_version_id"], ["model_versions.id"],
-                                name=op.f("fk_detector_versions_model_version_id_model_versions"), ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_detector_versions_job_id_jobs"),
-                                ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(["created_by"], ["users.id"], name=op.f("fk_detector_versions_created_by_users"),
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_detector_versions_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_version_id"],
+            ["model_versions.id"],
+            name=op.f("fk_detector_versions_model_version_id_model_versions"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_detector_versions_job_id_jobs"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_detector_versions_created_by_users"), ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_detector_versions")),
     )
     op.create_index(op.f("ix_detector_versions_project_id"), "detector_versions", ["project_id"])
@@ -55,13 +74,18 @@ def upgrade() -> None:
         sa.Column("boxes", sa.Integer(), nullable=False),
         sa.Column("masks", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["image_id"], ["images.id"], name=op.f("fk_detector_proposals_image_id_images"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"],
-                                name=op.f("fk_detector_proposals_project_id_projects"), ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["detector_version_id"], ["detector_versions.id"],
-                                name=op.f("fk_detector_proposals_detector_version_id_detector_versions"),
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["image_id"], ["images.id"], name=op.f("fk_detector_proposals_image_id_images"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_detector_proposals_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["detector_version_id"],
+            ["detector_versions.id"],
+            name=op.f("fk_detector_proposals_detector_version_id_detector_versions"),
+            ondelete="SET NULL",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_detector_proposals")),
         sa.UniqueConstraint("image_id", name=op.f("uq_detector_proposals_image_id")),
     )

@@ -29,8 +29,11 @@ def _swap_unique(drop: str, create: str, columns: list[str]) -> None:
     bind = op.get_bind()
     triggers = []
     if bind.dialect.name == "sqlite":
-        triggers = bind.execute(sa.text(
-            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'masks'")).scalars().all()
+        triggers = (
+            bind.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'masks'"))
+            .scalars()
+            .all()
+        )
     with op.batch_alter_table("masks") as batch:  # SQLite changes constraints by copying the table
         batch.drop_constraint(op.f(drop), type_="unique")
         batch.create_unique_constraint(op.f(create), columns)

@@ -25,8 +25,14 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("model_versions", sa.Column("is_default", sa.Boolean(), server_default=sa.false(), nullable=False))
-    op.create_index("uq_model_versions_is_default", "model_versions", ["is_default"], unique=True,
-                    postgresql_where=sa.text("is_default"), sqlite_where=sa.text("is_default"))
+    op.create_index(
+        "uq_model_versions_is_default",
+        "model_versions",
+        ["is_default"],
+        unique=True,
+        postgresql_where=sa.text("is_default"),
+        sqlite_where=sa.text("is_default"),
+    )
     op.execute(
         "UPDATE model_versions SET is_default = true WHERE id = (SELECT max(id) FROM model_versions "
         "WHERE project_id IS NULL AND origin = 'official' AND status = 'ready')"

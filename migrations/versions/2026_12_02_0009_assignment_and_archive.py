@@ -34,8 +34,11 @@ def _images_batch() -> Iterator[BatchOperations]:
     bind = op.get_bind()
     triggers = []
     if bind.dialect.name == "sqlite":
-        triggers = bind.execute(sa.text(
-            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'images'")).scalars().all()
+        triggers = (
+            bind.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'images'"))
+            .scalars()
+            .all()
+        )
     with op.batch_alter_table("images") as batch:
         yield batch
     for sql in triggers:
@@ -45,8 +48,9 @@ def _images_batch() -> Iterator[BatchOperations]:
 def upgrade() -> None:
     with _images_batch() as batch:
         batch.add_column(sa.Column("assigned_to", sa.Integer(), nullable=True))
-        batch.create_foreign_key(op.f("fk_images_assigned_to_users"), "users", ["assigned_to"], ["id"],
-                                 ondelete="SET NULL")
+        batch.create_foreign_key(
+            op.f("fk_images_assigned_to_users"), "users", ["assigned_to"], ["id"], ondelete="SET NULL"
+        )
         batch.create_index(op.f("ix_images_assigned_to"), ["assigned_to"])
     op.add_column("projects", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
 

@@ -128,8 +128,11 @@ def _check_state_dict(model: Sam, state_dict: Mapping[str, torch.Tensor], name: 
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys ({_summarise(unexpected)})")
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches ({'; '.join(mismatched[:3])}"
-                        + (", ..." if len(mismatched) > 3 else "") + ")")
+        problems.append(
+            f"{len(mismatched)} shape mismatches ({'; '.join(mismatched[:3])}"
+            + (", ..." if len(mismatched) > 3 else "")
+            + ")"
+        )
     guess = _guess_variant(state_dict)
     hint = f"; the file looks like {guess}" if guess and guess != name else ""
     raise ValueError(f"checkpoint {path} does not match SAM {name}: {'; '.join(problems)}{hint}")

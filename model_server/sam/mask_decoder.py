@@ -57,8 +57,10 @@ class MaskDecoder(nn.Module):
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat(
-            [output_tokens.unsqueeze(0).expand(batch, -1, -1).to(sparse_prompt_embeddings.dtype),
-             sparse_prompt_embeddings],
+            [
+                output_tokens.unsqueeze(0).expand(batch, -1, -1).to(sparse_prompt_embeddings.dtype),
+                sparse_prompt_embeddings,
+            ],
             dim=1,
         )
         src = image_embeddings + dense_prompt_embeddings

@@ -38,8 +38,9 @@ class TrainingSample:
 
     def __post_init__(self) -> None:
         if tuple(self.embedding.shape) != EMBEDDING_SHAPE or not np.issubdtype(self.embedding.dtype, np.floating):
-            raise ValueError(f"embedding must be a float 256x64x64 array, got {self.embedding.dtype} "
-                             f"{tuple(self.embedding.shape)}")
+            raise ValueError(
+                f"embedding must be a float 256x64x64 array, got {self.embedding.dtype} {tuple(self.embedding.shape)}"
+            )
         self.original_size = (int(self.original_size[0]), int(self.original_size[1]))
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
         if self.mask.shape != self.original_size:
@@ -73,8 +74,11 @@ def embed_samples(
         embedding = predictor.embedding[0].to(torch.float16).cpu().numpy()
         for mask in masks:
             if np.asarray(mask).any():
-                samples.append(TrainingSample(embedding, predictor.original_size, predictor.input_size,
-                                              np.asarray(mask, dtype=bool)))
+                samples.append(
+                    TrainingSample(
+                        embedding, predictor.original_size, predictor.input_size, np.asarray(mask, dtype=bool)
+                    )
+                )
         if progress is not None:
             progress(i)
     return samples

@@ -71,8 +71,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.lr_decay_steps = tuple(int(s) for s in self.lr_decay_steps)
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-                    "checkpoint_every": self.checkpoint_every}
+        positive = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "checkpoint_every": self.checkpoint_every,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -116,12 +120,16 @@ def train_decoder(
     more than `max_mask_fraction` of their image are skipped; ValueError if none is left.
     """
     if config.train_image_encoder:
-        raise ValueError("train_image_encoder is not supported: training runs on cached embeddings "
-                         "(the encoder is frozen); train on images and recompute embeddings elsewhere")
+        raise ValueError(
+            "train_image_encoder is not supported: training runs on cached embeddings "
+            "(the encoder is frozen); train on images and recompute embeddings elsewhere"
+        )
     kept = [s for s in samples if s.area_fraction <= config.max_mask_fraction]
     if not kept:
-        raise ValueError(f"no training data: {len(samples)} masks given, none covering at most "
-                         f"{config.max_mask_fraction:.0%} of its image")
+        raise ValueError(
+            f"no training data: {len(samples)} masks given, none covering at most "
+            f"{config.max_mask_fraction:.0%} of its image"
+        )
     device = model.device
     targets = [_low_res_target(s) for s in kept]
     modules = (model.prompt_encoder, model.mask_decoder)
@@ -148,20 +156,24 @@ def train_decoder(
                 result.stopped_early = True
                 break
             batch = sampler.next_batch(config.batch_size)
-            loss = _train_step(model, dense_pe, [kept[i] for i in batch], [targets[i] for i in batch],
-                               config, sampler.rng, optimizer)
+            loss = _train_step(
+                model, dense_pe, [kept[i] for i in batch], [targets[i] for i in batch], config, sampler.rng, optimizer
+            )
             scheduler.step()
             result.steps_done += 1
             result.losses.append(loss)
             if checkpoint_dir is not None and result.steps_done % config.checkpoint_every == 0:
-                result.checkpoint_path = _save(checkpoint_dir, model, optimizer, scheduler, sampler, result,
-                                               config, len(kept))
+                result.checkpoint_path = _save(
+                    checkpoint_dir, model, optimizer, scheduler, sampler, result, config, len(kept)
+                )
             if progress is not None:
                 progress(result.steps_done, config.steps, loss)
-        if checkpoint_dir is not None and (result.checkpoint_path is None
-                                           or result.checkpoint_path != _path_for(checkpoint_dir, result.steps_done)):
-            result.checkpoint_path = _save(checkpoint_dir, model, optimizer, scheduler, sampler, result,
-                                           config, len(kept))
+        if checkpoint_dir is not None and (
+            result.checkpoint_path is None or result.checkpoint_path != _path_for(checkpoint_dir, result.steps_done)
+        ):
+            result.checkpoint_path = _save(
+                checkpoint_dir, model, optimizer, scheduler, sampler, result, config, len(kept)
+            )
     finally:
         for m, mode in zip(modules, was_training):
             m.train(mode)
@@ -222,7 +234,9 @@ Token = tuple[float, float, int]  # (x, y) in the model frame and the prompt-enc
 
 
 def _first_prompts(
-    samples: list[TrainingSample], targets: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig,
+    samples: list[TrainingSample],
+    targets: list[tuple[np.ndarray, np.ndarray]],
+    config: TrainConfig,
     rng: np.random.Generator,
 ) -> list[tuple[list[Token], list[Token]]]:
     """Per sample (clicks, trailing tokens): a foreground point followed by the padding point, or no
@@ -240,8 +254,10 @@ def _first_prompts(
 
 
 def _add_points(
-    sessions: list[tuple[list[Token], list[Token]]], mask_input: torch.Tensor,
-    targets: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
+    sessions: list[tuple[list[Token], list[Token]]],
+    mask_input: torch.Tensor,
+    targets: list[tuple[np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
 ) -> None:
     """Append to each session a click drawn uniformly from the error region of its previous
     prediction, or a padding point where the prediction is exact."""
@@ -330,8 +346,16 @@ def _latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _save(directory: Path, model: Sam, optimizer, scheduler, sampler: _Sampler, result: TrainResult,
-          config: TrainConfig, n_samples: int) -> Path:
+def _save(
+    directory: Path,
+    model: Sam,
+    optimizer,
+    scheduler,
+    sampler: _Sampler,
+    result: TrainResult,
+    config: TrainConfig,
+    n_samples: int,
+) -> Path:
     """Write the training state atomically (temporary file, then rename), then drop older ones."""
     path = _path_for(directory, result.steps_done)
     state = {
@@ -354,8 +378,16 @@ def _save(directory: Path, model: Sam, optimizer, scheduler, sampler: _Sampler, 
     return path
 
 
-def _restore(path: Path, model: Sam, optimizer, scheduler, sampler: _Sampler, result: TrainResult,
-             config: TrainConfig, n_samples: int) -> None:
+def _restore(
+    path: Path,
+    model: Sam,
+    optimizer,
+    scheduler,
+    sampler: _Sampler,
+    result: TrainResult,
+    config: TrainConfig,
+    n_samples: int,
+) -> None:
     try:
         state = torch.load(path, map_location=model.device, weights_only=False)
     except Exception as exc:  # truncated or foreign file: say which
@@ -365,8 +397,10 @@ def _restore(path: Path, model: Sam, optimizer, scheduler, sampler: _Sampler, re
     saved["lr_decay_steps"] = tuple(saved["lr_decay_steps"])
     if saved != wanted or state["n_samples"] != n_samples:
         changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
-        raise ValueError(f"cannot resume from {path}: it was written for another run "
-                         f"(changed: {', '.join(changed) or 'number of samples'}); use an empty checkpoint_dir")
+        raise ValueError(
+            f"cannot resume from {path}: it was written for another run "
+            f"(changed: {', '.join(changed) or 'number of samples'}); use an empty checkpoint_dir"
+        )
     model.prompt_encoder.load_state_dict(state["prompt_encoder"])
     model.mask_decoder.load_state_dict(state["mask_decoder"])
     optimizer.load_state_dict(state["optimizer"])

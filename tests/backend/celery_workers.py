@@ -71,11 +71,31 @@ def worker_processes(settings: Settings, queue: str, log_dir: Path) -> Iterator[
             "DATAENGINE_BROKER_URL": settings.broker_url,
             "OMP_NUM_THREADS": "2",
         }
-        log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - the worker process owns it
+        log = open(log_dir / f"{name}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "worker", "-Q", queue,
-             "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "info"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "backend.worker.celery_app",
+                "worker",
+                "-Q",
+                queue,
+                "-P",
+                "solo",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         started.append(process)
         return process
@@ -113,8 +133,14 @@ def free_port() -> int:
 def up_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     """The environment of a `dataengine up` on `tmp_path/var` (no DATAENGINE_* of the caller's), plus `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAENGINE_")}
-    return {**env, "DATAENGINE_DATA_DIR": str(tmp_path / "var"), "DATAENGINE_BCRYPT_ROUNDS": "4",
-            "DATAENGINE_FRONTEND_DIST": str(tmp_path / "no-frontend"), "OMP_NUM_THREADS": "2", **settings}
+    return {
+        **env,
+        "DATAENGINE_DATA_DIR": str(tmp_path / "var"),
+        "DATAENGINE_BCRYPT_ROUNDS": "4",
+        "DATAENGINE_FRONTEND_DIST": str(tmp_path / "no-frontend"),
+        "OMP_NUM_THREADS": "2",
+        **settings,
+    }
 
 
 class Output:
@@ -181,9 +207,12 @@ def processes() -> list[ProcessInfo]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:  # it exited meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
-        found.append(ProcessInfo(int(entry.name), int(fields[1]), int(fields[2]), int(fields[3]), fields[0],
-                                 int(fields[19]), command))
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+        found.append(
+            ProcessInfo(
+                int(entry.name), int(fields[1]), int(fields[2]), int(fields[3]), fields[0], int(fields[19]), command
+            )
+        )
     return found
 
 
@@ -203,8 +232,11 @@ def left_behind(tree: list[ProcessInfo]) -> list[ProcessInfo]:
     """The live processes among `tree` (matched by pid and start time), or in a session one of them led."""
     known = {(info.pid, info.start_time) for info in tree}
     sessions = {info.sid for info in tree}
-    return [info for info in processes() if info.state != "Z"
-            and ((info.pid, info.start_time) in known or info.sid in sessions)]
+    return [
+        info
+        for info in processes()
+        if info.state != "Z" and ((info.pid, info.start_time) in known or info.sid in sessions)
+    ]
 
 
 class UpProcess:
@@ -226,8 +258,13 @@ class UpProcess:
 
     def __enter__(self) -> UpProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "up", "--port", str(self.port), *self.args], cwd=self.cwd,
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            [sys.executable, "-m", "backend.cli", "up", "--port", str(self.port), *self.args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         self.output = Output(self.process)
         try:

@@ -38,16 +38,22 @@ def images_with_masks(
 ) -> tuple[list[int], list[int]]:
     """Upload `count` grabcut images and save each one's mask through the API; (image ids, mask ids)."""
     image_ids = upload(client, headers, project_id, data_root, count)
-    mask_ids = [save_mask(client, headers, image_id, data_root, name, f"{tag}-{image_id}")
-                for image_id, name in zip(image_ids, GRABCUT_IMAGES)]
+    mask_ids = [
+        save_mask(client, headers, image_id, data_root, name, f"{tag}-{image_id}")
+        for image_id, name in zip(image_ids, GRABCUT_IMAGES)
+    ]
     return image_ids, mask_ids
 
 
-def save_mask(client: TestClient, headers: dict[str, str], image_id: int, data_root: Path, name: str,
-              client_id: str) -> int:
+def save_mask(
+    client: TestClient, headers: dict[str, str], image_id: int, data_root: Path, name: str, client_id: str
+) -> int:
     """Claim the image (saving needs the claim) and save the grabcut mask `name` on it."""
     assert client.post(f"/api/images/{image_id}/claim", headers=headers).status_code == 200
-    response = client.post(f"/api/images/{image_id}/masks", headers=headers, json={
-        "client_id": client_id, "rle": grabcut_rle(data_root, name), "seconds_spent": 12.0, "clicks": 3})
+    response = client.post(
+        f"/api/images/{image_id}/masks",
+        headers=headers,
+        json={"client_id": client_id, "rle": grabcut_rle(data_root, name), "seconds_spent": 12.0, "clicks": 3},
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]

@@ -41,14 +41,28 @@ def record(mask: np.ndarray, predicted_iou: float = 0.9, stability: float = 0.96
     """A generator record (coco_rle output mode) for a bool mask, as the AMG returns it."""
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
-    return {"segmentation": rle_of(mask), "area": int(mask.sum()), "bbox": [0, 0, 0, 0],
-            "predicted_iou": predicted_iou, "stability_score": stability,
-            "point_coords": [[float(xs.mean()), float(ys.mean())]], "crop_box": [0, 0, w, h]}
+    return {
+        "segmentation": rle_of(mask),
+        "area": int(mask.sum()),
+        "bbox": [0, 0, 0, 0],
+        "predicted_iou": predicted_iou,
+        "stability_score": stability,
+        "point_coords": [[float(xs.mean()), float(ys.mean())]],
+        "crop_box": [0, 0, w, h],
+    }
 
 
-def add_auto_masks(db: Session, image: Image, masks: list[np.ndarray], fraction: float = 1.0,
-                   seed: int = 0, max_mask_fraction: float = 0.95, model_version_id: int | None = None) -> StoredImage:
+def add_auto_masks(
+    db: Session,
+    image: Image,
+    masks: list[np.ndarray],
+    fraction: float = 1.0,
+    seed: int = 0,
+    max_mask_fraction: float = 0.95,
+    model_version_id: int | None = None,
+) -> StoredImage:
     """Store hand-built auto masks for `image` the way the auto task does."""
     provenance = {"model_version_id": model_version_id} if model_version_id is not None else None
-    return store_image_masks(db, image, [record(m) for m in masks], ReviewSampling(fraction, seed),
-                             max_mask_fraction, provenance)
+    return store_image_masks(
+        db, image, [record(m) for m in masks], ReviewSampling(fraction, seed), max_mask_fraction, provenance
+    )

@@ -45,13 +45,17 @@ def test_changing_the_own_password_needs_the_current_one_and_revokes_old_tokens(
     make_user(Role.annotator, "ann")
     first, second = _bearer(_login(client, "ann", TEST_PASSWORD)), _bearer(_login(client, "ann", TEST_PASSWORD))
 
-    wrong = client.post("/api/users/me/password", headers=first,
-                        json={"current_password": "not it at all", "new_password": NEW_PASSWORD})
+    wrong = client.post(
+        "/api/users/me/password",
+        headers=first,
+        json={"current_password": "not it at all", "new_password": NEW_PASSWORD},
+    )
     assert wrong.status_code == 400 and "current password" in wrong.json()["detail"]
     assert _me(client, first) == 200  # nothing changed
 
-    changed = client.post("/api/users/me/password", headers=first,
-                          json={"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD})
+    changed = client.post(
+        "/api/users/me/password", headers=first, json={"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD}
+    )
     assert changed.status_code == 200, changed.text
     assert _me(client, first) == 401 and _me(client, second) == 401  # every earlier token is revoked
     assert _me(client, _bearer(changed)) == 200  # the answer carries a fresh one
@@ -70,8 +74,12 @@ def test_password_change_input_is_validated(client, make_user, login):
     ):
         response = client.post("/api/users/me/password", headers=headers, json=body)
         assert response.status_code == 422, (body, response.text)
-    assert client.post("/api/users/me/password", json={"current_password": TEST_PASSWORD,
-                                                       "new_password": NEW_PASSWORD}).status_code == 401
+    assert (
+        client.post(
+            "/api/users/me/password", json={"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD}
+        ).status_code
+        == 401
+    )
 
 
 # --- passwords are bounded by bytes, everywhere ---------------------------------------------------
@@ -160,8 +168,9 @@ def test_log_out_everywhere(client, admin_headers, make_user, login):
 def test_a_token_without_a_version_or_purpose_is_refused(client, make_user, settings):
     """Tokens minted before token versions existed carry neither claim: refused, users log in again."""
     user = make_user()
-    legacy = jwt.encode({"sub": str(user.id), "exp": datetime.now(UTC) + timedelta(minutes=5)},
-                        settings.secret_key, algorithm="HS256")
+    legacy = jwt.encode(
+        {"sub": str(user.id), "exp": datetime.now(UTC) + timedelta(minutes=5)}, settings.secret_key, algorithm="HS256"
+    )
     assert _me(client, {"Authorization": f"Bearer {legacy}"}) == 401
 
 
@@ -295,11 +304,21 @@ def test_the_event_stream_opens_with_a_ticket_for_that_job_only(client, db, proj
     assert _events(client, job.id) == 401
 
 
-def test_tickets_expire_are_revoked_and_need_membership(client, db, settings, project, manager, manager_headers,
-                                                        make_user, login):
+def test_tickets_expire_are_revoked_and_need_membership(
+    client, db, settings, project, manager, manager_headers, make_user, login
+):
     job = _finished_job(db, project.id, manager.id)
-    expired = jwt.encode({"sub": str(manager.id), "ver": 0, "purpose": "job-events", "job": job.id,
-                          "exp": datetime.now(UTC) - timedelta(seconds=1)}, settings.secret_key, algorithm="HS256")
+    expired = jwt.encode(
+        {
+            "sub": str(manager.id),
+            "ver": 0,
+            "purpose": "job-events",
+            "job": job.id,
+            "exp": datetime.now(UTC) - timedelta(seconds=1),
+        },
+        settings.secret_key,
+        algorithm="HS256",
+    )
     assert _events(client, job.id, params={"ticket": expired}) == 401
 
     outsider = login(make_user(Role.manager))

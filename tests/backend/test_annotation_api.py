@@ -21,7 +21,9 @@ GRABCUT = ["106024.jpg", "124080.jpg", "153077.jpg", "153093.jpg"]
 @pytest.fixture
 def images(client, project, manager_headers, data_root):
     """Four real photographs uploaded to `project`, in upload order."""
-    files = [("files", (name, (data_root / "grabcut" / "images" / name).read_bytes(), "image/jpeg")) for name in GRABCUT]
+    files = [
+        ("files", (name, (data_root / "grabcut" / "images" / name).read_bytes(), "image/jpeg")) for name in GRABCUT
+    ]
     response = client.post(f"/api/projects/{project.id}/images", files=files, headers=manager_headers)
     assert response.status_code == 201, response.text
     return response.json()["images"]
@@ -33,7 +35,9 @@ def annotators(client, project, make_user, login, manager_headers):
     out = []
     for _ in range(2):
         user = make_user(Role.annotator)
-        response = client.post(f"/api/projects/{project.id}/members", json={"user_id": user.id}, headers=manager_headers)
+        response = client.post(
+            f"/api/projects/{project.id}/members", json={"user_id": user.id}, headers=manager_headers
+        )
         assert response.status_code in (200, 201), response.text
         out.append((user, login(user)))
     return out
@@ -131,7 +135,7 @@ def test_concurrent_claims_get_distinct_images(settings, project, images, make_u
                 barrier.wait()
                 image = service.claim_next_image(session, proj, user, timedelta(minutes=5))
                 results[user_id] = image.id if image else None
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(u.id,)) for u in users]
@@ -150,7 +154,13 @@ def test_save_is_idempotent_by_client_id(client, project, images, annotators, db
     image = images[0]
     claim_image(client, image["id"], a)
     mask = square_mask(image)
-    body = {"client_id": "c-1", "rle": rle_of(mask), "prompts": {"points": [{"x": 20, "y": 30, "label": 1}]}, "seconds_spent": 4.5, "clicks": 2}
+    body = {
+        "client_id": "c-1",
+        "rle": rle_of(mask),
+        "prompts": {"points": [{"x": 20, "y": 30, "label": 1}]},
+        "seconds_spent": 4.5,
+        "clicks": 2,
+    }
     first = client.post(f"/api/images/{image['id']}/masks", json=body, headers=a)
     assert first.status_code == 201, first.text
     out = first.json()
@@ -165,12 +175,16 @@ def test_save_is_idempotent_by_client_id(client, project, images, annotators, db
     # Client ids are per image: the same one on another image is another mask (and says nothing
     # about ids used elsewhere).
     claim_image(client, images[1]["id"], a)
-    other = client.post(f"/api/images/{images[1]['id']}/masks", json={**body, "rle": rle_of(square_mask(images[1]))}, headers=a)
+    other = client.post(
+        f"/api/images/{images[1]['id']}/masks", json={**body, "rle": rle_of(square_mask(images[1]))}, headers=a
+    )
     assert other.status_code == 201, other.text
     assert other.json()["id"] != out["id"]
     listed = client.get(f"/api/images/{image['id']}/masks", headers=a).json()
     assert [m["id"] for m in listed] == [out["id"]]
-    assert np.array_equal(mask_util.decode({"size": listed[0]["rle"]["size"], "counts": listed[0]["rle"]["counts"].encode()}), mask)
+    assert np.array_equal(
+        mask_util.decode({"size": listed[0]["rle"]["size"], "counts": listed[0]["rle"]["counts"].encode()}), mask
+    )
 
 
 def test_uncompressed_counts_are_accepted_and_stored_canonically(client, images, annotators):
@@ -186,7 +200,11 @@ def test_uncompressed_counts_are_accepted_and_stored_canonically(client, images,
             value, run = v, 0
         run += 1
     runs.append(run)
-    response = client.post(f"/api/images/{image['id']}/masks", json={"client_id": "u-1", "rle": {"size": list(mask.shape), "counts": runs}}, headers=a)
+    response = client.post(
+        f"/api/images/{image['id']}/masks",
+        json={"client_id": "u-1", "rle": {"size": list(mask.shape), "counts": runs}},
+        headers=a,
+    )
     assert response.status_code == 201, response.text
     assert response.json()["rle"] == rle_of(mask)
     assert response.json()["area"] == 35
@@ -214,7 +232,9 @@ def test_bad_rle_is_422_with_a_clear_message(client, images, annotators, rle, me
         rle["size"] = [h, w]
     if rle["counts"] == "EMPTY":
         rle["counts"] = [h * w]
-    response = client.post(f"/api/images/{image['id']}/masks", json={"client_id": f"bad-{message}", "rle": rle}, headers=a)
+    response = client.post(
+        f"/api/images/{image['id']}/masks", json={"client_id": f"bad-{message}", "rle": rle}, headers=a
+    )
     assert response.status_code == 422, response.text
     assert message in str(response.json()["detail"])
 
@@ -223,10 +243,18 @@ def test_delete_is_soft_and_records_a_deleted_prefill(client, project, images, a
     _, a = annotators[0]
     image = images[0]
     claim_image(client, image["id"], a)
-    saved = client.post(f"/api/images/{image['id']}/masks", json={"client_id": "d-1", "rle": rle_of(square_mask(image))}, headers=a).json()
+    saved = client.post(
+        f"/api/images/{image['id']}/masks", json={"client_id": "d-1", "rle": rle_of(square_mask(image))}, headers=a
+    ).json()
     prefilled = Mask(
-        image_id=image["id"], project_id=project.id, rle=rle_of(square_mask(image, 50, 50, 5, 5)), bbox=[50, 50, 5, 5],
-        area=25, source=MaskSource.detector, stage=Stage.semi_automatic, predicted_iou=0.9,
+        image_id=image["id"],
+        project_id=project.id,
+        rle=rle_of(square_mask(image, 50, 50, 5, 5)),
+        bbox=[50, 50, 5, 5],
+        area=25,
+        source=MaskSource.detector,
+        stage=Stage.semi_automatic,
+        predicted_iou=0.9,
     )
     db.add(prefilled)
     db.commit()
@@ -246,7 +274,11 @@ def test_delete_is_soft_and_records_a_deleted_prefill(client, project, images, a
 def test_non_members_get_404(client, project, images, make_user, login, annotators):
     _, a = annotators[0]
     claim_image(client, images[0]["id"], a)
-    saved = client.post(f"/api/images/{images[0]['id']}/masks", json={"client_id": "m-1", "rle": rle_of(square_mask(images[0]))}, headers=a).json()
+    saved = client.post(
+        f"/api/images/{images[0]['id']}/masks",
+        json={"client_id": "m-1", "rle": rle_of(square_mask(images[0]))},
+        headers=a,
+    ).json()
     outsider = login(make_user(Role.annotator))
     image_id = images[0]["id"]
     for method, path, kwargs in (
@@ -255,7 +287,11 @@ def test_non_members_get_404(client, project, images, make_user, login, annotato
         ("post", f"/api/images/{image_id}/release", {}),
         ("post", f"/api/images/{image_id}/done", {}),
         ("get", f"/api/images/{image_id}/masks", {}),
-        ("post", f"/api/images/{image_id}/masks", {"json": {"client_id": "m-2", "rle": rle_of(square_mask(images[0]))}}),
+        (
+            "post",
+            f"/api/images/{image_id}/masks",
+            {"json": {"client_id": "m-2", "rle": rle_of(square_mask(images[0]))}},
+        ),
         ("delete", f"/api/masks/{saved['id']}", {}),
     ):
         response = getattr(client, method)(path, headers=outsider, **kwargs)
@@ -283,7 +319,9 @@ def test_saving_needs_the_callers_live_claim(client, project, images, annotators
     # A manager of the project fixes masks without claiming.
     assert save(client, image, manager_headers, "by-manager").status_code == 201
     # An expired claim is no claim.
-    db.execute(update(Image).where(Image.id == image["id"]).values(locked_until=datetime.now(UTC) - timedelta(seconds=1)))
+    db.execute(
+        update(Image).where(Image.id == image["id"]).values(locked_until=datetime.now(UTC) - timedelta(seconds=1))
+    )
     db.commit()
     assert save(client, image, a, "expired").status_code == 409
     # A retry of a stored save answers like the first request, whoever holds the image now.
@@ -297,7 +335,9 @@ def test_a_save_extends_the_claim(client, project, images, annotators, settings,
     (alice, a), _ = annotators
     image = images[0]
     claim_image(client, image["id"], a)
-    db.execute(update(Image).where(Image.id == image["id"]).values(locked_until=datetime.now(UTC) + timedelta(seconds=5)))
+    db.execute(
+        update(Image).where(Image.id == image["id"]).values(locked_until=datetime.now(UTC) + timedelta(seconds=5))
+    )
     db.commit()
     assert save(client, image, a, "activity").status_code == 201
     row = db.get(Image, image["id"], populate_existing=True)
@@ -313,8 +353,14 @@ def test_who_may_delete_which_mask(client, project, images, annotators, manager_
     alices = save(client, image, a, "alice-1").json()
     alices_second = save(client, image, a, "alice-2").json()
     prefilled = Mask(
-        image_id=image["id"], project_id=project.id, rle=rle_of(square_mask(image, 50, 50, 5, 5)), bbox=[50, 50, 5, 5],
-        area=25, source=MaskSource.detector, stage=Stage.semi_automatic, predicted_iou=0.9,
+        image_id=image["id"],
+        project_id=project.id,
+        rle=rle_of(square_mask(image, 50, 50, 5, 5)),
+        bbox=[50, 50, 5, 5],
+        area=25,
+        source=MaskSource.detector,
+        stage=Stage.semi_automatic,
+        predicted_iou=0.9,
     )
     db.add(prefilled)
     db.commit()

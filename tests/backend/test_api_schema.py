@@ -14,7 +14,6 @@ from typing import Any
 from backend.core.config import Settings
 from backend.main import create_app
 
-
 MAX_INT64 = 2**63 - 1
 
 
@@ -34,7 +33,9 @@ def _is_file(schema: dict[str, Any]) -> bool:
     return schema.get("format") == "binary" or "contentMediaType" in schema
 
 
-def _unbounded(schema: dict[str, Any], spec: dict[str, Any], where: str, seen: set[str], json: bool = True) -> list[str]:
+def _unbounded(
+    schema: dict[str, Any], spec: dict[str, Any], where: str, seen: set[str], json: bool = True
+) -> list[str]:
     """Every place under `schema` that a client could fill without a bound. Forms (`json=False`: the
     OAuth2 login, uploads) may carry fields nobody reads, as OAuth2 clients send `grant_type`."""
     if "$ref" in schema:
@@ -45,7 +46,7 @@ def _unbounded(schema: dict[str, Any], spec: dict[str, Any], where: str, seen: s
     schema = _resolve(schema, spec)
     problems: list[str] = []
     for key in ("anyOf", "oneOf", "allOf"):
-        for i, option in enumerate(schema.get(key, [])):
+        for option in schema.get(key, []):
             problems += _unbounded(option, spec, where, seen, json)
     kind = schema.get("type")
     if "enum" in schema or "const" in schema or kind in ("boolean", "null"):
@@ -57,8 +58,10 @@ def _unbounded(schema: dict[str, Any], spec: dict[str, Any], where: str, seen: s
         if top is None or bottom is None or float(top) > float(MAX_INT64) or float(bottom) < -float(MAX_INT64):
             problems.append(f"{where}: integer without bounds inside 64 bits")
     elif kind == "number":
-        if schema.get("maximum", schema.get("exclusiveMaximum")) is None or \
-                schema.get("minimum", schema.get("exclusiveMinimum")) is None:
+        if (
+            schema.get("maximum", schema.get("exclusiveMaximum")) is None
+            or schema.get("minimum", schema.get("exclusiveMinimum")) is None
+        ):
             problems.append(f"{where}: number without both bounds")
     elif kind == "string":
         if "maxLength" not in schema and not _is_file(schema) and schema.get("format") != "date-time":
@@ -87,7 +90,9 @@ def test_every_request_field_is_bounded() -> None:
         for method, operation in item.items():
             label = f"{method.upper()} {path}"
             for parameter in operation.get("parameters", []):
-                problems += _unbounded(parameter["schema"], spec, f"{label} {parameter['in']} {parameter['name']}", set())
+                problems += _unbounded(
+                    parameter["schema"], spec, f"{label} {parameter['in']} {parameter['name']}", set()
+                )
             for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
                 json = media_type == "application/json"
                 problems += _unbounded(media["schema"], spec, f"{label} body", set(), json)

@@ -48,7 +48,9 @@ def test_me_requires_a_valid_token(client, make_user, settings, login, db):
     )
     assert client.get("/api/users/me", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
     forged = jwt.encode(
-        {"sub": str(user.id), "exp": datetime.now(UTC) + timedelta(minutes=5)}, "another key of sufficient length, 32+ bytes", algorithm="HS256"
+        {"sub": str(user.id), "exp": datetime.now(UTC) + timedelta(minutes=5)},
+        "another key of sufficient length, 32+ bytes",
+        algorithm="HS256",
     )
     assert client.get("/api/users/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     headers = login(user)
@@ -67,6 +69,10 @@ def test_login_accepts_the_full_oauth2_password_form(client, make_user):
 
 def test_login_input_is_bounded(client):
     """A password bcrypt cannot compare (over 72 bytes) or an over-long name is a 422, never a 500."""
-    for form in ({"username": "ann", "password": "é" * 40}, {"username": "ann", "password": ""},
-                 {"username": "x" * 151, "password": TEST_PASSWORD}, {"username": "", "password": TEST_PASSWORD}):
+    for form in (
+        {"username": "ann", "password": "é" * 40},
+        {"username": "ann", "password": ""},
+        {"username": "x" * 151, "password": TEST_PASSWORD},
+        {"username": "", "password": TEST_PASSWORD},
+    ):
         assert client.post("/api/auth/token", data=form).status_code == 422, form

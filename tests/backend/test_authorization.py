@@ -143,8 +143,12 @@ def test_every_route_is_in_the_table() -> None:
     tabled = set(PROJECT_ROUTES) | set(GLOBAL_ROUTES)
     assert keys - tabled == set(), "routes without an entry in the authorization table"
     assert tabled - keys == set(), "table entries for routes that do not exist"
-    unguarded = [key for path, route in _api_routes() for key in _route_keys(path, route)
-                 if GLOBAL_ROUTES.get(key, ()) is not None and not _authorization_marks(route)]
+    unguarded = [
+        key
+        for path, route in _api_routes()
+        for key in _route_keys(path, route)
+        if GLOBAL_ROUTES.get(key, ()) is not None and not _authorization_marks(route)
+    ]
     assert unguarded == [], "routes without an authorization dependency (backend/api/deps.py)"
 
 
@@ -157,8 +161,14 @@ def test_each_route_has_exactly_one_authorization() -> None:
 class World:
     """A project with an image, a mask, a finished job and the default model; members of every role."""
 
-    def __init__(self, client: TestClient, db: Session, make_user: Callable[..., User],
-                 login: Callable[[User], dict[str, str]], image_bytes: bytes) -> None:
+    def __init__(
+        self,
+        client: TestClient,
+        db: Session,
+        make_user: Callable[..., User],
+        login: Callable[[User], dict[str, str]],
+        image_bytes: bytes,
+    ) -> None:
         self.client, self.db, self.login = client, db, login
         self.admin = make_user(Role.admin)
         self.owner = make_user(Role.manager)
@@ -171,16 +181,26 @@ class World:
         }
         self.outsider = make_user(Role.manager)
         admin_headers = login(self.admin)
-        uploaded = client.post(f"/api/projects/{self.project.id}/images", headers=admin_headers,
-                               files=[("files", ("a.jpg", image_bytes, "image/jpeg"))])
+        uploaded = client.post(
+            f"/api/projects/{self.project.id}/images",
+            headers=admin_headers,
+            files=[("files", ("a.jpg", image_bytes, "image/jpeg"))],
+        )
         assert uploaded.status_code == 201, uploaded.text
         self.image = db.get(Image, uploaded.json()["images"][0]["id"])
         model = client.get(f"/api/projects/{self.project.id}/model", headers=admin_headers)
         assert model.status_code == 200, model.text
         # A version of this project (the default one belongs to no project: anyone may load it).
         default = db.get(ModelVersion, model.json()["id"])
-        own = ModelVersion(project_id=self.project.id, parent_id=default.id, name="project's", origin=default.origin,
-                           architecture=default.architecture, artifacts=default.artifacts, sha256=default.sha256)
+        own = ModelVersion(
+            project_id=self.project.id,
+            parent_id=default.id,
+            name="project's",
+            origin=default.origin,
+            architecture=default.architecture,
+            artifacts=default.artifacts,
+            sha256=default.sha256,
+        )
         db.add(own)
         db.commit()
         self.version_id = own.id
@@ -194,9 +214,16 @@ class World:
         pixels = np.zeros((self.image.height, self.image.width), dtype=np.uint8, order="F")
         pixels[5:20, 5:20] = 1
         rle = mask_util.encode(pixels)
-        mask = Mask(image_id=self.image.id, project_id=self.project.id,
-                    rle={"size": rle["size"], "counts": rle["counts"].decode()}, bbox=[5, 5, 15, 15], area=225,
-                    source=MaskSource.manual, stage=Stage.assisted_manual, author_id=author.id)
+        mask = Mask(
+            image_id=self.image.id,
+            project_id=self.project.id,
+            rle={"size": rle["size"], "counts": rle["counts"].decode()},
+            bbox=[5, 5, 15, 15],
+            area=225,
+            source=MaskSource.manual,
+            stage=Stage.assisted_manual,
+            author_id=author.id,
+        )
         self.db.add(mask)
         self.db.commit()
         return mask
@@ -210,8 +237,15 @@ class World:
     def fresh_image(self) -> int:
         """Another image row (its file is missing), for routes that delete an image."""
         tag = f"{np.random.randint(1 << 31):08x}"
-        copy = Image(project_id=self.project.id, file_name=f"{tag}.jpg", storage_key=f"images/{tag}.jpg",
-                     sha256=tag * 8, width=self.image.width, height=self.image.height, size_bytes=1)
+        copy = Image(
+            project_id=self.project.id,
+            file_name=f"{tag}.jpg",
+            storage_key=f"images/{tag}.jpg",
+            sha256=tag * 8,
+            width=self.image.width,
+            height=self.image.height,
+            size_bytes=1,
+        )
         self.db.add(copy)
         self.db.commit()
         return copy.id
@@ -246,8 +280,13 @@ def _refused_by_role(response: Any) -> bool:
 
 
 @pytest.fixture
-def world(client: TestClient, db: Session, make_user: Callable[..., User],
-          login: Callable[[User], dict[str, str]], image_bytes: bytes) -> World:
+def world(
+    client: TestClient,
+    db: Session,
+    make_user: Callable[..., User],
+    login: Callable[[User], dict[str, str]],
+    image_bytes: bytes,
+) -> World:
     return World(client, db, make_user, login, image_bytes)
 
 
@@ -274,8 +313,9 @@ def test_project_role_decides_every_project_route(world: World) -> None:
 
 
 @pytest.mark.parametrize("role", list(Role))
-def test_global_role_decides_what_belongs_to_no_project(role: Role, client: TestClient, make_user: Callable[..., User],
-                                                       login: Callable[[User], dict[str, str]]) -> None:
+def test_global_role_decides_what_belongs_to_no_project(
+    role: Role, client: TestClient, make_user: Callable[..., User], login: Callable[[User], dict[str, str]]
+) -> None:
     caller = make_user(role)
     headers = login(caller)
     # Revoking one's own tokens last: it logs the caller out.
@@ -298,8 +338,11 @@ def test_a_global_manager_who_is_an_annotator_cannot_take_the_project_over(world
     headers = world.login(annotator)
     removed = world.client.delete(f"/api/projects/{world.project.id}/members/{world.owner.id}", headers=headers)
     assert removed.status_code == 403
-    added = world.client.post(f"/api/projects/{world.project.id}/members", headers=headers,
-                              json={"user_id": world.outsider.id, "role_in_project": "manager"})
+    added = world.client.post(
+        f"/api/projects/{world.project.id}/members",
+        headers=headers,
+        json={"user_id": world.outsider.id, "role_in_project": "manager"},
+    )
     assert added.status_code == 403
     assert world.client.get(f"/api/projects/{world.project.id}", headers=world.login(world.owner)).status_code == 200
     assert isinstance(world.db.get(Project, world.project.id), Project)

@@ -84,7 +84,11 @@ def memo_generator(monkeypatch):
     calls: list[str] = []
 
     def memoised(self, image_rgb, spec, params):
-        key = (spec.sha256, hashlib.sha256(np.ascontiguousarray(image_rgb).tobytes()).hexdigest(), repr(sorted(params.items())))
+        key = (
+            spec.sha256,
+            hashlib.sha256(np.ascontiguousarray(image_rgb).tobytes()).hexdigest(),
+            repr(sorted(params.items())),
+        )
         calls.append(key[1])
         if key not in _MEMO:
             _MEMO[key] = _REAL(self, image_rgb, spec, params)
@@ -95,7 +99,9 @@ def memo_generator(monkeypatch):
 
 
 def _records_for(image_sha: str) -> list[dict[str, Any]]:
-    return next(v for k, v in _MEMO.items() if k[1] == image_sha and k[2] == repr(sorted(_generator_kwargs(LOW).items())))
+    return next(
+        v for k, v in _MEMO.items() if k[1] == image_sha and k[2] == repr(sorted(_generator_kwargs(LOW).items()))
+    )
 
 
 def _generator_kwargs(params: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +189,14 @@ def test_crash_mid_job_leaves_whole_images_and_the_rerun_completes(
     partial = _start(client, project.id, manager_headers, LOW)
     assert partial["status"] == "succeeded" and partial["message"] == "done, 1 images failed", partial
     assert partial["result"]["processed"] == 1 and partial["result"]["failed_images"] == [
-        {"image_id": ids[1], "error": "RuntimeError: simulated worker crash"}]
+        {"image_id": ids[1], "error": "RuntimeError: simulated worker crash"}
+    ]
     first = _masks(db, ids[0])
-    first_records = [r for r in _records_for(memo_generator[0])
-                     if r["area"] < 0.95 * db.get(Image, ids[0]).height * db.get(Image, ids[0]).width]
+    first_records = [
+        r
+        for r in _records_for(memo_generator[0])
+        if r["area"] < 0.95 * db.get(Image, ids[0]).height * db.get(Image, ids[0]).width
+    ]
     assert [m.rle for m in first] == [{**r["segmentation"]} for r in first_records]
     assert _masks(db, ids[1]) == []
 
@@ -217,7 +227,9 @@ def test_crash_mid_job_leaves_whole_images_and_the_rerun_completes(
     assert [m.rle["counts"] for m in _masks(db, ids[1])] == [r["segmentation"]["counts"] for r in expected]
 
 
-def test_an_image_without_masks_is_done_with_none(client, db, project, manager_headers, data_root, eager, memo_generator):
+def test_an_image_without_masks_is_done_with_none(
+    client, db, project, manager_headers, data_root, eager, memo_generator
+):
     (image_id,) = upload(client, manager_headers, project.id, data_root, 1)
     # Nothing passes a predicted-IoU threshold of 1.0 (the generator keeps IoU > threshold).
     job = _start(client, project.id, manager_headers, {**LOW, "pred_iou_thresh": 1.0})
@@ -228,8 +240,9 @@ def test_an_image_without_masks_is_done_with_none(client, db, project, manager_h
     assert "fully_automatic" in image.stage_done and _masks(db, image_id) == []
 
 
-def test_masks_covering_most_of_the_image_are_dropped(client, db, project, manager_headers, data_root, eager,
-                                                      memo_generator):
+def test_masks_covering_most_of_the_image_are_dropped(
+    client, db, project, manager_headers, data_root, eager, memo_generator
+):
     (image_id,) = upload(client, manager_headers, project.id, data_root, 1)
     job = _start(client, project.id, manager_headers, {**LOW, "max_mask_fraction": 0.001})
     assert job["status"] == "succeeded", job
@@ -238,18 +251,21 @@ def test_masks_covering_most_of_the_image_are_dropped(client, db, project, manag
     assert _masks(db, image_id) == []
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"points_per_side": 0}, "points_per_side"),
-    ({"points_per_side": -3}, "points_per_side"),
-    ({"pred_iou_thresh": 1.5}, "pred_iou_thresh"),
-    ({"stability_score_thresh": -0.1}, "stability_score_thresh"),
-    ({"box_nms_thresh": 2}, "box_nms_thresh"),
-    ({"max_mask_fraction": 0}, "max_mask_fraction"),
-    ({"crop_overlap_ratio": 1.0}, "crop_overlap_ratio"),
-    ({"points_per_side": 4, "crop_n_layers": 2, "crop_n_points_downscale_factor": 4}, "no points"),
-    ({"points_per_sides": 32}, "points_per_sides"),
-    ({"points_per_side": "many"}, "points_per_side"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"points_per_side": 0}, "points_per_side"),
+        ({"points_per_side": -3}, "points_per_side"),
+        ({"pred_iou_thresh": 1.5}, "pred_iou_thresh"),
+        ({"stability_score_thresh": -0.1}, "stability_score_thresh"),
+        ({"box_nms_thresh": 2}, "box_nms_thresh"),
+        ({"max_mask_fraction": 0}, "max_mask_fraction"),
+        ({"crop_overlap_ratio": 1.0}, "crop_overlap_ratio"),
+        ({"points_per_side": 4, "crop_n_layers": 2, "crop_n_points_downscale_factor": 4}, "no points"),
+        ({"points_per_sides": 32}, "points_per_sides"),
+        ({"points_per_side": "many"}, "points_per_side"),
+    ],
+)
 def test_absurd_parameters_are_refused_before_any_job(client, db, project, manager_headers, params, message):
     response = client.post(f"/api/projects/{project.id}/auto-annotate", json=params, headers=manager_headers)
     assert response.status_code == 422, response.text
@@ -260,7 +276,13 @@ def test_absurd_parameters_are_refused_before_any_job(client, db, project, manag
 def test_who_may_start_it(client, db, project, manager, manager_headers, make_user, login):
     annotator = make_user("annotator")
     client.post(f"/api/projects/{project.id}/members", json={"user_id": annotator.id}, headers=manager_headers)
-    assert client.post(f"/api/projects/{project.id}/auto-annotate", json={}, headers=login(annotator)).status_code == 403
-    assert client.post(f"/api/projects/{project.id}/auto-annotate", json={},
-                       headers=login(make_user("manager"))).status_code == 404
+    assert (
+        client.post(f"/api/projects/{project.id}/auto-annotate", json={}, headers=login(annotator)).status_code == 403
+    )
+    assert (
+        client.post(
+            f"/api/projects/{project.id}/auto-annotate", json={}, headers=login(make_user("manager"))
+        ).status_code
+        == 404
+    )
     assert db.scalar(select(func.count()).select_from(Job)) == 0

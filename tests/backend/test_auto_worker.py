@@ -22,8 +22,8 @@ from sqlalchemy import select
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.models import Image, Mask
-from tests.backend.jobs_helpers import upload
 from tests.backend.celery_workers import redis_broker, redis_database, wait_for, worker_processes
+from tests.backend.jobs_helpers import upload
 
 # A Redis database of its own (the embedding worker test flushes and uses its own): two suites running at
 # once on one machine must not take each other's messages.
@@ -31,8 +31,12 @@ REDIS_URL = redis_database(12)
 
 LOW = {"points_per_side": 4, "points_per_batch": 16, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow,
-              pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 
 
 @pytest.fixture
@@ -56,8 +60,11 @@ def test_killed_auto_worker_leaves_whole_images_and_the_requeued_job_finishes(
 
     def done_images() -> list[int]:
         db.expire_all()
-        return [i.id for i in db.scalars(select(Image).where(Image.project_id == project.id))
-                if "fully_automatic" in i.stage_done]
+        return [
+            i.id
+            for i in db.scalars(select(Image).where(Image.project_id == project.id))
+            if "fully_automatic" in i.stage_done
+        ]
 
     wait_for(done_images, 400, "the first image to be stored")
     os.killpg(first.pid, signal.SIGKILL)  # the machine dies mid-job
@@ -69,8 +76,13 @@ def test_killed_auto_worker_leaves_whole_images_and_the_requeued_job_finishes(
     time.sleep(jobs.HEARTBEAT_SECONDS + 1)
     assert jobs.sweep_stale_jobs(db, stale_after=timedelta(seconds=jobs.HEARTBEAT_SECONDS)) == [(job_id, "requeued")]
     auto_worker("a2")
-    job = wait_for(lambda: (j := client.get(f"/api/jobs/{job_id}", headers=manager_headers).json())["status"]
-                in jobs.FINISHED and j, 400, "the requeued auto job to finish")
+    job = wait_for(
+        lambda: (
+            (j := client.get(f"/api/jobs/{job_id}", headers=manager_headers).json())["status"] in jobs.FINISHED and j
+        ),
+        400,
+        "the requeued auto job to finish",
+    )
     assert job["status"] == "succeeded", job
     assert job["result"]["attempts"] == 2 and job["result"]["already_done"] == 1 and job["result"]["processed"] == 1
     assert job["progress"] == 1.0

@@ -26,7 +26,7 @@ def test_switching_brokers_sends_tasks_to_the_new_one(tmp_path):
     second.flushdb()
     settings = Settings(data_dir=tmp_path)
     try:
-        for url, connection in ((first_url, first), (second_url, second)):
+        for url in (first_url, second_url):
             settings.broker_url = url
             celery_app.configure(settings, eager=False)
             celery_app.app.send_task("embed.embed_images", args=[0], queue="embed")

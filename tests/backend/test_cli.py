@@ -46,13 +46,21 @@ def test_create_user_reads_the_password_from_stdin(env, db, monkeypatch):
 
 def test_create_user_validates_like_the_api(env, client, admin_headers, capsys):
     """Before, the CLI created names the API refuses; both now validate with `UserCreate`."""
-    for username, password in (("has space", "long-enough"), ("", "long-enough"), ("x" * 151, "long-enough"),
-                               ("frank", "é" * 40), ("frank", "short")):
+    for username, password in (
+        ("has space", "long-enough"),
+        ("", "long-enough"),
+        ("x" * 151, "long-enough"),
+        ("frank", "é" * 40),
+        ("frank", "short"),
+    ):
         assert main(["create-user", username, "--password", password]) == 2, username
         api = client.post("/api/users", headers=admin_headers, json={"username": username, "password": password})
         assert api.status_code == 422, username
     err = capsys.readouterr().err
-    assert "username: String should match pattern" in err and "password: Value error, password must be at most 72 bytes" in err
+    assert (
+        "username: String should match pattern" in err
+        and "password: Value error, password must be at most 72 bytes" in err
+    )
 
 
 def test_set_password_from_stdin_revokes_tokens(env, client, make_user, login, monkeypatch, capsys):
@@ -61,7 +69,9 @@ def test_set_password_from_stdin_revokes_tokens(env, client, make_user, login, m
     assert main(["set-password", "gina"]) == 0
     assert "password of 'gina' changed" in capsys.readouterr().out
     assert client.get("/api/users/me", headers=headers).status_code == 401
-    assert client.post("/api/auth/token", data={"username": "gina", "password": "a fresh passphrase"}).status_code == 200
+    assert (
+        client.post("/api/auth/token", data={"username": "gina", "password": "a fresh passphrase"}).status_code == 200
+    )
 
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["set-password", "gina"]) == 2

@@ -46,7 +46,9 @@ def members(client, project, make_user, login, manager_headers, count: int) -> l
     out = []
     for _ in range(count):
         user = make_user(Role.annotator)
-        response = client.post(f"/api/projects/{project.id}/members", json={"user_id": user.id}, headers=manager_headers)
+        response = client.post(
+            f"/api/projects/{project.id}/members", json={"user_id": user.id}, headers=manager_headers
+        )
         assert response.status_code == 201, response.text
         out.append((user.id, login(user)))
     return out
@@ -62,7 +64,7 @@ def run_parallel(client: TestClient, jobs: list[Callable[[TestClient], None]]) -
             own = TestClient(client.app)
             barrier.wait()
             job(own)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
@@ -126,8 +128,9 @@ def test_twenty_clients_claiming_and_saving(client, db, project, make_user, logi
                 for image_id in targets:
                     for k in range(2):
                         key = f"u{user_id}-r{round_}-k{k}"  # the same in both tabs of this user
-                        answer = own.post(f"/api/images/{image_id}/masks", json={"client_id": key, "rle": rle(k)},
-                                          headers=headers)
+                        answer = own.post(
+                            f"/api/images/{image_id}/masks", json={"client_id": key, "rle": rle(k)}, headers=headers
+                        )
                         with lock:
                             statuses.append(("save", answer.status_code, answer.text))
                             if answer.status_code in (200, 201):
@@ -161,4 +164,3 @@ def test_twenty_clients_claiming_and_saving(client, db, project, make_user, logi
     assert all(len(ids) == 1 for ids in stored.values()), "a client id stored twice on one image"
     assert all(saved[key] == set(stored[key]) for key in saved), "an answer named another row than the stored one"
     assert all(created[key] == 1 for key in saved), "a client id created (201) more than once, or never"
-

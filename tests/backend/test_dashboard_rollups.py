@@ -11,24 +11,29 @@ import pytest
 from sqlalchemy import delete, text, update
 
 from backend.cli import main
-from backend.dashboard import service
+from backend.dashboard import gates, service
 from backend.dashboard.rollups import rebuild_rollups
-from backend.dashboard import gates
 from backend.models import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Role, Stage, User
 
 TABLES = {
     "mask_totals": "project_id, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
-                   "prefill_kept, prefill_corrected, prefill_deleted",
+    "prefill_kept, prefill_corrected, prefill_deleted",
     "mask_stats": "project_id, hour, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
-                  "prefill_kept, prefill_corrected, prefill_deleted",
+    "prefill_kept, prefill_corrected, prefill_deleted",
     "mask_seconds": "project_id, author_key, bucket, masks",
     "image_mask_counts": "project_id, image_id, author_key, masks",
     "image_mask_totals": "project_id, image_id, masks",
     "image_stats": "project_id, assignee_key, status, images, done_assisted_manual, done_semi_automatic, "
-                   "done_fully_automatic, done_done",
+    "done_fully_automatic, done_done",
 }
-KEYS = {"mask_totals": 4, "mask_stats": 5, "mask_seconds": 3, "image_mask_counts": 3, "image_mask_totals": 2,
-        "image_stats": 3}
+KEYS = {
+    "mask_totals": 4,
+    "mask_stats": 5,
+    "mask_seconds": 3,
+    "image_mask_counts": 3,
+    "image_mask_totals": 2,
+    "image_stats": 3,
+}
 
 
 def snapshot(db) -> dict[str, list[tuple]]:
@@ -37,8 +42,9 @@ def snapshot(db) -> dict[str, list[tuple]]:
     for table, columns in TABLES.items():
         rows = db.execute(text(f"SELECT {columns} FROM {table}")).all()
         k = KEYS[table]
-        out[table] = sorted(tuple(r[:k]) + tuple(round(float(v), 9) for v in r[k:])
-                            for r in rows if any(v != 0 for v in r[k:]))
+        out[table] = sorted(
+            tuple(r[:k]) + tuple(round(float(v), 9) for v in r[k:]) for r in rows if any(v != 0 for v in r[k:])
+        )
     return out
 
 
@@ -48,29 +54,69 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
 
 @pytest.fixture
 def images(db, project) -> list[Image]:
-    out = [Image(project_id=project.id, file_name=f"i{i}.jpg", storage_key=f"k{i}", sha256=f"{i:064d}", width=4,
-                 height=4, size_bytes=1) for i in range(3)]
+    out = [
+        Image(
+            project_id=project.id,
+            file_name=f"i{i}.jpg",
+            storage_key=f"k{i}",
+            sha256=f"{i:064d}",
+            width=4,
+            height=4,
+            size_bytes=1,
+        )
+        for i in range(3)
+    ]
     db.add_all(out)
     db.commit()
     return out
 
 
-def new_mask(project, image, author=None, seconds=None, clicks=None, source=MaskSource.manual,
-             stage=Stage.assisted_manual, created=None, **kw) -> Mask:
-    return Mask(image_id=image.id, project_id=project.id, rle={"size": [4, 4], "counts": "04"}, bbox=[0, 0, 1, 1],
-                area=1, source=source, stage=stage, author_id=author.id if author else None, seconds_spent=seconds,
-                clicks=clicks, created_at=created or at(1, 10), **kw)
+def new_mask(
+    project,
+    image,
+    author=None,
+    seconds=None,
+    clicks=None,
+    source=MaskSource.manual,
+    stage=Stage.assisted_manual,
+    created=None,
+    **kw,
+) -> Mask:
+    return Mask(
+        image_id=image.id,
+        project_id=project.id,
+        rle={"size": [4, 4], "counts": "04"},
+        bbox=[0, 0, 1, 1],
+        area=1,
+        source=source,
+        stage=stage,
+        author_id=author.id if author else None,
+        seconds_spent=seconds,
+        clicks=clicks,
+        created_at=created or at(1, 10),
+        **kw,
+    )
 
 
 def test_rollups_follow_every_write_path(db, project, images, make_user):
     a1, a2 = make_user(Role.annotator, "r1"), make_user(Role.annotator, "r2")
-    masks = [new_mask(project, images[0], a1, 10.0, 3, created=at(1, 10, 5)),
-             new_mask(project, images[0], a1, 0.1, 1, created=at(1, 10, 59)),
-             new_mask(project, images[1], a2, 7.25, None, created=at(1, 11)),
-             new_mask(project, images[1], None, None, None, MaskSource.auto, Stage.fully_automatic, created=at(2, 0)),
-             new_mask(project, images[2], None, None, None, MaskSource.detector, Stage.semi_automatic,
-                      prefill_outcome=PrefillOutcome.kept),
-             new_mask(project, images[2], a2, 3.0, 2, deleted_at=at(3, 0))]
+    masks = [
+        new_mask(project, images[0], a1, 10.0, 3, created=at(1, 10, 5)),
+        new_mask(project, images[0], a1, 0.1, 1, created=at(1, 10, 59)),
+        new_mask(project, images[1], a2, 7.25, None, created=at(1, 11)),
+        new_mask(project, images[1], None, None, None, MaskSource.auto, Stage.fully_automatic, created=at(2, 0)),
+        new_mask(
+            project,
+            images[2],
+            None,
+            None,
+            None,
+            MaskSource.detector,
+            Stage.semi_automatic,
+            prefill_outcome=PrefillOutcome.kept,
+        ),
+        new_mask(project, images[2], a2, 3.0, 2, deleted_at=at(3, 0)),
+    ]
     db.add_all(masks)
     db.commit()
     assert db.scalar(text("SELECT SUM(masks) FROM mask_stats")) == 5  # inserted live masks
@@ -80,9 +126,12 @@ def test_rollups_follow_every_write_path(db, project, images, make_user):
     masks[2].stage = Stage.semi_automatic
     masks[5].deleted_at = None  # undeleted
     db.commit()
-    db.execute(update(Mask).where(Mask.id == masks[3].id)  # the review flow's Core UPDATE (a reject)
-               .values(deleted_at=at(4, 0), prefill_outcome=PrefillOutcome.deleted)
-               .execution_options(synchronize_session=False))
+    db.execute(
+        update(Mask)
+        .where(Mask.id == masks[3].id)  # the review flow's Core UPDATE (a reject)
+        .values(deleted_at=at(4, 0), prefill_outcome=PrefillOutcome.deleted)
+        .execution_options(synchronize_session=False)
+    )
     db.commit()
     db.add(new_mask(project, images[0], a1, 99.0, 9))
     db.flush()
@@ -117,7 +166,9 @@ def test_percentiles_exact_across_bucket_edges(db, project, images, make_user):
     for q in (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0):
         position = q * (len(ordered) - 1)
         low = int(position)
-        expected = ordered[low] + (position - low) * ((ordered[low + 1] if low + 1 < len(ordered) else ordered[low]) - ordered[low])
+        expected = ordered[low] + (position - low) * (
+            (ordered[low + 1] if low + 1 < len(ordered) else ordered[low]) - ordered[low]
+        )
         assert service.percentiles(db, service.Scope(project.id), [q]) == [pytest.approx(expected)]
         assert service.percentiles(db, service.Scope(project.id, a1.id), [q]) == [pytest.approx(expected)]
 
@@ -148,8 +199,19 @@ def test_image_rollup_follows_claims_stage_marks_and_the_stage_move(db, project,
     images[0].stage_done = {**images[0].stage_done, "assisted_manual": at(1, 12).isoformat()}
     images[1].stage_done = {"assisted_manual": at(1, 13).isoformat(), "semi_automatic": None}  # null: not done
     images[2].status = ImageStatus.skipped
-    db.add(Image(project_id=project.id, file_name="late.jpg", storage_key="kl", sha256="f" * 64, width=4, height=4,
-                 size_bytes=1, status=ImageStatus.done, assignee_id=a1.id))
+    db.add(
+        Image(
+            project_id=project.id,
+            file_name="late.jpg",
+            storage_key="kl",
+            sha256="f" * 64,
+            width=4,
+            height=4,
+            size_bytes=1,
+            status=ImageStatus.done,
+            assignee_id=a1.id,
+        )
+    )
     db.commit()
     incremental = snapshot(db)
     assert [r[3:] for r in incremental["image_stats"] if r[1] == a1.id] == [(2, 1, 0, 0, 0)]
@@ -158,8 +220,12 @@ def test_image_rollup_follows_claims_stage_marks_and_the_stage_move(db, project,
     assert snapshot(db) == incremental
     d = service.image_stats(db, project, service.Scope(project.id))
     assert d.by_status == {ImageStatus.new: 1, ImageStatus.in_progress: 0, ImageStatus.done: 2, ImageStatus.skipped: 1}
-    assert d.done_per_stage == {Stage.assisted_manual: 2, Stage.semi_automatic: 0, Stage.fully_automatic: 0,
-                                Stage.done: 0}
+    assert d.done_per_stage == {
+        Stage.assisted_manual: 2,
+        Stage.semi_automatic: 0,
+        Stage.fully_automatic: 0,
+        Stage.done: 0,
+    }
     # done in the current stage: status done (2) or stage_done (img0, img1) -> img0, img1, late = 3 of 4
     condition = next(c for c in gates.DEFAULT_GATES[Stage.semi_automatic] if c.kind == "done_share")
     assert gates._measure(db, project, condition) == pytest.approx(3 / 4)

@@ -29,8 +29,7 @@ ENTRY_POINT = Path(sys.executable).with_name("dataengine")
 
 def run(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     command = [str(ENTRY_POINT)] if ENTRY_POINT.is_file() else [sys.executable, "-m", "backend.cli"]
-    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def one_line_error(result: subprocess.CompletedProcess, text: str) -> None:
@@ -49,8 +48,11 @@ def elsewhere(tmp_path: Path) -> Path:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any DATAENGINE_* variable, plus `extra`."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("DATAENGINE_")},
-            "DATAENGINE_BCRYPT_ROUNDS": "4", **extra}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DATAENGINE_")},
+        "DATAENGINE_BCRYPT_ROUNDS": "4",
+        **extra,
+    }
 
 
 def test_every_command_uses_the_data_home_from_any_folder(tmp_path, elsewhere, data_root):
@@ -81,8 +83,9 @@ def test_every_command_uses_the_data_home_from_any_folder(tmp_path, elsewhere, d
     bad = run("import-folder", "one", "imgs", cwd=elsewhere, env=env)  # argparse: its usage line, then the error
     assert bad.returncode == 2 and "invalid int value: 'one'" in bad.stderr and "Traceback" not in bad.stderr, bad
     one_line_error(run("rebuild-rollups", "--project", "999", cwd=elsewhere, env=env), "no project with id 999")
-    one_line_error(run("models", "import", "nothing.pth", "--arch", "vit_b", cwd=elsewhere, env=env),
-                   "nothing.pth does not exist")
+    one_line_error(
+        run("models", "import", "nothing.pth", "--arch", "vit_b", cwd=elsewhere, env=env), "nothing.pth does not exist"
+    )
 
     assert sorted(p.name for p in elsewhere.iterdir()) == ["imgs"]  # nothing was written to the cwd
     assert (home / "storage").is_dir()
@@ -120,9 +123,17 @@ def test_up_from_another_folder_serves_the_app_and_prints_a_short_block(tmp_path
         block = up.output.text()
         assert "celery@" not in block and "-------------- " not in block and "TracerWarning" not in block, block
         assert "INFO" not in block and "GET /" not in block, block
-        for expected in (f"serving {up.base_url}", str(up.data_dir / "admin-password.txt"), "untrained vit_t",
-                         "meaningless", "dataengine models download vit_b", "dataengine models import",
-                         str(logs / "worker.log"), str(logs / "beat.log"), f"data home: {up.data_dir}"):
+        for expected in (
+            f"serving {up.base_url}",
+            str(up.data_dir / "admin-password.txt"),
+            "untrained vit_t",
+            "meaningless",
+            "dataengine models download vit_b",
+            "dataengine models import",
+            str(logs / "worker.log"),
+            str(logs / "beat.log"),
+            f"data home: {up.data_dir}",
+        ):
             assert expected in block, (expected, block)
         assert block.count("\n") <= 8, block
         assert "celery@" in (logs / "worker.log").read_text()  # the banner went to the log
@@ -130,14 +141,19 @@ def test_up_from_another_folder_serves_the_app_and_prints_a_short_block(tmp_path
         # A worker that dies is still reported, naming its log.
         worker = int(up.output.wait_for(r"worker started \(pid (\d+)\)", 1)[0].group(1))
         os.kill(worker, signal.SIGKILL)
-        up.output.wait_for(rf"worker \(pid {worker}\) exited with code -9; restarting in 1 s; its log "
-                           + re.escape(f"{logs / 'worker.log'} ends: "), 10)
+        up.output.wait_for(
+            rf"worker \(pid {worker}\) exited with code -9; restarting in 1 s; its log "
+            + re.escape(f"{logs / 'worker.log'} ends: "),
+            10,
+        )
         assert up.stop(signal.SIGINT) == []
     assert list(elsewhere.iterdir()) == []
 
     # A later run: the password file is still named; --verbose prints the worker's banner and the access log.
-    with UpProcess(tmp_path, cwd=elsewhere, args=("--verbose",)) as verbose, \
-            httpx.Client(base_url=verbose.base_url) as http:
+    with (
+        UpProcess(tmp_path, cwd=elsewhere, args=("--verbose",)) as verbose,
+        httpx.Client(base_url=verbose.base_url) as http,
+    ):
         assert str(up.data_dir / "admin-password.txt") in verbose.output.text()
         verbose.output.wait_for(r"celery@", 120)
         http.get("/api/nothing-here")

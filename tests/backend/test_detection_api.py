@@ -76,8 +76,9 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     project.settings = {"gates": {"semi_automatic": {"min_masks": 1}}}
     db.commit()
     annotator = make_user(Role.annotator)
-    assert client.post(f"/api/projects/{pid}/members", json={"user_id": annotator.id},
-                       headers=manager_headers).status_code in (200, 201)
+    assert client.post(
+        f"/api/projects/{pid}/members", json={"user_id": annotator.id}, headers=manager_headers
+    ).status_code in (200, 201)
     a_headers = login(annotator)
 
     # Stage 1: the annotator saves the davis objects of the first images through the masks API.
@@ -85,22 +86,27 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     for image_id, (_, mask_names) in zip(ids[:STAGE1], davis[:STAGE1]):
         assert client.post(f"/api/images/{image_id}/claim", headers=a_headers).status_code == 200
         for k, mask_name in enumerate(mask_names):
-            saved = client.post(f"/api/images/{image_id}/masks", headers=a_headers,
-                                json={"client_id": f"s1-{image_id}-{k}", "rle": mask_rle(root / mask_name)})
+            saved = client.post(
+                f"/api/images/{image_id}/masks",
+                headers=a_headers,
+                json={"client_id": f"s1-{image_id}-{k}", "rle": mask_rle(root / mask_name)},
+            )
             assert saved.status_code == 201, saved.text
             n_masks += 1
     moved = client.post(f"/api/projects/{pid}/stage", json={"stage": "semi_automatic"}, headers=manager_headers)
     assert moved.status_code == 409 and "detector" in moved.json()["detail"], moved.text
-    response = client.post(f"/api/projects/{pid}/detector/train", json={**SMALL, "min_boxes": 500},
-                           headers=manager_headers)
+    response = client.post(
+        f"/api/projects/{pid}/detector/train", json={**SMALL, "min_boxes": 500}, headers=manager_headers
+    )
     assert response.status_code == 409
     assert f"{n_masks} masks on {STAGE1} images, at least 500 masks" in response.json()["detail"]
     assert client.post(f"/api/projects/{pid}/detector/train", json=SMALL, headers=a_headers).status_code == 403
     assert client.post(f"/api/projects/{pid}/detector/propose", headers=manager_headers).status_code == 409
 
     # Train: a ready version with held-out metrics, split by image.
-    job = _job(client, manager_headers, client.post(f"/api/projects/{pid}/detector/train", json=SMALL,
-                                                    headers=manager_headers))
+    job = _job(
+        client, manager_headers, client.post(f"/api/projects/{pid}/detector/train", json=SMALL, headers=manager_headers)
+    )
     assert job["status"] == "succeeded", job
     versions = client.get(f"/api/projects/{pid}/detectors", headers=manager_headers).json()
     assert len(versions) == 1 and versions[0]["status"] == "ready"
@@ -116,31 +122,59 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
 
     # Proposals on every image not done in stage 2; a rerun adds nothing.
     params = {"score_thresh": 0.0, "pred_iou_thresh": 0.0, "max_boxes": 3}
-    job = _job(client, manager_headers, client.post(f"/api/projects/{pid}/detector/propose", json=params,
-                                                    headers=manager_headers))
+    job = _job(
+        client,
+        manager_headers,
+        client.post(f"/api/projects/{pid}/detector/propose", json=params, headers=manager_headers),
+    )
     assert job["status"] == "succeeded", job
     assert job["result"]["proposed"] == len(ids) and job["result"]["masks"] >= 1
     listed = {i: client.get(f"/api/images/{i}/masks", headers=a_headers).json() for i in ids[STAGE1:]}
     prefilled = [m for masks in listed.values() for m in masks]
-    assert prefilled and all(m["source"] == "detector" and m["stage"] == "semi_automatic"
-                             and m["prefill_outcome"] is None and m["predicted_iou"] is not None
-                             and m["prompts"]["detector_version_id"] == version["id"] for m in prefilled)
-    again = _job(client, manager_headers, client.post(f"/api/projects/{pid}/detector/propose", json=params,
-                                                      headers=manager_headers))
+    assert prefilled and all(
+        m["source"] == "detector"
+        and m["stage"] == "semi_automatic"
+        and m["prefill_outcome"] is None
+        and m["predicted_iou"] is not None
+        and m["prompts"]["detector_version_id"] == version["id"]
+        for m in prefilled
+    )
+    again = _job(
+        client,
+        manager_headers,
+        client.post(f"/api/projects/{pid}/detector/propose", json=params, headers=manager_headers),
+    )
     assert again["status"] == "succeeded" and again["result"]["proposed"] == 0
-    assert sum(len(client.get(f"/api/images/{i}/masks", headers=a_headers).json()) for i in ids[STAGE1:]) == len(prefilled)
+    assert sum(len(client.get(f"/api/images/{i}/masks", headers=a_headers).json()) for i in ids[STAGE1:]) == len(
+        prefilled
+    )
 
     # Telemetry: correct one pre-filled mask, delete another, mark the image done: the rest are kept.
     image_id, masks = max(listed.items(), key=lambda item: len(item[1]))
     assert client.post(f"/api/images/{image_id}/claim", headers=a_headers).status_code == 200
-    corrected = client.post(f"/api/images/{image_id}/masks", headers=a_headers, json={
-        "client_id": "fix-1", "rle": mask_rle(root / davis[STAGE1 + ids[STAGE1:].index(image_id)][1][0]),
-        "replaces_mask_id": masks[0]["id"]})
+    corrected = client.post(
+        f"/api/images/{image_id}/masks",
+        headers=a_headers,
+        json={
+            "client_id": "fix-1",
+            "rle": mask_rle(root / davis[STAGE1 + ids[STAGE1:].index(image_id)][1][0]),
+            "replaces_mask_id": masks[0]["id"],
+        },
+    )
     assert corrected.status_code == 201, corrected.text
     assert corrected.json()["source"] == "manual" and corrected.json()["parent_mask_id"] == masks[0]["id"]
-    assert client.post(f"/api/images/{ids[0]}/masks", headers=a_headers, json={
-        "client_id": "bad-parent", "rle": mask_rle(root / davis[0][1][0]), "replaces_mask_id": masks[0]["id"]}
-    ).status_code == 422  # not a mask of that image
+    assert (
+        client.post(
+            f"/api/images/{ids[0]}/masks",
+            headers=a_headers,
+            json={
+                "client_id": "bad-parent",
+                "rle": mask_rle(root / davis[0][1][0]),
+                "replaces_mask_id": masks[0]["id"],
+            },
+        ).status_code
+        == 422
+    )  # not a mask of that image
     if len(masks) > 1:
         assert client.delete(f"/api/masks/{masks[1]['id']}", headers=a_headers).status_code == 204
     assert client.post(f"/api/images/{image_id}/done", headers=a_headers).status_code == 200
@@ -150,16 +184,23 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     if len(masks) > 1:
         assert outcomes[masks[1]["id"]] == "deleted"
     assert all(outcomes[m["id"]] == "kept" for m in masks[2:])
-    assert [m["id"] for m in client.get(f"/api/images/{image_id}/masks", headers=a_headers).json()] == \
-        [m["id"] for m in masks[2:]] + [corrected.json()["id"]]
+    assert [m["id"] for m in client.get(f"/api/images/{image_id}/masks", headers=a_headers).json()] == [
+        m["id"] for m in masks[2:]
+    ] + [corrected.json()["id"]]
 
 
 def test_training_without_masks_fails_the_job_clearly(db, project, manager, settings):
     """A job that finds no masks (deleted after the POST) fails with the reason; its version is failed."""
     version = untrained_version  # noqa: F841 - the autouse fixture made the default model version
     job = jobs.create_job(db, "detect_train", project.id, manager.id)
-    detector = DetectorVersion(project_id=project.id, model_version_id=None, job_id=job.id, name="detector v1",
-                               status=ModelStatus.training, hyperparameters={})
+    detector = DetectorVersion(
+        project_id=project.id,
+        model_version_id=None,
+        job_id=job.id,
+        name="detector v1",
+        status=ModelStatus.training,
+        hyperparameters={},
+    )
     db.add(detector)
     db.flush()
     from backend.models import ModelVersion

@@ -39,17 +39,22 @@ def filled(client, db, project, manager_headers, data_root):
     """Two images: A with two auto masks and a manual one, B with one auto mask (rejected) and one kept."""
     ids = upload(client, manager_headers, project.id, data_root, 2)
     a, b = db.get(Image, ids[0]), db.get(Image, ids[1])
-    add_auto_masks(db, a, [ground_truth_mask(data_root, a.file_name), box_mask(a.height, a.width, 5, 5, 40, 90)],
-                   fraction=0.0)
-    add_auto_masks(db, b, [ground_truth_mask(data_root, b.file_name), box_mask(b.height, b.width, 0, 0, 20, 20)],
-                   fraction=1.0)
+    add_auto_masks(
+        db, a, [ground_truth_mask(data_root, a.file_name), box_mask(a.height, a.width, 5, 5, 40, 90)], fraction=0.0
+    )
+    add_auto_masks(
+        db, b, [ground_truth_mask(data_root, b.file_name), box_mask(b.height, b.width, 0, 0, 20, 20)], fraction=1.0
+    )
     manual = box_mask(a.height, a.width, 50, 60, 70, 200)
-    response = client.post(f"/api/images/{a.id}/masks", headers=manager_headers,
-                           json={"client_id": "manual-1", "rle": rle_of(manual)})
+    response = client.post(
+        f"/api/images/{a.id}/masks", headers=manager_headers, json={"client_id": "manual-1", "rle": rle_of(manual)}
+    )
     assert response.status_code == 201, response.text
     rejected = db.scalar(select(Mask.id).where(Mask.image_id == b.id).order_by(Mask.id.desc()))
-    assert client.post(f"/api/masks/{rejected}/review", json={"decision": "reject"},
-                       headers=manager_headers).status_code == 201
+    assert (
+        client.post(f"/api/masks/{rejected}/review", json={"decision": "reject"}, headers=manager_headers).status_code
+        == 201
+    )
     db.expire_all()
     return a, b, rejected
 
@@ -70,15 +75,22 @@ def test_sa1b_export_streams_valid_json_with_pixel_exact_masks(client, db, proje
     assert response.headers["content-type"] == "application/x-tar"
     assert f"project-{project.id}-sa1b.tar" in response.headers["content-disposition"]
     members = _members(response.content)
-    assert sorted(members) == sorted([f"sa1b/{a.id}.json", f"sa1b/{b.id}.json",
-                                      f"images/{a.id}_{a.file_name}", f"images/{b.id}_{b.file_name}"])
+    assert sorted(members) == sorted(
+        [f"sa1b/{a.id}.json", f"sa1b/{b.id}.json", f"images/{a.id}_{a.file_name}", f"images/{b.id}_{b.file_name}"]
+    )
     for image in (a, b):
         document = json.loads(members[f"sa1b/{image.id}.json"])
         jsonschema.validate(document, SCHEMA)
-        assert document["image"] == {"image_id": image.id, "file_name": f"{image.id}_{image.file_name}",
-                                     "original_file_name": image.file_name,
-                                     "width": image.width, "height": image.height}
-        assert members[f"images/{image.id}_{image.file_name}"] == (settings.storage_path / image.storage_key).read_bytes()
+        assert document["image"] == {
+            "image_id": image.id,
+            "file_name": f"{image.id}_{image.file_name}",
+            "original_file_name": image.file_name,
+            "width": image.width,
+            "height": image.height,
+        }
+        assert (
+            members[f"images/{image.id}_{image.file_name}"] == (settings.storage_path / image.storage_key).read_bytes()
+        )
         stored = _live_masks(db, image.id)
         assert [ann["id"] for ann in document["annotations"]] == [m.id for m in stored]
         for ann, mask in zip(document["annotations"], stored):
@@ -89,7 +101,12 @@ def test_sa1b_export_streams_valid_json_with_pixel_exact_masks(client, db, proje
             ys, xs = np.nonzero(pixels)
             assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
             if mask.source == "auto":
-                assert ann["predicted_iou"] == mask.predicted_iou and ann["crop_box"] == [0, 0, image.width, image.height]
+                assert ann["predicted_iou"] == mask.predicted_iou and ann["crop_box"] == [
+                    0,
+                    0,
+                    image.width,
+                    image.height,
+                ]
                 assert len(ann["point_coords"]) == 1
             else:
                 assert ann["predicted_iou"] is None and ann["point_coords"] is None
@@ -98,10 +115,21 @@ def test_sa1b_export_streams_valid_json_with_pixel_exact_masks(client, db, proje
 
 
 def test_schema_rejects_a_malformed_document():
-    bad = {"image": {"image_id": 1, "file_name": "x.jpg", "width": 2, "height": 2},
-           "annotations": [{"id": 1, "segmentation": {"size": [2, 2], "counts": [1, 2]}, "bbox": [0, 0, 1, 1],
-                            "area": 1, "predicted_iou": 0.9, "stability_score": 0.9, "point_coords": [[0, 0]],
-                            "crop_box": [0, 0, 2, 2]}]}
+    bad = {
+        "image": {"image_id": 1, "file_name": "x.jpg", "width": 2, "height": 2},
+        "annotations": [
+            {
+                "id": 1,
+                "segmentation": {"size": [2, 2], "counts": [1, 2]},
+                "bbox": [0, 0, 1, 1],
+                "area": 1,
+                "predicted_iou": 0.9,
+                "stability_score": 0.9,
+                "point_coords": [[0, 0]],
+                "crop_box": [0, 0, 2, 2],
+            }
+        ],
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)  # counts must be the compressed string
 
@@ -159,13 +187,17 @@ def test_large_project_exports_as_a_job(client, db, project, manager_headers, fi
     streamed = client.get(f"/api/projects/{project.id}/export?format=sa1b", headers=manager_headers)
     assert _members(download.content) == _members(streamed.content)
 
-    assert client.post(f"/api/projects/{project.id}/exports", json={"format": "xml"},
-                       headers=manager_headers).status_code == 422
+    assert (
+        client.post(f"/api/projects/{project.id}/exports", json={"format": "xml"}, headers=manager_headers).status_code
+        == 422
+    )
     assert client.get(f"/api/projects/{project.id}/export?format=xml", headers=manager_headers).status_code == 422
 
 
 def _instances(images: list[dict], annotations: list[dict]) -> bytes:
-    return json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}).encode()
+    return json.dumps(
+        {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+    ).encode()
 
 
 def test_coco_import_polygons_and_bad_input(client, db, project, manager_headers, data_root):
@@ -174,28 +206,58 @@ def test_coco_import_polygons_and_bad_input(client, db, project, manager_headers
     url = f"/api/projects/{project.id}/import/coco"
     images = [{"id": 7, "file_name": image.file_name, "width": image.width, "height": image.height}]
     square = {"id": 1, "image_id": 7, "category_id": 1, "segmentation": [[10, 10, 50, 10, 50, 50, 10, 50]]}
-    good_rle = {"id": 2, "image_id": 7, "category_id": 1,
-                "segmentation": rle_of(box_mask(image.height, image.width, 0, 0, 5, 5))}
+    good_rle = {
+        "id": 2,
+        "image_id": 7,
+        "category_id": 1,
+        "segmentation": rle_of(box_mask(image.height, image.width, 0, 0, 5, 5)),
+    }
 
     def count() -> int:
         db.expire_all()
         return db.scalar(select(func.count()).select_from(Mask))
 
     cases = {
-        "unknown image": ([*images, {"id": 8, "file_name": "nowhere.jpg"}],
-                          [square, {"id": 3, "image_id": 8, "segmentation": square["segmentation"]}],
-                          "annotation 3: image file_name 'nowhere.jpg' is not an image of this project"),
-        "image not listed": (images, [good_rle, {"id": 4, "image_id": 99, "segmentation": square["segmentation"]}],
-                             "annotation 4: image_id 99 is not in the file's images"),
-        "rle overruns": (images, [good_rle, {"id": 5, "image_id": 7, "segmentation": {
-            "size": [image.height, image.width], "counts": [0, image.height * image.width + 10]}}],
-            "annotation 5"),
-        "rle wrong size": (images, [{"id": 6, "image_id": 7, "segmentation": rle_of(np.ones((4, 4), bool))}],
-                           "does not match the image size"),
-        "bad polygon": (images, [{"id": 9, "image_id": 7, "segmentation": [[1, 2, 3]]}],
-                        "annotations[0].segmentation[0]: List should have at least 6 items"),
-        "garbage counts": (images, [{"id": 10, "image_id": 7, "segmentation": {
-            "size": [image.height, image.width], "counts": "\x7f\x7f"}}], "annotation 10"),
+        "unknown image": (
+            [*images, {"id": 8, "file_name": "nowhere.jpg"}],
+            [square, {"id": 3, "image_id": 8, "segmentation": square["segmentation"]}],
+            "annotation 3: image file_name 'nowhere.jpg' is not an image of this project",
+        ),
+        "image not listed": (
+            images,
+            [good_rle, {"id": 4, "image_id": 99, "segmentation": square["segmentation"]}],
+            "annotation 4: image_id 99 is not in the file's images",
+        ),
+        "rle overruns": (
+            images,
+            [
+                good_rle,
+                {
+                    "id": 5,
+                    "image_id": 7,
+                    "segmentation": {
+                        "size": [image.height, image.width],
+                        "counts": [0, image.height * image.width + 10],
+                    },
+                },
+            ],
+            "annotation 5",
+        ),
+        "rle wrong size": (
+            images,
+            [{"id": 6, "image_id": 7, "segmentation": rle_of(np.ones((4, 4), bool))}],
+            "does not match the image size",
+        ),
+        "bad polygon": (
+            images,
+            [{"id": 9, "image_id": 7, "segmentation": [[1, 2, 3]]}],
+            "annotations[0].segmentation[0]: List should have at least 6 items",
+        ),
+        "garbage counts": (
+            images,
+            [{"id": 10, "image_id": 7, "segmentation": {"size": [image.height, image.width], "counts": "\x7f\x7f"}}],
+            "annotation 10",
+        ),
     }
     for name, (imgs, anns, message) in cases.items():
         response = client.post(url, content=_instances(imgs, anns), headers=manager_headers)
@@ -225,12 +287,21 @@ def test_exchange_permissions(client, db, project, manager_headers, make_user, l
 
 
 def test_duplicate_file_names_are_kept_apart(client, db, project, manager_headers, data_root):
-    files = [("files", ("same.jpg", (data_root / "grabcut" / "images" / name).read_bytes(), "image/jpeg"))
-             for name in GRABCUT_IMAGES[:2]]
-    ids = [i["id"] for i in client.post(f"/api/projects/{project.id}/images", files=files,
-                                         headers=manager_headers).json()["images"]]
-    members = _members(client.get(f"/api/projects/{project.id}/export?format=coco&include_images=true",
-                                  headers=manager_headers).content)
+    files = [
+        ("files", ("same.jpg", (data_root / "grabcut" / "images" / name).read_bytes(), "image/jpeg"))
+        for name in GRABCUT_IMAGES[:2]
+    ]
+    ids = [
+        i["id"]
+        for i in client.post(f"/api/projects/{project.id}/images", files=files, headers=manager_headers).json()[
+            "images"
+        ]
+    ]
+    members = _members(
+        client.get(
+            f"/api/projects/{project.id}/export?format=coco&include_images=true", headers=manager_headers
+        ).content
+    )
     images = json.loads(members["annotations/instances.json"])["images"]
     names = sorted(i["file_name"] for i in images)
     assert names == sorted(f"{i}_same.jpg" for i in ids)
@@ -251,7 +322,8 @@ def test_export_is_generated_image_by_image(db, project, filled, settings):
     # The first piece (tar's 10 KiB records may hold back a tail) already carries image A, not B.
     assert f"sa1b/{a.id}.json".encode() in chunks[0] and f"sa1b/{b.id}.json".encode() not in chunks[0]
     assert 0 < sizes[0] < sum(sizes)
-    assert sorted(_members(b"".join(chunks))) == sorted([f"sa1b/{a.id}.json", f"images/{a.id}_{a.file_name}",
-                                                         f"sa1b/{b.id}.json", f"images/{b.id}_{b.file_name}"])
+    assert sorted(_members(b"".join(chunks))) == sorted(
+        [f"sa1b/{a.id}.json", f"images/{a.id}_{a.file_name}", f"sa1b/{b.id}.json", f"images/{b.id}_{b.file_name}"]
+    )
     with pytest.raises(ValueError, match="unknown export format"):
         next(export_chunks(db, LocalStorage(settings.storage_path), project.id, "voc", False))

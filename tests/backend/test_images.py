@@ -35,7 +35,12 @@ def huge_png_header(width: int = 30000, height: int = 30000) -> bytes:
 def _corrupt_png_pixels() -> bytes:
     """A valid PNG header followed by an IDAT chunk whose zlib stream is garbage (correct CRC)."""
     ihdr = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"\x78\x9c" + bytes(range(200))) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", b"\x78\x9c" + bytes(range(200)))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -70,7 +75,10 @@ def test_upload_many_list_get_and_file_round_trip(client, project, manager_heade
 
     listed = client.get(f"/api/projects/{project.id}/images", headers=manager_headers).json()
     assert [i["id"] for i in listed] == [photo["id"], gray_out["id"]]
-    assert client.get(f"/api/projects/{project.id}/images?limit=1&offset=1", headers=manager_headers).json()[0]["id"] == gray_out["id"]
+    assert (
+        client.get(f"/api/projects/{project.id}/images?limit=1&offset=1", headers=manager_headers).json()[0]["id"]
+        == gray_out["id"]
+    )
     assert client.get(f"/api/projects/{project.id}/images?status=done", headers=manager_headers).json() == []
     assert client.get(f"/api/projects/{project.id}", headers=manager_headers).json()["image_count"] == 2
     assert client.get(f"/api/images/{photo['id']}", headers=manager_headers).json() == photo
@@ -80,7 +88,9 @@ def test_upload_many_list_get_and_file_round_trip(client, project, manager_heade
     assert file.status_code == 200
     assert file.headers["content-type"] == "image/jpeg"
     assert file.content == image_bytes
-    gray_file = PILImage.open(io.BytesIO(client.get(f"/api/images/{gray_out['id']}/file", headers=manager_headers).content))
+    gray_file = PILImage.open(
+        io.BytesIO(client.get(f"/api/images/{gray_out['id']}/file", headers=manager_headers).content)
+    )
     assert gray_file.mode == "RGB"
     assert np.array_equal(np.asarray(gray_file)[..., 0], np.asarray(PILImage.open(io.BytesIO(gray))))
     assert _image_rows(db) == 2
@@ -97,7 +107,9 @@ def test_exif_orientation_is_applied(client, project, manager_headers):
     image.save(buffer, format="JPEG", exif=exif, quality=95)
     out = _upload(client, project, manager_headers, ("rot.jpg", buffer.getvalue())).json()["images"][0]
     assert (out["width"], out["height"]) == (20, 40)
-    stored = np.asarray(PILImage.open(io.BytesIO(client.get(f"/api/images/{out['id']}/file", headers=manager_headers).content)))
+    stored = np.asarray(
+        PILImage.open(io.BytesIO(client.get(f"/api/images/{out['id']}/file", headers=manager_headers).content))
+    )
     assert stored.shape == (40, 20, 3)
     assert stored[:15, :, 0].mean() > 200 and stored[25:, :, 0].mean() < 60  # red ended on top
 
@@ -105,7 +117,11 @@ def test_exif_orientation_is_applied(client, project, manager_headers):
 @pytest.mark.parametrize("mode", ["RGBA", "P", "CMYK", "I;16", "1", "LA"])
 def test_any_mode_is_stored_as_rgb(client, project, manager_headers, mode):
     base = PILImage.fromarray((np.arange(30 * 20 * 3) % 256).astype(np.uint8).reshape(30, 20, 3), "RGB")
-    image = base.convert(mode) if mode != "I;16" else PILImage.fromarray((np.arange(600, dtype=np.uint16) * 100).reshape(30, 20))
+    image = (
+        base.convert(mode)
+        if mode != "I;16"
+        else PILImage.fromarray((np.arange(600, dtype=np.uint16) * 100).reshape(30, 20))
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="TIFF" if mode == "CMYK" else "PNG")
     response = _upload(client, project, manager_headers, (f"m.{mode}", buffer.getvalue()))
@@ -119,9 +135,20 @@ def test_duplicates_are_reported_not_stored_twice(client, project, manager_heade
     first = _upload(client, project, manager_headers, ("a.jpg", image_bytes)).json()["images"][0]
     again = _upload(client, project, manager_headers, ("b.jpg", image_bytes), ("c.jpg", image_bytes))
     assert again.status_code == 201
-    assert again.json() == {"images": [], "duplicates": [{"file_name": "b.jpg", "image_id": first["id"]}, {"file_name": "c.jpg", "image_id": first["id"]}], "refused": []}
+    assert again.json() == {
+        "images": [],
+        "duplicates": [
+            {"file_name": "b.jpg", "image_id": first["id"]},
+            {"file_name": "c.jpg", "image_id": first["id"]},
+        ],
+        "refused": [],
+    }
     other = client.post("/api/projects", json={"name": "other"}, headers=manager_headers).json()
-    batch = client.post(f"/api/projects/{other['id']}/images", files=_files(("x.jpg", image_bytes), ("y.jpg", image_bytes)), headers=manager_headers).json()
+    batch = client.post(
+        f"/api/projects/{other['id']}/images",
+        files=_files(("x.jpg", image_bytes), ("y.jpg", image_bytes)),
+        headers=manager_headers,
+    ).json()
     assert len(batch["images"]) == 1
     assert batch["duplicates"] == [{"file_name": "y.jpg", "image_id": batch["images"][0]["id"]}]
     assert _image_rows(db) == 2
@@ -131,7 +158,11 @@ def test_duplicates_are_reported_not_stored_twice(client, project, manager_heade
 BAD_UPLOADS = {
     "text named .jpg": (("notes.jpg", b"this is not an image\n" * 10), 415, "not a supported image"),
     "truncated jpeg": (None, 400, "corrupt or truncated"),
-    "garbage after a jpeg header": (("bad.jpg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8), 415, "not a supported image"),
+    "garbage after a jpeg header": (
+        ("bad.jpg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8),
+        415,
+        "not a supported image",
+    ),
     "png with corrupt pixel data": (None, 400, "corrupt or truncated"),
     "30000x30000 png": (("bomb.png", huge_png_header()), 413, "image too large"),
     "zero-byte file": (("empty.png", b""), 400, "empty"),
@@ -198,7 +229,8 @@ def test_chunked_body_over_the_limit_is_413(client, project, manager_headers, se
             yield b"x" * 4096
 
     response = client.post(
-        f"/api/projects/{project.id}/images", content=body(),
+        f"/api/projects/{project.id}/images",
+        content=body(),
         headers={**manager_headers, "Content-Type": "multipart/form-data; boundary=abc"},
     )
     assert response.status_code == 413
@@ -235,7 +267,12 @@ def test_roles_and_membership_for_images(client, project, manager_headers, image
 
 
 def test_unknown_ids_and_bad_queries(client, project, admin_headers):
-    for path in ("/api/images/999999", "/api/images/999999/file", "/api/images/999999/thumbnail", "/api/projects/999999/images"):
+    for path in (
+        "/api/images/999999",
+        "/api/images/999999/file",
+        "/api/images/999999/thumbnail",
+        "/api/projects/999999/images",
+    ):
         response = client.get(path, headers=admin_headers)
         assert response.status_code == 404, path
         assert "not found" in response.json()["detail"]

@@ -70,8 +70,11 @@ def test_alembic_command_line_uses_the_same_configuration(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini"), "upgrade", "head"],
-        cwd=tmp_path, env={"DATAENGINE_DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env={"DATAENGINE_DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert set(Base.metadata.tables) <= _tables(url)

@@ -26,8 +26,10 @@ def spec(tmp_path_factory) -> ModelSpec:
 
 @pytest.fixture(scope="module")
 def images(data_root: Path) -> list[np.ndarray]:
-    return [np.asarray(Image.open(data_root / "grabcut" / "images" / n).convert("RGB"))
-            for n in ("106024.jpg", "153077.jpg")]
+    return [
+        np.asarray(Image.open(data_root / "grabcut" / "images" / n).convert("RGB"))
+        for n in ("106024.jpg", "153077.jpg")
+    ]
 
 
 @pytest.fixture(scope="module")

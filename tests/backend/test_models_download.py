@@ -34,7 +34,9 @@ from backend.models.enums import ModelOrigin
 from model_server.sam.build import build_sam
 
 FILE_NAME = "sam_vit_t_test.pth"
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # imports are slow; the CLI is the same
+sqlite_only = pytest.mark.parametrize(
+    "database_url", ["sqlite"], indirect=True
+)  # imports are slow; the CLI is the same
 
 
 class WeightsServer:
@@ -64,7 +66,7 @@ class WeightsServer:
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 cut, server.cut_at = server.cut_at, None
-                self.wfile.write(body[start:start + cut] if cut is not None else body[start:])
+                self.wfile.write(body[start : start + cut] if cut is not None else body[start:])
                 self.close_connection = True
 
             def log_message(self, *args: object) -> None:
@@ -109,8 +111,9 @@ def server(checkpoint_bytes: bytes, settings, monkeypatch: pytest.MonkeyPatch) -
 
 def _untrained(db, project: Project) -> ModelVersion:
     """A global untrained version serving `project` (rows only: these tests never load its files)."""
-    version = ModelVersion(name="untrained vit_t", architecture="vit_t", origin=ModelOrigin.untrained,
-                           artifacts={}, metrics={})
+    version = ModelVersion(
+        name="untrained vit_t", architecture="vit_t", origin=ModelOrigin.untrained, artifacts={}, metrics={}
+    )
     db.add(version)
     db.flush()
     project.active_model_version_id = version.id
@@ -128,8 +131,9 @@ def _downloads(settings) -> list[str]:
 
 
 @sqlite_only
-def test_download_imports_it_as_official_then_makes_it_the_default(entry, server, settings, db, project,
-                                                                   monkeypatch, capsys):
+def test_download_imports_it_as_official_then_makes_it_the_default(
+    entry, server, settings, db, project, monkeypatch, capsys
+):
     untrained = _untrained(db, project)
     assert main(["models", "download", "vit_t_test"]) == 0
     out = capsys.readouterr()
@@ -193,10 +197,21 @@ def test_offline_it_fails_in_one_line_naming_the_import_command(settings, tmp_pa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed once the with-block ends: connections are refused
-    env = {"PATH": "/usr/bin:/bin", "DATAENGINE_DATABASE_URL": settings.db_url,
-           "DATAENGINE_DATA_DIR": str(settings.data_dir), "DATAENGINE_WEIGHTS_BASE_URL": f"http://127.0.0.1:{port}/x"}
-    result = subprocess.run([sys.executable, "-m", "backend.cli", "models", "download", "vit_b"], cwd=REPO_ROOT,
-                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATAENGINE_DATABASE_URL": settings.db_url,
+        "DATAENGINE_DATA_DIR": str(settings.data_dir),
+        "DATAENGINE_WEIGHTS_BASE_URL": f"http://127.0.0.1:{port}/x",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "models", "download", "vit_b"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot download" in result.stderr and "Connection refused" in result.stderr
@@ -225,14 +240,18 @@ def test_the_default_is_the_flagged_version_and_moves_projects_off_untrained(db,
     assert not db.get(ModelVersion, first.id).is_default and db.get(ModelVersion, second.id).is_default
     assert not db.get(ModelVersion, untrained.id).is_default
 
-    scoped = ModelVersion(project_id=project.id, name="t", architecture="vit_t", origin=ModelOrigin.trained,
-                          artifacts={}, metrics={})
+    scoped = ModelVersion(
+        project_id=project.id, name="t", architecture="vit_t", origin=ModelOrigin.trained, artifacts={}, metrics={}
+    )
     db.add(scoped)
     db.commit()
     with pytest.raises(ValueError, match="only a ready global version"):
         make_default(db, scoped)
-    db.add(ModelVersion(name="c", architecture="vit_b", origin=ModelOrigin.official, artifacts={}, metrics={},
-                        is_default=True))
+    db.add(
+        ModelVersion(
+            name="c", architecture="vit_b", origin=ModelOrigin.official, artifacts={}, metrics={}, is_default=True
+        )
+    )
     with pytest.raises(IntegrityError):  # the database itself allows one default
         db.commit()
     db.rollback()
@@ -245,10 +264,13 @@ def test_upgrading_keeps_the_newest_official_version_as_the_default(empty_databa
     try:
         with engine.begin() as conn:
             for name, origin in (("untrained", "untrained"), ("old", "official"), ("new", "official")):
-                conn.execute(sa.text(
-                    "INSERT INTO model_versions (name, architecture, origin, status, artifacts, metrics, created_at) "
-                    "VALUES (:name, 'vit_b', :origin, 'ready', '{}', '{}', CURRENT_TIMESTAMP)"),
-                    {"name": name, "origin": origin})
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO model_versions (name, architecture, origin, status, artifacts, metrics, created_at) "
+                        "VALUES (:name, 'vit_b', :origin, 'ready', '{}', '{}', CURRENT_TIMESTAMP)"
+                    ),
+                    {"name": name, "origin": origin},
+                )
         upgrade(empty_database_url)
         with engine.connect() as conn:
             flagged = conn.execute(sa.text("SELECT name FROM model_versions WHERE is_default")).scalars().all()

@@ -55,8 +55,11 @@ def test_invalid_settings_are_refused_on_patch_and_nothing_changes(client, proje
 
 def test_patch_is_a_partial_update_and_settings_a_merge_patch(client, project, manager_headers):
     url = f"/api/projects/{project.id}"
-    response = client.patch(url, json={"settings": {"gates": {"semi_automatic": {"min_masks": 5}}, "review_fraction": 0.5}},
-                            headers=manager_headers)
+    response = client.patch(
+        url,
+        json={"settings": {"gates": {"semi_automatic": {"min_masks": 5}}, "review_fraction": 0.5}},
+        headers=manager_headers,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["name"] == "Test project" and body["description"] == "made by the `project` fixture"
@@ -64,12 +67,21 @@ def test_patch_is_a_partial_update_and_settings_a_merge_patch(client, project, m
     assert body["settings"]["gates"]["semi_automatic"]["min_detectors"] == 1  # default
     assert body["settings"]["review_fraction"] == 0.5
     # Merge: a later patch changes what it names (one threshold of a gate) and keeps the rest.
-    body = client.patch(url, json={"name": "Renamed", "settings": {"gates": {"semi_automatic": {"min_detectors": 0}},
-                                                                   "review_fraction": 0.1}},
-                        headers=manager_headers).json()
+    body = client.patch(
+        url,
+        json={
+            "name": "Renamed",
+            "settings": {"gates": {"semi_automatic": {"min_detectors": 0}}, "review_fraction": 0.1},
+        },
+        headers=manager_headers,
+    ).json()
     assert body["name"] == "Renamed"
     assert body["settings"]["gates"]["semi_automatic"] == {
-        "min_masks": 5, "min_done_share": 0.0, "min_trained_models": 0, "min_detectors": 0}
+        "min_masks": 5,
+        "min_done_share": 0.0,
+        "min_trained_models": 0,
+        "min_detectors": 0,
+    }
     assert body["settings"]["review_fraction"] == 0.1
     assert client.patch(url, json={"description": "new"}, headers=manager_headers).json()["description"] == "new"
     assert client.patch(url, json={"settings": {"review_fraction": None}}, headers=manager_headers).status_code == 422
@@ -89,8 +101,11 @@ def test_patch_needs_the_role_manager_in_the_project(client, project, manager_he
         assert client.patch(url, json={"name": "x"}, headers=login(user)).status_code == 403
     # A global manager who is an annotator in this project is an annotator here.
     narrowed = make_user(Role.manager)
-    client.post(f"/api/projects/{project.id}/members", json={"user_id": narrowed.id, "role_in_project": "annotator"},
-                headers=manager_headers)
+    client.post(
+        f"/api/projects/{project.id}/members",
+        json={"user_id": narrowed.id, "role_in_project": "annotator"},
+        headers=manager_headers,
+    )
     assert client.patch(url, json={"name": "x"}, headers=login(narrowed)).status_code == 403
     assert client.patch(url, json={"name": "x"}, headers=login(make_user(Role.manager))).status_code == 404
     assert client.patch(url, json={"name": "by admin"}, headers=admin_headers).status_code == 200

@@ -6,8 +6,9 @@ from backend.models import Role
 
 
 def test_manager_creates_a_project_and_is_its_member(client, manager, manager_headers):
-    response = client.post("/api/projects", json={"name": "Street scenes", "settings": {"review_fraction": 0.5}},
-                           headers=manager_headers)
+    response = client.post(
+        "/api/projects", json={"name": "Street scenes", "settings": {"review_fraction": 0.5}}, headers=manager_headers
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["stage"] == "assisted_manual"
@@ -29,7 +30,10 @@ def test_annotator_and_ml_engineer_cannot_create_projects(client, make_user, log
 def test_bad_project_input_is_422(client, manager_headers):
     assert client.post("/api/projects", json={"name": ""}, headers=manager_headers).status_code == 422
     assert client.post("/api/projects", json={"name": "x", "settings": [1]}, headers=manager_headers).status_code == 422
-    assert client.post("/api/projects", json={"name": "x", "settings": {"k": 1}}, headers=manager_headers).status_code == 422
+    assert (
+        client.post("/api/projects", json={"name": "x", "settings": {"k": 1}}, headers=manager_headers).status_code
+        == 422
+    )
     assert client.post("/api/projects", json={}, headers=manager_headers).status_code == 422
 
 
@@ -82,5 +86,8 @@ def test_member_errors(client, project, manager, manager_headers):
     assert client.post(url, json={"user_id": 999999}, headers=manager_headers).status_code == 404
     assert client.post(url, json={"user_id": manager.id}, headers=manager_headers).status_code == 409
     assert client.post(url, json={"user_id": "x"}, headers=manager_headers).status_code == 422
-    assert client.post(url, json={"user_id": manager.id, "role_in_project": "boss"}, headers=manager_headers).status_code == 422
+    assert (
+        client.post(url, json={"user_id": manager.id, "role_in_project": "boss"}, headers=manager_headers).status_code
+        == 422
+    )
     assert client.delete(f"{url}/999999", headers=manager_headers).status_code == 404

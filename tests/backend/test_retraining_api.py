@@ -126,15 +126,20 @@ def test_retrain_refuses_without_masks_and_fails_clearly_with_too_little_data(
 def test_retrain_permissions_and_parameters(client, project, manager_headers, ml, make_user, login):
     assert client.post(f"/api/projects/{project.id}/retrain", headers=manager_headers, json=TINY).status_code == 403
     assert client.post(f"/api/projects/{project.id}/retrain", headers=ml, json={**TINY, "steps": 0}).status_code == 422
-    assert client.post(f"/api/projects/{project.id}/retrain", headers=ml,
-                       json={**TINY, "held_out_fraction": 1.0}).status_code == 422
+    assert (
+        client.post(
+            f"/api/projects/{project.id}/retrain", headers=ml, json={**TINY, "held_out_fraction": 1.0}
+        ).status_code
+        == 422
+    )
     assert client.post(f"/api/projects/{project.id}/retrain", headers=ml, json={"bogus": 1}).status_code == 422
     outsider = login(make_user("ml_engineer"))
     assert client.post(f"/api/projects/{project.id}/retrain", headers=outsider, json=TINY).status_code == 404
     assert client.get(f"/api/projects/{project.id}/model-versions", headers=outsider).status_code == 404
     assert client.post(f"/api/projects/{project.id}/model-versions/999999/promote", headers=ml).status_code == 404
-    assert client.post(f"/api/projects/{project.id}/model-versions/1/promote",
-                       headers=manager_headers).status_code == 403
+    assert (
+        client.post(f"/api/projects/{project.id}/model-versions/1/promote", headers=manager_headers).status_code == 403
+    )
 
 
 def test_auto_promote_only_when_better(client, db, eager, project, ml, manager_headers, data_root):
@@ -143,8 +148,9 @@ def test_auto_promote_only_when_better(client, db, eager, project, ml, manager_h
 
     # A learning rate so small the weights barely move (zero biases do, by about 1e-12): metrics equal
     # but for float rounding are not better.
-    response = client.post(f"/api/projects/{project.id}/retrain", headers=ml,
-                           json={**TINY, "lr": 1e-12, "auto_promote": True})
+    response = client.post(
+        f"/api/projects/{project.id}/retrain", headers=ml, json={**TINY, "lr": 1e-12, "auto_promote": True}
+    )
     job = client.get(f"/api/jobs/{response.json()['id']}", headers=ml).json()
     assert job["status"] == "succeeded", job
     metrics = job["result"]["metrics"]
@@ -153,8 +159,9 @@ def test_auto_promote_only_when_better(client, db, eager, project, ml, manager_h
     assert client.get(f"/api/projects/{project.id}/model", headers=ml).json()["id"] == first
 
     # A real round promotes exactly when `is_better` says so.
-    response = client.post(f"/api/projects/{project.id}/retrain", headers=ml,
-                           json={**TINY, "steps": 4, "auto_promote": True})
+    response = client.post(
+        f"/api/projects/{project.id}/retrain", headers=ml, json={**TINY, "steps": 4, "auto_promote": True}
+    )
     job = client.get(f"/api/jobs/{response.json()['id']}", headers=ml).json()
     assert job["status"] == "succeeded", job
     better = is_better(job["result"]["metrics"]["held_out"], job["result"]["metrics"]["parent_held_out"])

@@ -25,8 +25,12 @@ def test_cancel_stops_a_running_round(client, db, settings, project, manager_hea
     images_with_masks(client, manager_headers, project.id, data_root, 3)
     parent = client.get(f"/api/projects/{project.id}/model", headers=ml).json()["id"]
     job = jobs.create_job(db, "train", project.id, None)
-    job.result = {**job.result, "model_version_id": parent, "mask_watermark": 0,
-                  "params": RetrainParams(**{**TINY, "steps": 100_000}).model_dump()}
+    job.result = {
+        **job.result,
+        "model_version_id": parent,
+        "mask_watermark": 0,
+        "params": RetrainParams(**{**TINY, "steps": 100_000}).model_dump(),
+    }
     db.commit()
     outcome: list[str] = []
     worker = threading.Thread(target=lambda: outcome.append(run_job(job.id, tasks.run_round, settings)))

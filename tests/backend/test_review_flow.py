@@ -26,8 +26,9 @@ def reviewed_image(client, db, project, manager_headers, data_root):
 
 def test_review_next_accept_fix_reject_and_summary(client, db, project, manager, make_user, login, reviewed_image):
     annotator = make_user(Role.annotator)
-    client.post(f"/api/projects/{project.id}/members", json={"user_id": annotator.id},
-                headers=login(manager)).raise_for_status()
+    client.post(
+        f"/api/projects/{project.id}/members", json={"user_id": annotator.id}, headers=login(manager)
+    ).raise_for_status()
     headers = login(annotator)
     h, w = reviewed_image.height, reviewed_image.width
     ids = list(db.scalars(select(Mask.id).where(Mask.image_id == reviewed_image.id).order_by(Mask.id)))
@@ -53,9 +54,12 @@ def test_review_next_accept_fix_reject_and_summary(client, db, project, manager,
     assert correction["area"] == 2750 and correction["bbox"] == [100.0, 10.0, 55.0, 50.0]
     assert np.array_equal(decode(correction["rle"]), close)
     far = box_mask(h, w, 100, 35, 150, 85)
-    assert client.post(f"/api/masks/{ids[2]}/review", json={"decision": "fix", "rle": rle_of(far)},
-                       headers=headers).json()["iou"] == pytest.approx(1250 / 3750)
-    assert client.post(f"/api/masks/{ids[3]}/review", json={"decision": "reject"}, headers=headers).json()["iou"] is None
+    assert client.post(
+        f"/api/masks/{ids[2]}/review", json={"decision": "fix", "rle": rle_of(far)}, headers=headers
+    ).json()["iou"] == pytest.approx(1250 / 3750)
+    assert (
+        client.post(f"/api/masks/{ids[3]}/review", json={"decision": "reject"}, headers=headers).json()["iou"] is None
+    )
 
     assert client.get(f"/api/projects/{project.id}/review/next", headers=headers).status_code == 204
     again = client.post(f"/api/masks/{ids[0]}/review", json={"decision": "reject"}, headers=headers)
@@ -73,9 +77,18 @@ def test_review_next_accept_fix_reject_and_summary(client, db, project, manager,
 
     summary = client.get(f"/api/projects/{project.id}/review/summary", headers=headers).json()
     assert summary == {
-        "auto_masks": 4, "sampled": 4, "pending": 0, "accepted": 1, "fixed": 2, "rejected": 1, "reviewed": 4,
-        "iou_threshold": 0.9, "above_threshold": 2, "share_above_threshold": 0.5,
-        "mean_iou_fixed": pytest.approx((2500 / 2750 + 1250 / 3750) / 2), "model_version_ids": [5],
+        "auto_masks": 4,
+        "sampled": 4,
+        "pending": 0,
+        "accepted": 1,
+        "fixed": 2,
+        "rejected": 1,
+        "reviewed": 4,
+        "iou_threshold": 0.9,
+        "above_threshold": 2,
+        "share_above_threshold": 0.5,
+        "mean_iou_fixed": pytest.approx((2500 / 2750 + 1250 / 3750) / 2),
+        "model_version_ids": [5],
     }
 
 
@@ -92,12 +105,19 @@ def test_review_bad_input(client, db, project, manager_headers, make_user, login
     stranger = login(make_user(Role.annotator))
     assert client.post(url, json={"decision": "accept"}, headers=stranger).status_code == 404
     assert client.get(f"/api/projects/{project.id}/review/next", headers=stranger).status_code == 404
-    assert client.post("/api/masks/999999/review", json={"decision": "accept"}, headers=manager_headers).status_code == 404
+    assert (
+        client.post("/api/masks/999999/review", json={"decision": "accept"}, headers=manager_headers).status_code == 404
+    )
     # A manual mask is never in the queue.
-    manual = client.post(f"/api/images/{reviewed_image.id}/masks", headers=manager_headers,
-                         json={"client_id": "m1", "rle": rle}).json()
-    assert client.post(f"/api/masks/{manual['id']}/review", json={"decision": "accept"},
-                       headers=manager_headers).status_code == 409
+    manual = client.post(
+        f"/api/images/{reviewed_image.id}/masks", headers=manager_headers, json={"client_id": "m1", "rle": rle}
+    ).json()
+    assert (
+        client.post(
+            f"/api/masks/{manual['id']}/review", json={"decision": "accept"}, headers=manager_headers
+        ).status_code
+        == 409
+    )
     db.expire_all()
     assert db.scalar(select(func.count()).select_from(MaskReview)) == 0
     summary = client.get(f"/api/projects/{reviewed_image.project_id}/review/summary", headers=manager_headers).json()

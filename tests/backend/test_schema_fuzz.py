@@ -24,7 +24,9 @@ from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 from sqlalchemy.orm import Session
 
@@ -42,8 +44,14 @@ def _real_ids(world: World) -> dict[str, int]:
     job = create_job(world.db, "export", world.project.id, world.admin.id)
     job.status = JobStatus.succeeded  # finished: an event stream ends at once
     world.db.commit()
-    return {"project_id": world.project.id, "image_id": world.image.id, "mask_id": mask.id, "job_id": job.id,
-            "version_id": world.version_id, "user_id": world.members[next(iter(world.members))].id}
+    return {
+        "project_id": world.project.id,
+        "image_id": world.image.id,
+        "mask_id": mask.id,
+        "job_id": job.id,
+        "version_id": world.version_id,
+        "user_id": world.members[next(iter(world.members))].id,
+    }
 
 
 def _fuzz(operation: Any, headers: dict[str, str], ids: dict[str, int]) -> int:
@@ -54,8 +62,14 @@ def _fuzz(operation: Any, headers: dict[str, str], ids: dict[str, int]) -> int:
         real = operation.as_strategy(generation_mode=mode, path_parameters={n: ids[n] for n in names if n in ids})
         strategy = st.one_of(real, operation.as_strategy(generation_mode=mode)) if names else real
 
-        @hypothesis.settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.generate])
+        @hypothesis.settings(
+            max_examples=EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+            phases=[hypothesis.Phase.generate],
+        )
         @hypothesis.given(case=strategy)
         def run(case: Any) -> None:
             nonlocal sent
@@ -72,8 +86,13 @@ def _fuzz(operation: Any, headers: dict[str, str], ids: dict[str, int]) -> int:
 
 
 @pytest.fixture
-def world(client: TestClient, db: Session, make_user: Callable[..., User],
-          login: Callable[[User], dict[str, str]], image_bytes: bytes) -> World:
+def world(
+    client: TestClient,
+    db: Session,
+    make_user: Callable[..., User],
+    login: Callable[[User], dict[str, str]],
+    image_bytes: bytes,
+) -> World:
     return World(client, db, make_user, login, image_bytes)
 
 
@@ -87,7 +106,7 @@ def test_no_server_error_for_any_generated_request(world: World, client: TestCli
         for operation in operations:
             try:
                 total += _fuzz(operation, headers, ids)
-            except Exception as error:  # noqa: BLE001 - every operation's failure is reported at once
+            except Exception as error:
                 failures.append(f"{operation.label} ({'admin' if headers else 'anonymous'}): {error}")
     print(f"\nschema fuzzing: {total} requests over {len(operations)} operations, {len(failures)} failing")
     assert failures == [], "\n\n".join(failures)

@@ -45,9 +45,12 @@ def test_model_serves_split_graphs_with_etag_and_same_masks_as_one_graph(client,
     rng = np.random.default_rng(0)
     embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
     coords, labels = onnx_prompt(np.array([[300.0, 420.0], [610.0, 200.0]]), np.array([1, 0]))
-    prompt = {"point_coords": coords, "point_labels": labels,
-              "mask_input": rng.standard_normal((1, 1, 256, 256)).astype(np.float32),
-              "has_mask_input": np.ones(1, np.float32)}
+    prompt = {
+        "point_coords": coords,
+        "point_labels": labels,
+        "mask_input": rng.standard_normal((1, 1, 256, 256)).astype(np.float32),
+        "has_mask_input": np.ones(1, np.float32),
+    }
     one = _session(served["decoder_url"][2]).run(None, {"image_embeddings": embedding, **prompt})
     image_part = _session(served["image_graph_url"][2]).run(None, {"image_embeddings": embedding})
     split = _session(served["click_graph_url"][2]).run(None, {**dict(zip(IMAGE_OUTPUTS, image_part)), **prompt})
@@ -58,7 +61,9 @@ def test_model_serves_split_graphs_with_etag_and_same_masks_as_one_graph(client,
 def test_version_without_split_graphs_falls_back_to_one_graph(client, db, project, manager_headers, make_user, login):
     model = client.get(f"/api/projects/{project.id}/model", headers=manager_headers).json()
     version = db.get(ModelVersion, model["id"])
-    version.artifacts = {k: v for k, v in version.artifacts.items() if not k.startswith(("decoder_image", "decoder_click"))}
+    version.artifacts = {
+        k: v for k, v in version.artifacts.items() if not k.startswith(("decoder_image", "decoder_click"))
+    }
     db.commit()
 
     legacy = client.get(f"/api/projects/{project.id}/model", headers=manager_headers).json()

@@ -29,8 +29,11 @@ def test_the_beat_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     with pytest.raises(celery_app.BeatLocked, match="another celery beat holds"):
         celery_app.hold_beat_lock(tmp_path)
     with pytest.raises(celery_app.BeatLocked):  # beat's scheduler takes it before it opens its schedule file
-        celery_app.LockedScheduler(app=celery_app.configure(Settings(data_dir=tmp_path)),
-                                   schedule_filename=str(tmp_path / "schedule"), lazy=True)
+        celery_app.LockedScheduler(
+            app=celery_app.configure(Settings(data_dir=tmp_path)),
+            schedule_filename=str(tmp_path / "schedule"),
+            lazy=True,
+        )
     assert not (tmp_path / "schedule").exists() and not (tmp_path / "schedule.db").exists()
     held.close()  # what the kernel does when the holder dies
     celery_app.hold_beat_lock(tmp_path).close()
@@ -39,8 +42,10 @@ def test_the_beat_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_its_job_finishes_once(tmp_path, data_root):
     images = sorted((data_root / "grabcut" / "images").glob("*.jpg"))[:IMAGES]
-    with UpProcess(tmp_path, DATAENGINE_JOB_STALE_SECONDS=str(STALE_SECONDS)) as up, \
-            httpx.Client(base_url=up.base_url, timeout=60) as http:
+    with (
+        UpProcess(tmp_path, DATAENGINE_JOB_STALE_SECONDS=str(STALE_SECONDS)) as up,
+        httpx.Client(base_url=up.base_url, timeout=60) as http,
+    ):
         headers = up.login(http)
         project = http.post("/api/projects", json={"name": "supervised"}, headers=headers).json()
         files = [("files", (path.name, path.read_bytes(), "image/jpeg")) for path in images]
@@ -60,8 +65,11 @@ def test_a_killed_worker_is_restarted_and_its_job_finishes_once(tmp_path, data_r
         up.output.wait_for(rf"worker \(pid {worker}\) exited with code -9; restarting", 10)
         up.output.wait_for(r"worker started", 60, count=2)
         # The stuck job is requeued by up itself (the dead worker cannot), then the new worker runs it.
-        wait_for(lambda: http.get(job_url, headers=headers).json()["status"] not in ("queued", "running"),
-                 180, f"the job to finish after the kill; output:\n{up.output.text()}")
+        wait_for(
+            lambda: http.get(job_url, headers=headers).json()["status"] not in ("queued", "running"),
+            180,
+            f"the job to finish after the kill; output:\n{up.output.text()}",
+        )
         job = http.get(job_url, headers=headers).json()
         assert job["status"] == "succeeded" and job["result"]["attempts"] == 2, job
         assert job["result"]["embedded"] + job["result"]["already_done"] == IMAGES, job
@@ -75,9 +83,24 @@ def test_a_killed_worker_is_restarted_and_its_job_finishes_once(tmp_path, data_r
         assert len(beats) == 1, up.tree()
         with pytest.raises(celery_app.BeatLocked):
             celery_app.hold_beat_lock(up.data_dir)
-        second = subprocess.run([sys.executable, "-m", "celery", "-A", "backend.worker.celery_app", "beat",
-                                 "-s", str(tmp_path / "second-schedule")],
-                                cwd=REPO_ROOT, env=up.env, capture_output=True, text=True, timeout=120, check=False)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "backend.worker.celery_app",
+                "beat",
+                "-s",
+                str(tmp_path / "second-schedule"),
+            ],
+            cwd=REPO_ROOT,
+            env=up.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert second.returncode != 0 and "another celery beat holds" in second.stdout + second.stderr, second
 
         started = time.monotonic()

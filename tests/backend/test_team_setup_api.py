@@ -25,8 +25,9 @@ def photo(data_root, name: str) -> tuple[str, tuple[str, bytes, str]]:
 @pytest.fixture
 def images(client, project, manager_headers, data_root):
     """Four real photographs uploaded to `project`, in upload order."""
-    response = client.post(f"/api/projects/{project.id}/images", files=[photo(data_root, n) for n in GRABCUT[:4]],
-                           headers=manager_headers)
+    response = client.post(
+        f"/api/projects/{project.id}/images", files=[photo(data_root, n) for n in GRABCUT[:4]], headers=manager_headers
+    )
     assert response.status_code == 201, response.text
     return response.json()["images"]
 
@@ -49,9 +50,11 @@ def save_mask(client, image: dict, headers, client_id: str):
     pixels = np.zeros((image["height"], image["width"]), np.uint8, order="F")
     pixels[10:40, 20:60] = 1
     encoded = mask_util.encode(pixels)
-    return client.post(f"/api/images/{image['id']}/masks", headers=headers,
-                       json={"client_id": client_id, "rle": {"size": list(pixels.shape),
-                                                             "counts": encoded["counts"].decode()}})
+    return client.post(
+        f"/api/images/{image['id']}/masks",
+        headers=headers,
+        json={"client_id": client_id, "rle": {"size": list(pixels.shape), "counts": encoded["counts"].decode()}},
+    )
 
 
 def assign(client, image_id: int, user_id: int | None, headers):
@@ -85,8 +88,9 @@ def test_the_list_filters_pages_and_counts_live_masks(client, project, images, m
     mine = client.get(f"/api/projects/{project.id}/images", params={"assigned_to": alice.id, "limit": 1}, headers=a)
     assert mine.headers["X-Total-Count"] == "2"  # under the filter, not the page
     assert [i["id"] for i in mine.json()] == [images[1]["id"]]
-    page2 = client.get(f"/api/projects/{project.id}/images",
-                       params={"assigned_to": alice.id, "limit": 1, "offset": 1}, headers=a)
+    page2 = client.get(
+        f"/api/projects/{project.id}/images", params={"assigned_to": alice.id, "limit": 1, "offset": 1}, headers=a
+    )
     assert [i["id"] for i in page2.json()] == [images[3]["id"]]
     assert save_mask(client, images[0], manager_headers, "claims-it").status_code == 201
     assert client.post(f"/api/images/{images[2]['id']}/claim", headers=a).status_code == 200
@@ -137,8 +141,9 @@ def test_assignment_only_to_members(client, project, images, manager_headers, ma
     assert (freed.json()["assigned_to"], freed.json()["assigned_username"]) == (None, None)
 
 
-def test_claim_next_gives_ones_own_images_first_and_never_anothers(client, project, images, manager_headers,
-                                                                    add_member):
+def test_claim_next_gives_ones_own_images_first_and_never_anothers(
+    client, project, images, manager_headers, add_member
+):
     alice, a = add_member(username="alice")
     bob, b = add_member(username="bob")
     assert assign(client, images[0]["id"], bob.id, manager_headers).status_code == 200
@@ -155,8 +160,9 @@ def test_claim_next_gives_ones_own_images_first_and_never_anothers(client, proje
     assert assign(client, images[3]["id"], bob.id, manager_headers).status_code == 200
     refused = client.post(f"/api/images/{images[3]['id']}/claim", headers=a)
     assert refused.status_code == 409
-    assert refused.json()["detail"] == (f"image {images[3]['id']} is assigned to bob: only they or a manager "
-                                        f"of the project may claim it")
+    assert refused.json()["detail"] == (
+        f"image {images[3]['id']} is assigned to bob: only they or a manager of the project may claim it"
+    )
     assert client.post(f"/api/images/{images[3]['id']}/claim", headers=manager_headers).status_code == 200
     # Nothing else is left for alice: bob's images are never offered to her.
     assert client.post(f"/api/images/{images[1]['id']}/done", headers=a).status_code == 200
@@ -201,8 +207,10 @@ def test_an_archived_project_is_hidden_and_read_only(client, project, images, ma
     with tarfile.open(fileobj=io.BytesIO(export.content)) as archive:
         assert archive.getnames()
     # Archiving again keeps it archived; restoring lets work go on.
-    assert client.patch(f"/api/projects/{project.id}", json={"archived": True},
-                        headers=manager_headers).json()["archived"] is True
+    assert (
+        client.patch(f"/api/projects/{project.id}", json={"archived": True}, headers=manager_headers).json()["archived"]
+        is True
+    )
     restored = client.patch(f"/api/projects/{project.id}", json={"archived": False}, headers=manager_headers)
     assert restored.json()["archived"] is False
     assert client.post(f"/api/projects/{project.id}/claim", headers=a).status_code == 200
@@ -212,30 +220,39 @@ def test_an_archived_project_is_hidden_and_read_only(client, project, images, ma
 # --- members ---------------------------------------------------------------------------------------------
 
 
-def test_member_roles_change_but_the_last_manager_stays(client, project, manager, manager_headers, add_member, admin,
-                                                        admin_headers, make_user):
+def test_member_roles_change_but_the_last_manager_stays(
+    client, project, manager, manager_headers, add_member, admin, admin_headers, make_user
+):
     members = f"/api/projects/{project.id}/members"
     alice, a = add_member(username="alice")
     # An admin who is a member without a role of their own is no manager of the project.
     assert client.post(members, json={"user_id": admin.id}, headers=manager_headers).status_code == 201
-    for response in (client.patch(f"{members}/{manager.id}", json={"role_in_project": "annotator"},
-                                  headers=manager_headers),
-                     client.delete(f"{members}/{manager.id}", headers=admin_headers)):
+    for response in (
+        client.patch(f"{members}/{manager.id}", json={"role_in_project": "annotator"}, headers=manager_headers),
+        client.delete(f"{members}/{manager.id}", headers=admin_headers),
+    ):
         assert response.status_code == 409, response.text
         assert "would leave project" in response.json()["detail"]
         assert "without a manager" in response.json()["detail"]
 
     promoted = client.patch(f"{members}/{alice.id}", json={"role_in_project": "manager"}, headers=manager_headers)
     assert promoted.status_code == 200, promoted.text
-    assert (promoted.json()["user_id"], promoted.json()["role"], promoted.json()["role_in_project"]) == \
-        (alice.id, "annotator", "manager")
+    assert (promoted.json()["user_id"], promoted.json()["role"], promoted.json()["role_in_project"]) == (
+        alice.id,
+        "annotator",
+        "manager",
+    )
     # Alice now manages: she demotes the creator, then cannot demote or remove herself.
     demoted = client.patch(f"{members}/{manager.id}", json={"role_in_project": "ml_engineer"}, headers=a)
     assert demoted.json()["role_in_project"] == "ml_engineer"
     assert client.patch(f"{members}/{alice.id}", json={"role_in_project": "annotator"}, headers=a).status_code == 409
     assert client.delete(f"{members}/{alice.id}", headers=a).status_code == 409
-    assert client.patch(f"{members}/{manager.id}", json={"role_in_project": "annotator"},
-                        headers=manager_headers).status_code == 403  # no manager here any more
+    assert (
+        client.patch(
+            f"{members}/{manager.id}", json={"role_in_project": "annotator"}, headers=manager_headers
+        ).status_code
+        == 403
+    )  # no manager here any more
     # A global manager added without a role of their own is a manager of the project and counts.
     carol = client.post(members, json={"user_id": make_user(Role.manager).id}, headers=a)
     assert carol.status_code == 201
@@ -247,10 +264,14 @@ def test_member_updates_are_checked(client, project, manager, manager_headers, m
     alice, _ = add_member()
     again = client.post(members, json={"user_id": alice.id, "role_in_project": "manager"}, headers=manager_headers)
     assert again.status_code == 409
-    assert client.patch(f"{members}/{alice.id}", json={"role_in_project": "admin"},
-                        headers=manager_headers).status_code == 422
-    assert client.patch(f"{members}/{alice.id}", json={"role_in_project": None},
-                        headers=manager_headers).status_code == 422
+    assert (
+        client.patch(f"{members}/{alice.id}", json={"role_in_project": "admin"}, headers=manager_headers).status_code
+        == 422
+    )
+    assert (
+        client.patch(f"{members}/{alice.id}", json={"role_in_project": None}, headers=manager_headers).status_code
+        == 422
+    )
     stranger = make_user()
     missing = client.patch(f"{members}/{stranger.id}", json={"role_in_project": "annotator"}, headers=manager_headers)
     assert missing.status_code == 404
@@ -267,8 +288,11 @@ def test_a_partial_upload_stores_the_good_files_and_names_the_others(client, pro
     url = f"/api/projects/{project.id}/images"
     first = client.post(url, files=[photo(data_root, GRABCUT[0])], headers=manager_headers)
     assert first.status_code == 201 and first.json()["refused"] == []
-    batch = [photo(data_root, GRABCUT[1]), ("files", ("again.jpg", photo(data_root, GRABCUT[0])[1][1], "image/jpeg")),
-             ("files", ("notes.jpg", b"not an image at all", "image/jpeg"))]
+    batch = [
+        photo(data_root, GRABCUT[1]),
+        ("files", ("again.jpg", photo(data_root, GRABCUT[0])[1][1], "image/jpeg")),
+        ("files", ("notes.jpg", b"not an image at all", "image/jpeg")),
+    ]
 
     whole = client.post(url, files=batch, headers=manager_headers)
     assert whole.status_code == 415, whole.text

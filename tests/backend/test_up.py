@@ -38,8 +38,11 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
             headers = up.login(http)
             project = http.post("/api/projects", json={"name": "up"}, headers=headers).json()
             image = (data_root / "grabcut" / "images" / "106024.jpg").read_bytes()
-            upload = http.post(f"/api/projects/{project['id']}/images", files=[("files", ("a.jpg", image, "image/jpeg"))],
-                               headers=headers)
+            upload = http.post(
+                f"/api/projects/{project['id']}/images",
+                files=[("files", ("a.jpg", image, "image/jpeg"))],
+                headers=headers,
+            )
             assert upload.status_code == 201, upload.text
             assert http.get(f"/api/projects/{project['id']}/model", headers=headers).json()["origin"] == "untrained"
             job = http.post(f"/api/projects/{project['id']}/embed", headers=headers).json()
@@ -54,8 +57,15 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
         assert up.stop(signal.SIGINT) == []
 
     # The admin and the default model are there for the next start.
-    again = subprocess.run([sys.executable, "-m", "backend.cli", "models", "list"], cwd=REPO_ROOT,
-                           env=up_environment(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+    again = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "models", "list"],
+        cwd=REPO_ROOT,
+        env=up_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert again.returncode == 0 and "untrained vit_t" in again.stdout and again.stdout.count("\n") == 1
 
 

@@ -7,7 +7,9 @@ from tests.backend.conftest import TEST_PASSWORD
 
 
 def test_admin_creates_a_user_who_can_then_log_in(client, admin_headers):
-    response = client.post("/api/users", json={"username": "bob", "password": "s3cret-pass", "role": "ml_engineer"}, headers=admin_headers)
+    response = client.post(
+        "/api/users", json={"username": "bob", "password": "s3cret-pass", "role": "ml_engineer"}, headers=admin_headers
+    )
     assert response.status_code == 201, response.text
     assert response.json()["role"] == "ml_engineer"
     assert "password" not in response.text
@@ -36,7 +38,9 @@ def test_bad_user_input_is_422(client, admin_headers):
 def test_only_admins_create_users(client, make_user, login):
     for role in (Role.manager, Role.annotator, Role.ml_engineer):
         headers = login(make_user(role))
-        response = client.post("/api/users", json={"username": f"x{role.value}", "password": TEST_PASSWORD}, headers=headers)
+        response = client.post(
+            "/api/users", json={"username": f"x{role.value}", "password": TEST_PASSWORD}, headers=headers
+        )
         assert response.status_code == 403, role
     assert client.post("/api/users", json={"username": "anon", "password": TEST_PASSWORD}).status_code == 401
 

@@ -25,9 +25,12 @@ from model_server.embedding_file import load_embedding
 from tests.backend.celery_workers import REDIS_URL, redis_broker, wait_for, worker_processes
 from tests.backend.jobs_helpers import upload
 
-
-pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow,
-              pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 
 
 @pytest.fixture
@@ -50,8 +53,11 @@ def test_real_worker_embeds_every_image(client, db, project, manager_headers, da
     image_ids = upload(client, manager_headers, project.id, data_root, 3)
     start_worker("w1")
     job_id = client.post(f"/api/projects/{project.id}/embed", headers=manager_headers).json()["id"]
-    job = wait_for(lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
-                300, "the embed job to finish")
+    job = wait_for(
+        lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
+        300,
+        "the embed job to finish",
+    )
     assert job["status"] == "succeeded", job
     assert job["progress"] == 1.0 and job["result"]["embedded"] == 3
     rows = db.scalars(select(Embedding).order_by(Embedding.image_id)).all()
@@ -86,8 +92,11 @@ def test_killed_worker_job_is_recovered_not_left_running(
     assert _job(client, manager_headers, job_id)["status"] == "queued"
 
     start_worker("w2")
-    job = wait_for(lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
-                300, "the requeued job to finish")
+    job = wait_for(
+        lambda: (j := _job(client, manager_headers, job_id))["status"] in jobs.FINISHED and j,
+        300,
+        "the requeued job to finish",
+    )
     assert job["status"] == "succeeded", job
     assert job["result"]["attempts"] == 2
     assert job["result"]["already_done"] == partial  # the rows of the killed run were kept, not redone
@@ -95,4 +104,3 @@ def test_killed_worker_job_is_recovered_not_left_running(
     assert [r.image_id for r in rows] == image_ids  # one per image, no duplicates
     for row in rows:
         load_embedding(redis_settings.storage_path / row.storage_key)  # every row's file is whole
-

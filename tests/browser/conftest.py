@@ -122,15 +122,27 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> It
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=120) as http:
-            token = http.post("/api/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]}).raise_for_status().json()["access_token"]
+            token = (
+                http.post("/api/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]})
+                .raise_for_status()
+                .json()["access_token"]
+            )
             auth = {"Authorization": f"Bearer {token}"}
-            project = http.post("/api/projects", json={"name": "GrabCut", "description": "browser test"}, headers=auth).raise_for_status().json()
+            project = (
+                http.post("/api/projects", json={"name": "GrabCut", "description": "browser test"}, headers=auth)
+                .raise_for_status()
+                .json()
+            )
             image_file = data_root / "grabcut" / "images" / IMAGE_NAME
-            uploaded = http.post(
-                f"/api/projects/{project['id']}/images",
-                files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))],
-                headers=auth,
-            ).raise_for_status().json()
+            uploaded = (
+                http.post(
+                    f"/api/projects/{project['id']}/images",
+                    files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))],
+                    headers=auth,
+                )
+                .raise_for_status()
+                .json()
+            )
         inside, outside = _inside_and_outside(data_root / "grabcut" / "masks" / f"{Path(IMAGE_NAME).stem}__0.png")
         yield LiveServer(url, settings, token, project["id"], uploaded["images"][0]["id"], inside, outside)
     finally:

@@ -63,7 +63,10 @@ def test_click_refine_accept_reload(page, live_server):
     assert "dataengine models download vit_b" in page.locator(".banner").inner_text()
     before = len(stored_masks(live_server))
     posted: list[dict] = []
-    page.on("request", lambda r: posted.append(r.post_data_json) if r.method == "POST" and r.url.endswith("/masks") else None)
+    page.on(
+        "request",
+        lambda r: posted.append(r.post_data_json) if r.method == "POST" and r.url.endswith("/masks") else None,
+    )
 
     # Hovering previews the mask a click would give, before any click.
     page.mouse.move(*client_point(page, size, live_server.object_point))
@@ -212,16 +215,30 @@ def test_prefilled_masks_and_next_image(page, live_server, data_root):
         pixels = np.zeros((info["height"], info["width"]), np.uint8)
         pixels[20:120, 30:200] = 1
         rle = mask_util.encode(np.asfortranarray(pixels))
-        second = api.post(
-            f"/api/projects/{live_server.project_id}/images",
-            files=[("files", ("124080.jpg", (data_root / "grabcut" / "images" / "124080.jpg").read_bytes(), "image/jpeg"))],
-        ).raise_for_status().json()["images"][0]
+        second = (
+            api.post(
+                f"/api/projects/{live_server.project_id}/images",
+                files=[
+                    (
+                        "files",
+                        ("124080.jpg", (data_root / "grabcut" / "images" / "124080.jpg").read_bytes(), "image/jpeg"),
+                    )
+                ],
+            )
+            .raise_for_status()
+            .json()["images"][0]
+        )
     engine = make_engine(live_server.settings.db_url)
     session = make_session_factory(engine)()
     prefilled = Mask(
-        image_id=live_server.image_id, project_id=live_server.project_id,
-        rle={"size": [info["height"], info["width"]], "counts": rle["counts"].decode()}, bbox=[30, 20, 170, 100],
-        area=int(pixels.sum()), source=MaskSource.detector, stage=Stage.semi_automatic, predicted_iou=0.93,
+        image_id=live_server.image_id,
+        project_id=live_server.project_id,
+        rle={"size": [info["height"], info["width"]], "counts": rle["counts"].decode()},
+        bbox=[30, 20, 170, 100],
+        area=int(pixels.sum()),
+        source=MaskSource.detector,
+        stage=Stage.semi_automatic,
+        predicted_iou=0.93,
     )
     session.add(prefilled)
     session.commit()

@@ -19,20 +19,60 @@ def _seed(live_server) -> int:
         project = http.post("/api/projects", json={"name": "Dashboard seeded"}).raise_for_status().json()
     engine = make_engine(live_server.settings.db_url)
     with make_session_factory(engine)() as db:
-        images = [Image(project_id=project["id"], file_name=f"d{i}.jpg", storage_key=f"dash{i}", sha256=f"{i:064x}",
-                        width=8, height=8, size_bytes=1, status=ImageStatus.done if i == 0 else ImageStatus.new)
-                  for i in range(3)]
+        images = [
+            Image(
+                project_id=project["id"],
+                file_name=f"d{i}.jpg",
+                storage_key=f"dash{i}",
+                sha256=f"{i:064x}",
+                width=8,
+                height=8,
+                size_bytes=1,
+                status=ImageStatus.done if i == 0 else ImageStatus.new,
+            )
+            for i in range(3)
+        ]
         db.add_all(images)
         db.flush()
         for i, seconds in enumerate([10, 20, 30, 40]):
-            db.add(Mask(image_id=images[0].id, project_id=project["id"], rle={"size": [8, 8], "counts": "08"}, bbox=[0, 0, 1, 1],
-                        area=1, source=MaskSource.manual, stage=Stage.assisted_manual, seconds_spent=seconds, clicks=i + 1,
-                        author_id=1, created_at=datetime(2026, 1, 1, 10, 10 * i, tzinfo=UTC)))
-        db.add(Mask(image_id=images[1].id, project_id=project["id"], rle={"size": [8, 8], "counts": "08"}, bbox=[0, 0, 1, 1],
-                    area=1, source=MaskSource.auto, stage=Stage.fully_automatic, created_at=datetime(2026, 1, 2, 9, tzinfo=UTC)))
+            db.add(
+                Mask(
+                    image_id=images[0].id,
+                    project_id=project["id"],
+                    rle={"size": [8, 8], "counts": "08"},
+                    bbox=[0, 0, 1, 1],
+                    area=1,
+                    source=MaskSource.manual,
+                    stage=Stage.assisted_manual,
+                    seconds_spent=seconds,
+                    clicks=i + 1,
+                    author_id=1,
+                    created_at=datetime(2026, 1, 1, 10, 10 * i, tzinfo=UTC),
+                )
+            )
+        db.add(
+            Mask(
+                image_id=images[1].id,
+                project_id=project["id"],
+                rle={"size": [8, 8], "counts": "08"},
+                bbox=[0, 0, 1, 1],
+                area=1,
+                source=MaskSource.auto,
+                stage=Stage.fully_automatic,
+                created_at=datetime(2026, 1, 2, 9, tzinfo=UTC),
+            )
+        )
         for round_, miou in enumerate([0.6, 0.7]):
-            db.add(ModelVersion(project_id=project["id"], name=f"round {round_}", architecture="vit_t", origin=ModelOrigin.trained,
-                                metrics={"miou": miou}, created_at=datetime(2026, 1, 1 + round_, tzinfo=UTC)))
+            db.add(
+                ModelVersion(
+                    project_id=project["id"],
+                    name=f"round {round_}",
+                    architecture="vit_t",
+                    origin=ModelOrigin.trained,
+                    metrics={"miou": miou},
+                    created_at=datetime(2026, 1, 1 + round_, tzinfo=UTC),
+                )
+            )
         db.add(Job(project_id=project["id"], kind="embed", status=JobStatus.running, progress=0.25, message="1/4"))
         db.commit()
     engine.dispose()
@@ -46,10 +86,27 @@ def test_dashboard_renders_charts_and_the_seeded_numbers(live_server, page):
     page.goto(f"{live_server.url}/dashboard/{project_id}")
     page.wait_for_selector("[data-figure='masks-total']", timeout=30_000)
 
-    figures = {name: page.text_content(f"[data-figure='{name}']") for name in
-               ["images-total", "masks-total", "masks-per-image", "seconds-median", "seconds-p90", "masks-per-hour", "clicks-per-mask"]}
-    assert figures == {"images-total": "3", "masks-total": "5", "masks-per-image": "1.7", "seconds-median": "25.0",
-                       "seconds-p90": "37.0", "masks-per-hour": "144.0", "clicks-per-mask": "2.50"}
+    figures = {
+        name: page.text_content(f"[data-figure='{name}']")
+        for name in [
+            "images-total",
+            "masks-total",
+            "masks-per-image",
+            "seconds-median",
+            "seconds-p90",
+            "masks-per-hour",
+            "clicks-per-mask",
+        ]
+    }
+    assert figures == {
+        "images-total": "3",
+        "masks-total": "5",
+        "masks-per-image": "1.7",
+        "seconds-median": "25.0",
+        "seconds-p90": "37.0",
+        "masks-per-hour": "144.0",
+        "clicks-per-mask": "2.50",
+    }
 
     for name in CHARTS:
         drawn = page.evaluate(
@@ -60,7 +117,9 @@ def test_dashboard_renders_charts_and_the_seeded_numbers(live_server, page):
                 let n = 0;
                 for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
                 return n;
-            }""", name)
+            }""",
+            name,
+        )
         assert drawn > 500, f"chart {name} looks empty ({drawn} painted pixels)"
 
     rows = page.locator("[data-table='annotators'] tbody tr")

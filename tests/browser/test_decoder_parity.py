@@ -64,7 +64,12 @@ def setup(data_root, tmp_path_factory):
     predictor.set_embedding(embedding, image.shape[:2])
     variants = [
         {"name": "one-graph", "kind": "ours", "decoderUrl": "/data/decoder.onnx"},
-        {"name": "split", "kind": "ours", "decoderUrl": f"/data/{split_click.name}", "imageGraphUrl": f"/data/{split_image.name}"},
+        {
+            "name": "split",
+            "kind": "ours",
+            "decoderUrl": f"/data/{split_click.name}",
+            "imageGraphUrl": f"/data/{split_image.name}",
+        },
     ]
     with harness.serve(site) as url, harness.open_page(url) as page:
         info = page.evaluate(
@@ -143,7 +148,9 @@ def test_browser_decoder_matches_python_predictor(setup, variant):
         for i, token in enumerate(tokens):
             browser_mask = _browser_mask(page, token, object_mask.shape)
             assert masks[i].any(), f"{name}: degenerate reference mask (empty), the comparison would prove nothing"
-            assert _iou(browser_mask, masks[i]) >= MIN_MASK_IOU, f"{name}, token {token}: mask IoU {_iou(browser_mask, masks[i]):.4f}"
+            assert _iou(browser_mask, masks[i]) >= MIN_MASK_IOU, (
+                f"{name}, token {token}: mask IoU {_iou(browser_mask, masks[i]):.4f}"
+            )
         previous[name] = low_res[int(np.argmax(iou))]
 
 

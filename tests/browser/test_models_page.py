@@ -11,8 +11,15 @@ from __future__ import annotations
 from backend.core.db import make_engine, make_session_factory
 from backend.models import Job, JobStatus, ModelOrigin, ModelVersion
 
-HELD_OUT = {"miou_1pt": 0.61, "miou_at_1": 0.61, "miou_at_3": 0.7, "miou_at_5": 0.74, "noc85": 9.0, "noc90": 12.5,
-            "n_samples": 4}
+HELD_OUT = {
+    "miou_1pt": 0.61,
+    "miou_at_1": 0.61,
+    "miou_at_3": 0.7,
+    "miou_at_5": 0.74,
+    "noc85": 9.0,
+    "noc90": 12.5,
+    "n_samples": 4,
+}
 PARENT = {**HELD_OUT, "miou_1pt": 0.2, "noc90": 19.0}
 
 
@@ -22,14 +29,34 @@ def _seed(live_server) -> tuple[int, int, int]:
         parent = http.get(f"/api/projects/{project['id']}/model").raise_for_status().json()["id"]
     engine = make_engine(live_server.settings.db_url)
     with make_session_factory(engine)() as db:
-        child = ModelVersion(project_id=project["id"], parent_id=parent, name="round 1", architecture="vit_t",
-                             origin=ModelOrigin.trained, artifacts={"encoder_from": parent},
-                             metrics={"held_out": HELD_OUT, "parent_held_out": PARENT},
-                             data_snapshot={"masks": 12}, hyperparameters={"steps": 50})
+        child = ModelVersion(
+            project_id=project["id"],
+            parent_id=parent,
+            name="round 1",
+            architecture="vit_t",
+            origin=ModelOrigin.trained,
+            artifacts={"encoder_from": parent},
+            metrics={"held_out": HELD_OUT, "parent_held_out": PARENT},
+            data_snapshot={"masks": 12},
+            hyperparameters={"steps": 50},
+        )
         db.add(child)
-        db.add(Job(project_id=project["id"], kind="train", status=JobStatus.running, progress=0.4,
-                   message="training: step 20/50", result={"step": 20, "total_steps": 50, "loss": 0.5,
-                                                           "eta_seconds": 30, "loss_curve": [[i, 2.0 / i] for i in range(1, 21)]}))
+        db.add(
+            Job(
+                project_id=project["id"],
+                kind="train",
+                status=JobStatus.running,
+                progress=0.4,
+                message="training: step 20/50",
+                result={
+                    "step": 20,
+                    "total_steps": 50,
+                    "loss": 0.5,
+                    "eta_seconds": 30,
+                    "loss_curve": [[i, 2.0 / i] for i in range(1, 21)],
+                },
+            )
+        )
         db.commit()
         child_id = child.id
     engine.dispose()
@@ -47,8 +74,9 @@ def test_models_page_shows_metrics_curve_and_promotes_then_rolls_back(live_serve
     assert page.text_content(f"{row} [data-metric='miou_1pt']").startswith("0.610 (+0.410)")
     assert page.text_content(f"{row} [data-metric='noc90']").startswith("12.50 (-6.50)")
     assert "active" in page.get_attribute(f"[data-version='{parent}']", "class")
-    page.wait_for_function("() => document.querySelector('[data-train-status]').textContent.includes('step 20/50')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-train-status]').textContent.includes('step 20/50')", timeout=30_000
+    )
     drawn = page.evaluate("""() => {
         const c = document.querySelector('.curve canvas');
         const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

@@ -60,8 +60,11 @@ def _check_succeeded(http: httpx.Client, response: httpx.Response) -> None:
 
 def _annotator_client(live_server) -> httpx.Client:
     token = httpx.post(f"{live_server.url}/api/auth/token", data={"username": ANNOTATOR[0], "password": ANNOTATOR[1]})
-    return httpx.Client(base_url=live_server.url, timeout=120,
-                        headers={"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"})
+    return httpx.Client(
+        base_url=live_server.url,
+        timeout=120,
+        headers={"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"},
+    )
 
 
 def _prefilled_project(live_server, data_root) -> tuple[int, int, list[dict]]:
@@ -69,23 +72,39 @@ def _prefilled_project(live_server, data_root) -> tuple[int, int, list[dict]]:
     returns (project id, the new image with the most pre-filled masks, its masks oldest first)."""
     root = data_root / "davis345"
     davis = davis_images(data_root)
-    admin = httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {live_server.token}"},
-                         timeout=TASK_TIMEOUT_S)
+    admin = httpx.Client(
+        base_url=live_server.url, headers={"Authorization": f"Bearer {live_server.token}"}, timeout=TASK_TIMEOUT_S
+    )
     with admin:
-        project = admin.post("/api/projects", json={
-            "name": "Detector pre-fill", "settings": {"gates": {"semi_automatic": {"min_masks": 1}}},
-        }).raise_for_status().json()
+        project = (
+            admin.post(
+                "/api/projects",
+                json={
+                    "name": "Detector pre-fill",
+                    "settings": {"gates": {"semi_automatic": {"min_masks": 1}}},
+                },
+            )
+            .raise_for_status()
+            .json()
+        )
         pid = project["id"]
         user = admin.post("/api/users", json={"username": ANNOTATOR[0], "password": ANNOTATOR[1], "role": "annotator"})
-        admin.post(f"/api/projects/{pid}/members", json={"user_id": user.raise_for_status().json()["id"]}).raise_for_status()
+        admin.post(
+            f"/api/projects/{pid}/members", json={"user_id": user.raise_for_status().json()["id"]}
+        ).raise_for_status()
         files = [("files", (name.rsplit("/", 1)[-1], (root / name).read_bytes(), "image/jpeg")) for name, _ in davis]
-        ids = [image["id"] for image in admin.post(f"/api/projects/{pid}/images", files=files).raise_for_status().json()["images"]]
+        ids = [
+            image["id"]
+            for image in admin.post(f"/api/projects/{pid}/images", files=files).raise_for_status().json()["images"]
+        ]
         with _annotator_client(live_server) as annotator:
             for image_id, (_, mask_names) in zip(ids[:STAGE1], davis[:STAGE1]):
                 annotator.post(f"/api/images/{image_id}/claim").raise_for_status()
                 for k, mask_name in enumerate(mask_names):
-                    annotator.post(f"/api/images/{image_id}/masks",
-                                   json={"client_id": f"stage1-{image_id}-{k}", "rle": mask_rle(root / mask_name)}).raise_for_status()
+                    annotator.post(
+                        f"/api/images/{image_id}/masks",
+                        json={"client_id": f"stage1-{image_id}-{k}", "rle": mask_rle(root / mask_name)},
+                    ).raise_for_status()
         _check_succeeded(admin, admin.post(f"/api/projects/{pid}/detector/train", json=SMALL))
         admin.post(f"/api/projects/{pid}/stage", json={"stage": "semi_automatic"}).raise_for_status()
         _check_succeeded(admin, admin.post(f"/api/projects/{pid}/detector/propose", json=PROPOSE))
@@ -99,6 +118,7 @@ def _prefilled_project(live_server, data_root) -> tuple[int, int, list[dict]]:
 
 def _pixel_only_in(mask: dict, others: list[dict]) -> tuple[float, float]:
     """(x, y) deepest inside `mask` and outside every mask of `others`: C there picks `mask`."""
+
     def pixels(m: dict) -> np.ndarray:
         return mask_util.decode({"size": m["rle"]["size"], "counts": m["rle"]["counts"].encode("ascii")}).astype(bool)
 
@@ -184,7 +204,9 @@ def test_prefilled_masks_are_shown_deleted_and_corrected(page, live_server, data
                 return route.continue_()
             posted.append(route.request.post_data_json)
             if len(posted) == 1:
-                return route.fulfill(status=503, content_type="application/json", body='{"detail": "service unavailable"}')
+                return route.fulfill(
+                    status=503, content_type="application/json", body='{"detail": "service unavailable"}'
+                )
             held_retry.append(route)  # answered below, once the unsaved correction has been looked at
 
         page.route("**/api/images/*/masks", fail_first_hold_retry)

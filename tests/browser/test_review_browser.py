@@ -25,9 +25,14 @@ def _seed(live_server, data_root) -> tuple[int, int, list[int], tuple[int, int]]
     with live_server.api() as http:
         project = http.post("/api/projects", json={"name": "Review page"}).raise_for_status().json()
         image_file = data_root / "grabcut" / "images" / IMAGE_NAME
-        image = http.post(f"/api/projects/{project['id']}/images",
-                          files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))]
-                          ).raise_for_status().json()["images"][0]
+        image = (
+            http.post(
+                f"/api/projects/{project['id']}/images",
+                files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))],
+            )
+            .raise_for_status()
+            .json()["images"][0]
+        )
     engine = make_engine(live_server.settings.db_url)
     with make_session_factory(engine)() as db:
         row = db.get(Image, image["id"])
@@ -104,7 +109,7 @@ def test_review_page_accepts_rejects_fixes_and_skips(live_server, data_root, pag
     band = ~fixed[:, x0:x1] & original[:, x0:x1]
     erased_rows = np.nonzero(band.all(axis=1))[0]
     assert erased_rows.size >= 3 and abs(erased_rows.mean() - row) < 2  # a band across the whole box at the stroke
-    assert fixed[y0:y0 + 5, x0:x1].all() and fixed[y1 - 5:y1, x0:x1].all()  # far from the stroke: untouched
+    assert fixed[y0 : y0 + 5, x0:x1].all() and fixed[y1 - 5 : y1, x0:x1].all()  # far from the stroke: untouched
     iou = fixed.sum() / original.sum()
     assert abs(review_iou - iou) < 1e-6
     assert summary["above_threshold"] == 1 + int(iou > summary["iou_threshold"])  # accepted counts as IoU 1

@@ -46,7 +46,17 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("node or the frontend's TypeScript (npm ci in frontend/) is missing")
     out = tmp_path_factory.mktemp("rle_js")
     subprocess.run(
-        [str(tsc), "--outDir", str(out), "--module", "esnext", "--target", "es2022", "--skipLibCheck", str(FRONTEND / "src" / "annotate" / "rle.ts")],
+        [
+            str(tsc),
+            "--outDir",
+            str(out),
+            "--module",
+            "esnext",
+            "--target",
+            "es2022",
+            "--skipLibCheck",
+            str(FRONTEND / "src" / "annotate" / "rle.ts"),
+        ],
         check=True,
     )
     return next(out.rglob("rle.js"))
@@ -64,7 +74,13 @@ def run_node(compiled: Path, masks: list[np.ndarray]) -> list[dict]:
         "  process.stdout.write(JSON.stringify(out));\n"
         "});\n"
     )
-    done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(payload), capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)
 
 

@@ -51,7 +51,9 @@ def screenshot(page, name: str, full_page: bool = False) -> None:
 
 
 def api(live_server, page) -> httpx.Client:
-    return httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {session_token(page)}"}, timeout=120)
+    return httpx.Client(
+        base_url=live_server.url, headers={"Authorization": f"Bearer {session_token(page)}"}, timeout=120
+    )
 
 
 def status_text(page) -> str:
@@ -122,11 +124,18 @@ def manager_creates_the_project(page, live_server) -> int:
     page.wait_for_selector("[data-status]:has-text('Saved')")
     assert error.inner_text() == ""
     # Only what changed travels.
-    assert sent == [{"settings": {"review_fraction": 0.5, "auto_promote": True, "gates": {"semi_automatic": {"min_masks": 50}}}}]
+    assert sent == [
+        {"settings": {"review_fraction": 0.5, "auto_promote": True, "gates": {"semi_automatic": {"min_masks": 50}}}}
+    ]
     with api(live_server, page) as http:
         settings = http.get(f"/api/projects/{project_id}").json()["settings"]
     assert settings["review_fraction"] == 0.5 and settings["auto_promote"] is True
-    assert settings["gates"]["semi_automatic"] == {"min_masks": 50, "min_done_share": 0.0, "min_trained_models": 0, "min_detectors": 1}
+    assert settings["gates"]["semi_automatic"] == {
+        "min_masks": 50,
+        "min_done_share": 0.0,
+        "min_trained_models": 0,
+        "min_detectors": 1,
+    }
     return project_id
 
 
@@ -143,9 +152,15 @@ def manager_uploads(page, live_server, data_root: Path, tmp_path: Path, project_
     page.wait_for_selector("[data-upload-summary][data-done=true]", timeout=120_000)
     assert page.evaluate("document.querySelector('[data-batch=\"0\"] progress').value") == 1
     assert page.locator("[data-batch]").count() == 1 and page.inner_text("[data-batch='0'] span:last-child") == "100%"
-    outcomes = {row.get_attribute("data-file-result"): row.get_attribute("data-outcome")
-                for row in page.locator("[data-file-result]").all()}
-    assert outcomes == {**{name: "stored" for name in PHOTOS}, duplicate.name: "duplicate", not_an_image.name: "refused"}
+    outcomes = {
+        row.get_attribute("data-file-result"): row.get_attribute("data-outcome")
+        for row in page.locator("[data-file-result]").all()
+    }
+    assert outcomes == {
+        **{name: "stored" for name in PHOTOS},
+        duplicate.name: "duplicate",
+        not_an_image.name: "refused",
+    }
     assert "duplicate of image #" in page.inner_text(f"[data-file-result='{duplicate.name}']")
     assert page.inner_text("[data-upload-summary]") == "6 stored, 1 duplicate, 1 refused"
     page.wait_for_selector("[data-range][data-total='6']")
@@ -181,7 +196,9 @@ def manager_assigns_and_deletes(page, live_server, project_id: int) -> tuple[int
     page.click("[data-nav=images]")
     with api(live_server, page) as http:
         images = {i["file_name"]: i for i in http.get(f"/api/projects/{project_id}/images").json()}
-        annotator_id = next(m["user_id"] for m in http.get(f"/api/projects/{project_id}/members").json() if m["username"] == ANNOTATOR)
+        annotator_id = next(
+            m["user_id"] for m in http.get(f"/api/projects/{project_id}/members").json() if m["username"] == ANNOTATOR
+        )
     given, removed = images[PHOTOS[3]]["id"], images[PHOTOS[5]]["id"]
     page.select_option(f"[data-assign='{given}']", label=ANNOTATOR)
     page.wait_for_selector(f"[data-assign='{given}'][data-assigned='{annotator_id}']")
@@ -223,7 +240,9 @@ def annotator_changes_password_and_annotates(page, live_server, project_id: int,
     assert page.inner_text("[data-project-name]") == "Team setup"
     with api(live_server, page) as http:
         info = http.get(f"/api/images/{given}").json()
-        assert info["assigned_to"] == annotator_id and info["assignee_id"] == annotator_id  # reserved for them, claimed by them
+        assert (
+            info["assigned_to"] == annotator_id and info["assignee_id"] == annotator_id
+        )  # reserved for them, claimed by them
         size = info["height"], info["width"]
         page.mouse.click(*client_point(page, size, (info["width"] / 2, info["height"] / 2)))
         wait_for_pixels(page, "overlay")

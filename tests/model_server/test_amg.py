@@ -91,7 +91,8 @@ def test_same_masks_as_official(models, image, crops):
     # Each of our masks has its twin: same prompt point and predicted IoU, same box and area.
     for record in ours:
         twins = [
-            r for r in theirs
+            r
+            for r in theirs
             if np.allclose(r["point_coords"], record["point_coords"])
             and abs(r["predicted_iou"] - record["predicted_iou"]) < 1e-4
         ]
@@ -119,7 +120,6 @@ def test_gated_decode_equals_predictor_decode(models, image):
     assert index.tolist() == torch.nonzero(passing)[:, 0].tolist()
 
 
-
 def test_folded_two_way_transformer_equals_module(models):
     """`_two_way` (projections folded into the tokens' side, batched over prompts) against the
     decoder's own transformer module on a random embedding: same tokens and image rows."""
@@ -137,6 +137,7 @@ def test_folded_two_way_transformer_equals_module(models):
         folded_hs, folded_src = _two_way(decoder.transformer, image, prompt.get_dense_pe(), tokens, len(output_tokens))
     torch.testing.assert_close(folded_hs, hs[:, : len(output_tokens)], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(folded_src, src.expand(5, -1, -1), atol=1e-4, rtol=1e-4)
+
 
 def test_nothing_passes_gives_empty_list(models):
     ours_model, _, _ = models
@@ -161,14 +162,24 @@ def test_output_modes_round_trip(models, image):
         np.testing.assert_array_equal(rle_to_mask(u["segmentation"]), b["segmentation"])
         np.testing.assert_array_equal(coco_decode(c["segmentation"]), b["segmentation"])
         assert isinstance(c["segmentation"]["counts"], str)
-        assert b["area"] == int(b["segmentation"].sum()) == coco_mask.area(
-            {"size": c["segmentation"]["size"], "counts": c["segmentation"]["counts"].encode()}
+        assert (
+            b["area"]
+            == int(b["segmentation"].sum())
+            == coco_mask.area({"size": c["segmentation"]["size"], "counts": c["segmentation"]["counts"].encode()})
         )
         x, y, w, h = b["bbox"]
         ys, xs = np.nonzero(b["segmentation"])
         assert [x, y, x + w, y + h] == [xs.min(), ys.min(), xs.max(), ys.max()]
         assert all(isinstance(v, int) for v in b["bbox"] + b["crop_box"])
-        assert set(b) == {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+        assert set(b) == {
+            "segmentation",
+            "area",
+            "bbox",
+            "predicted_iou",
+            "point_coords",
+            "stability_score",
+            "crop_box",
+        }
 
 
 @pytest.mark.parametrize(
@@ -208,6 +219,7 @@ def test_bad_images_are_clear_errors(models, bad):
 
 def test_crop_boxes_and_grid_match_official(models):
     from segment_anything.utils import amg
+
     for size, layers, ratio in [((321, 481), 2, 512 / 1500), ((1000, 700), 1, 0.2), ((50, 50), 3, 0.5)]:
         assert generate_crop_boxes(size, layers, ratio) == amg.generate_crop_boxes(size, layers, ratio)
     np.testing.assert_allclose(build_point_grid(7), amg.build_point_grid(7))
@@ -215,6 +227,7 @@ def test_crop_boxes_and_grid_match_official(models):
 
 def test_rle_boxes_and_nms_match_official(models):
     from segment_anything.utils import amg
+
     rng = np.random.default_rng(0)
     masks = torch.from_numpy(rng.random((6, 37, 23)) > 0.7)
     masks[2] = False
@@ -229,13 +242,15 @@ def test_rle_boxes_and_nms_match_official(models):
     scores = torch.from_numpy(rng.integers(0, 20, 300)).float()  # many ties
     categories = torch.from_numpy(rng.integers(0, 3, 300))
     for threshold in (0.3, 0.7):
-        assert batched_nms(boxes, scores, categories, threshold).tolist() == _batched_nms(
-            boxes, scores, categories, threshold
-        ).tolist()
+        assert (
+            batched_nms(boxes, scores, categories, threshold).tolist()
+            == _batched_nms(boxes, scores, categories, threshold).tolist()
+        )
 
 
 def test_small_region_removal_matches_official(models, data_root):
     from segment_anything.utils import amg
+
     path = sorted((data_root / "davis345" / "masks").iterdir())[0]
     mask = np.asarray(Image.open(path)) > 127
     rng = np.random.default_rng(1)

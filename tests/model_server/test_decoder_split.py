@@ -59,7 +59,8 @@ def test_split_equals_one_graph(graphs, num_points, with_mask, with_box):
     rng = np.random.default_rng(num_points * 4 + 2 * with_mask + with_box)
     embedding = rng.standard_normal((256, 64, 64)).astype(np.float32)
     coords, labels = onnx_prompt(
-        rng.uniform(0, 1024, (num_points, 2)), rng.integers(0, 2, num_points),
+        rng.uniform(0, 1024, (num_points, 2)),
+        rng.integers(0, 2, num_points),
         np.array([100.0, 200.0, 700.0, 900.0]) if with_box else None,
     )
     mask = (3 * rng.standard_normal((256, 256))).astype(np.float32) if with_mask else None

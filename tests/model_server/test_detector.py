@@ -113,7 +113,7 @@ def _synthetic(n: int, seed: int) -> list[tuple[np.ndarray, tuple[int, int], tup
             x, y = rng.uniform(0, 854 - w), rng.uniform(0, 480 - h)
             boxes.append([x, y, x + w, y + h])
             m = to_model_frame(np.array([boxes[-1]]), original, inner)[0].numpy() / STRIDE
-            embedding[0, int(m[1]):int(np.ceil(m[3])), int(m[0]):int(np.ceil(m[2]))] += 2.0
+            embedding[0, int(m[1]) : int(np.ceil(m[3])), int(m[0]) : int(np.ceil(m[2]))] += 2.0
             embedding[1, int(m[1]), int(m[0])] += 4.0  # corners mark where one box starts
             embedding[2, int(np.ceil(m[3])) - 1, int(np.ceil(m[2])) - 1] += 4.0
         samples.append((embedding, original, inner, np.array(boxes, dtype=np.float32)))
@@ -189,8 +189,14 @@ def davis_embeddings(data_root: Path):
         for mask_name in masks[name]:
             ys, xs = np.nonzero(np.asarray(Image.open(root / mask_name)) > 0)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        samples.append((predictor.embedding[0].numpy().astype(np.float16), predictor.original_size,
-                        predictor.input_size, np.array(boxes, dtype=np.float32)))
+        samples.append(
+            (
+                predictor.embedding[0].numpy().astype(np.float16),
+                predictor.original_size,
+                predictor.input_size,
+                np.array(boxes, dtype=np.float32),
+            )
+        )
     return [s for i, s in enumerate(samples) if i % 4 != 3], [s for i, s in enumerate(samples) if i % 4 == 3]
 
 

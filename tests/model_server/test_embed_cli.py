@@ -81,7 +81,10 @@ def test_embedding_file_validation(tmp_path):
 def test_bad_input_exits_2_with_a_message(images, tmp_path, make_args):
     result = subprocess.run(
         [sys.executable, "-m", "model_server", *make_args(tmp_path, images[0])],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "error:" in result.stderr and "Traceback" not in result.stderr

@@ -33,8 +33,14 @@ class ScriptedPredictor:
 
     def predict(self, point_coords, point_labels, mask_input=None, multimask_output=True):
         k = len(self.calls)
-        self.calls.append(dict(coords=point_coords.tolist(), labels=point_labels.tolist(),
-                               mask_input=mask_input, multimask=multimask_output))
+        self.calls.append(
+            dict(
+                coords=point_coords.tolist(),
+                labels=point_labels.tolist(),
+                mask_input=mask_input,
+                multimask=multimask_output,
+            )
+        )
         mask = self.answers[k]
         logits = np.full((256, 256), float(k), np.float32)
         if multimask_output:  # the IoU head ranks the second of three highest
@@ -77,8 +83,12 @@ def test_clicks_to_counts_the_first_click_reaching_the_target():
 @pytest.fixture(scope="module")
 def samples() -> list[TrainingSample]:
     rng = np.random.default_rng(0)
-    return [TrainingSample(rng.standard_normal((256, 64, 64)).astype(np.float16), (H, W), preprocess_shape(H, W),
-                           target_mask()) for _ in range(2)]
+    return [
+        TrainingSample(
+            rng.standard_normal((256, 64, 64)).astype(np.float16), (H, W), preprocess_shape(H, W), target_mask()
+        )
+        for _ in range(2)
+    ]
 
 
 def test_evaluate_reports_every_metric_in_range(samples):

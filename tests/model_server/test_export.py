@@ -103,9 +103,7 @@ def test_parity_with_torch_decoder(predictor, embedding, decoder, num_points, wi
 @pytest.mark.parametrize("num_points", [0, 2])
 def test_parity_with_box(predictor, embedding, decoder, num_points):
     coords, labels, box = _prompt(num_points, box=True, seed=7)
-    point_coords, point_labels, expected_masks, expected_iou = _torch_decode(
-        predictor, coords, labels, box, None
-    )
+    point_coords, point_labels, expected_masks, expected_iou = _torch_decode(predictor, coords, labels, box, None)
     assert point_labels[0, -1] == 3 and -1 not in point_labels  # corners replace the padding point
     low_res, iou = decoder(embedding, point_coords, point_labels)
     np.testing.assert_allclose(low_res, expected_masks, atol=1e-3, rtol=0)
@@ -174,9 +172,9 @@ def test_official_contract_matches_ours(graphs, embedding, decoder, num_clicks, 
     np.testing.assert_allclose(low_res[0, 0], ours[token], atol=1e-5, rtol=0)
     np.testing.assert_allclose(iou[0, 0], ours_iou[token], atol=1e-6, rtol=0)
     # Full resolution inside the graph agrees with the product's own post-processing.
-    expected = postprocess_masks(
-        torch.from_numpy(ours[token])[None, None], preprocess_shape(*orig_size), orig_size
-    )[0, 0].numpy()
+    expected = postprocess_masks(torch.from_numpy(ours[token])[None, None], preprocess_shape(*orig_size), orig_size)[
+        0, 0
+    ].numpy()
     np.testing.assert_allclose(masks[0, 0], expected, atol=1e-4, rtol=0)
 
 

@@ -29,14 +29,23 @@ def images(data_root) -> list[np.ndarray]:
 def test_health_names_the_model(model):
     with TestClient(create_service("vit_t", model=model, max_batch=4, max_wait_ms=5)) as client:
         health = client.get("/v1/health").json()
-    assert health == {"status": "ok", "architecture": "vit_t", "device": "cpu", "dtype": "float32",
-                      "checkpoint_sha256": None, "queue_depth": 0, "max_batch": 4, "max_wait_ms": 5.0}
+    assert health == {
+        "status": "ok",
+        "architecture": "vit_t",
+        "device": "cpu",
+        "dtype": "float32",
+        "checkpoint_sha256": None,
+        "queue_depth": 0,
+        "max_batch": 4,
+        "max_wait_ms": 5.0,
+    }
 
 
 def test_concurrent_requests_share_one_batch_and_match_the_predictor(model, images):
     app = create_service("vit_t", model=model, max_batch=len(images), max_wait_ms=5000)
     responses: list = [None] * len(images)
     with TestClient(app) as client:
+
         def send(i: int) -> None:
             body, headers = api.encode_image_request(images[i])
             responses[i] = client.post("/v1/embed", content=body, headers=headers)

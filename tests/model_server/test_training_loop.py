@@ -71,8 +71,9 @@ def test_trains_decoder_only_and_resumes_after_a_crash_like_an_uninterrupted_run
 
     resumed_model = fresh_model()  # a new process: weights come back from the checkpoint
     steps: list[int] = []
-    resumed = train_decoder(resumed_model, samples, config, checkpoint_dir=tmp_path,
-                            progress=lambda s, n, loss: steps.append(s))
+    resumed = train_decoder(
+        resumed_model, samples, config, checkpoint_dir=tmp_path, progress=lambda s, n, loss: steps.append(s)
+    )
     assert steps == [3, 4]
     assert resumed.steps_done == full.steps_done == 4
     assert resumed.losses == pytest.approx(full.losses, rel=1e-5)
@@ -93,8 +94,9 @@ def test_should_stop_ends_early_with_a_checkpoint_to_resume_from(samples, tmp_pa
     stopped = train_decoder(fresh_model(), samples, config, checkpoint_dir=tmp_path, should_stop=lambda: next(calls))
     assert stopped.stopped_early and stopped.steps_done == 1 and len(stopped.losses) == 1
     assert stopped.checkpoint_path == tmp_path / "checkpoint_0000001.pt"
-    finished = train_decoder(fresh_model(), samples, TrainConfig(**{**TINY, "steps": 2, "checkpoint_every": 100}),
-                             checkpoint_dir=tmp_path)
+    finished = train_decoder(
+        fresh_model(), samples, TrainConfig(**{**TINY, "steps": 2, "checkpoint_every": 100}), checkpoint_dir=tmp_path
+    )
     assert finished.steps_done == 2 and not finished.stopped_early and finished.losses[0] == stopped.losses[0]
 
 

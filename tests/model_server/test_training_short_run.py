@@ -36,8 +36,9 @@ def run(data_root: Path) -> dict:
     assert len(items) >= N_TRAIN + N_HELD_OUT
     model = build_sam("vit_t", seed=0)
     predictor = Predictor(model)
-    samples = embed_samples(predictor, (load_image_and_masks(image, masks, MAX_SIDE)
-                                        for image, masks in items[: N_TRAIN + N_HELD_OUT]))
+    samples = embed_samples(
+        predictor, (load_image_and_masks(image, masks, MAX_SIDE) for image, masks in items[: N_TRAIN + N_HELD_OUT])
+    )
     assert len(samples) == N_TRAIN + N_HELD_OUT  # one mask per GrabCut image
     train, held_out = samples[:N_TRAIN], samples[N_TRAIN:]
 
