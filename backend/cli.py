@@ -132,8 +132,8 @@ def register_import_folder(subparsers: argparse._SubParsersAction) -> None:
 
 def _import_folder(args: argparse.Namespace) -> int:
     from backend.images.service import import_folder
-    from backend.models import Project
     from backend.storage import LocalStorage
+    from backend.tables import Project
 
     settings = Settings()
     with _session(settings) as db:

@@ -100,7 +100,7 @@ def create_first_admin(settings: Settings) -> str | None:
     from sqlalchemy import select
 
     from backend.core.db import make_engine, make_session_factory
-    from backend.models import Role, User
+    from backend.tables import Role, User
     from backend.users.service import create_user
 
     engine = make_engine(settings.db_url)
@@ -133,8 +133,8 @@ def create_default_model(settings: Settings, verbose: bool) -> str:
     from backend.clients.model_server import ModelServerClient
     from backend.core.db import make_engine, make_session_factory
     from backend.model_versions.service import default_version, ensure_default_version
-    from backend.models import ModelOrigin
     from backend.storage import LocalStorage
+    from backend.tables import ModelOrigin
 
     engine = make_engine(settings.db_url)
     try:

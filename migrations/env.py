@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from backend.core.config import Settings
 from backend.core.db import make_engine
-from backend.models import Base
+from backend.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -27,7 +27,7 @@ from backend.api.deps import (
     project_role,
 )
 from backend.images.schemas import ImageOut
-from backend.models import Project, Role, User
+from backend.tables import Project, Role, User
 
 router = APIRouter(tags=["annotation"])
 

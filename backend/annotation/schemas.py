@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.api.types import DbId, RequestModel
-from backend.models import MaskSource, PrefillOutcome, ReviewStatus, Stage
+from backend.tables import MaskSource, PrefillOutcome, ReviewStatus, Stage
 
 # Bounds of the client's description of how a mask was made (`Prompts`), by what the annotate page
 # sends: points it clicked (far fewer than this), one box, and the number of brush strokes. A

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.annotation.rle import check_rle
-from backend.models import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
+from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
 
 UNFINISHED = (ImageStatus.new, ImageStatus.in_progress)
 # Candidates examined per claim attempt: losing a race on one image just moves on to the next.

@@ -27,8 +27,8 @@ from backend.api.types import PathId
 from backend.auth.service import user_from_token
 from backend.core.config import Settings
 from backend.core.security import ACCESS
-from backend.models import Image, Job, Mask, ModelVersion, Project, ProjectMember, Role, User
 from backend.storage import LocalStorage
+from backend.tables import Image, Job, Mask, ModelVersion, Project, ProjectMember, Role, User
 
 T = TypeVar("T")
 

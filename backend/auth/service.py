@@ -14,7 +14,7 @@ from backend.core.security import (
     hash_password,
     verify_password,
 )
-from backend.models import User
+from backend.tables import User
 
 
 @lru_cache

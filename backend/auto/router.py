@@ -21,8 +21,8 @@ from backend.clients.model_server import ModelServerClient
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
-from backend.models import Job
-from backend.models.enums import JobStatus
+from backend.tables import Job
+from backend.tables.enums import JobStatus
 
 router = APIRouter(tags=["auto"])
 

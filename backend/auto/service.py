@@ -25,8 +25,8 @@ from pycocotools import mask as mask_util
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import Image, Mask, MaskSource, Project, ReviewStatus, Stage
 from backend.projects.settings import project_settings
+from backend.tables import Image, Mask, MaskSource, Project, ReviewStatus, Stage
 
 STAGE = Stage.fully_automatic
 

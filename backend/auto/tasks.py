@@ -20,8 +20,8 @@ from backend.embeddings.service import load_image_rgb
 from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.model_versions.service import model_spec
-from backend.models import Image, Job, ModelVersion, Project
 from backend.storage import LocalStorage
+from backend.tables import Image, Job, ModelVersion, Project
 from backend.worker.celery_app import app
 
 

@@ -22,7 +22,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     from backend.core.db import make_engine, make_session_factory
     from backend.dashboard.rollups import rebuild_rollups
-    from backend.models import Project
+    from backend.tables import Project
 
     engine = make_engine(Settings().db_url)
     try:

@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.models import (
+from backend.projects.settings import project_settings
+from backend.tables import (
     DetectorVersion,
     Image,
     ImageStat,
@@ -31,7 +32,6 @@ from backend.models import (
     Project,
     Stage,
 )
-from backend.projects.settings import project_settings
 
 ORDER = [Stage.assisted_manual, Stage.semi_automatic, Stage.fully_automatic, Stage.done]
 

@@ -1,4 +1,4 @@
-"""The triggers that keep the dashboard rollups (`backend/models/dashboard.py`) exact, and their rebuild.
+"""The triggers that keep the dashboard rollups (`backend/tables/dashboard.py`) exact, and their rebuild.
 
 Each rollup is a `Rollup`: for one row `m` of its source table (`masks` or `images`) the key it counts
 under, the values it adds, and whether it counts at all. From that one description come
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from backend.models.dashboard import DONE_STAGES, SECONDS_BUCKETS_PER_SECOND
+from backend.tables.dashboard import DONE_STAGES, SECONDS_BUCKETS_PER_SECOND
 
 Expr = Callable[[str, str], str]  # (dialect, row alias) -> SQL text
 

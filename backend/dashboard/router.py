@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from backend.api.deps import CurrentUser, ProjectForManager, ProjectForMember, SessionDep, project_role
 from backend.dashboard import gates, service
 from backend.dashboard.schemas import AnnotatorRow, DashboardOut, GateOut, StageMove, TimelineRow
-from backend.models import Project, Role, User
 from backend.projects.schemas import ProjectOut
 from backend.projects.service import project_out
+from backend.tables import Project, Role, User
 
 router = APIRouter(prefix="/api/projects/{project_id}", tags=["dashboard"])
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from backend.api.types import RequestModel, lax
 from backend.jobs.schemas import JobOut
-from backend.models import ImageStatus, MaskSource, Stage
+from backend.tables import ImageStatus, MaskSource, Stage
 
 Scope = Literal["project", "me"]
 

@@ -1,7 +1,7 @@
 """The dashboard's figures: mask figures from the rollup tables, the rest from small SQL aggregates.
 
 Image and mask counts, sums, the masks-per-image distribution, pre-fill outcomes, the timeline and the
-annotator table read the rollup tables of backend/models/dashboard.py, which database triggers keep
+annotator table read the rollup tables of backend/tables/dashboard.py, which database triggers keep
 exact in the same transaction as every mask or image write: thousands of rows per request, not a walk over
 millions of masks. All figures stay exact (the tests check hand-worked values):
 
@@ -44,7 +44,7 @@ from backend.dashboard.schemas import (
     TimingOut,
 )
 from backend.jobs.schemas import JobOut
-from backend.models import (
+from backend.tables import (
     ImageMaskCount,
     ImageMaskTotal,
     ImageStat,
@@ -63,7 +63,7 @@ from backend.models import (
     Stage,
     User,
 )
-from backend.models.dashboard import SECONDS_BUCKETS_PER_SECOND
+from backend.tables.dashboard import SECONDS_BUCKETS_PER_SECOND
 
 # Masks per image histogram: inclusive [low, high] bounds, the last one open.
 HISTOGRAM_BOUNDS: list[tuple[int, int | None]] = [(0, 0), (1, 9), (10, 24), (25, 49), (50, 99), (100, 199), (200, None)]

@@ -21,8 +21,8 @@ from backend.detection.schemas import DetectorTrainParams, DetectorVersionOut, P
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
-from backend.models import DetectorVersion, Job, ModelStatus
-from backend.models.enums import JobStatus
+from backend.tables import DetectorVersion, Job, ModelStatus
+from backend.tables.enums import JobStatus
 
 router = APIRouter(tags=["detector"])
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.api.types import DbId, RequestModel
-from backend.models import ModelStatus
+from backend.tables import ModelStatus
 
 
 class DetectorTrainParams(RequestModel):

@@ -25,7 +25,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.models import (
+from backend.tables import (
     DetectorProposal,
     DetectorVersion,
     Image,

@@ -27,8 +27,8 @@ from backend.embeddings.service import get_or_compute
 from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.model_versions.service import model_spec
-from backend.models import DetectorVersion, Image, Job, ModelStatus, ModelVersion
 from backend.storage import LocalStorage
+from backend.tables import DetectorVersion, Image, Job, ModelStatus, ModelVersion
 from backend.worker.celery_app import app
 from model_server.embedding_file import load_embedding
 

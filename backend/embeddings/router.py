@@ -19,8 +19,8 @@ from backend.embeddings import service
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version, model_spec
-from backend.models import Job, Project
-from backend.models.enums import JobStatus
+from backend.tables import Job, Project
+from backend.tables.enums import JobStatus
 from model_server import api
 
 router = APIRouter(tags=["embeddings"])

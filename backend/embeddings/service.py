@@ -22,8 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.clients.model_server import ModelServerClient, ModelSpec
-from backend.models import Embedding, Image, ModelVersion
 from backend.storage import LocalStorage
+from backend.tables import Embedding, Image, ModelVersion
 from model_server import api
 from model_server.embedding_file import load_embedding, save_embedding
 

@@ -18,8 +18,8 @@ from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.jobs.service import STALE_AFTER
 from backend.model_versions.service import model_spec
-from backend.models import Image, Job, ModelVersion
 from backend.storage import LocalStorage
+from backend.tables import Image, Job, ModelVersion
 from backend.worker.celery_app import app
 
 BATCH_IN_PROCESS = 2  # images per encoder call on the CPU (progress stays fine-grained)

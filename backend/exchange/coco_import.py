@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from backend.annotation.rle import InvalidRle, check_rle
 from backend.annotation.schemas import MAX_COORDINATE, RleIn
 from backend.images.service import clean_file_name
-from backend.models import Image, Mask, MaskSource, Project, User
+from backend.tables import Image, Mask, MaskSource, Project, User
 
 MAX_ERRORS = 10
 # Polygons: a few hundred per annotation and 10,000 points in all are far more than any outline

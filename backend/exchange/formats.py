@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.models import Image, Mask
+from backend.tables import Image, Mask
 
 FORMATS = ("sa1b", "coco")
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}

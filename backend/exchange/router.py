@@ -34,8 +34,8 @@ from backend.exchange.archive import export_chunks
 from backend.exchange.coco_import import CocoImportError, import_coco
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
-from backend.models import Job
-from backend.models.enums import JobStatus
+from backend.tables import Job
+from backend.tables.enums import JobStatus
 
 router = APIRouter(tags=["exchange"])
 

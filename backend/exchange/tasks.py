@@ -12,8 +12,8 @@ from typing import Any
 
 from backend.exchange.archive import export_chunks
 from backend.jobs.runner import JobContext, run_job
-from backend.models import Job
 from backend.storage import LocalStorage
+from backend.tables import Job
 from backend.worker.celery_app import app
 
 

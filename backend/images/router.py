@@ -22,7 +22,7 @@ from backend.api.deps import (
 from backend.api.types import MAX_DB_ID
 from backend.images import service
 from backend.images.schemas import AssignIn, DuplicateOut, ImageOut, RefusedOut, UploadOut
-from backend.models import ImageStatus
+from backend.tables import ImageStatus
 
 router = APIRouter(tags=["images"])
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from backend.api.types import DbId, RequestModel
-from backend.models import ImageStatus
+from backend.tables import ImageStatus
 
 
 class ImageOut(BaseModel):

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, undefer_group
 
 from backend.core.config import Settings
 from backend.images.validation import ImageRejected, PreparedImage, prepare_image
-from backend.models import Embedding, Image, ImageStatus, Project, ProjectMember
 from backend.storage import LocalStorage
+from backend.tables import Embedding, Image, ImageStatus, Project, ProjectMember
 
 MAX_NAME_CHARS = 255  # images.file_name is VARCHAR(255)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}

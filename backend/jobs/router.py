@@ -36,7 +36,7 @@ from backend.auth.service import user_from_token
 from backend.core.security import ACCESS, JOB_EVENTS, create_job_events_ticket
 from backend.jobs import service
 from backend.jobs.schemas import JobOut
-from backend.models import Job
+from backend.tables import Job
 
 router = APIRouter(tags=["jobs"])
 

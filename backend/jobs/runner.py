@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.jobs import service
-from backend.models import Job
-from backend.models.enums import JobStatus
+from backend.tables import Job
+from backend.tables.enums import JobStatus
 from backend.worker.celery_app import task_settings
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from backend.models.enums import JobStatus
+from backend.tables.enums import JobStatus
 
 
 class JobOut(BaseModel):

@@ -30,8 +30,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.config import DEFAULT_JOB_STALE_SECONDS, Settings
-from backend.models import Job
-from backend.models.enums import JobStatus
+from backend.tables import Job
+from backend.tables.enums import JobStatus
 from backend.worker import celery_app
 from backend.worker.enqueue import enqueue_after_commit
 

@@ -23,7 +23,7 @@ from backend.model_versions.download import OFFICIAL_CHECKPOINTS
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from backend.models import ModelVersion
+    from backend.tables import ModelVersion
 
 
 MAKE_DEFAULT_HELP = "make it the default model (new projects, and projects on the untrained model, get it)"
@@ -129,7 +129,7 @@ def _download(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from backend.models import ModelVersion
+    from backend.tables import ModelVersion
 
     settings = Settings()
     with _session(settings) as db:

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
 from backend.jobs import service as jobs
-from backend.models import Embedding, Image, Job, ModelVersion, Project
-from backend.models.enums import ModelStatus
+from backend.tables import Embedding, Image, Job, ModelVersion, Project
+from backend.tables.enums import ModelStatus
 
 
 class PromotionError(ValueError):

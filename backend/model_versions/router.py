@@ -36,9 +36,9 @@ from backend.core.config import Settings
 from backend.jobs.schemas import JobOut
 from backend.model_versions import promotion, service
 from backend.model_versions.schemas import ModelVersionOut, PromotionOut
-from backend.models import ModelVersion, Project, User
-from backend.models.enums import ModelOrigin, ModelStatus
 from backend.storage import LocalStorage
+from backend.tables import ModelVersion, Project, User
+from backend.tables.enums import ModelOrigin, ModelStatus
 
 router = APIRouter(tags=["models"])
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from backend.jobs.schemas import JobOut
-from backend.models.enums import ModelOrigin, ModelStatus
+from backend.tables.enums import ModelOrigin, ModelStatus
 
 
 class ModelVersionOut(BaseModel):

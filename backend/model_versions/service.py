@@ -33,9 +33,9 @@ from sqlalchemy.orm import Session
 
 from backend.clients.model_server import ModelServerClient, ModelSpec
 from backend.core.config import Settings
-from backend.models import ModelVersion, Project
-from backend.models.enums import ModelOrigin, ModelStatus
 from backend.storage import TMP_DIR, LocalStorage
+from backend.tables import ModelVersion, Project
+from backend.tables.enums import ModelOrigin, ModelStatus
 
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
 

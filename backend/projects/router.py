@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from backend.api.deps import AnyUser, ProjectForManager, ProjectForMember, SessionDep, require_role
 from backend.api.types import PathId
-from backend.models import Role, User
 from backend.projects import service
 from backend.projects.schemas import MemberAdd, MemberOut, MemberUpdate, ProjectCreate, ProjectOut, ProjectUpdate
+from backend.tables import Role, User
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 

@@ -5,8 +5,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backend.api.types import DbId, RequestModel, lax
-from backend.models import Role, Stage
 from backend.projects.settings import ProjectSettings
+from backend.tables import Role, Stage
 
 
 class ProjectCreate(RequestModel):

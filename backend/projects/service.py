@@ -14,9 +14,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.models import Image, Project, ProjectMember, Role, User
 from backend.projects.schemas import MemberOut, ProjectOut
 from backend.projects.settings import ProjectSettings, merge, project_settings, stored_form
+from backend.tables import Image, Project, ProjectMember, Role, User
 
 
 class NotFound(LookupError):

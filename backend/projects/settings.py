@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from backend.api.types import RequestModel
-from backend.models import Project
 from backend.retraining.schemas import RetrainParams
+from backend.tables import Project
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from backend.clients.model_server import ModelServerClient, ModelSpec, TrainingArrays
 from backend.embeddings import service as embeddings
-from backend.models import Image, Mask, ModelVersion
-from backend.models.enums import ReviewStatus
 from backend.storage import LocalStorage
+from backend.tables import Image, Mask, ModelVersion
+from backend.tables.enums import ReviewStatus
 from model_server.embedding_file import load_embedding
 
 MAX_MASK_FRACTION = 0.9

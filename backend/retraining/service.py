@@ -22,12 +22,12 @@ from backend.clients.model_server import ModelServerClient
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.model_versions.service import active_version
-from backend.models import Job, Mask, Project
-from backend.models.enums import JobStatus
 from backend.projects.settings import project_settings
 from backend.retraining.dataset import accepted_masks_query
 from backend.retraining.schemas import RetrainParams
 from backend.storage import LocalStorage
+from backend.tables import Job, Mask, Project
+from backend.tables.enums import JobStatus
 
 KIND = "train"
 MIN_NOC_GAIN = 0.01  # clicks: a smaller change of mean NoC@90 is a tie

@@ -37,11 +37,11 @@ from backend.jobs.runner import JobContext, run_job, worker_sessions
 from backend.jobs.service import STALE_AFTER, JobCancelled
 from backend.model_versions import promotion
 from backend.model_versions.service import _store_decoder, model_spec
-from backend.models import Job, ModelVersion, Project
-from backend.models.enums import JobStatus, ModelOrigin, ModelStatus
 from backend.retraining import dataset, service
 from backend.retraining.schemas import RetrainParams
 from backend.storage import LocalStorage
+from backend.tables import Job, ModelVersion, Project
+from backend.tables.enums import JobStatus, ModelOrigin, ModelStatus
 from backend.worker.celery_app import app, task_settings
 
 REPORT_SECONDS = 1.0

@@ -19,9 +19,9 @@ from backend.annotation.schemas import MaskOut
 from backend.api.deps import CurrentUser, MaskForMember, ProjectForMember, SessionDep
 from backend.api.types import MAX_DB_ID
 from backend.images.schemas import ImageOut
-from backend.models import Image, Mask, ReviewDecision
 from backend.review import service
 from backend.review.schemas import ReviewIn, ReviewItem, ReviewOut, ReviewSummaryOut
+from backend.tables import Image, Mask, ReviewDecision
 
 router = APIRouter(tags=["review"])
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from backend.annotation.schemas import MaskOut, RleIn
 from backend.api.types import RequestModel
 from backend.images.schemas import ImageOut
-from backend.models import ReviewDecision
+from backend.tables import ReviewDecision
 
 
 class ReviewIn(RequestModel):

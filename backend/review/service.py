@@ -29,7 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from backend.annotation.rle import check_rle
-from backend.models import (
+from backend.tables import (
     Image,
     Mask,
     MaskReview,

@@ -19,7 +19,7 @@ from backend.auth import service as auth_service
 from backend.auth.ratelimit import LoginLimiterDep, client_address
 from backend.auth.router import Token
 from backend.core.security import verify_password
-from backend.models import Role, User
+from backend.tables import Role, User
 from backend.users import service
 from backend.users.schemas import PasswordChange, PasswordReset, UserCreate, UserOut, UserUpdate
 

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from backend.api.types import RequestModel, lax
 from backend.core.security import MAX_PASSWORD_BYTES
-from backend.models import Role
+from backend.tables import Role
 
 
 def _fits_bcrypt(value: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.core.security import hash_password
-from backend.models import Role, User
+from backend.tables import Role, User
 
 
 class UsernameTaken(ValueError):

@@ -3,7 +3,7 @@ import { annotatePage } from "./annotate/page";
 import { dashboardPage } from "./dashboard/page";
 import { h } from "./dom";
 import { imagesPage } from "./images/page";
-import { modelsPage } from "./models/page";
+import { modelsPage } from "./model_versions/page";
 import { accountPage } from "./pages/account";
 import { loginPage } from "./pages/login";
 import { membersPage } from "./pages/members";

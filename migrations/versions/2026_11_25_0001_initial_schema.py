@@ -1,7 +1,7 @@
 """Initial schema: users, projects, members, images, embeddings, masks, sessions, model versions, jobs.
 
 Enums are VARCHAR(32) + named CHECK constraints and timestamps are timezone-aware, identically on
-SQLite and PostgreSQL (see backend/models/base.py).
+SQLite and PostgreSQL (see backend/tables/base.py).
 
 Revision ID: 0001
 Revises:

@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 LIVE = sa.text("deleted_at IS NULL")
 PREFILLED = sa.text("prefill_outcome IS NOT NULL")
 
-# name -> (columns, partial-index predicate); the same as in backend/models/masks.py.
+# name -> (columns, partial-index predicate); the same as in backend/tables/masks.py.
 INDEXES: dict[str, tuple[list[str], sa.TextClause]] = {
     "ix_masks_live_stage_source": (["project_id", "stage", "source", "seconds_spent", "clicks"], LIVE),
     "ix_masks_live_image": (["project_id", "image_id"], LIVE),

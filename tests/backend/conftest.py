@@ -34,8 +34,8 @@ from backend.core.db import make_engine, make_session_factory
 from backend.core.migrations import upgrade
 from backend.core.security import create_access_token, hash_password
 from backend.main import create_app
-from backend.models import Project, Role, User
 from backend.projects.service import create_project
+from backend.tables import Project, Role, User
 
 POSTGRES_URL = os.environ.get("DATAENGINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TEST_PASSWORD = "correct horse battery"

@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
 from sqlalchemy.orm import Session
 
-from backend.models import Project, ProjectMember, Role, User
+from backend.tables import Project, ProjectMember, Role, User
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
 
 # Tiny rounds: a few decoder steps on vit_t, two evaluation clicks; runs in seconds on 2 cores.

@@ -11,7 +11,7 @@ from pycocotools import mask as mask_util
 from sqlalchemy.orm import Session
 
 from backend.auto.service import ReviewSampling, StoredImage, store_image_masks
-from backend.models import Image
+from backend.tables import Image
 
 
 def rle_of(mask: np.ndarray) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from backend.core.config import Settings
 from backend.core.security import hash_password
 from backend.jobs import service as jobs
 from backend.main import create_app
-from backend.models import Role, User
-from backend.models.enums import JobStatus
+from backend.tables import Role, User
+from backend.tables.enums import JobStatus
 from tests.backend.celery_workers import redis_database
 from tests.backend.conftest import TEST_PASSWORD
 

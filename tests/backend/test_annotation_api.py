@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from backend.annotation import service
 from backend.core.db import make_engine, make_session_factory
-from backend.models import Image, Mask, MaskSource, Role, Stage
+from backend.tables import Image, Mask, MaskSource, Role, Stage
 
 GRABCUT = ["106024.jpg", "124080.jpg", "153077.jpg", "153093.jpg"]
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from backend.models import Role
+from backend.tables import Role
 from tests.backend.conftest import TEST_PASSWORD
 
 

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from backend.core.config import Settings
 from backend.jobs.service import create_job
 from backend.main import create_app
-from backend.models import Image, JobStatus, Mask, MaskSource, ModelVersion, Project, ProjectMember, Role, Stage, User
 from backend.projects.service import create_project
+from backend.tables import Image, JobStatus, Mask, MaskSource, ModelVersion, Project, ProjectMember, Role, Stage, User
 
 A, M, ML = Role.annotator, Role.manager, Role.ml_engineer
 MEMBERS = frozenset({A, M, ML})

@@ -28,8 +28,8 @@ from sqlalchemy.orm import object_session
 from backend.auto import service as auto_service
 from backend.clients.model_server import ModelServerClient, ModelSpec
 from backend.model_versions.service import ensure_default_version
-from backend.models import Image, Job, Mask
 from backend.storage import LocalStorage
+from backend.tables import Image, Job, Mask
 from backend.worker import celery_app
 from tests.backend.jobs_helpers import upload
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from backend.core.config import Settings
 from backend.jobs import service as jobs
-from backend.models import Image, Mask
+from backend.tables import Image, Mask
 from tests.backend.celery_workers import redis_broker, redis_database, wait_for, worker_processes
 from tests.backend.jobs_helpers import upload
 

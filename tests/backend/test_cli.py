@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from backend.cli import main
-from backend.models import Image, Role, User
+from backend.tables import Image, Role, User
 from tests.backend.conftest import TEST_PASSWORD
 
 

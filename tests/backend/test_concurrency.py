@@ -19,7 +19,7 @@ from PIL import Image as PilImage
 from pycocotools import mask as mask_util
 from sqlalchemy import select
 
-from backend.models import Image, Mask, Role
+from backend.tables import Image, Mask, Role
 
 SIDE = 64
 

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from backend.dashboard import service
-from backend.models import (
+from backend.tables import (
     Image,
     ImageStatus,
     Job,

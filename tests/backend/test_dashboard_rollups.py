@@ -13,7 +13,7 @@ from sqlalchemy import delete, text, update
 from backend.cli import main
 from backend.dashboard import gates, service
 from backend.dashboard.rollups import rebuild_rollups
-from backend.models import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Role, Stage, User
+from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Role, Stage, User
 
 TABLES = {
     "mask_totals": "project_id, stage, source, author_key, masks, timed, seconds, clicked, clicks, "

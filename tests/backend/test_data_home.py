@@ -18,8 +18,8 @@ import pytest
 
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
-from backend.models import User
 from backend.projects.service import create_project
+from backend.tables import User
 from backend.up import last_line, rotate_log
 from tests.backend.celery_workers import UpProcess, wait_for
 

@@ -23,7 +23,7 @@ from backend.clients.model_server import ModelServerClient
 from backend.detection.tasks import train_version
 from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
-from backend.models import DetectorVersion, Job, Mask, ModelStatus, Role
+from backend.tables import DetectorVersion, Job, Mask, ModelStatus, Role
 from backend.worker import celery_app
 from tests.backend.stage1_objects import SMALL, STAGE1, davis_images, mask_rle
 from tests.backend.test_auto_annotate import _CopyingClient, _untrained_files, untrained_version  # noqa: F401
@@ -203,7 +203,7 @@ def test_training_without_masks_fails_the_job_clearly(db, project, manager, sett
     )
     db.add(detector)
     db.flush()
-    from backend.models import ModelVersion
+    from backend.tables import ModelVersion
 
     detector.model_version_id = db.scalar(select(ModelVersion.id))
     job.result = {**job.result, "detector_version_id": detector.id, "params": SMALL}

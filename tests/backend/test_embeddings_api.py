@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from backend.models import Embedding, ModelVersion, Role
+from backend.tables import Embedding, ModelVersion, Role
 from backend.worker import celery_app
 from model_server.embedding_file import load_embedding
 from tests.backend.jobs_helpers import upload

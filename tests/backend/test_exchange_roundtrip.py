@@ -19,7 +19,7 @@ import pytest
 from pycocotools.coco import COCO
 from sqlalchemy import func, select
 
-from backend.models import Image, Mask
+from backend.tables import Image, Mask
 from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, decode, ground_truth_mask, rle_of

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from backend.core.config import Settings
 from backend.main import create_app
-from backend.models import Project
+from backend.tables import Project
 
 TOO_BIG = 2**63  # one past SQLite's 64 bits
 PG_TOO_BIG = 2**31  # one past PostgreSQL's integer id columns

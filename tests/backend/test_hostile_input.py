@@ -26,7 +26,7 @@ from sqlalchemy import func, inspect, select, text
 
 from backend.dashboard.rollups import rebuild_rollups
 from backend.images.service import image_key
-from backend.models import (
+from backend.tables import (
     AnnotationSession,
     DetectorProposal,
     Embedding,

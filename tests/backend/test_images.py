@@ -12,7 +12,7 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from backend.models import Image, Role
+from backend.tables import Image, Role
 
 
 def _png(image: PILImage.Image) -> bytes:

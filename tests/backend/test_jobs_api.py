@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from backend.core.db import make_engine, make_session_factory
 from backend.jobs import service
-from backend.models import Job, Role
-from backend.models.enums import JobStatus
+from backend.tables import Job, Role
+from backend.tables.enums import JobStatus
 from backend.worker import celery_app
 
 

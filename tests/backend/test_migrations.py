@@ -19,7 +19,7 @@ from backend.core.config import Settings
 from backend.core.db import make_engine
 from backend.core.migrations import REPO_ROOT, alembic_config, downgrade, upgrade
 from backend.main import create_app  # imports every router, so every model module is loaded
-from backend.models import Base
+from backend.tables import Base
 
 
 def _tables(url: str) -> set[str]:

@@ -29,8 +29,8 @@ from backend.core.db import make_engine
 from backend.core.migrations import REPO_ROOT, upgrade
 from backend.model_versions import download
 from backend.model_versions.service import default_version, make_default
-from backend.models import ModelVersion, Project
-from backend.models.enums import ModelOrigin
+from backend.tables import ModelVersion, Project
+from backend.tables.enums import ModelOrigin
 from model_server.sam.build import build_sam
 
 FILE_NAME = "sam_vit_t_test.pth"

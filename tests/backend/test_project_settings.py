@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from backend.dashboard.gates import DEFAULT_GATES
-from backend.models import Project, Role
 from backend.projects.settings import GateSettings, ProjectSettings
+from backend.tables import Project, Role
 
 INVALID = [
     ({"gates": "x"}, "gates"),

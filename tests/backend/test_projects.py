@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.models import Role
+from backend.tables import Role
 
 
 def test_manager_creates_a_project_and_is_its_member(client, manager, manager_headers):

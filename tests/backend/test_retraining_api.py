@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from backend.models import Mask, ModelVersion
-from backend.models.enums import ReviewStatus
 from backend.retraining.service import is_better
+from backend.tables import Mask, ModelVersion
+from backend.tables.enums import ReviewStatus
 from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
 from tests.backend.retraining_helpers import TINY, add_ml_engineer, images_with_masks, save_mask

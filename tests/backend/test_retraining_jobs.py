@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
-from backend.models import Job, ModelVersion, Project
-from backend.models.enums import JobStatus
 from backend.retraining import tasks
 from backend.retraining.dataset import split_images
 from backend.retraining.schemas import RetrainParams
+from backend.tables import Job, ModelVersion, Project
+from backend.tables.enums import JobStatus
 from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
 from tests.backend.retraining_helpers import TINY, add_ml_engineer, images_with_masks, save_mask

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.auto.service import ReviewSampling
-from backend.models import Image, Mask, MaskReview, Role
+from backend.tables import Image, Mask, MaskReview, Role
 from tests.backend.jobs_helpers import upload
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, decode, rle_of
 

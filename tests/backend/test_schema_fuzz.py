@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy.orm import Session
 
 from backend.jobs.service import create_job
-from backend.models import JobStatus, User
+from backend.tables import JobStatus, User
 from tests.backend.test_authorization import World
 
 EXAMPLES = 25

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from backend.models import ModelVersion
+from backend.tables import ModelVersion
 from model_server.decoder_split import CLICK_INPUTS, CLICK_OUTPUTS, IMAGE_OUTPUTS
 from model_server.export import MAX_IR_VERSION, onnx_prompt
 

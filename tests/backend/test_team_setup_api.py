@@ -13,7 +13,7 @@ import pytest
 from pycocotools import mask as mask_util
 from sqlalchemy import event
 
-from backend.models import Role
+from backend.tables import Role
 
 GRABCUT = ["106024.jpg", "124080.jpg", "153077.jpg", "153093.jpg", "181079.jpg"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.models import Role
+from backend.tables import Role
 from tests.backend.conftest import TEST_PASSWORD
 
 

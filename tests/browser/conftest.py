@@ -32,7 +32,7 @@ from backend.core.db import make_engine, make_session_factory
 from backend.core.migrations import upgrade
 from backend.core.security import hash_password
 from backend.main import create_app
-from backend.models import Role, User
+from backend.tables import Role, User
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND = REPO / "frontend"

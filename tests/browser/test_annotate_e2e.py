@@ -208,7 +208,7 @@ def test_prefilled_masks_and_next_image(page, live_server, data_root):
     from sqlalchemy import update
 
     from backend.core.db import make_engine, make_session_factory
-    from backend.models import Image, Mask, MaskSource, Stage
+    from backend.tables import Image, Mask, MaskSource, Stage
 
     with live_server.api() as api:
         info = api.get(f"/api/images/{live_server.image_id}").json()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from backend.core.db import make_engine, make_session_factory
-from backend.models import Image, ImageStatus, Job, JobStatus, Mask, MaskSource, ModelOrigin, ModelVersion, Stage
+from backend.tables import Image, ImageStatus, Job, JobStatus, Mask, MaskSource, ModelOrigin, ModelVersion, Stage
 
 CHARTS = ["images", "masks", "histogram", "timeline", "models"]
 

@@ -9,7 +9,7 @@ trained child with held-out metrics (and its parent's), and a running train job 
 from __future__ import annotations
 
 from backend.core.db import make_engine, make_session_factory
-from backend.models import Job, JobStatus, ModelOrigin, ModelVersion
+from backend.tables import Job, JobStatus, ModelOrigin, ModelVersion
 
 HELD_OUT = {
     "miou_1pt": 0.61,

@@ -25,7 +25,7 @@ from scipy.ndimage import distance_transform_edt
 from sqlalchemy import select
 
 from backend.core.db import make_engine, make_session_factory
-from backend.models import Mask
+from backend.tables import Mask
 from backend.worker import celery_app
 from tests.backend.stage1_objects import NEW, SMALL, STAGE1, davis_images, mask_rle
 from tests.browser.page_helpers import (

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import select
 
 from backend.core.db import make_engine, make_session_factory
-from backend.models import Image, Mask, MaskReview
+from backend.tables import Image, Mask, MaskReview
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, decode
 from tests.browser.conftest import IMAGE_NAME
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
+from backend.tables.base import Base, str_enum, utcnow
 
 
 class ReviewDecision(enum.StrEnum):

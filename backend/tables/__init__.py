@@ -3,10 +3,10 @@
 One file per table group. New tables go in a new module imported here, and into a new Alembic migration.
 """
 
-from backend.models.base import Base
-from backend.models.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
-from backend.models.detectors import DetectorProposal, DetectorVersion
-from backend.models.enums import (
+from backend.tables.base import Base
+from backend.tables.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
+from backend.tables.detectors import DetectorProposal, DetectorVersion
+from backend.tables.enums import (
     ImageStatus,
     JobStatus,
     MaskSource,
@@ -17,13 +17,13 @@ from backend.models.enums import (
     Role,
     Stage,
 )
-from backend.models.images import Embedding, Image
-from backend.models.jobs import Job
-from backend.models.masks import AnnotationSession, Mask
-from backend.models.model_versions import ModelVersion
-from backend.models.projects import Project, ProjectMember
-from backend.models.reviews import MaskReview, ReviewDecision
-from backend.models.users import User
+from backend.tables.images import Embedding, Image
+from backend.tables.jobs import Job
+from backend.tables.masks import AnnotationSession, Mask
+from backend.tables.model_versions import ModelVersion
+from backend.tables.projects import Project, ProjectMember
+from backend.tables.reviews import MaskReview, ReviewDecision
+from backend.tables.users import User
 
 __all__ = [
     "AnnotationSession",

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
-from backend.models.enums import MaskSource, PrefillOutcome, ReviewStatus, Stage
+from backend.tables.base import Base, str_enum, utcnow
+from backend.tables.enums import MaskSource, PrefillOutcome, ReviewStatus, Stage
 
 
 class Mask(Base):
@@ -17,7 +17,7 @@ class Mask(Base):
 
     __tablename__ = "masks"
     # Dashboard (backend/dashboard, migrations 0003/0004): most figures come from the rollup tables of
-    # backend/models/dashboard.py; these partial indexes over live masks serve the exact percentiles
+    # backend/tables/dashboard.py; these partial indexes over live masks serve the exact percentiles
     # (project, per author) and the annotators' first/last mask.
     __table_args__ = (
         # Client ids are unique per image (migration 0007), not globally: a global constraint would

@@ -20,8 +20,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base
-from backend.models.enums import Stage
+from backend.tables.base import Base
+from backend.tables.enums import Stage
 
 # Width of one `mask_seconds.bucket`: 1/SECONDS_BUCKETS_PER_SECOND s. A power of two, so that
 # floor(seconds * 4) == b  <=>  b / 4 <= seconds < (b + 1) / 4 holds exactly in binary floating point.

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, column_property, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
-from backend.models.enums import ImageStatus
-from backend.models.masks import Mask
-from backend.models.users import User
+from backend.tables.base import Base, str_enum, utcnow
+from backend.tables.enums import ImageStatus
+from backend.tables.masks import Mask
+from backend.tables.users import User
 
 
 class Image(Base):

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
-from backend.models.enums import Role, Stage
+from backend.tables.base import Base, str_enum, utcnow
+from backend.tables.enums import Role, Stage
 
 
 class Project(Base):

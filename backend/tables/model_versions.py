@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
-from backend.models.enums import ModelOrigin, ModelStatus
+from backend.tables.base import Base, str_enum, utcnow
+from backend.tables.enums import ModelOrigin, ModelStatus
 
 
 class ModelVersion(Base):

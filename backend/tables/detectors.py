@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
-from backend.models.enums import ModelStatus
+from backend.tables.base import Base, str_enum, utcnow
+from backend.tables.enums import ModelStatus
 
 
 class DetectorVersion(Base):

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
-from backend.models.enums import Role
+from backend.tables.base import Base, str_enum, utcnow
+from backend.tables.enums import Role
 
 
 class User(Base):
