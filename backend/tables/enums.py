@@ -33,9 +33,13 @@ class ImageStatus(enum.StrEnum):
 
 
 class MaskSource(enum.StrEnum):
+    """Who drew a mask: an annotator, the detector pre-fill, the automatic generator, or another tool
+    whose files were imported (migration 0010)."""
+
     manual = "manual"
     detector = "detector"
     auto = "auto"
+    imported = "imported"
 
 
 class ReviewStatus(enum.StrEnum):

@@ -62,7 +62,8 @@ class Mask(Base):
     stability_score: Mapped[float | None]
     point_coords: Mapped[list[Any] | None]
     crop_box: Mapped[list[Any] | None]
-    prompts: Mapped[dict[str, Any] | None]
+    # How the mask came to be, ``{"origin": ..., ...}`` (migration 0010): see backend/masks/provenance.py.
+    provenance: Mapped[dict[str, Any]]
     seconds_spent: Mapped[float | None]
     clicks: Mapped[int | None]
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

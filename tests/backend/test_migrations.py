@@ -6,14 +6,19 @@ working (and keep guarding) as later migrations add tables and columns.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import JSON, Connection, DateTime, Integer, String, column, inspect, table, text
+from sqlalchemy.exc import IntegrityError
 
 from backend.core.config import Settings
 from backend.core.db import make_engine
@@ -78,3 +83,127 @@ def test_alembic_command_line_uses_the_same_configuration(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert set(Base.metadata.tables) <= _tables(url)
+
+
+def _insert_0009_masks(conn: Connection) -> dict[str, int]:
+    """A user, a project, an image and one mask of each kind 0009's writers stored; their ids by kind."""
+    now = datetime.now(UTC)
+    conn.execute(
+        text(
+            "INSERT INTO users (id, username, password_hash, role, is_active, created_at) "
+            "VALUES (1, 'ann', 'x', 'annotator', true, :now)"
+        ),
+        {"now": now},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO projects (id, name, description, stage, settings, created_at) "
+            "VALUES (1, 'p', '', 'assisted_manual', '{}', :now)"
+        ),
+        {"now": now},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO images (id, project_id, file_name, storage_key, sha256, width, height, size_bytes, status, "
+            "stage_done, created_at) VALUES (1, 1, 'a.png', 'k', 's', 4, 4, 1, 'new', '{}', :now)"
+        ),
+        {"now": now},
+    )
+    kinds = {
+        "annotated": ("manual", {"points": [[1, 1]], "labels": [1]}),
+        "unprompted": ("manual", None),
+        "review": ("manual", {"review_of": 3}),
+        "detector": ("detector", {"box": [0.0, 0.0, 2.0, 2.0], "detector_score": 0.9, "detector_version_id": 7}),
+        "auto": ("auto", {"model_version_id": 3, "job_id": 12}),
+        "auto_bare": ("auto", None),
+        "imported": ("manual", {"import": {"format": "coco", "annotation_id": 5}}),
+    }
+    masks = table(
+        "masks",
+        column("id", Integer()),
+        column("image_id", Integer()),
+        column("project_id", Integer()),
+        column("rle", JSON()),
+        column("bbox", JSON()),
+        column("area", Integer()),
+        column("source", String()),
+        column("stage", String()),
+        column("prompts", JSON(none_as_null=True)),
+        column("author_id", Integer()),
+        column("review_status", String()),
+        column("created_at", DateTime(timezone=True)),
+        column("updated_at", DateTime(timezone=True)),
+    )
+    ids = {}
+    for number, (kind, (source, prompts)) in enumerate(kinds.items(), start=1):
+        conn.execute(
+            masks.insert().values(
+                id=number,
+                image_id=1,
+                project_id=1,
+                rle={"size": [4, 4], "counts": "04?"},
+                bbox=[0.0, 0.0, 1.0, 4.0],
+                area=4,
+                source=source,
+                stage="assisted_manual",
+                prompts=prompts,
+                author_id=1,
+                review_status="none",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        ids[kind] = number
+    return ids
+
+
+def _column(conn: Connection, name: str) -> dict[int, Any]:
+    rows = conn.execute(text(f"SELECT id, {name} FROM masks ORDER BY id")).all()
+    return {row[0]: json.loads(row[1]) if isinstance(row[1], str) else row[1] for row in rows}
+
+
+def _totals(conn: Connection) -> set[tuple[Any, ...]]:
+    return set(conn.execute(text("SELECT source, author_key, masks FROM mask_totals WHERE masks > 0")).all())
+
+
+def test_0010_moves_prompts_into_provenance_and_back(empty_database_url):
+    """Existing rows keep what `prompts` said, as provenance; `imported` is a source; downgrade restores both."""
+    upgrade(empty_database_url, "0009")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            ids = _insert_0009_masks(conn)
+            prompts_before = _column(conn, "prompts")
+        upgrade(empty_database_url, "0010")
+        with engine.begin() as conn:
+            assert "prompts" not in {c["name"] for c in inspect(conn).get_columns("masks")}
+            provenance = _column(conn, "provenance")
+            assert provenance == {
+                ids["annotated"]: {"origin": "annotated", "prompts": {"points": [[1, 1]], "labels": [1]}},
+                ids["unprompted"]: {"origin": "annotated"},
+                ids["review"]: {"origin": "review", "review_of": 3},
+                ids["detector"]: {
+                    "origin": "detector",
+                    "box": [0.0, 0.0, 2.0, 2.0],
+                    "detector_score": 0.9,
+                    "detector_version_id": 7,
+                },
+                ids["auto"]: {"origin": "auto", "model_version_id": 3, "job_id": 12},
+                ids["auto_bare"]: {"origin": "auto"},
+                ids["imported"]: {"origin": "imported", "format": "coco", "annotation_id": 5},
+            }
+            # The new source is allowed, and the rollup triggers survived the table copy.
+            conn.execute(text("UPDATE masks SET source = 'imported' WHERE id = :id"), {"id": ids["imported"]})
+            assert ("imported", 1, 1) in _totals(conn)
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(text("UPDATE masks SET source = 'drawn' WHERE id = :id"), {"id": ids["imported"]})
+        downgrade(empty_database_url, "0009")
+        with engine.begin() as conn:
+            assert "provenance" not in {c["name"] for c in inspect(conn).get_columns("masks")}
+            assert _column(conn, "prompts") == prompts_before
+            assert conn.scalar(text("SELECT source FROM masks WHERE id = :id"), {"id": ids["imported"]}) == "manual"
+            assert _totals(conn) == {("manual", 1, 4), ("detector", 1, 1), ("auto", 1, 2)}
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(text("UPDATE masks SET source = 'imported' WHERE id = :id"), {"id": ids["imported"]})
+    finally:
+        engine.dispose()
