@@ -19,6 +19,7 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -27,8 +28,11 @@ from backend.dashboard.cli import register_rebuild_rollups
 from backend.model_versions.cli import register_models
 from backend.up import register_up
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-def _session(settings: Settings):  # type: ignore[no-untyped-def]
+
+def _session(settings: Settings) -> Session:
     from backend.core.db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(settings.db_url))()

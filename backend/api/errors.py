@@ -62,13 +62,15 @@ def _validation_items(exc: RequestValidationError) -> list[ErrorItem]:
     ]
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for that class only (Starlette types it wider)
     items = _validation_items(exc)
     detail = "; ".join(f"{_loc_text(item.loc)}: {item.msg}" for item in items) or "invalid request"
     return JSONResponse(ErrorOut(detail=detail, errors=items).model_dump(), status_code=422)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for that class only
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return JSONResponse(
         ErrorOut(detail=detail).model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None)

@@ -10,7 +10,7 @@ inside 64 bits.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,7 +21,7 @@ DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID, strict=True)]
 PathId = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 
 
-def lax(**kwargs: object) -> object:
+def lax(**kwargs: Any) -> Any:
     """A `Field` that takes the enum's string values in a strict `RequestModel` (see there)."""
     return Field(strict=False, **kwargs)
 

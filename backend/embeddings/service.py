@@ -105,7 +105,9 @@ def compute_embeddings(
             db.commit()
         except IntegrityError:  # another writer stored the same embedding first
             db.rollback()
-            row = find_embedding(db, image.id, version.id)
+            stored = find_embedding(db, image.id, version.id)
+            assert stored is not None  # the unique key that refused ours belongs to that row
+            row = stored
         rows.append(row)
     return rows
 

@@ -50,7 +50,7 @@ def register_models(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_list)
 
 
-def _session(settings: Settings):  # type: ignore[no-untyped-def]
+def _session(settings: Settings) -> Session:
     from backend.core.db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(settings.db_url))()

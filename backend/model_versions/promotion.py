@@ -54,9 +54,10 @@ def check_promotable(project: Project, version: ModelVersion | None) -> ModelVer
 def rollback_target(db: Session, project: Project) -> ModelVersion:
     """The parent of the project's active version (PromotionError if it has none)."""
     active = db.get(ModelVersion, project.active_model_version_id) if project.active_model_version_id else None
-    if active is None or active.parent_id is None or db.get(ModelVersion, active.parent_id) is None:
+    parent = db.get(ModelVersion, active.parent_id) if active is not None and active.parent_id is not None else None
+    if parent is None:
         raise PromotionError("the active model version has no parent to roll back to; promote a version by id")
-    return db.get(ModelVersion, active.parent_id)
+    return parent
 
 
 def reuse_embeddings(db: Session, project_id: int, source_id: int, target_id: int) -> int:
@@ -89,11 +90,11 @@ def reuse_embeddings(db: Session, project_id: int, source_id: int, target_id: in
 
 
 def promote(
-    db: Session, project: Project, version: ModelVersion, user_id: int | None, settings: Settings
+    db: Session, project: Project, version: ModelVersion | None, user_id: int | None, settings: Settings
 ) -> tuple[int | None, Job | None, int]:
     """Make `version` the project's active one (committed); return (previous id, embed job or None,
     embeddings reused). Raises LookupError / PromotionError as `check_promotable`."""
-    check_promotable(project, version)
+    version = check_promotable(project, version)
     previous = db.get(ModelVersion, project.active_model_version_id) if project.active_model_version_id else None
     project.active_model_version_id = version.id
     if previous is not None and previous.id == version.id:

@@ -166,6 +166,7 @@ def _promote(
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     if job is not None:
         db.refresh(job)
+    assert version is not None  # promote() raised LookupError otherwise
     return PromotionOut(
         model=_version_out(version, project),
         previous_id=previous,

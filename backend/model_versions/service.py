@@ -26,8 +26,9 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -193,8 +194,13 @@ def make_default(db: Session, version: ModelVersion) -> int:
     )
     version.is_default = True
     untrained = select(ModelVersion.id).where(ModelVersion.origin == ModelOrigin.untrained)
-    moved = db.execute(
-        update(Project).where(Project.active_model_version_id.in_(untrained)).values(active_model_version_id=version.id)
+    moved = cast(  # an UPDATE's result is a CursorResult, which has the row count
+        CursorResult[Any],
+        db.execute(
+            update(Project)
+            .where(Project.active_model_version_id.in_(untrained))
+            .values(active_model_version_id=version.id)
+        ),
     ).rowcount
     db.commit()
     return moved

@@ -186,7 +186,7 @@ def _refuse_last_manager(db: Session, project: Project, member: ProjectMember, u
             func.coalesce(ProjectMember.role_in_project, User.role) == Role.manager,
         )
     )
-    if managers <= 1:
+    if (managers or 0) <= 1:
         db.rollback()
         raise LastManager(
             f"{action} would leave project {project.id} without a manager: make another member its manager first"
