@@ -51,11 +51,6 @@ class LocalStorage:
             os.replace(tmp, dst)
             Path(src).unlink(missing_ok=True)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        tmp = self.temp_path()
-        tmp.write_bytes(data)
-        self.put_file(key, tmp)
-
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 

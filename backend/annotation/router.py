@@ -15,7 +15,6 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
 from backend.annotation import service
-from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskCreate, MaskOut
 from backend.api.deps import (
     CurrentUser,
@@ -27,6 +26,7 @@ from backend.api.deps import (
     project_role,
 )
 from backend.images.schemas import ImageOut
+from backend.masks.rle import InvalidRle
 from backend.tables import Project, Role, User
 
 router = APIRouter(tags=["annotation"])

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from backend.api.types import DbId, RequestModel
+from backend.masks.provenance import prompts_of
 from backend.tables import MaskSource, PrefillOutcome, ReviewStatus, Stage
 
 # Bounds of the client's description of how a mask was made (`Prompts`), by what the annotate page
@@ -26,7 +27,7 @@ Run = Annotated[int, Field(ge=0, le=MAX_RLE_PIXELS)]
 class RleIn(RequestModel):
     """COCO RLE as the browser sends it: `counts` compressed (str) or uncompressed (list of runs).
 
-    Its length against the image's size is checked by `backend.annotation.rle.check_rle` before it
+    Its length against the image's size is checked by `backend.masks.rle.check_rle` before it
     is parsed."""
 
     size: list[Side] = Field(min_length=2, max_length=2, description="[height, width] of the image")
@@ -78,7 +79,7 @@ class MaskOut(BaseModel):
     stage: Stage
     predicted_iou: float | None
     stability_score: float | None
-    prompts: dict[str, Any] | None
+    provenance: dict[str, Any] = Field(description="how the mask came to be: {origin: annotated|review_fix|...}")
     seconds_spent: float | None
     clicks: int | None
     author_id: int | None
@@ -86,3 +87,7 @@ class MaskOut(BaseModel):
     prefill_outcome: PrefillOutcome | None
     parent_mask_id: int | None = None
     created_at: datetime
+
+    @computed_field(description="the clicks/box/strokes an annotator's mask was made with; null for other masks")
+    def prompts(self) -> dict[str, Any] | None:
+        return prompts_of(self.provenance)

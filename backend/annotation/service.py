@@ -26,13 +26,15 @@ everything else (reading, releasing a claim, exports) works as before.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, case, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Update, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.annotation.rle import check_rle
+from backend.masks import provenance
+from backend.masks.rle import check_rle
+from backend.masks.writer import NewMask, add_mask
 from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
 
 UNFINISHED = (ImageStatus.new, ImageStatus.in_progress)
@@ -68,6 +70,11 @@ class BadReplacement(ValueError):
     """`replaces_mask_id` names no mask of the image."""
 
 
+def _updated(db: Session, statement: Update) -> int:
+    """Run an UPDATE; how many rows it changed (its result is a CursorResult, which has the count)."""
+    return cast(CursorResult[Any], db.execute(statement)).rowcount
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -95,13 +102,14 @@ def _lock(
         condition.append(Image.status.in_(UNFINISHED))
     if not any_assignment:
         condition.append(_not_assigned_to_others(user))
-    result = db.execute(
+    changed = _updated(
+        db,
         update(Image)
         .where(*condition)
         .values(assignee_id=user.id, locked_until=now + expiry)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
 def _mark_in_progress(db: Session, image_id: int) -> None:
@@ -184,16 +192,17 @@ def finish_image(db: Session, image: Image, project: Project, user: User) -> Ima
     """Mark the image done for the project's current stage; needs the caller's lock unless free."""
     _refuse_archived(project)
     now = _now()
-    result = db.execute(
+    changed = _updated(
+        db,
         update(Image)
         .where(
             Image.id == image.id,
             or_(Image.locked_until.is_(None), Image.locked_until < now, Image.assignee_id == user.id),
         )
         .values(status=ImageStatus.done, assignee_id=user.id, locked_until=None)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    if result.rowcount != 1:
+    if changed != 1:
         db.rollback()
         raise LockHeld(f"image {image.id} is being annotated by another user")
     fresh = _fresh(db, image.id)
@@ -231,13 +240,14 @@ def _hold(db: Session, image: Image, user: User, expiry: timedelta) -> bool:
     the claim cannot pass to someone else between this check and the write; SQLite runs writers one at
     a time."""
     now = _now()
-    result = db.execute(
+    changed = _updated(
+        db,
         update(Image)
         .where(Image.id == image.id, Image.assignee_id == user.id, Image.locked_until >= now)
         .values(locked_until=now + expiry)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
 def _require_claim(db: Session, image: Image, user: User, role: Role, expiry: timedelta, action: str) -> None:
@@ -289,27 +299,22 @@ def save_mask(
         replaced = db.get(Mask, replaces_mask_id)
         if replaced is None or replaced.image_id != image.id:
             raise BadReplacement(f"replaces_mask_id {replaces_mask_id} is not a mask of image {image.id}")
-    mask = Mask(
-        client_id=client_id,
-        image_id=image.id,
-        project_id=image.project_id,
-        rle=checked.rle,
-        bbox=checked.bbox,
-        area=checked.area,
+    new = NewMask(
+        mask=checked,
         source=MaskSource.manual,
         stage=project.stage,
-        prompts=prompts,
-        seconds_spent=seconds_spent,
-        clicks=clicks,
+        provenance=provenance.annotated(prompts),
+        client_id=client_id,
         author_id=user.id,
         parent_mask_id=replaces_mask_id,
+        seconds_spent=seconds_spent,
+        clicks=clicks,
     )
     # Every statement that writes is inside this block, so the unique (image_id, client_id) violation
     # of a concurrent twin is caught wherever it surfaces (an autoflush, the flush, the commit).
     try:
         _require_claim(db, image, user, role, expiry, "saving a mask")
-        db.add(mask)
-        db.flush()
+        mask = add_mask(db, image, new)
         if replaces_mask_id is not None:
             _hide_replaced(db, replaces_mask_id)
         db.commit()

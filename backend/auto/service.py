@@ -21,12 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_util
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.masks import provenance
+from backend.masks.rle import EmptyMask, checked_mask
+from backend.masks.writer import NewMask, insert_masks
 from backend.projects.settings import project_settings
-from backend.tables import Image, Mask, MaskSource, Project, ReviewStatus, Stage
+from backend.tables import Image, MaskSource, Project, ReviewStatus, Stage
 
 STAGE = Stage.fully_automatic
 
@@ -67,17 +69,6 @@ def images_to_do(db: Session, project_id: int) -> tuple[int, list[int]]:
     return len(rows), [image_id for image_id, done in rows if STAGE.value not in (done or {})]
 
 
-def _coco_rle(segmentation: Mapping[str, Any], height: int, width: int) -> dict[str, Any]:
-    """The record's COCO RLE with str counts, checked against the image size."""
-    size = [int(v) for v in segmentation["size"]]
-    if size != [height, width]:
-        raise ValueError(f"generator returned a mask of size {size} for an image of size {[height, width]}")
-    counts = segmentation["counts"]
-    if isinstance(counts, list):  # uncompressed runs: compress
-        counts = mask_util.frPyObjects({"size": size, "counts": counts}, height, width)["counts"]
-    return {"size": size, "counts": counts.decode("ascii") if isinstance(counts, bytes) else str(counts)}
-
-
 def _floats(values: Any) -> list[Any] | None:
     """Nested lists of numbers as plain floats (JSON columns), None stays None."""
     if values is None:
@@ -91,52 +82,50 @@ def store_image_masks(
     records: Sequence[Mapping[str, Any]],
     sampling: ReviewSampling,
     max_mask_fraction: float,
-    provenance: dict[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> StoredImage:
     """Insert `image`'s auto masks and mark it done, in one transaction (committed here).
 
     `records` are the generator's coco_rle records (segmentation, predicted_iou, stability_score,
-    point_coords, crop_box). Area and bbox are recomputed from the RLE with pycocotools, as for every
-    other mask: COCO's box has width x_max - x_min + 1, one more than the official generator reports. Masks covering at least
-    `max_mask_fraction` of the image are dropped. `provenance` (the model version and job, e.g.
-    ``{"model_version_id": 3, "job_id": 12}``) is kept in each mask's ``prompts`` so quality figures
-    can name the weights they measure. If another run finished the image meanwhile, nothing is stored.
+    point_coords, crop_box). The masks are stored by `backend.masks.writer.insert_masks` (one INSERT),
+    with area and bbox recomputed from the canonical RLE as for every other mask: COCO's box has width
+    x_max - x_min + 1, one more than the official generator reports. Empty masks are skipped, and
+    masks covering at least `max_mask_fraction` of the image are dropped. `run` (the model version and
+    job, e.g. ``{"model_version_id": 3, "job_id": 12}``) goes into each mask's provenance so quality
+    figures can name the weights they measure. If another run finished the image
+    meanwhile, nothing is stored.
     """
     db.refresh(image, with_for_update=True)  # PostgreSQL: serialise with a concurrent run of the same image
     if is_done(image):
         db.rollback()
         return StoredImage(0, 0, 0)
     pixels = image.height * image.width
-    stored = dropped = pending = 0
+    masks: list[NewMask] = []
+    dropped = pending = 0
     for index, record in enumerate(records):
-        rle = _coco_rle(record["segmentation"], image.height, image.width)
-        encoded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        area = int(mask_util.area(encoded))
-        if area == 0:
+        try:
+            checked = checked_mask(record["segmentation"], image.height, image.width)
+        except EmptyMask:
             continue
-        if area >= max_mask_fraction * pixels:
+        if checked.area >= max_mask_fraction * pixels:
             dropped += 1
             continue
         review = sampling.picks(image.id, index)
-        db.add(
-            Mask(
-                image_id=image.id,
-                project_id=image.project_id,
-                rle=rle,
-                bbox=[float(v) for v in mask_util.toBbox(encoded)],
-                area=area,
+        masks.append(
+            NewMask(
+                mask=checked,
                 source=MaskSource.auto,
                 stage=STAGE,
+                provenance=provenance.auto(run or {}),
+                review_status=ReviewStatus.pending if review else ReviewStatus.none,
                 predicted_iou=float(record["predicted_iou"]),
                 stability_score=float(record["stability_score"]),
                 point_coords=_floats(record.get("point_coords")),
                 crop_box=_floats(record.get("crop_box")),
-                review_status=ReviewStatus.pending if review else ReviewStatus.none,
-                prompts=dict(provenance) if provenance else None,
             )
         )
-        stored += 1
         pending += review
+    stored = insert_masks(db, image, masks)
     mark_done(image)
     db.commit()
     return StoredImage(stored, dropped, pending)

@@ -15,7 +15,7 @@ class DetectorTrainParams(RequestModel):
     """Training request: the split, the minimum data, and the head's main hyperparameters."""
 
     min_boxes: int = Field(default=10, ge=1, le=1_000_000, description="fewer annotated masks than this is refused")
-    heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="share of images kept for evaluation")
+    held_out_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="share of images kept for evaluation")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds the split and the training")
     epochs: int = Field(default=40, ge=1, le=1000)
     width: int = Field(default=64, ge=8, le=512)

@@ -3,8 +3,9 @@
 Training data: the boxes of a project's accepted masks, i.e. live masks drawn by hand (source
 ``manual``, any stage) and pre-filled masks an annotator kept (``prefill_outcome = kept``); masks a
 reviewer rejected, unreviewed automatic masks and pre-filled masks still pending are left out. The
-split is by image (all boxes of an image on one side), seeded, so a version is reproducible and its
-held-out figures never see a training image.
+split is by image (all boxes of an image on one side), the seeded hash split of `backend.masks.split`
+that SAM rounds use too, so a version is reproducible and its held-out figures never see a training
+image.
 
 Pre-filled masks (`store_proposals`): an image's detector masks are inserted in ONE transaction with
 its `DetectorProposal` row. The row's unique image id makes proposals idempotent: a rerun, a
@@ -14,17 +15,18 @@ nothing of it behind.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pycocotools import mask as mask_util
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.masks import provenance
+from backend.masks.rle import EmptyMask, checked_mask
+from backend.masks.writer import NewMask, insert_masks
 from backend.tables import (
     DetectorProposal,
     DetectorVersion,
@@ -38,7 +40,8 @@ from backend.tables import (
 )
 
 STAGE = Stage.semi_automatic
-MIN_IMAGES = 3  # one held out, and two to train (the detector keeps one out to calibrate its scores)
+MIN_TRAIN_IMAGES = 2  # the detector keeps one of its training images out to calibrate its scores
+MIN_IMAGES = MIN_TRAIN_IMAGES + 1  # and one is held out to measure it
 
 
 class NotEnoughData(ValueError):
@@ -79,14 +82,6 @@ def check_enough(boxes: Mapping[int, Sequence[Any]], min_boxes: int) -> None:
         )
 
 
-def split_images(image_ids: Sequence[int], heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train ids, held-out ids), both sorted: a seeded shuffle, at least 1 held out and 2 for training."""
-    ids = sorted(image_ids)
-    random.Random(seed).shuffle(ids)
-    n_heldout = min(max(1, round(heldout_fraction * len(ids))), len(ids) - 2)
-    return sorted(ids[n_heldout:]), sorted(ids[:n_heldout])
-
-
 def latest_ready(db: Session, project_id: int) -> DetectorVersion | None:
     return db.scalar(
         select(DetectorVersion)
@@ -95,17 +90,6 @@ def latest_ready(db: Session, project_id: int) -> DetectorVersion | None:
             DetectorVersion.status == ModelStatus.ready,
         )
         .order_by(DetectorVersion.id.desc())
-    )
-
-
-def count_ready(db: Session, project_id: int) -> int:
-    return int(
-        db.scalar(
-            select(func.count())
-            .select_from(DetectorVersion)
-            .where(DetectorVersion.project_id == project_id, DetectorVersion.status == ModelStatus.ready)
-        )
-        or 0
     )
 
 
@@ -150,44 +134,34 @@ def store_proposals(
     """Insert `image`'s pre-filled masks and its proposal row in one transaction (committed here).
 
     `records` are `model_server.proposals.propose_masks` records (segmentation, box, score,
-    predicted_iou). Masks are stored with source ``detector``, stage semi_automatic, no author,
-    ``prefill_outcome`` NULL (pending: the annotator keeps, corrects or deletes them) and the
-    detector's box, score and version in ``prompts``. If the image was proposed meanwhile, nothing
-    is stored.
+    predicted_iou). Masks are stored (one INSERT, `backend.masks.writer.insert_masks`) with source
+    ``detector``, stage semi_automatic, no author, ``prefill_outcome`` NULL (pending: the annotator
+    keeps, corrects or deletes them) and the detector's box, score and version, and the SAM version,
+    in their provenance. Empty masks are skipped. If the image was proposed meanwhile, nothing is
+    stored.
     """
     db.refresh(image, with_for_update=True)  # PostgreSQL: serialise with a concurrent run of the same image
     if db.scalar(select(DetectorProposal.id).where(DetectorProposal.image_id == image.id)) is not None:
         db.rollback()
         return Stored(0, True)
-    stored = 0
+    masks: list[NewMask] = []
     for record in records:
-        segmentation = record["segmentation"]
-        if [int(v) for v in segmentation["size"]] != [image.height, image.width]:
-            raise ValueError(
-                f"proposal of size {segmentation['size']} for image {image.id} of size {[image.height, image.width]}"
-            )
-        encoded = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
-        area = int(mask_util.area(encoded))
-        if area == 0:
+        try:
+            checked = checked_mask(record["segmentation"], image.height, image.width)
+        except EmptyMask:
             continue
-        db.add(
-            Mask(
-                image_id=image.id,
-                project_id=image.project_id,
-                rle={"size": [image.height, image.width], "counts": segmentation["counts"]},
-                bbox=[float(v) for v in mask_util.toBbox(encoded)],
-                area=area,
+        masks.append(
+            NewMask(
+                mask=checked,
                 source=MaskSource.detector,
                 stage=STAGE,
+                provenance=provenance.detector(
+                    detector.id, detector.model_version_id, record["box"], float(record["score"])
+                ),
                 predicted_iou=float(record["predicted_iou"]),
-                prompts={
-                    "box": [float(v) for v in record["box"]],
-                    "detector_score": float(record["score"]),
-                    "detector_version_id": detector.id,
-                },
             )
         )
-        stored += 1
+    stored = insert_masks(db, image, masks)
     db.add(
         DetectorProposal(
             image_id=image.id,

@@ -26,6 +26,7 @@ from backend.detection.schemas import DetectorTrainParams, ProposeParams
 from backend.embeddings.service import get_or_compute
 from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
+from backend.masks.split import split_images
 from backend.model_versions.service import model_spec
 from backend.storage import LocalStorage
 from backend.tables import DetectorVersion, Image, Job, ModelStatus, ModelVersion
@@ -97,7 +98,9 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
     client = ModelServerClient.from_settings(settings)
     boxes = service.training_boxes(db, detector.project_id)
     service.check_enough(boxes, params.min_boxes)
-    train_ids, heldout_ids = service.split_images(list(boxes), params.heldout_fraction, params.seed)
+    train_ids, heldout_ids = split_images(
+        list(boxes), params.held_out_fraction, params.seed, min_train=service.MIN_TRAIN_IMAGES
+    )
     ctx.progress(0, 1000, f"{sum(len(b) for b in boxes.values())} masks on {len(boxes)} images")
     middle = _EMBED_END * len(train_ids) // len(boxes)
     train = _samples(ctx, storage, client, version, boxes, train_ids, 0, middle)

@@ -5,17 +5,13 @@ from every stage and source (manual, detector pre-fills the annotators kept, aut
 Masks covering more than `MAX_MASK_FRACTION` of their image are left out, as in the paper
 (App. A: such masks are mostly background).
 
-**Split by image**, never by mask: masks of one image share its embedding, so a mask of a held-out
-image seen in training would leak. An image is held out when a seeded hash of its id falls below
-the held-out fraction. Hashing (rather than shuffling the current list) keeps an image on the same
-side round after round as the project grows, so successive rounds are compared on held-out images
-none of them trained on. With few images the hash may put all of them on one side; then the image
-with the smallest (largest) hash is moved so both sides have at least one image.
+**Split by image**, never by mask (`backend.masks.split`, the seeded hash split detectors use too):
+an image stays on the same side round after round as the project grows, so successive rounds are
+compared on held-out images none of them trained on; with two images or more, each side has one.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from backend.clients.model_server import ModelServerClient, ModelSpec, TrainingArrays
 from backend.embeddings import service as embeddings
+from backend.masks.split import split_images
 from backend.storage import LocalStorage
 from backend.tables import Image, Mask, ModelVersion
 from backend.tables.enums import ReviewStatus
@@ -59,29 +56,6 @@ class Snapshot:
     @property
     def held_out_masks(self) -> int:
         return sum(len(m) for m in self.held_out.values())
-
-
-def _unit_hash(seed: int, image_id: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def split_images(image_ids: list[int], held_out_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train ids, held-out ids), each sorted; both non-empty when there are at least two images.
-
-    Raises:
-        ValueError: `held_out_fraction` not in (0, 1).
-    """
-    if not 0 < held_out_fraction < 1:
-        raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
-    ranked = sorted(image_ids, key=lambda i: _unit_hash(seed, i))
-    held = [i for i in ranked if _unit_hash(seed, i) < held_out_fraction]
-    train = [i for i in ranked if _unit_hash(seed, i) >= held_out_fraction]
-    if len(ranked) >= 2 and not held:
-        held, train = [train[0]], train[1:]
-    elif len(ranked) >= 2 and not train:
-        held, train = held[:-1], [held[-1]]
-    return sorted(train), sorted(held)
 
 
 def take_snapshot(db: Session, project_id: int, held_out_fraction: float, seed: int) -> Snapshot:
@@ -134,7 +108,7 @@ def load_samples(
     """One `TrainingArrays` per mask, with its image's embedding by `version` (computed if missing)."""
     samples: list[TrainingArrays] = []
     for image_id, masks in masks_by_image.items():
-        image = db.get(Image, image_id)
+        image = db.get_one(Image, image_id)
         row = embeddings.get_or_compute(db, storage, client, version, spec, image)
         embedding, original, inner = load_embedding(storage.path(row.storage_key))
         for mask in masks:

@@ -14,11 +14,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from backend.annotation.rle import InvalidRle
 from backend.annotation.schemas import MaskOut
 from backend.api.deps import CurrentUser, MaskForMember, ProjectForMember, SessionDep
 from backend.api.types import MAX_DB_ID
 from backend.images.schemas import ImageOut
+from backend.masks.rle import InvalidRle
 from backend.review import service
 from backend.review.schemas import ReviewIn, ReviewItem, ReviewOut, ReviewSummaryOut
 from backend.tables import Image, Mask, ReviewDecision

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from pycocotools import mask as mask_util
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
-from backend.annotation.rle import check_rle
+from backend.masks import provenance
+from backend.masks.rle import check_rle, mask_iou
+from backend.masks.writer import NewMask, add_mask
 from backend.tables import (
     Image,
     Mask,
@@ -64,13 +65,7 @@ def next_pending(db: Session, project_id: int, after: int = 0) -> tuple[Mask, in
     mask = db.scalar(select(Mask).where(_pending(project_id), Mask.id > after).order_by(Mask.id).limit(1))
     if mask is None:
         return None
-    return mask, db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id)))
-
-
-def mask_iou(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """IoU of two COCO RLEs (str counts) of the same image."""
-    encoded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in (a, b)]
-    return float(mask_util.iou([encoded[0]], [encoded[1]], [0])[0][0])
+    return mask, db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id))) or 0
 
 
 def review(
@@ -94,17 +89,20 @@ def review(
     if decision == ReviewDecision.fix:
         if rle is None:
             raise ValueError("a fix needs the corrected mask (rle)")
-        image = db.get(Image, mask.image_id)
+        image = db.get_one(Image, mask.image_id)
         checked = check_rle(rle, image.height, image.width)
         iou = mask_iou(mask.rle, checked.rle)
     changes: dict[str, Any] = {"review_status": status, "prefill_outcome": outcome, "updated_at": now}
     if decision != ReviewDecision.accept:
         changes["deleted_at"] = now  # replaced by the fix, or thrown away
-    taken = db.execute(
-        update(Mask)
-        .where(Mask.id == mask.id, Mask.review_status == ReviewStatus.pending, Mask.deleted_at.is_(None))
-        .values(**changes)
-        .execution_options(synchronize_session=False)
+    taken = cast(  # an UPDATE's result is a CursorResult, which has the row count
+        CursorResult[Any],
+        db.execute(
+            update(Mask)
+            .where(Mask.id == mask.id, Mask.review_status == ReviewStatus.pending, Mask.deleted_at.is_(None))
+            .values(**changes)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if taken != 1:
         db.rollback()
@@ -114,21 +112,19 @@ def review(
             f"{', deleted' if mask.deleted_at else ''})"
         )
     if decision == ReviewDecision.fix:
-        fixed = Mask(
-            image_id=mask.image_id,
-            project_id=mask.project_id,
-            rle=checked.rle,
-            bbox=checked.bbox,
-            area=checked.area,
-            source=MaskSource.manual,
-            stage=Stage.fully_automatic,
-            author_id=reviewer.id,
-            parent_mask_id=mask.id,
-            seconds_spent=seconds_spent,
-            prompts={"review_of": mask.id},
+        fixed = add_mask(
+            db,
+            image,
+            NewMask(
+                mask=checked,
+                source=MaskSource.manual,
+                stage=Stage.fully_automatic,
+                provenance=provenance.review_fix(mask.id),
+                author_id=reviewer.id,
+                parent_mask_id=mask.id,
+                seconds_spent=seconds_spent,
+            ),
         )
-        db.add(fixed)
-        db.flush()
     row = MaskReview(
         mask_id=mask.id,
         project_id=mask.project_id,
@@ -168,17 +164,17 @@ def summary(db: Session, project_id: int) -> Summary:
             .group_by(Mask.review_status)
         ).all()
     )
-    pending = db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id)))
+    pending = db.scalar(select(func.count()).select_from(Mask).where(_pending(project_id))) or 0
     reviews = db.execute(select(MaskReview.decision, MaskReview.iou).where(MaskReview.project_id == project_id)).all()
     above = sum(1 for _, iou in reviews if iou is not None and iou > IOU_THRESHOLD)
     fixed_ious = [iou for decision, iou in reviews if decision == ReviewDecision.fix and iou is not None]
     count = {d: sum(1 for decision, _ in reviews if decision == d) for d in ReviewDecision}
-    sampled_prompts = db.scalars(
-        select(Mask.prompts).where(
+    sampled = db.scalars(
+        select(Mask.provenance).where(
             Mask.project_id == project_id, Mask.source == MaskSource.auto, Mask.review_status != ReviewStatus.none
         )
     )
-    versions = sorted({p["model_version_id"] for p in sampled_prompts if p and "model_version_id" in p})
+    versions = sorted({p["model_version_id"] for p in sampled if p.get("model_version_id") is not None})
     return Summary(
         auto_masks=sum(statuses.values()),
         sampled=sum(n for s, n in statuses.items() if s != ReviewStatus.none),

@@ -53,14 +53,14 @@ def _masks() -> sa.Table:
 
 def _provenance(source: str, prompts: dict[str, Any] | None) -> dict[str, Any]:
     """What a row of 0009 kept in `prompts`, as the provenance of backend/masks/ writes it."""
-    prompts = dict(prompts or {})
-    if "import" in prompts:
-        return {"origin": "imported", **prompts["import"]}
-    if "review_of" in prompts:
-        return {"origin": "review", "review_of": prompts["review_of"]}
+    known = prompts or {}
+    if "import" in known:
+        return {"origin": "imported", **known["import"]}
+    if "review_of" in known:
+        return {"origin": "review_fix", "review_of": known["review_of"]}
     if source in ("detector", "auto"):
-        return {"origin": source, **prompts}
-    return {"origin": "annotated", "prompts": prompts} if prompts else {"origin": "annotated"}
+        return {"origin": source, **known}
+    return {"origin": "annotated"} if prompts is None else {"origin": "annotated", "prompts": prompts}
 
 
 def _prompts(provenance: dict[str, Any]) -> dict[str, Any] | None:
@@ -70,8 +70,7 @@ def _prompts(provenance: dict[str, Any]) -> dict[str, Any] | None:
     if origin == "imported":
         return {"import": rest}
     if origin == "annotated":
-        prompts = rest.get("prompts")
-        return dict(prompts) if prompts else None
+        return rest.get("prompts")
     return rest or None
 
 

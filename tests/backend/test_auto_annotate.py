@@ -146,7 +146,11 @@ def test_auto_annotate_stores_generator_masks_and_a_rerun_adds_nothing(
         assert len(masks) == len(records)
         for mask, record in zip(masks, records):
             assert mask.source == "auto" and mask.stage == "fully_automatic" and mask.review_status == "pending"
-            assert mask.prompts == {"model_version_id": result["model_version_id"], "job_id": job["id"]}
+            assert mask.provenance == {
+                "origin": "auto",
+                "model_version_id": result["model_version_id"],
+                "job_id": job["id"],
+            }
             assert mask.rle == {"size": [image.height, image.width], "counts": record["segmentation"]["counts"]}
             encoded = {"size": mask.rle["size"], "counts": mask.rle["counts"].encode()}
             assert mask.area == record["area"] == int(mask_util.area(encoded))

@@ -20,9 +20,11 @@ import pytest
 from sqlalchemy import select
 
 from backend.clients.model_server import ModelServerClient
+from backend.detection.service import MIN_TRAIN_IMAGES
 from backend.detection.tasks import train_version
 from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
+from backend.masks.split import split_images
 from backend.tables import DetectorVersion, Job, Mask, ModelStatus, Role
 from backend.worker import celery_app
 from tests.backend.stage1_objects import SMALL, STAGE1, davis_images, mask_rle
@@ -114,7 +116,10 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
     assert {"recall_50", "precision_50", "ap50"} <= set(version["metrics"])
     assert 0.0 <= version["metrics"]["ap50"] <= 1.0 and version["metrics"]["training"]["epochs_done"] == 4
     assert sorted(version["train_image_ids"] + version["heldout_image_ids"]) == sorted(ids[:STAGE1])
-    assert len(version["heldout_image_ids"]) == 1  # round(0.2 * 6)
+    # The seeded hash split of backend.masks.split (the request's held_out_fraction 0.2, seed 0).
+    assert (version["train_image_ids"], version["heldout_image_ids"]) == split_images(
+        ids[:STAGE1], 0.2, 0, min_train=MIN_TRAIN_IMAGES
+    )
     assert job["result"]["detector_version_id"] == version["id"]
 
     moved = client.post(f"/api/projects/{pid}/stage", json={"stage": "semi_automatic"}, headers=manager_headers)
@@ -136,7 +141,10 @@ def test_stage1_masks_train_propose_and_prefill_telemetry(
         and m["stage"] == "semi_automatic"
         and m["prefill_outcome"] is None
         and m["predicted_iou"] is not None
-        and m["prompts"]["detector_version_id"] == version["id"]
+        and m["provenance"]["origin"] == "detector"
+        and m["provenance"]["detector_version_id"] == version["id"]
+        and m["provenance"]["model_version_id"] is not None
+        and m["prompts"] is None
         for m in prefilled
     )
     again = _job(

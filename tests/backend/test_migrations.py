@@ -112,6 +112,7 @@ def _insert_0009_masks(conn: Connection) -> dict[str, int]:
     kinds = {
         "annotated": ("manual", {"points": [[1, 1]], "labels": [1]}),
         "unprompted": ("manual", None),
+        "no_prompt": ("manual", {}),
         "review": ("manual", {"review_of": 3}),
         "detector": ("detector", {"box": [0.0, 0.0, 2.0, 2.0], "detector_score": 0.9, "detector_version_id": 7}),
         "auto": ("auto", {"model_version_id": 3, "job_id": 12}),
@@ -181,7 +182,8 @@ def test_0010_moves_prompts_into_provenance_and_back(empty_database_url):
             assert provenance == {
                 ids["annotated"]: {"origin": "annotated", "prompts": {"points": [[1, 1]], "labels": [1]}},
                 ids["unprompted"]: {"origin": "annotated"},
-                ids["review"]: {"origin": "review", "review_of": 3},
+                ids["no_prompt"]: {"origin": "annotated", "prompts": {}},
+                ids["review"]: {"origin": "review_fix", "review_of": 3},
                 ids["detector"]: {
                     "origin": "detector",
                     "box": [0.0, 0.0, 2.0, 2.0],
@@ -202,7 +204,7 @@ def test_0010_moves_prompts_into_provenance_and_back(empty_database_url):
             assert "provenance" not in {c["name"] for c in inspect(conn).get_columns("masks")}
             assert _column(conn, "prompts") == prompts_before
             assert conn.scalar(text("SELECT source FROM masks WHERE id = :id"), {"id": ids["imported"]}) == "manual"
-            assert _totals(conn) == {("manual", 1, 4), ("detector", 1, 1), ("auto", 1, 2)}
+            assert _totals(conn) == {("manual", 1, 5), ("detector", 1, 1), ("auto", 1, 2)}
             with pytest.raises(IntegrityError), conn.begin_nested():
                 conn.execute(text("UPDATE masks SET source = 'imported' WHERE id = :id"), {"id": ids["imported"]})
     finally:

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
 from backend.retraining import tasks
-from backend.retraining.dataset import split_images
 from backend.retraining.schemas import RetrainParams
 from backend.tables import Job, ModelVersion, Project
 from backend.tables.enums import JobStatus
@@ -84,19 +83,3 @@ def test_beat_starts_a_round_after_n_new_masks(client, db, settings, project, ma
     for k in range(3):
         save_mask(client, manager_headers, image_ids[k], data_root, GRABCUT_IMAGES[k], f"again-{k}")
     assert [p for p, _ in tasks.start_due_retrain_rounds()] == [project.id]
-
-
-def test_split_by_image_is_seeded_stable_and_never_empty():
-    ids = list(range(1, 41))
-    train, held = split_images(ids, 0.25, seed=3)
-    assert sorted(train + held) == ids and not set(train) & set(held)
-    assert 4 <= len(held) <= 18
-    assert split_images(ids, 0.25, seed=3) == (train, held)
-    # Growing the project keeps every old image on its side.
-    train2, held2 = split_images(ids + list(range(41, 81)), 0.25, seed=3)
-    assert set(held) <= set(held2) and set(train) <= set(train2)
-    assert split_images(ids, 0.25, seed=4) != (train, held)
-    for pair in ([7, 9], [1, 2], [5, 6]):
-        t, h = split_images(pair, 0.5, seed=0)
-        assert len(t) == 1 and len(h) == 1
-    assert split_images([5], 0.5, seed=0)[0] + split_images([5], 0.5, seed=0)[1] == [5]

@@ -1,4 +1,9 @@
-"""Checking a client's COCO RLE before it reaches the database.
+"""A mask's pixels in their stored form: canonical COCO RLE, with its area and box, checked first.
+
+Every mask row is written from a `CheckedMask` (`checked_mask`), whatever the writer holds: an
+annotator's RLE (compressed or runs), a generator's record, or a binary array. Its RLE is the one
+pycocotools writes for the pixels, so equal masks have equal strings, and its area and box are
+pycocotools' figures (COCO's box: width x_max - x_min + 1).
 
 pycocotools decodes run-length counts without bounds checks, so counts that overrun the image would
 write past its buffer: we parse and check the runs ourselves first (they must be non-negative and sum
@@ -11,6 +16,7 @@ need (`max_counts_chars`, `max_runs`), and the string is parsed with numpy in li
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +29,10 @@ MAX_CHARS_PER_RUN = 7
 
 class InvalidRle(ValueError):
     """The RLE cannot be a mask of this image; the message says why."""
+
+
+class EmptyMask(InvalidRle):
+    """The mask has no foreground pixel (a client's is refused; a generator's is skipped)."""
 
 
 @dataclass(frozen=True)
@@ -121,16 +131,57 @@ def check_rle(rle: dict[str, Any], height: int, width: int) -> CheckedMask:
     if total != height * width:
         raise InvalidRle(f"rle.counts covers {total} pixels, the image has {height * width} ({height}x{width})")
     if not runs[1::2].any():
-        raise InvalidRle("the mask is empty")
+        raise EmptyMask("the mask is empty")
     if isinstance(counts, list):
         encoded = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     else:
         encoded = {"size": [height, width], "counts": counts.encode("ascii")}
     # Re-encode from the pixels: equal masks get equal strings whatever form the client sent.
-    pixels = mask_util.decode(encoded)
-    canonical = mask_util.encode(np.asfortranarray(pixels))
+    return _measured(mask_util.encode(np.asfortranarray(mask_util.decode(encoded))))
+
+
+def from_pixels(pixels: np.ndarray, height: int, width: int) -> CheckedMask:
+    """The `CheckedMask` of a binary mask (H x W, bool or 0/1 integers, the image frame).
+
+    Raises `InvalidRle` when its shape is not the image's, `EmptyMask` when no pixel is set."""
+    if pixels.shape != (height, width):
+        raise InvalidRle(f"mask of shape {list(pixels.shape)} for an image of size [{height}, {width}]")
+    if not pixels.any():
+        raise EmptyMask("the mask is empty")
+    return _measured(mask_util.encode(np.asfortranarray(pixels.astype(np.uint8))))
+
+
+MaskPixels = CheckedMask | Mapping[str, Any] | np.ndarray
+
+
+def checked_mask(mask: MaskPixels, height: int, width: int) -> CheckedMask:
+    """`mask` of an image `height` x `width` as a `CheckedMask`: one already checked is returned as it
+    is (so a caller that filters on the area does not pay twice), an RLE goes through `check_rle`
+    (its counts may be bytes, as pycocotools writes them), an array through `from_pixels`."""
+    if isinstance(mask, CheckedMask):
+        if list(mask.rle["size"]) != [height, width]:
+            raise InvalidRle(f"mask of size {mask.rle['size']} for an image of size [{height}, {width}]")
+        return mask
+    if isinstance(mask, np.ndarray):
+        return from_pixels(mask, height, width)
+    rle = dict(mask)
+    if isinstance(rle.get("counts"), bytes):
+        rle["counts"] = rle["counts"].decode("ascii")
+    if isinstance(rle.get("size"), list | tuple):
+        rle["size"] = [int(v) for v in rle["size"]]  # numpy integers from a generator
+    return check_rle(rle, height, width)
+
+
+def mask_iou(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+    """IoU of two stored RLEs (str counts) of the same image."""
+    encoded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in (a, b)]
+    return float(mask_util.iou([encoded[0]], [encoded[1]], [0])[0][0])
+
+
+def _measured(canonical: dict[str, Any]) -> CheckedMask:
+    """A pycocotools-encoded RLE (bytes counts) with its area and box."""
     return CheckedMask(
-        rle={"size": [height, width], "counts": canonical["counts"].decode("ascii")},
+        rle={"size": [int(v) for v in canonical["size"]], "counts": canonical["counts"].decode("ascii")},
         bbox=[float(v) for v in mask_util.toBbox(canonical)],
         area=int(mask_util.area(canonical)),
     )
