@@ -26,6 +26,7 @@ from backend.model_versions.router import router as model_versions_router
 from backend.projects.router import router as projects_router
 from backend.retraining.router import router as retraining_router
 from backend.review.router import router as review_router
+from backend.stages.router import router as stages_router
 from backend.storage import LocalStorage
 from backend.users.router import router as users_router
 from backend.web import install_web
@@ -43,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     review_router,
     exchange_router,
     dashboard_router,
+    stages_router,
     retraining_router,
     detection_router,
 ]

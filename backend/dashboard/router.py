@@ -1,9 +1,9 @@
-"""Dashboard routes: the summary, the per-annotator and timeline tables (JSON or `?format=csv`), stage moves.
+"""Dashboard routes: the summary and the per-annotator and timeline tables (JSON or `?format=csv`).
 
 Who sees what: admins, and members whose role in the project is manager or ML engineer, see the
 whole project; every other member (annotators, or a manager who is only an annotator in this
 project) gets the same endpoints restricted to their own masks, images and reviews (`scope: "me"`).
-Moving the stage needs the role manager in the project.
+The gate and the stage move are `backend.stages.router`'s.
 `/dashboard/me` is always the caller's own figures. Non-members get 404 (`ProjectForMember`).
 """
 
@@ -13,15 +13,13 @@ import csv
 import io
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from backend.api.deps import CurrentUser, ProjectForManager, ProjectForMember, SessionDep, project_role
-from backend.dashboard import gates, service
-from backend.dashboard.schemas import AnnotatorRow, DashboardOut, GateOut, StageMove, TimelineRow
-from backend.projects.schemas import ProjectOut
-from backend.projects.service import project_out
+from backend.api.deps import CurrentUser, ProjectForMember, SessionDep, project_role
+from backend.dashboard import service
+from backend.dashboard.schemas import AnnotatorRow, DashboardOut, TimelineRow
 from backend.tables import Project, Role, User
 
 router = APIRouter(prefix="/api/projects/{project_id}", tags=["dashboard"])
@@ -81,20 +79,3 @@ def get_timeline(
     if format == "csv":
         return csv_response(rows, TimelineRow, f"project-{project.id}-timeline-{bucket}.csv")
     return rows
-
-
-@router.get("/gate")
-def get_gate(project: ProjectForMember, db: SessionDep) -> GateOut:
-    return GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project)))
-
-
-@router.post("/stage")
-def move_stage(body: StageMove, project: ProjectForManager, db: SessionDep) -> ProjectOut:
-    """Advance the project to its next stage; 409 with what is missing while the gate does not hold."""
-    try:
-        gates.advance_stage(db, project, body.stage)
-    except gates.BadStageMove as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
-    except gates.GateClosed as exc:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from exc
-    return project_out(db, project)

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from backend.api.types import RequestModel, lax
 from backend.jobs.schemas import JobOut
+from backend.stages.schemas import GateOut
 from backend.tables import ImageStatus, MaskSource, Stage
 
 Scope = Literal["project", "me"]
@@ -87,21 +87,6 @@ class ModelVersionStats(BaseModel):
     created_at: datetime
 
 
-class GateCondition(BaseModel):
-    key: str
-    label: str
-    required: float
-    actual: float
-    holds: bool
-
-
-class GateOut(BaseModel):
-    from_stage: Stage
-    to_stage: Stage | None
-    holds: bool
-    conditions: list[GateCondition]
-
-
 class JobsOut(BaseModel):
     active: list[JobOut]  # queued or running
     recent: list[JobOut]  # the latest finished ones
@@ -143,7 +128,3 @@ class TimelineRow(BaseModel):
     total_seconds: float
     masks_per_hour: float | None
     annotators: int
-
-
-class StageMove(RequestModel):
-    stage: Stage = lax()

@@ -27,11 +27,9 @@ from typing import Literal
 from sqlalchemy import ColumnElement, String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from backend.dashboard import gates
 from backend.dashboard.schemas import (
     AnnotatorRow,
     DashboardOut,
-    GateOut,
     HistogramBucket,
     ImagesOut,
     JobsOut,
@@ -44,6 +42,8 @@ from backend.dashboard.schemas import (
     TimingOut,
 )
 from backend.jobs.schemas import JobOut
+from backend.stages import gates
+from backend.stages.schemas import GateOut
 from backend.tables import (
     ImageMaskCount,
     ImageMaskTotal,
@@ -364,7 +364,7 @@ def dashboard(db: Session, project: Project, scope: Scope) -> DashboardOut:
         review=review_stats(db, scope),
         models=model_rounds(db, project),
         jobs=job_stats(db, project.id),
-        gate=GateOut.model_validate(gates.gate_dict(gates.evaluate(db, project))),
+        gate=GateOut.model_validate(gates.evaluate(db, project)),
     )
 
 

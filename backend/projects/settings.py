@@ -34,7 +34,7 @@ class _Settings(RequestModel):
 
 
 class SemiAutomaticGate(_Settings):
-    """Thresholds to enter the semi-automatic stage (conditions in backend/dashboard/gates.py)."""
+    """Thresholds to enter the semi-automatic stage (conditions in backend/stages/gates.py)."""
 
     min_masks: int = Field(1000, ge=0, le=MAX_COUNT, description="masks annotated in the assisted-manual stage")
     min_done_share: float = Field(0.0, ge=0, le=1, description="share of images done in the assisted-manual stage")

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import delete, text, update
 
 from backend.cli import main
-from backend.dashboard import gates, service
+from backend.dashboard import service
 from backend.dashboard.rollups import rebuild_rollups
+from backend.stages import gates
+from backend.stages import service as stages
 from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Role, Stage, User
 
 TABLES = {
@@ -228,14 +230,14 @@ def test_image_rollup_follows_claims_stage_marks_and_the_stage_move(db, project,
     }
     # done in the current stage: status done (2) or stage_done (img0, img1) -> img0, img1, late = 3 of 4
     condition = next(c for c in gates.DEFAULT_GATES[Stage.semi_automatic] if c.kind == "done_share")
-    assert gates._measure(db, project, condition) == pytest.approx(3 / 4)
+    assert gates.measure(db, project, condition) == pytest.approx(3 / 4)
 
     project.settings = {"gates": {"semi_automatic": {k: 0 for k in ("min_masks", "min_detectors")}}}
     db.commit()
-    gates.advance_stage(db, project, Stage.semi_automatic)  # Core UPDATE of every image
+    stages.advance_stage(db, project, Stage.semi_automatic)  # Core UPDATE of every image
     incremental = snapshot(db)
     assert [r[2:4] for r in incremental["image_stats"]] == [("new", 4)]
     rebuild_rollups(db, project.id)
     db.commit()
     assert snapshot(db) == incremental
-    assert gates._measure(db, project, condition) == pytest.approx(2 / 4)  # stage_done only, now history
+    assert gates.measure(db, project, condition) == pytest.approx(2 / 4)  # stage_done only, now history

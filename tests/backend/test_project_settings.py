@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.dashboard.gates import DEFAULT_GATES
 from backend.projects.settings import GateSettings, ProjectSettings
+from backend.stages.gates import DEFAULT_GATES
 from backend.tables import Project, Role
 
 INVALID = [

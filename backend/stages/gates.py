@@ -1,28 +1,23 @@
-"""Stage gates: what must hold before a project moves to its next stage, as data, and the move itself.
+"""Stage gates: what must hold before a project moves to its next stage, as data, measured now.
 
-The gates are `DEFAULT_GATES` (one entry per target stage, a list of conditions). Each threshold is a
-project setting, ``gates.<target stage>.<condition key>`` (e.g. ``{"gates": {"semi_automatic":
-{"min_masks": 50}}}``), typed, bounded and defaulted by `backend.projects.settings.GateSettings`.
-Each condition kind is one small SQL count (masks and images come from the `mask_totals` /
-`image_stats` rollups); the dashboard shows every condition with its current value, and
-`advance_stage` refuses (409) while one does not hold.
-
-Moving on resets every image's status to ``new`` (statuses are per current stage; what was finished in
-earlier stages stays in ``images.stage_done``) and drops the locks.
+The stages run in `ORDER`. The gates are `DEFAULT_GATES` (one entry per target stage, a list of
+conditions). Each threshold is a project setting, ``gates.<target stage>.<condition key>`` (e.g.
+``{"gates": {"semi_automatic": {"min_masks": 50}}}``), typed, bounded and defaulted by
+`backend.projects.settings.GateSettings`. Each condition kind is one small SQL count (masks and images
+come from the `mask_totals` / `image_stats` rollups); the dashboard shows every condition with its
+current value, and the move (`backend.stages.service.advance_stage`) refuses while one does not hold.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.projects.settings import project_settings
 from backend.tables import (
     DetectorVersion,
-    Image,
     ImageStat,
     ImageStatus,
     MaskTotal,
@@ -93,14 +88,6 @@ class Gate:
         return self.to_stage is not None and all(c.holds for c in self.conditions)
 
 
-class GateClosed(Exception):
-    """The next stage's gate does not hold (the message lists what is missing)."""
-
-
-class BadStageMove(ValueError):
-    """The requested stage is not the project's next stage."""
-
-
 def next_stage(stage: Stage) -> Stage | None:
     i = ORDER.index(stage)
     return ORDER[i + 1] if i + 1 < len(ORDER) else None
@@ -111,7 +98,8 @@ def threshold(project: Project, to_stage: Stage, condition: Condition) -> float:
     return float(getattr(getattr(project_settings(project).gates, to_stage.value), condition.key))
 
 
-def _measure(db: Session, project: Project, condition: Condition) -> float:
+def measure(db: Session, project: Project, condition: Condition) -> float:
+    """The current value of `condition` in `project` (compared with its threshold by `evaluate`)."""
     if condition.kind == "masks_in_stage":
         assert condition.stage is not None
         return float(
@@ -173,52 +161,6 @@ def evaluate(db: Session, project: Project) -> Gate:
     states = []
     for condition in DEFAULT_GATES[to_stage]:
         required = threshold(project, to_stage, condition)
-        actual = _measure(db, project, condition)
+        actual = measure(db, project, condition)
         states.append(ConditionState(condition.key, condition.label, required, actual, actual >= required))
     return Gate(project.stage, to_stage, states)
-
-
-def advance_stage(db: Session, project: Project, to_stage: Stage) -> Project:
-    """Move `project` to `to_stage` (its next stage) if the gate holds; reset image statuses and locks.
-
-    Raises:
-        BadStageMove: `to_stage` is not the next stage.
-        GateClosed: a condition does not hold.
-    """
-    expected = next_stage(project.stage)
-    if to_stage != expected:
-        raise BadStageMove(
-            f"project is in stage {project.stage.value}; the next stage is "
-            f"{expected.value if expected else 'none (done)'}, not {to_stage.value}"
-        )
-    gate = evaluate(db, project)
-    missing = [c for c in gate.conditions if not c.holds]
-    if missing:
-        raise GateClosed(
-            "gate to "
-            + to_stage.value
-            + " does not hold: "
-            + "; ".join(f"{c.label}: {_fmt(c.actual)} < {_fmt(c.required)}" for c in missing)
-        )
-    db.execute(
-        update(Image)
-        .where(Image.project_id == project.id)
-        .values(status=ImageStatus.new, assignee_id=None, locked_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    project.stage = to_stage
-    db.commit()
-    return project
-
-
-def _fmt(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:.3g}"
-
-
-def gate_dict(gate: Gate) -> dict[str, Any]:
-    return {
-        "from_stage": gate.from_stage,
-        "to_stage": gate.to_stage,
-        "holds": gate.holds,
-        "conditions": [c.__dict__ for c in gate.conditions],
-    }
