@@ -1,15 +1,14 @@
 """Export archives generated incrementally: a tar stream whose bytes leave as each image is added.
 
 `export_chunks` yields the archive piece by piece (the HTTP response streams them; the export job
-writes them to a file), so memory holds one image's JSON (and file) at a time, never the whole
-archive. Uncompressed tar (``w|``): images are already compressed and a stream needs no seeking.
+writes them to a file), so memory holds one image's files at a time, never the whole archive.
+Uncompressed tar (``w|``): images are already compressed and a stream needs no seeking.
 
-Layout (see `formats` for the JSON):
-- sa1b: ``sa1b/<image id>.json`` per image, then (``include_images``) ``images/<name>`` next to it
-  (`formats.member_name`: unique, ASCII, at most 100 bytes, whatever the upload was called);
-- coco: ``annotations/instances.json``, then the images. A tar member's size comes before its
-  bytes, so the instances file is first written to a temporary file on the storage filesystem,
-  image by image, and streamed from there.
+The format's module (`formats.EXPORTERS`, one per format) writes the members through an `Archive`
+and yields after each image; this module turns each yield into a chunk and a progress step. Files
+that list every image (COCO's instances JSON, YOLO's ``data.yaml``) come last: a tar member's size
+comes before its bytes, so they are first written to a temporary file on the storage filesystem,
+image by image (`Archive.spool`), and added at the end.
 """
 
 from __future__ import annotations
@@ -17,18 +16,18 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 from sqlalchemy.orm import Session
 
-from backend.exchange import formats
+from backend.exchange import source
+from backend.exchange.formats import EXPORTERS, ExportOptions, Fidelity
 from backend.storage import LocalStorage
 
 Progress = Callable[[float], None]
+FIDELITY = "fidelity.json"  # the IoU each mask kept, in formats that do not hold masks exactly
 
 
 class _Sink(io.RawIOBase):
@@ -41,7 +40,7 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:  # type: ignore[override]  # RawIOBase types it as a buffer
         self._chunks.append(bytes(data))
         return len(data)
 
@@ -51,21 +50,42 @@ class _Sink(io.RawIOBase):
         return data
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), mtime, 0o644
-    tar.addfile(info, io.BytesIO(data))
+class Archive:
+    """The members of one export, written in order to a tar stream."""
 
+    def __init__(self, tar: tarfile.TarFile, storage: LocalStorage, include_images: bool) -> None:
+        self._tar, self._storage, self._mtime = tar, storage, time.time()
+        self.include_images = include_images
+        self._spooled: list[Path] = []
 
-def _add_file(tar: tarfile.TarFile, name: str, path: Path, mtime: float) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = path.stat().st_size, mtime, 0o644
-    with path.open("rb") as f:
-        tar.addfile(info, f)
+    def add_bytes(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), self._mtime, 0o644
+        self._tar.addfile(info, io.BytesIO(data))
 
+    def add_json(self, name: str, document: object) -> None:
+        self.add_bytes(name, json.dumps(document, separators=(",", ":")).encode())
 
-def _json(document: object) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    def add_file(self, name: str, path: Path) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = path.stat().st_size, self._mtime, 0o644
+        with path.open("rb") as f:
+            self._tar.addfile(info, f)
+
+    def add_image(self, folder: str, item: source.ExportImage) -> None:
+        """The image's stored bytes as ``<folder><name>``, when the export includes images."""
+        if self.include_images:
+            self.add_file(folder + item.name, self._storage.path(item.image.storage_key))
+
+    def spool(self) -> Path:
+        """A temporary file for a member written image by image; deleted when the export ends."""
+        path = self._storage.temp_path()
+        self._spooled.append(path)
+        return path
+
+    def close(self) -> None:
+        for path in self._spooled:
+            path.unlink(missing_ok=True)
 
 
 def export_chunks(
@@ -75,67 +95,32 @@ def export_chunks(
     fmt: str,
     include_images: bool,
     progress: Progress | None = None,
+    options: ExportOptions | None = None,
+    fidelity: Fidelity | None = None,
 ) -> Iterator[bytes]:
-    """The tar archive of the project in `fmt` ("sa1b" | "coco"), as consecutive byte chunks.
+    """The tar archive of the project in `fmt` (a key of `formats.EXPORTERS`), as consecutive byte chunks.
 
-    `progress(fraction)` is called after each image (0 < fraction <= 1).
+    `progress(fraction)` is called after each image (0 < fraction <= 1); `fidelity` (when given: the
+    caller reads it afterwards) receives the IoU each mask keeps in formats that do not hold masks exactly (polygons, one label
+    per pixel), which the archive also holds as its last member, `FIDELITY`.
     """
-    if fmt not in formats.FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(formats.FORMATS)}")
-    total = max(formats.count_images(db, project_id), 1) * (2 if fmt == "coco" and include_images else 1)
-    done = 0
-
-    def step() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(min(done / total, 1.0))
-
-    mtime = time.time()
+    if fmt not in EXPORTERS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORTERS)}")
+    total = max(source.count_images(db, project_id), 1)
     sink = _Sink()
     tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)
-    instances: Path | None = None
+    archive = Archive(tar, storage, include_images)
     try:
-        if fmt == "coco":
-            instances = storage.temp_path(".json")
-            with instances.open("wb") as out:
-                _write_coco(db, project_id, out, step)
-            _add_file(tar, "annotations/instances.json", instances, mtime)
+        done = 0
+        fidelity = fidelity if fidelity is not None else Fidelity()
+        for _ in EXPORTERS[fmt](archive, source.iter_images(db, project_id), options or ExportOptions(), fidelity):
+            done += 1
+            if progress is not None:
+                progress(min(done / total, 1.0))
             yield sink.drain()
-        for item in formats.iter_images(db, project_id):
-            if fmt == "sa1b":
-                _add_bytes(tar, f"sa1b/{item.image.id}.json", _json(formats.sa1b_document(item)), mtime)
-            if include_images:
-                _add_file(tar, formats.IMAGES_DIR + item.name, storage.path(item.image.storage_key), mtime)
-            if fmt == "sa1b" or include_images:
-                step()
-            yield sink.drain()
+        if (summary := fidelity.summary()) is not None:
+            archive.add_json(FIDELITY, summary)
         tar.close()
         yield sink.drain()
     finally:
-        if instances is not None:
-            instances.unlink(missing_ok=True)
-
-
-def _write_coco(db: Session, project_id: int, out: IO[bytes], step: Callable[[], None]) -> None:
-    """COCO instances JSON, written image by image: images and annotations go to two temporary
-    streams first (the JSON lists them apart) and are joined at the end."""
-    images = io.BytesIO()
-    with _spool() as annotations:
-        for item in formats.iter_images(db, project_id):
-            images.write((b"," if images.tell() else b"") + _json(formats.coco_image(item)))
-            for mask in item.masks:
-                annotations.write((b"," if annotations.tell() else b"") + _json(formats.coco_annotation(mask)))
-            step()
-        out.write(b'{"info":' + _json({"description": f"data engine project {project_id}", "version": "1.0"}))
-        out.write(b',"licenses":[],"categories":' + _json([formats.CATEGORY]))
-        out.write(b',"images":[' + images.getvalue() + b'],"annotations":[')
-        annotations.seek(0)
-        while chunk := annotations.read(1 << 20):
-            out.write(chunk)
-        out.write(b"]}")
-
-
-def _spool() -> IO[bytes]:
-    """A temporary binary file kept in memory up to 64 MiB."""
-    return tempfile.SpooledTemporaryFile(max_size=64 << 20)
+        archive.close()

@@ -1,22 +1,24 @@
-"""Export and import endpoints.
+"""Export and import endpoints (formats: `backend.exchange.formats`).
 
-- ``GET /api/projects/{id}/export?format=sa1b|coco&include_images=false``: the archive as a streamed
-  tar (managers, ML engineers). A project with more than ``settings.export_stream_max_images`` images gets 409
-  naming the job endpoint instead: one request should not hold a worker thread for hours.
-- ``POST /api/projects/{id}/exports`` `{format, include_images}` → 202 `JobOut` (managers, ML
-  engineers); when it succeeds its ``result.download_url`` is
+- ``GET /api/projects/{id}/export?format=...&include_images=false&polygon_tolerance=0.5``: the
+  archive as a streamed tar (managers, ML engineers). A project with more than
+  ``settings.export_stream_max_images`` images gets 409 naming the job endpoint instead: one request
+  should not hold a worker thread for hours.
+- ``POST /api/projects/{id}/exports`` `{format, include_images, polygon_tolerance}` → 202 `JobOut`
+  (managers, ML engineers); when it succeeds its ``result.download_url`` is
 - ``GET /api/exports/{job_id}/file``: the archive the job wrote.
-- ``POST /api/projects/{id}/import/coco`` (body: COCO instances JSON; managers, ML engineers) →
-  counts; 422 naming the offending annotations, and nothing stored, when anything is wrong.
+- ``POST /api/projects/{id}/import/{format}`` (body: the annotation file, or a zip/tar of files;
+  ``format`` ``auto`` detects it; managers, ML engineers) → counts per file; 422 naming each problem's
+  file and place (``errors``), and nothing stored, when anything is wrong.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import (
@@ -28,10 +30,13 @@ from backend.api.deps import (
     StorageDep,
     job_for,
 )
+from backend.api.errors import ErrorItem, ErrorOut
 from backend.api.types import RequestModel
-from backend.exchange import formats
+from backend.exchange import formats, source
 from backend.exchange.archive import export_chunks
-from backend.exchange.coco_import import CocoImportError, import_coco
+from backend.exchange.formats.common import DEFAULT_TOLERANCE, ExportOptions
+from backend.exchange.importing import ImportRefused, import_upload, read_upload
+from backend.exchange.polygons import MAX_TOLERANCE
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.tables import Job
@@ -40,18 +45,33 @@ from backend.tables.enums import JobStatus
 router = APIRouter(tags=["exchange"])
 
 ExportJob = Annotated[Job, Depends(job_for(*JOB_STARTERS))]
-Format = Literal["sa1b", "coco"]
+Format = Literal["sa1b", "coco", "coco_polygons", "yolo", "voc", "png"]
+ImportFormat = Literal["auto", "coco", "yolo", "cvat", "label_studio", "labelme", "png"]
+Tolerance = Annotated[
+    float,
+    Field(ge=0, le=MAX_TOLERANCE, description="polygon formats: Douglas-Peucker tolerance in pixels (0: exact)"),
+]
 
 
 class ExportIn(RequestModel):
     format: Format = "sa1b"
     include_images: bool = False
+    polygon_tolerance: Tolerance = DEFAULT_TOLERANCE
+
+
+class FileOut(BaseModel):
+    file: str
+    masks: int
+    images: int
+    skipped: dict[str, int]  # shapes that are not masks (polylines, keypoints, ...), by kind
 
 
 class ImportOut(BaseModel):
+    format: str
     imported: int
     already_present: int
     images: int
+    files: list[FileOut]
 
 
 def _archive_name(project_id: int, fmt: str) -> str:
@@ -71,8 +91,9 @@ def export_project(
     storage: StorageDep,
     format: Format = "sa1b",
     include_images: bool = False,
+    polygon_tolerance: Annotated[float, Query(ge=0, le=MAX_TOLERANCE)] = DEFAULT_TOLERANCE,
 ) -> StreamingResponse:
-    count = formats.count_images(db, project.id)
+    count = source.count_images(db, project.id)
     if count > settings.export_stream_max_images:
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
@@ -83,10 +104,11 @@ def export_project(
         )
     sessions = request.app.state.session_factory
     project_id = project.id
+    options = ExportOptions(polygon_tolerance=polygon_tolerance)
 
     def chunks():  # its own session: the request's closes when the route returns
         with sessions() as session:
-            yield from export_chunks(session, storage, project_id, format, include_images)
+            yield from export_chunks(session, storage, project_id, format, include_images, options=options)
 
     return StreamingResponse(
         chunks(),
@@ -100,7 +122,12 @@ def start_export(
     project: ProjectForJobStarter, body: ExportIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> JobOut:
     job = jobs.create_job(db, "export", project.id, user.id, message=f"{body.format} export queued")
-    job.result = {**job.result, "format": body.format, "include_images": body.include_images}
+    job.result = {
+        **(job.result or {}),
+        "format": body.format,
+        "include_images": body.include_images,
+        "polygon_tolerance": body.polygon_tolerance,
+    }
     jobs.submit(db, job, settings)
     db.refresh(job)
     return JobOut.model_validate(job)
@@ -117,17 +144,50 @@ def download_export(job: ExportJob, storage: StorageDep) -> FileResponse:
             status_code=status.HTTP_409_CONFLICT, detail=f"export {job_id} is not ready (job status {job.status.value})"
         )
     return FileResponse(
-        storage.path(key), media_type="application/x-tar", filename=_archive_name(job.project_id, job.result["format"])
+        storage.path(key),
+        media_type="application/x-tar",
+        filename=_archive_name(job.project_id, (job.result or {})["format"]),
     )
 
 
-@router.post("/api/projects/{project_id}/import/coco", status_code=status.HTTP_201_CREATED)
-async def import_coco_file(
-    project: ProjectForJobStarter, request: Request, db: SessionDep, user: CurrentUser
-) -> ImportOut:
+def _refused(fmt: str, error: ImportRefused) -> JSONResponse:
+    items = [
+        ErrorItem(loc=[p.file, p.where] if p.where else [p.file], msg=p.message, type="import") for p in error.problems
+    ]
+    detail = f"{fmt} import refused, nothing imported: {error}"
+    return JSONResponse(ErrorOut(detail=detail, errors=items).model_dump(), status_code=422)
+
+
+def _import(db, project, user, body: bytes, fmt: str) -> ImportOut:
+    if fmt == "auto":
+        detected = formats.detect(read_upload(body))
+        if detected is None:
+            raise ImportRefused.single(
+                "upload",
+                f"its format is none of {', '.join(formats.IMPORTERS)}: name it in the path (/import/<format>)",
+            )
+        fmt = detected
+    report = import_upload(db, project, user, body, fmt, formats.IMPORTERS[fmt])
+    return ImportOut(
+        format=report.format,
+        imported=report.imported,
+        already_present=report.already_present,
+        images=report.images,
+        files=[FileOut(file=f.file, masks=f.masks, images=f.images, skipped=f.skipped) for f in report.files],
+    )
+
+
+@router.post(
+    "/api/projects/{project_id}/import/{format}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImportOut,
+    responses={422: {"model": ErrorOut, "description": "refused: `errors` names each problem's file and place"}},
+)
+async def import_file(
+    project: ProjectForJobStarter, format: ImportFormat, request: Request, db: SessionDep, user: CurrentUser
+) -> ImportOut | JSONResponse:
     body = await request.body()
     try:
-        result = await run_in_threadpool(import_coco, db, project, user, body)
-    except CocoImportError as error:
-        raise HTTPException(status_code=422, detail=f"COCO import refused, nothing imported: {error}") from None
-    return ImportOut(imported=result.imported, already_present=result.already_present, images=result.images)
+        return await run_in_threadpool(_import, db, project, user, body, format)
+    except ImportRefused as error:
+        return _refused(format, error)

@@ -1,9 +1,10 @@
 """Celery task `auto.export_project`: a project's export archive written to storage, with progress.
 
 For projects too large to stream in one request. The job's ``result`` holds its inputs (``format``,
-``include_images``); the archive is written to a temporary file and renamed into place at
+``include_images``, ``polygon_tolerance``); the archive is written to a temporary file and renamed into place at
 ``exports/<project id>/<job id>-<format>.tar``, so a crashed run leaves no half archive under that
-key and a rerun simply writes it again. The result says where to download it.
+key and a rerun simply writes it again. The result says where to download it and, for formats that
+do not hold masks exactly (polygons, one label per pixel), the IoU each mask kept (``fidelity``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from backend.exchange.archive import export_chunks
+from backend.exchange.formats import POLYGON_FORMATS, ExportOptions, Fidelity
+from backend.exchange.formats.common import DEFAULT_TOLERANCE
 from backend.jobs.runner import JobContext, run_job
 from backend.storage import LocalStorage
 from backend.tables import Job
@@ -35,6 +38,8 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
     db = ctx.db
     job = db.get(Job, ctx.job_id)
     fmt, include_images = job.result["format"], bool(job.result.get("include_images", False))
+    options = ExportOptions(polygon_tolerance=float(job.result.get("polygon_tolerance", DEFAULT_TOLERANCE)))
+    fidelity = Fidelity()
     project_id = job.project_id
     storage = LocalStorage(ctx.settings.storage_path)
     key = export_key(project_id, job.id, fmt)
@@ -48,7 +53,7 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
     tmp = storage.temp_path(".tar")
     try:
         with tmp.open("wb") as out:
-            for chunk in export_chunks(db, storage, project_id, fmt, include_images, progress):
+            for chunk in export_chunks(db, storage, project_id, fmt, include_images, progress, options, fidelity):
                 out.write(chunk)
         size = tmp.stat().st_size
         storage.put_file(key, tmp)
@@ -60,4 +65,6 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
         "storage_key": key,
         "download_url": download_url(job.id),
         "bytes": size,
+        **({"polygon_tolerance": options.polygon_tolerance} if fmt in POLYGON_FORMATS else {}),
+        "fidelity": fidelity.summary(),
     }

@@ -156,7 +156,14 @@ def test_coco_export_import_round_trip_is_pixel_identical(client, db, project, m
     body = members["annotations/instances.json"]
     imported = client.post(f"/api/projects/{other['id']}/import/coco", content=body, headers=manager_headers)
     assert imported.status_code == 201, imported.text
-    assert imported.json() == {"imported": len(originals), "already_present": 0, "images": 2}
+    report = imported.json()
+    assert (report["format"], report["imported"], report["already_present"], report["images"]) == (
+        "coco",
+        len(originals),
+        0,
+        2,
+    )
+    assert report["files"] == [{"file": "upload", "masks": len(originals), "images": 2, "skipped": {}}]
     db.expire_all()
     for old, new in zip((a, b), (db.get(Image, i) for i in new_ids)):
         assert new.file_name == old.file_name
@@ -167,8 +174,12 @@ def test_coco_export_import_round_trip_is_pixel_identical(client, db, project, m
             assert (y.source, y.predicted_iou, y.stability_score) == (x.source, x.predicted_iou, x.stability_score)
             assert y.bbox == x.bbox and y.area == x.area and y.project_id == other["id"]
 
-    again = client.post(f"/api/projects/{other['id']}/import/coco", content=body, headers=manager_headers)
-    assert again.json() == {"imported": 0, "already_present": len(originals), "images": 0}
+    again = client.post(f"/api/projects/{other['id']}/import/auto", content=body, headers=manager_headers)
+    assert (again.json()["format"], again.json()["imported"], again.json()["already_present"]) == (
+        "coco",
+        0,
+        len(originals),
+    )
 
 
 def test_large_project_exports_as_a_job(client, db, project, manager_headers, filled, settings, eager):
@@ -221,12 +232,12 @@ def test_coco_import_polygons_and_bad_input(client, db, project, manager_headers
         "unknown image": (
             [*images, {"id": 8, "file_name": "nowhere.jpg"}],
             [square, {"id": 3, "image_id": 8, "segmentation": square["segmentation"]}],
-            "annotation 3: image file_name 'nowhere.jpg' is not an image of this project",
+            "upload annotation 3: image 'nowhere.jpg' is not an image of this project",
         ),
         "image not listed": (
             images,
             [good_rle, {"id": 4, "image_id": 99, "segmentation": square["segmentation"]}],
-            "annotation 4: image_id 99 is not in the file's images",
+            "upload annotation 4: image_id 99 is not in the file's images",
         ),
         "rle overruns": (
             images,
@@ -271,8 +282,9 @@ def test_coco_import_polygons_and_bad_input(client, db, project, manager_headers
     ok = client.post(url, content=_instances(images, [square, good_rle]), headers=manager_headers)
     assert ok.status_code == 201, ok.text
     assert ok.json()["imported"] == 2
-    masks = {m.prompts["import"]["annotation_id"]: m for m in db.scalars(select(Mask))}
-    assert masks[1].area == pytest.approx(40 * 40, rel=0.1) and masks[1].source == "manual"
+    masks = {m.provenance["annotation_id"]: m for m in db.scalars(select(Mask))}
+    assert masks[1].provenance == {"origin": "imported", "format": "coco", "file": "upload", "annotation_id": 1}
+    assert masks[1].area == pytest.approx(40 * 40, rel=0.1) and masks[1].source == "imported"
     assert masks[2].area == 25 and masks[2].bbox == [0.0, 0.0, 5.0, 5.0]
 
 
@@ -326,4 +338,4 @@ def test_export_is_generated_image_by_image(db, project, filled, settings):
         [f"sa1b/{a.id}.json", f"images/{a.id}_{a.file_name}", f"sa1b/{b.id}.json", f"images/{b.id}_{b.file_name}"]
     )
     with pytest.raises(ValueError, match="unknown export format"):
-        next(export_chunks(db, LocalStorage(settings.storage_path), project.id, "voc", False))
+        next(export_chunks(db, LocalStorage(settings.storage_path), project.id, "xml", False))
