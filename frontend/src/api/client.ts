@@ -2,25 +2,13 @@
  * Typed client for our REST API. The only module that knows URLs and the bearer token.
  * Errors surface as `ApiError` carrying the server's `detail` message, so pages can show it as is.
  */
-import type {
-  Embedding,
-  ImageInfo,
-  MaskCreate,
-  MaskOut,
-  ModelVersion,
-  Project,
-  User,
-} from "./types";
+import type { Embedding, ImageInfo, MaskCreate, MaskOut, ModelVersion, Project, Schema, User } from "./types";
 
 const TOKEN_KEY = "dataengine.token";
 
 /** One problem of a request that failed validation: `loc` is the path into it, e.g.
  * ["body", "settings", "review_fraction"] (backend/api/errors.py). */
-export interface ErrorItem {
-  loc: (string | number)[];
-  msg: string;
-  type: string;
-}
+export type ErrorItem = Schema<"ErrorItem">;
 
 export class ApiError extends Error {
   constructor(
@@ -106,7 +94,7 @@ export function send(method: "POST" | "PATCH" | "PUT" | "DELETE", body?: unknown
 
 export async function login(username: string, password: string): Promise<void> {
   const form = new URLSearchParams({ username, password });
-  const out = await json<{ access_token: string }>("/api/auth/token", { method: "POST", body: form });
+  const out = await json<Schema<"Token">>("/api/auth/token", { method: "POST", body: form });
   setToken(out.access_token);
 }
 

@@ -1,15 +1,11 @@
 /** A project's images (backend/images/router.py): upload in batches, the paged list, delete, assign. */
 import { json, postFormWithProgress, request, send } from "./client";
 import type { Job } from "./jobs";
-import type { ImageInfo, ImageStatus } from "./types";
+import type { ImageInfo, ImageStatus, Schema } from "./types";
 
 /** One upload request's answer with `partial=true`: each file is stored, a duplicate of a stored
  * image, or refused with the reason; the good files of a batch are stored whatever the others are. */
-export interface UploadResult {
-  images: ImageInfo[];
-  duplicates: { file_name: string; image_id: number }[];
-  refused?: { file_name: string; reason: string }[];
-}
+export type UploadResult = Schema<"UploadOut">;
 
 export interface ImageFilter {
   status?: ImageStatus;
@@ -44,12 +40,12 @@ export async function deleteImage(imageId: number): Promise<void> {
 
 /** Assigns the image to an annotator of the project (null: to nobody). */
 export const assignImage = (imageId: number, userId: number | null) =>
-  json<ImageInfo>(`/api/images/${imageId}/assign`, send("POST", { user_id: userId }));
+  json<ImageInfo>(`/api/images/${imageId}/assign`, send("POST", { user_id: userId } satisfies Schema<"AssignIn">));
 
 export const startEmbedding = (projectId: number) => json<Job>(`/api/projects/${projectId}/embed`, send("POST"));
 
 /** The thumbnail as an object URL (an <img> cannot send our token); the caller revokes it. */
 export async function thumbnailUrl(image: ImageInfo): Promise<string> {
-  const blob = await (await request(image.thumbnail_url ?? `/api/images/${image.id}/thumbnail`)).blob();
+  const blob = await (await request(image.thumbnail_url)).blob();
   return URL.createObjectURL(blob);
 }

@@ -1,26 +1,15 @@
 /**
- * Background jobs (backend/jobs/schemas.py is the source of truth): the latest of a kind, and
- * following one live over Server-Sent Events. Shared by every page that starts or shows a job.
+ * Background jobs (backend/jobs/schemas.py): the latest of a kind, and following one live over
+ * Server-Sent Events. Shared by every page that starts or shows a job.
  */
 import { ApiError, json } from "./client";
+import type { Schema } from "./types";
 
 const RECONNECT_MS = 2000;
 
-export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
-
-export interface Job {
-  id: number;
-  project_id: number | null;
-  kind: string;
-  status: JobStatus;
-  /** 0..1 */
-  progress: number;
-  message: string;
-  error: string | null;
-  result: Record<string, unknown> | null;
-  created_at: string;
-  finished_at: string | null;
-}
+export type JobStatus = Schema<"JobStatus">;
+/** `progress` 0..1; `result` is the kind's own (e.g. a training round's loss curve). */
+export type Job = Schema<"JobOut">;
 
 export const isLive = (job: Pick<Job, "status">): boolean => job.status === "queued" || job.status === "running";
 
@@ -46,7 +35,7 @@ export function followJob<J extends Pick<Job, "id" | "status">>(
   const connect = async () => {
     let ticket: string;
     try {
-      ticket = (await json<{ ticket: string }>(`/api/jobs/${jobId}/events/ticket`, { method: "POST" })).ticket;
+      ticket = (await json<Schema<"EventsTicket">>(`/api/jobs/${jobId}/events/ticket`, { method: "POST" })).ticket;
     } catch (error) {
       if (!stopped && !(error instanceof ApiError && error.status < 500)) setTimeout(connect, RECONNECT_MS);
       return;

@@ -1,21 +1,17 @@
 /** Projects and their members (backend/projects/router.py). */
 import { json, request, send } from "./client";
-import type { Member, Project, Role, User } from "./types";
+import type { Member, Project, Role, Schema, User } from "./types";
 
-/** What a PATCH may carry: only what changed; `settings` merges key by key on the server. */
-export interface ProjectPatch {
-  name?: string;
-  description?: string;
-  archived?: boolean;
-  /** Nested like `ProjectSettings`, holding only the keys that changed. */
-  settings?: SettingsPatch;
-}
+/** Settings as the settings page builds them, by a key path each: nested like the server's
+ * `ProjectSettings`, holding only the keys that changed (the server checks each, 422 naming it). */
 export type SettingsPatch = { [key: string]: number | boolean | null | SettingsPatch };
+/** What a PATCH may carry: only what changed; `settings` merges key by key on the server. */
+export type ProjectPatch = Omit<Schema<"ProjectUpdate">, "settings"> & { settings?: SettingsPatch };
 
 export const listProjects = (includeArchived = false) =>
   json<Project[]>(`/api/projects${includeArchived ? "?include_archived=true" : ""}`);
 
-export const createProject = (body: { name: string; description: string; settings: SettingsPatch }) =>
+export const createProject = (body: Omit<Schema<"ProjectCreate">, "settings"> & { settings?: SettingsPatch }) =>
   json<Project>("/api/projects", send("POST", body));
 
 export const updateProject = (projectId: number, patch: ProjectPatch) =>
@@ -27,10 +23,11 @@ export const listMembers = (projectId: number) => json<Member[]>(members(project
 
 /** `roleInProject` null: their global role applies in the project. */
 export const addMember = (projectId: number, userId: number, roleInProject: Role | null) =>
-  json<Member>(members(projectId), send("POST", { user_id: userId, role_in_project: roleInProject }));
+  json<Member>(members(projectId), send("POST", { user_id: userId, role_in_project: roleInProject } satisfies Schema<"MemberAdd">));
 
-export const changeMemberRole = (projectId: number, userId: number, roleInProject: Role | null) =>
-  json<Member>(`${members(projectId)}/${userId}`, send("PATCH", { role_in_project: roleInProject }));
+/** A member's role in the project changes, but is never cleared back to null (the server refuses it). */
+export const changeMemberRole = (projectId: number, userId: number, roleInProject: Role) =>
+  json<Member>(`${members(projectId)}/${userId}`, send("PATCH", { role_in_project: roleInProject } satisfies Schema<"MemberUpdate">));
 
 export async function removeMember(projectId: number, userId: number): Promise<void> {
   await request(`${members(projectId)}/${userId}`, send("DELETE"));

@@ -1,139 +1,40 @@
-/** Shapes of the REST API (see notes/backend_contract.md); the server is the source of truth. */
+/**
+ * The REST API's shapes under the names the pages use. Every one is the server's schema, taken from
+ * `schema.d.ts`, which `scripts/gen-api-types` generates from the backend's OpenAPI: a backend change
+ * regenerates it, and `npm run typecheck` then points at every usage the change broke. Write no copy
+ * of a schema here; what the server's schema leaves loose and the client knows tighter is said next
+ * to it, with why.
+ */
+import type { components } from "./schema";
 
-export type Role = "admin" | "manager" | "annotator" | "ml_engineer";
-export type Stage = "assisted_manual" | "semi_automatic" | "fully_automatic" | "done";
-export type MaskSource = "manual" | "detector" | "auto";
+type Schemas = components["schemas"];
+/** A schema by its server-side name, for the shapes only one API module uses: `Schema<"Token">`. */
+export type Schema<Name extends keyof Schemas> = Schemas[Name];
 
-export interface User {
-  id: number;
-  username: string;
-  role: Role;
-  is_active: boolean;
-  created_at: string;
-}
-
-/** The settings in effect (backend/projects/settings.py: defaults for what was not set). */
-export interface ProjectSettings {
-  review_fraction: number;
-  review_seed: number;
-  retrain_every_masks: number;
-  auto_promote: boolean;
-  retrain_params: {
-    steps: number;
-    lr: number;
-    batch_size: number;
-    held_out_fraction: number;
-    auto_promote: boolean | null;
-    min_masks: number;
-    max_clicks: number;
-    seed: number;
-  };
-  gates: {
-    semi_automatic: { min_masks: number; min_done_share: number; min_trained_models: number; min_detectors: number };
-    fully_automatic: { min_masks: number; min_trained_models: number };
-    done: { min_done_share: number };
-  };
-}
-
-export interface Project {
-  id: number;
-  name: string;
-  description: string;
-  stage: Stage;
-  settings: ProjectSettings;
-  archived?: boolean;
-  image_count: number;
-}
-
-export type ImageStatus = "new" | "in_progress" | "done";
-
-export interface ImageInfo {
-  id: number;
-  project_id: number;
-  file_name: string;
-  width: number;
-  height: number;
-  status: ImageStatus;
-  /** Who holds the claim (the live lock) now. */
-  assignee_id: number | null;
-  /** Who the image is reserved for (their next claim gives it to them), and their name. */
-  assigned_to?: number | null;
-  assigned_username?: string | null;
-  mask_count?: number;
-  thumbnail_url?: string;
-}
-
+export type Role = Schemas["Role"];
+export type User = Schemas["UserOut"];
+export type Project = Schemas["ProjectOut"];
+export type ImageStatus = Schemas["ImageStatus"];
+export type ImageInfo = Schemas["ImageOut"];
 /** A project member: `role_in_project` null means their global `role` applies there. */
-export interface Member {
-  user_id: number;
-  username: string;
-  role: Role;
-  role_in_project: Role | null;
-  added_at: string;
-}
-
-export interface ModelVersion {
-  id: number;
-  name: string;
-  architecture: string;
-  origin: "official" | "trained" | "untrained";
-  status: string;
-  /** The one-graph decoder: the fallback when the version has no split pair. */
-  decoder_url: string;
-  /** Split decoder (per-image graph run once per image, per-click graph per click); null for versions stored before it existed. */
-  image_graph_url: string | null;
-  click_graph_url: string | null;
-}
-
-/** COCO RLE: `counts` is the compressed string form; `size` is [height, width]. */
-export interface Rle {
-  size: [number, number];
-  counts: string;
-}
-
+export type Member = Schemas["MemberOut"];
+/** The project's active version as the annotate page loads it (GET /api/projects/{id}/model). */
+export type ModelVersion = Schemas["ProjectModelOut"];
 /** One click, in the ORIGINAL image frame (pixels, x right, y down); label 1 fg, 0 bg. */
-export interface Point {
-  x: number;
-  y: number;
-  label: 0 | 1;
-}
+export type Point = Schemas["PromptPoint"];
 
-/** A box [x0, y0, x1, y1] in the original image frame. */
-export type Box = readonly [number, number, number, number];
+/** COCO RLE in the compressed form (`counts` a string, `size` [height, width]): what the annotate page
+ * encodes, and what the server stores whatever it was sent. The request schema also takes uncompressed
+ * counts; this client never sends them. */
+export type Rle = Schemas["RleIn"] & { counts: string };
 
-export interface Prompts {
-  points: Point[];
-  box: Box | null;
-  /** Decoder token kept (0 single-mask, 1-3 the candidates), and the brush/eraser strokes applied after. */
-  candidate: number | null;
-  strokes: number;
-}
+/** A mask as this client saves it: its RLE always compressed. */
+export type MaskCreate = Omit<Schemas["MaskCreate"], "rle"> & { rle: Rle };
 
-export interface MaskCreate {
-  client_id: string;
-  rle: Rle;
-  prompts: Prompts;
-  seconds_spent: number;
-  clicks: number;
-  /** The saved mask of the image this one corrects: the server hides it (a pre-filled one counts as corrected). */
-  replaces_mask_id?: number;
-}
+/** A stored mask. The server's schema declares `rle` as any object; it is always the compressed form. */
+export type MaskOut = Omit<Schemas["MaskOut"], "rle"> & { rle: Rle };
 
-export interface MaskOut {
-  id: number;
-  client_id: string | null;
-  image_id: number;
-  rle: Rle;
-  bbox: [number, number, number, number];
-  area: number;
-  source: MaskSource;
-  stage: Stage;
-  predicted_iou: number | null;
-  prefill_outcome: string | null;
-  created_at: string;
-}
-
-/** The image embedding as served by GET /api/images/{id}/embedding. */
+/** The image embedding as served by GET /api/images/{id}/embedding (binary, its shape in headers). */
 export interface Embedding {
   /** float16 little-endian, C order, shape 1x256x64x64. */
   data: ArrayBuffer;

@@ -1,62 +1,39 @@
 /**
- * The ML engineer page's REST calls and their shapes (backend/model_versions/schemas.py,
- * backend/retraining/schemas.py and backend/jobs/schemas.py are the source of truth).
+ * The ML engineer page's REST calls (backend/model_versions/, backend/retraining/, backend/jobs/). The
+ * shapes are the server's schemas, but for the two JSON fields it declares as any object: a version's
+ * `metrics` and a training job's `result`, typed here as backend/retraining/tasks.py writes them.
  */
 import { json } from "../api/client";
+import type { Job } from "../api/jobs";
+import type { Schema } from "../api/types";
 
 export type Metrics = Record<string, number>;
 
-export interface ModelVersionRow {
-  id: number;
-  project_id: number | null;
-  parent_id: number | null;
-  name: string;
-  architecture: string;
-  origin: "official" | "trained" | "untrained";
-  status: string;
-  sha256: string | null;
-  metrics: { held_out?: Metrics; parent_held_out?: Metrics; final_loss?: number; training_seconds?: number };
-  data_snapshot: Record<string, unknown> | null;
-  hyperparameters: Record<string, unknown> | null;
-  created_at: string;
-  active: boolean;
-  decoder_url: string;
+/** A retrained version's metrics: on the round's held-out images, and its parent's on the same images. */
+interface VersionMetrics {
+  held_out?: Metrics;
+  parent_held_out?: Metrics;
+  final_loss?: number | null;
+  training_seconds?: number;
 }
 
-export interface TrainJob {
-  id: number;
-  kind: string;
-  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
-  progress: number;
-  message: string;
-  error: string | null;
-  result: {
-    step?: number;
-    total_steps?: number;
-    loss?: number;
-    eta_seconds?: number | null;
-    loss_curve?: [number, number][];
-    new_model_version_id?: number;
-    promoted?: boolean;
-    promotion?: string;
-  } | null;
+export type ModelVersionRow = Omit<Schema<"ModelVersionOut">, "metrics"> & { metrics: VersionMetrics };
+
+/** A training round's progress while it runs, then its outcome (the new version, promoted or why not). */
+interface TrainResult {
+  step?: number;
+  total_steps?: number;
+  loss?: number;
+  eta_seconds?: number | null;
+  loss_curve?: [number, number][];
+  new_model_version_id?: number;
+  promoted?: boolean;
+  promotion?: string;
 }
 
-export interface RetrainParams {
-  steps: number;
-  lr: number;
-  batch_size: number;
-  held_out_fraction: number;
-  auto_promote: boolean;
-  min_masks: number;
-}
-
-export interface Promotion {
-  model: ModelVersionRow;
-  previous_id: number | null;
-  embed_job: TrainJob | null;
-  embeddings_reused: number;
-}
+export type TrainJob = Omit<Job, "result"> & { result: TrainResult | null };
+export type RetrainParams = Schema<"RetrainParams">;
+export type Promotion = Schema<"PromotionOut">;
 
 const base = (p: number) => `/api/projects/${p}`;
 export const listVersions = (p: number) => json<ModelVersionRow[]>(`${base(p)}/model-versions`);

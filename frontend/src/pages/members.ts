@@ -18,8 +18,12 @@ const PROJECT_ROLES: [Role | "", string][] = [
   ["ml_engineer", "ML engineer"],
 ];
 
-function projectRoleSelect(name: string, selected: Role | null): HTMLSelectElement {
-  return h("select", { name }, ...PROJECT_ROLES.map(([value, label]) => h("option", { value, selected: value === (selected ?? "") }, label)));
+/** `clearable` false (a member's row): the server changes a role in the project but never clears it,
+ * so "their global role" only shows that none was set. */
+function projectRoleSelect(name: string, selected: Role | null, clearable = true): HTMLSelectElement {
+  const option = ([value, label]: [Role | "", string]) =>
+    h("option", { value, selected: value === (selected ?? ""), disabled: value === "" && !clearable }, label);
+  return h("select", { name }, ...PROJECT_ROLES.map(option));
 }
 
 const roleValue = (select: HTMLSelectElement): Role | null => (select.value === "" ? null : (select.value as Role));
@@ -48,10 +52,12 @@ export async function membersPage(root: HTMLElement, params: Record<string, stri
   };
 
   const row = (m: Member): HTMLElement => {
-    const role = projectRoleSelect("role_in_project", m.role_in_project);
+    const role = projectRoleSelect("role_in_project", m.role_in_project, false);
     role.disabled = !editable;
-    role.addEventListener("change", () =>
-      void attempt(() => changeMemberRole(projectId, m.user_id, roleValue(role)), `${m.username}'s role changed.`));
+    role.addEventListener("change", () => {
+      const chosen = roleValue(role);
+      if (chosen) void attempt(() => changeMemberRole(projectId, m.user_id, chosen), `${m.username}'s role changed.`);
+    });
     const remove = editable
       ? h("button", { "data-action": "remove", onclick: () => void attempt(() => removeMember(projectId, m.user_id), `${m.username} removed.`) }, "Remove")
       : null;
