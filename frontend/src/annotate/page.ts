@@ -555,7 +555,7 @@ class AnnotateController {
         rle: encodeRle(mask, height, width),
         prompts: {
           points: [...working.points],
-          box: working.box,
+          box: working.box && [...working.box],
           candidate: working.decoded ? working.candidate : null,
           strokes: working.strokes.length,
         },
@@ -570,7 +570,7 @@ class AnnotateController {
   private restorePending(body: MaskCreate): void {
     this.unsavedMasks.set(body.client_id, rleMask(body.rle)());
     this.saveState.set(body.client_id, "not saved yet");
-    if (body.replaces_mask_id !== undefined) this.replacing.set(body.client_id, body.replaces_mask_id);
+    if (body.replaces_mask_id != null) this.replacing.set(body.client_id, body.replaces_mask_id);
   }
 
   private onSave(event: SaveEvent): void {
