@@ -1,4 +1,4 @@
-"""The browser's COCO RLE (frontend/src/annotate/rle.ts) against pycocotools, byte for byte.
+"""The browser's COCO RLE (frontend/src/editor/rle.ts) against pycocotools, byte for byte.
 
 rle.ts is compiled with the frontend's own TypeScript and run by Node over masks chosen to hit the
 format's corners: empty, full, a first column that starts with foreground, single pixels, long runs
@@ -55,7 +55,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--target",
             "es2022",
             "--skipLibCheck",
-            str(FRONTEND / "src" / "annotate" / "rle.ts"),
+            str(FRONTEND / "src" / "editor" / "rle.ts"),
         ],
         check=True,
     )

@@ -8,27 +8,24 @@
  * Each decision is posted once: the page holds one request at a time, remembers the masks it decided,
  * and treats 409 (decided meanwhile, by someone else or by a request whose answer was lost) as done.
  * Skipping moves a cursor (`?after=<mask id>`): skipped masks stay pending and come back after
- * "start over".
+ * "start over". Fixing happens in the mask editor the annotate page uses too (editor/), which lives as
+ * long as the page: each mask opens in it, and the decoder loads at the first fix.
  */
 import * as api from "../api/client";
 import { ApiError } from "../api/client";
-import type { Point } from "../api/types";
 import { h } from "../dom";
+import { DecoderHost } from "../editor/decoder";
+import { MaskEditor } from "../editor/editor";
+import { inputSizeOf } from "../editor/mask_input";
+import { maskColour, type Size } from "../editor/masks";
+import { decodeRle, encodeRle } from "../editor/rle";
 import { frame } from "../layout";
-import { DecoderClient } from "../inference/decoder_client";
-import { maskColour, paintMask, type Size } from "../annotate/masks";
-import { inputSizeOf, maskLogits } from "../annotate/mask_input";
-import { encodeRle, decodeRle } from "../annotate/rle";
-import { AnnotateStore, candidateLogits, type Stroke } from "../annotate/store";
-import { AnnotateView, composeMask } from "../annotate/view";
 import type { Cleanup } from "../router";
 import { nextForReview, reviewMask, reviewSummary, type ReviewDecision, type ReviewItem } from "./api";
 
 type Mode = "loading" | "review" | "fix" | "done";
-type Tool = "points" | "brush" | "eraser";
 
 const AUTO_COLOUR_INDEX = 7;
-const FIX_COLOUR: [number, number, number] = [30, 144, 255];
 
 export async function reviewPage(root: HTMLElement, params: Record<string, string>): Promise<Cleanup> {
   const projectId = Number(params.projectId);
@@ -38,84 +35,27 @@ export async function reviewPage(root: HTMLElement, params: Record<string, strin
   return controller.cleanup;
 }
 
-/** The decoder, its graph loaded once per page and the embedding set once per image. */
-class LazyDecoder {
-  private client: DecoderClient | null = null;
-  private loaded: Promise<DecoderClient> | null = null;
-  private imageId: number | null = null;
-  private ready: Promise<{ decoder: DecoderClient; inputSize: Size }> | null = null;
-
-  constructor(private readonly projectId: number) {}
-
-  forImage(imageId: number): Promise<{ decoder: DecoderClient; inputSize: Size }> {
-    this.loaded ??= this.load();
-    if (this.imageId !== imageId || this.ready === null) {
-      this.imageId = imageId;
-      const loaded = this.loaded;
-      this.ready = (async () => {
-        const [decoder, embedding] = await Promise.all([loaded, api.fetchEmbedding(imageId)]);
-        await decoder.setEmbedding(embedding.data, embedding.originalSize, embedding.inputSize);
-        return { decoder, inputSize: embedding.inputSize };
-      })();
-      this.ready.catch(() => (this.ready = null)); // a failure is retried by the next click
-    }
-    return this.ready;
-  }
-
-  /** The worker cannot send our bearer token: the graphs are fetched here and handed over as blob URLs. */
-  private async load(): Promise<DecoderClient> {
-    const model = await api.getModel(this.projectId);
-    const split = model.click_graph_url !== null && model.image_graph_url !== null;
-    const graphs = await Promise.all((split ? [model.click_graph_url!, model.image_graph_url!] : [model.decoder_url]).map(api.fetchBytes));
-    const urls = graphs.map((bytes) => URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" })));
-    try {
-      this.client = new DecoderClient();
-      await this.client.load(urls[0], { imageGraphUrl: urls[1] });
-      return this.client;
-    } catch (error) {
-      this.loaded = null;
-      throw error;
-    } finally {
-      urls.forEach((url) => URL.revokeObjectURL(url));
-    }
-  }
-
-  terminate(): void {
-    this.client?.terminate();
-  }
-}
-
 class ReviewController {
   private mode: Mode = "loading";
   private busy = false;
   private item: ReviewItem | null = null;
   /** The auto mask, uint8 [h, w] row-major, original image frame. */
   private base: Uint8Array | null = null;
-  private originalSize: Size = [1, 1];
-  private inputSize: Size = [1, 1];
-  private view: AnnotateView | null = null;
   private bitmap: { imageId: number; bitmap: ImageBitmap } | null = null;
   private shownAt = 0;
   /** Masks this page decided: never posted again. */
   private readonly decided = new Set<number>();
   /** Skipped masks are those with ids up to this one. */
   private skipAfter = 0;
-  private readonly decoder: LazyDecoder;
-  private readonly store = new AnnotateStore();
-  private clickChain: Promise<void> = Promise.resolve();
-  private tool: Tool = "points";
-  private brushRadius = 5;
-  private cursor: [number, number] | null = null;
-  private stroke: Stroke | null = null;
+  private readonly decoders: DecoderHost;
+  private readonly editor: MaskEditor;
   private readonly disposers: (() => void)[] = [];
-  private viewDisposers: (() => void)[] = [];
 
   private readonly stage = h("div", { class: "stage", "data-testid": "stage" });
   private readonly summary = h("div", { "data-testid": "review-summary" }, "summary: loading…");
   private readonly itemInfo = h("div", { "data-testid": "review-item" });
   private readonly error = h("div", { class: "error", "data-testid": "review-error", role: "alert" });
   private readonly status = h("div", { class: "muted", "data-testid": "review-status", "aria-live": "polite" });
-  private readonly decoderStatus = h("div", { class: "muted", "data-testid": "decoder-status" });
   private readonly actions = h("div", { class: "row" });
   private readonly fixPanel = h("div", { "data-testid": "fix-panel" });
 
@@ -125,7 +65,8 @@ class ReviewController {
     main: HTMLElement,
     private readonly projectId: number,
   ) {
-    this.decoder = new LazyDecoder(projectId);
+    this.decoders = new DecoderHost(() => api.getModel(projectId));
+    this.editor = new MaskEditor(this.stage, this.decoders, { boxes: false, editing: false, paused: () => this.busy });
     main.append(
       h(
         "div",
@@ -139,29 +80,26 @@ class ReviewController {
           this.itemInfo,
           this.actions,
           this.fixPanel,
-          this.decoderStatus,
+          this.editor.status,
           this.status,
           this.error,
           h("div", { class: "muted" }, "A accept · R reject · F fix · S skip. Fixing: V points, B brush, E eraser, [ ] size, Ctrl+Z undo, Enter submit, Esc cancel."),
         ),
       ),
     );
-    this.listen(window, "keydown", (e) => this.onKey(e as KeyboardEvent));
-    this.listen(window, "resize", () => this.refit());
-    this.disposers.push(this.store.subscribe(() => (this.drawMasks(), this.render())));
+    const onKey = (e: KeyboardEvent) => this.onKey(e);
+    window.addEventListener("keydown", onKey);
+    this.disposers.push(() => window.removeEventListener("keydown", onKey));
+    this.disposers.push(this.editor.subscribe(() => (this.drawAutoMask(), this.render())));
     void this.refreshSummary();
     this.render();
   }
 
   readonly cleanup = (): void => {
-    for (const dispose of [...this.disposers, ...this.viewDisposers]) dispose();
-    this.decoder.terminate();
+    for (const dispose of this.disposers) dispose();
+    this.editor.dispose();
+    this.decoders.terminate();
   };
-
-  private listen(target: EventTarget, type: string, handler: (e: Event) => void, into = this.disposers): void {
-    target.addEventListener(type, handler);
-    into.push(() => target.removeEventListener(type, handler));
-  }
 
   // ---- loading ----------------------------------------------------------------------------------
 
@@ -180,7 +118,7 @@ class ReviewController {
       if (this.bitmap?.imageId !== item.image.id) {
         this.bitmap = { imageId: item.image.id, bitmap: await api.fetchImageBitmap(item.image.id) };
       }
-      this.show(item);
+      this.show(item, this.bitmap.bitmap);
     } catch (error) {
       this.showError(`could not load the next mask: ${(error as Error).message}`);
       this.mode = this.item ? "review" : "done";
@@ -190,28 +128,14 @@ class ReviewController {
     }
   }
 
-  private show(item: ReviewItem): void {
+  private show(item: ReviewItem, bitmap: ImageBitmap): void {
+    this.editor.stopEditing(); // a fix of the previous mask ends (it is drawn over the previous image)
     this.item = item;
-    this.originalSize = [item.mask.rle.size[0], item.mask.rle.size[1]];
-    this.inputSize = inputSizeOf(this.originalSize);
+    const originalSize: Size = [item.mask.rle.size[0], item.mask.rle.size[1]];
     this.base = decodeRle(item.mask.rle);
-    this.brushRadius = Math.max(2, Math.round(Math.max(...this.originalSize) / 100));
-    this.store.clear();
     this.mode = "review";
     this.shownAt = performance.now();
-    for (const dispose of this.viewDisposers) dispose();
-    this.viewDisposers = [];
-    this.stage.replaceChildren();
-    this.view = new AnnotateView(this.stage, this.originalSize, this.inputSize);
-    this.bindPointer(this.view);
-    this.refit();
-  }
-
-  private refit(): void {
-    if (!this.view || !this.bitmap) return;
-    this.view.fit();
-    this.view.drawImage(this.bitmap.bitmap);
-    this.drawMasks();
+    this.editor.open({ id: item.image.id, bitmap, originalSize, inputSize: inputSizeOf(originalSize) });
   }
 
   private async refreshSummary(): Promise<void> {
@@ -281,38 +205,27 @@ class ReviewController {
 
   // ---- fix mode ---------------------------------------------------------------------------------
 
+  /** Fixing starts from the auto mask: clicks refine it (it is SAM's mask input), brush and eraser change it. */
   private enterFix(): void {
-    if (this.busy || this.mode !== "review" || !this.item) return;
+    if (this.busy || this.mode !== "review" || !this.item || !this.base) return;
     this.mode = "fix";
-    this.store.clear(); // redraws
-    const imageId = this.item.image.id;
-    this.decoderStatus.textContent = "decoder: loading…";
-    this.decoder.forImage(imageId).then(
-      () => {
-        if (this.item?.image.id !== imageId) return;
-        this.decoderStatus.textContent = "decoder: ready";
-        this.decoderStatus.dataset.ready = "true";
-      },
-      (error) => {
-        this.decoderStatus.textContent = `decoder unavailable (clicks do nothing; brush and eraser work): ${(error as Error).message}`;
-      },
-    );
-    this.render();
+    this.editor.startEditing({ maskId: this.item.mask.id, pixels: this.base }); // redraws
+    this.editor.loadDecoder();
   }
 
   private cancelFix(): void {
     if (this.mode !== "fix" || this.busy) return;
     this.mode = "review";
-    this.store.clear(); // redraws
+    this.editor.stopEditing(); // redraws
   }
 
   private submitFix(): void {
     if (this.mode !== "fix" || this.busy || !this.item) return;
-    const maskId = this.item.mask.id;
-    void this.clickChain.then(() => {
-      if (this.item?.mask.id !== maskId || this.mode !== "fix" || !this.base) return;
-      const [height, width] = this.originalSize;
-      const mask = composeMask(this.store.working, this.originalSize, this.inputSize, height, width, this.base);
+    const item = this.item;
+    void this.editor.settled().then(() => {
+      if (this.item !== item || this.mode !== "fix") return;
+      const [height, width] = [item.mask.rle.size[0], item.mask.rle.size[1]];
+      const mask = this.editor.fullMask();
       if (!mask.some((v) => v)) {
         this.showError("the fixed mask is empty: reject the mask instead (R after Esc)");
         return;
@@ -321,104 +234,14 @@ class ReviewController {
     });
   }
 
-  /** A click refines the mask: the first with the (stroked) auto mask as SAM's mask input, later ones with the last decode's logits. */
-  private addPoint(point: Point): void {
-    const item = this.item;
-    const base = this.base;
-    if (!item || !base) return;
-    this.clickChain = this.clickChain.then(async () => {
-      try {
-        const { decoder, inputSize } = await this.decoder.forImage(item.image.id);
-        if (this.item !== item || this.mode !== "fix") return;
-        this.inputSize = inputSize;
-        const previous = this.store.working;
-        const points = [...previous.points, point];
-        const maskInput = previous.decoded
-          ? candidateLogits(previous)
-          : maskLogits(composeMask(previous, this.originalSize, inputSize, ...this.originalSize, base), this.originalSize, inputSize);
-        const decoded = await decoder.decode({ points, maskInput });
-        if (this.item !== item || this.mode !== "fix") return;
-        // With a mask input the prompt is not ambiguous: SAM's single-mask output (token 0) refines it.
-        this.store.push({ ...previous, points, decoded, candidate: 0 });
-      } catch (error) {
-        this.decoderStatus.textContent = `decoder: ${(error as Error).message}`;
-      }
-    });
-  }
-
-  private setTool(tool: Tool): void {
-    this.tool = tool;
-    this.render();
-  }
-
-  private bindPointer(view: AnnotateView): void {
-    const ui = view.ui;
-    let click: { x: number; y: number; label: 0 | 1 } | null = null;
-    this.listen(ui, "contextmenu", (e) => e.preventDefault(), this.viewDisposers);
-    this.listen(ui, "pointerdown", (event) => {
-      const e = event as PointerEvent;
-      if (this.mode !== "fix" || this.busy) return;
-      e.preventDefault();
-      ui.setPointerCapture(e.pointerId);
-      const [x, y] = view.toImage(e.clientX, e.clientY);
-      if (this.tool === "points") click = { x, y, label: e.button === 2 || e.altKey ? 0 : 1 };
-      else this.stroke = { mode: this.tool, radius: this.brushRadius, points: [[x, y]] };
-      this.drawMasks();
-    }, this.viewDisposers);
-    this.listen(ui, "pointermove", (event) => {
-      const e = event as PointerEvent;
-      this.cursor = view.toImage(e.clientX, e.clientY);
-      if (this.stroke) {
-        this.stroke.points.push(this.cursor);
-        this.drawMasks();
-      } else {
-        this.drawUi();
-      }
-    }, this.viewDisposers);
-    this.listen(ui, "pointerup", () => {
-      if (click) {
-        this.addPoint(click);
-        click = null;
-      } else if (this.stroke) {
-        const stroke = this.stroke;
-        this.stroke = null;
-        this.store.push({ ...this.store.working, strokes: [...this.store.working.strokes, stroke] });
-      }
-    }, this.viewDisposers);
-    this.listen(ui, "pointerleave", () => {
-      this.cursor = null;
-      this.drawUi();
-    }, this.viewDisposers);
-  }
-
   // ---- rendering --------------------------------------------------------------------------------
 
-  /** Review: the auto mask filled. Fix: the auto mask dashed underneath, the mask being fixed on top. */
-  private drawMasks(): void {
-    const view = this.view;
+  /** Review: the auto mask filled. Fix: the auto mask dashed underneath the mask being fixed (the editor's). */
+  private drawAutoMask(): void {
     const base = this.base;
-    if (!view || !base) return;
-    const fixing = this.mode === "fix";
-    view.drawSaved([{ key: `auto:${this.item?.mask.id}`, mask: () => base, colourIndex: AUTO_COLOUR_INDEX, prefilled: fixing }]);
-    const ctx = view.overlay.getContext("2d")!;
-    const [dh, dw] = view.displaySize;
-    ctx.clearRect(0, 0, dw, dh);
-    if (fixing) {
-      const working = this.store.working;
-      const state = this.stroke ? { ...working, strokes: [...working.strokes, this.stroke] } : working;
-      const mask = composeMask(state, this.originalSize, this.inputSize, dh, dw, base);
-      const pixels = ctx.createImageData(dw, dh);
-      paintMask(pixels.data, mask, dh, dw, FIX_COLOUR, { fillAlpha: 120, dashed: false });
-      ctx.putImageData(pixels, 0, 0);
-    }
-    this.drawUi();
-  }
-
-  private drawUi(): void {
-    if (!this.view) return;
-    const fixing = this.mode === "fix";
-    const brush = fixing && this.tool !== "points" && this.cursor ? { x: this.cursor[0], y: this.cursor[1], radius: this.brushRadius } : null;
-    this.view.drawUi(fixing ? this.store.working.points : [], null, brush);
+    if (!base || !this.item) return;
+    const layer = { key: `auto:${this.item.mask.id}`, mask: () => base, colourIndex: AUTO_COLOUR_INDEX, prefilled: this.mode === "fix" };
+    this.editor.drawSaved([layer]);
   }
 
   private render(): void {
@@ -426,8 +249,7 @@ class ReviewController {
     const mode = this.mode;
     this.root.dataset.reviewMode = mode;
     if (mode === "done") {
-      this.stage.replaceChildren();
-      this.view = null;
+      this.editor.close();
       const skipped = this.skipAfter > 0;
       this.itemInfo.replaceChildren(
         h(
@@ -466,14 +288,11 @@ class ReviewController {
       this.fixPanel.replaceChildren();
       return;
     }
-    const tool = (t: Tool, label: string, key: string) =>
-      h("button", { "aria-pressed": String(this.tool === t), "data-tool": t, title: key, onclick: () => this.setTool(t) }, label);
-    const undo = h("button", { title: "Ctrl+Z", disabled: !this.store.canUndo(), onclick: () => this.store.undo() }, "Undo");
-    const redo = h("button", { title: "Ctrl+Shift+Z", disabled: !this.store.canRedo(), onclick: () => this.store.redo() }, "Redo");
+    const editor = this.editor;
     this.fixPanel.replaceChildren(
       h("div", { class: "muted" }, "Fixing: click to refine from the mask (right click: background), or paint."),
-      h("div", { class: "row tools" }, tool("points", "Points", "V"), tool("brush", "Brush", "B"), tool("eraser", "Eraser", "E"), h("span", { class: "muted" }, `size ${this.brushRadius}px`)),
-      h("div", { class: "row" }, undo, redo, button("cancel-fix", "Cancel (Esc)", "Esc", () => this.cancelFix(), !this.busy),
+      editor.toolbar,
+      h("div", { class: "row" }, editor.undoButton, editor.redoButton, button("cancel-fix", "Cancel (Esc)", "Esc", () => this.cancelFix(), !this.busy),
         button("submit-fix", "Submit fix (Enter)", "Enter", () => this.submitFix(), !this.busy, true)),
     );
   }
@@ -487,17 +306,11 @@ class ReviewController {
     const key = e.key;
     const handled = (() => {
       if (this.mode === "fix") {
-        if (ctrl && (key === "z" || key === "Z")) return e.shiftKey ? this.store.redo() : this.store.undo(), true;
-        if (ctrl && key === "y") return this.store.redo(), true;
+        if (this.editor.handleKey(e)) return true;
         if (ctrl) return false;
         switch (key) {
           case "Enter": this.submitFix(); return true;
           case "Escape": this.cancelFix(); return true;
-          case "v": case "V": this.setTool("points"); return true;
-          case "b": case "B": this.setTool("brush"); return true;
-          case "e": case "E": this.setTool("eraser"); return true;
-          case "[": this.brushRadius = Math.max(1, Math.round(this.brushRadius / 1.25)); this.drawUi(); this.render(); return true;
-          case "]": this.brushRadius = Math.min(500, Math.round(this.brushRadius * 1.25) + 1); this.drawUi(); this.render(); return true;
           default: return false;
         }
       }

@@ -1,10 +1,11 @@
 /**
- * The annotate page's one store: the mask being drawn (its prompt, brush strokes and the decoder's
- * answer) with undo/redo, the saved mask it corrects if any, plus the image's accepted and pre-filled
- * masks. Every state of the working mask is an immutable snapshot that keeps its own decoder output,
- * so undo and redo are instant: no decode runs again.
+ * The editor's one store: the mask being drawn (its prompt, brush strokes and the decoder's answer)
+ * with undo/redo, and the existing mask it corrects if any (a saved mask on the annotate page, the
+ * auto mask being fixed on the review page). Every state of the working mask is an immutable snapshot
+ * that keeps its own decoder output, so undo and redo are instant: no decode runs again. What a page
+ * keeps beside the working mask (the image's saved masks, the review queue) is that page's own.
  */
-import type { MaskOut, Point } from "../api/types";
+import type { Point } from "../api/types";
 import { tokenLogits } from "../inference/decoder_client";
 
 /** A brush or eraser stroke in the ORIGINAL image frame; `radius` in original pixels. */
@@ -56,19 +57,19 @@ export function isEmpty(state: WorkingMask): boolean {
 
 const HISTORY_LIMIT = 100;
 
-export class AnnotateStore {
+export class EditorStore {
   private history: WorkingMask[] = [EMPTY];
   private index = 0;
-  /** Masks already on the server (manual and pre-filled), by id. */
-  saved = new Map<number, MaskOut>();
-  /** Accepted masks still waiting for the server, by client id: drawn like the others, marked unsaved. */
-  unsaved = new Map<string, { mask: Uint8Array; createdAt: number }>();
-  hidden = new Set<string>();
   /**
-   * The saved mask the working mask corrects, and its pixels (uint8 [h, w], original frame): the
-   * working mask starts as that mask, and accepting it replaces the saved one. Null for a new mask.
+   * The existing mask the working mask corrects, and its pixels (uint8 [h, w], original frame): the
+   * working mask starts as that mask, and the page's accept replaces it. Null for a new mask.
    */
   correcting: { maskId: number; pixels: Uint8Array } | null = null;
+  /**
+   * Counts fresh starts (clear, correct): a decode asked for before one is answered into a working
+   * mask that no longer exists, so the editor drops it.
+   */
+  epoch = 0;
   /** Clicks, boxes and strokes made on the working mask (undone ones count: they were work). */
   actions = 0;
   startedAt: number | null = null;
@@ -136,7 +137,8 @@ export class AnnotateStore {
     this.restart({ maskId, pixels });
   }
 
-  private restart(correcting: AnnotateStore["correcting"]): void {
+  private restart(correcting: EditorStore["correcting"]): void {
+    this.epoch++;
     this.history = [EMPTY];
     this.index = 0;
     this.actions = 0;

@@ -1,5 +1,5 @@
 /**
- * The annotate page's canvases, stacked over one another in the stage element:
+ * The editor's canvases, stacked over one another in the stage element:
  *   image   the picture, fitted to the stage;
  *   masks   accepted masks (distinct colours) and pre-filled ones (dashed outline, faint fill);
  *   overlay the working mask, or the hover preview (id "overlay", checked by the browser test);
@@ -23,7 +23,7 @@ export interface SavedLayer {
 
 const WORKING_COLOUR: Rgb = [30, 144, 255];
 
-export class AnnotateView {
+export class EditorView {
   readonly image = this.canvas("image");
   readonly masks = this.canvas("masks");
   readonly overlay = this.canvas("overlay");
