@@ -255,6 +255,7 @@ def test_delete_is_soft_and_records_a_deleted_prefill(client, project, images, a
         source=MaskSource.detector,
         stage=Stage.semi_automatic,
         predicted_iou=0.9,
+        provenance={"origin": "detector"},
     )
     db.add(prefilled)
     db.commit()
@@ -361,6 +362,7 @@ def test_who_may_delete_which_mask(client, project, images, annotators, manager_
         source=MaskSource.detector,
         stage=Stage.semi_automatic,
         predicted_iou=0.9,
+        provenance={"origin": "detector"},
     )
     db.add(prefilled)
     db.commit()

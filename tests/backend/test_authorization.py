@@ -79,7 +79,7 @@ PROJECT_ROUTES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/projects/{project_id}/export"): STARTERS,
     ("POST", "/api/projects/{project_id}/exports"): STARTERS,
     ("GET", "/api/exports/{job_id}/file"): STARTERS,
-    ("POST", "/api/projects/{project_id}/import/coco"): STARTERS,
+    ("POST", "/api/projects/{project_id}/import/{format}"): STARTERS,
     ("GET", "/api/projects/{project_id}/dashboard"): MEMBERS,
     ("GET", "/api/projects/{project_id}/dashboard/me"): MEMBERS,
     ("GET", "/api/projects/{project_id}/dashboard/annotators"): MEMBERS,
@@ -223,6 +223,7 @@ class World:
             source=MaskSource.manual,
             stage=Stage.assisted_manual,
             author_id=author.id,
+            provenance={"origin": "annotated"},
         )
         self.db.add(mask)
         self.db.commit()
@@ -252,7 +253,12 @@ class World:
 
     def path(self, template: str, caller: User) -> str:
         """The route's path for fresh objects of the project (so a DELETE never hides a later check)."""
-        values = {"project_id": self.project.id, "image_id": self.image.id, "version_id": self.version_id}
+        values = {
+            "project_id": self.project.id,
+            "image_id": self.image.id,
+            "version_id": self.version_id,
+            "format": "coco",
+        }
         if "{mask_id}" in template:
             values["mask_id"] = self.fresh_mask(caller).id
         if "{job_id}" in template:

@@ -239,6 +239,7 @@ def test_prefilled_masks_and_next_image(page, live_server, data_root):
         source=MaskSource.detector,
         stage=Stage.semi_automatic,
         predicted_iou=0.93,
+        provenance={"origin": "detector"},
     )
     session.add(prefilled)
     session.commit()

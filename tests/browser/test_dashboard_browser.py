@@ -47,6 +47,7 @@ def _seed(live_server) -> int:
                     seconds_spent=seconds,
                     clicks=i + 1,
                     author_id=1,
+                    provenance={"origin": "annotated"},
                     created_at=datetime(2026, 1, 1, 10, 10 * i, tzinfo=UTC),
                 )
             )
@@ -59,6 +60,7 @@ def _seed(live_server) -> int:
                 area=1,
                 source=MaskSource.auto,
                 stage=Stage.fully_automatic,
+                provenance={"origin": "auto"},
                 created_at=datetime(2026, 1, 2, 9, tzinfo=UTC),
             )
         )
