@@ -7,7 +7,8 @@ pycocotools' figures (COCO's box: width x_max - x_min + 1).
 
 pycocotools decodes run-length counts without bounds checks, so counts that overrun the image would
 write past its buffer: we parse and check the runs ourselves first (they must be non-negative and sum
-to exactly h*w), and only then let pycocotools decode, measure and re-encode the mask canonically.
+to exactly h*w), and only then write their canonical form (`canonical_runs`) and let pycocotools
+compress and measure it.
 
 The cost is bounded before any parsing: the counts may be no longer than a mask of the image can
 need (`max_counts_chars`, `max_runs`), and the string is parsed with numpy in linear time, so an
@@ -132,12 +133,23 @@ def check_rle(rle: dict[str, Any], height: int, width: int) -> CheckedMask:
         raise InvalidRle(f"rle.counts covers {total} pixels, the image has {height * width} ({height}x{width})")
     if not runs[1::2].any():
         raise EmptyMask("the mask is empty")
-    if isinstance(counts, list):
-        encoded = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-    else:
-        encoded = {"size": [height, width], "counts": counts.encode("ascii")}
-    # Re-encode from the pixels: equal masks get equal strings whatever form the client sent.
-    return _measured(mask_util.encode(np.asfortranarray(mask_util.decode(encoded))))
+    # Equal masks get equal strings whatever form the client sent: the canonical runs, compressed.
+    canonical = canonical_runs(runs.astype(np.int64))
+    return _measured(mask_util.frPyObjects({"size": [height, width], "counts": canonical}, height, width))
+
+
+def canonical_runs(runs: np.ndarray) -> list[int]:
+    """The runs pycocotools' encoder writes for the pixels that `runs` (checked, int64) describe.
+
+    Runs alternate background and foreground from background; the encoder never writes an empty
+    run but the first. So empty runs are dropped, neighbours of the same value merged, and a mask
+    starting with foreground gets its empty first run back. Linear in the runs, no pixel decoded
+    (decoding and re-encoding a 1024x1024 mask took ~5 ms)."""
+    kept = np.flatnonzero(runs > 0)
+    values = kept % 2  # 0 background, 1 foreground
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    merged = np.add.reduceat(runs[kept], starts).tolist()
+    return merged if values[0] == 0 else [0, *merged]
 
 
 def from_pixels(pixels: np.ndarray, height: int, width: int) -> CheckedMask:

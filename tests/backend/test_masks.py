@@ -98,6 +98,27 @@ def test_every_form_of_a_mask_becomes_pycocotools_canonical_rle_area_and_box():
     assert checked_mask(already, H, W) is already
 
 
+def test_any_runs_of_the_same_pixels_give_the_encoders_string():
+    """Empty runs anywhere (first, inside, last), a mask starting with foreground, noise: the string is
+    the one pycocotools' encoder writes for the decoded pixels."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        pixels = rng.random((H, W)) < rng.choice([0.02, 0.5, 0.98])
+        pixels[0, 0] = bool(trial % 2)
+        if not pixels.any():
+            continue
+        rle, area, bbox = _official(pixels)
+        runs = _runs(pixels)
+        for _ in range(trial % 4):  # an empty pair of runs splits a run in two
+            at = int(rng.integers(1, len(runs)))
+            split = int(rng.integers(0, runs[at] + 1))
+            runs = [*runs[:at], split, 0, runs[at] - split, *runs[at + 1 :]]
+        if trial % 3 == 0:
+            runs = [*runs, 0] if len(runs) % 2 else [*runs, 0, 0]  # trailing empty runs
+        for form in ({"size": [H, W], "counts": runs}, mask_util.frPyObjects({"size": [H, W], "counts": runs}, H, W)):
+            assert checked_mask(form, H, W) == CheckedMask(rle=rle, bbox=bbox, area=area), (trial, runs)
+
+
 @pytest.mark.parametrize(
     ("form", "error", "message"),
     [
