@@ -11,6 +11,7 @@ import type { ImageInfo, ImageStatus, Member } from "../api/types";
 import { append, h } from "../dom";
 import { frame } from "../layout";
 import type { Cleanup } from "../router";
+import { exchangePanel } from "./exchange";
 import { uploadPanel } from "./upload";
 
 const PAGE_SIZE = 24;
@@ -152,6 +153,7 @@ export async function imagesPage(root: HTMLElement, params: Record<string, strin
     h("h1", {}, "Images"),
     message,
     managing ? uploadPanel(projectId, () => void reload()) : null,
+    mayEmbed ? exchangePanel(projectId) : null,
     mayEmbed
       ? h("section", { class: "card embed" }, h("h2", {}, "Embeddings"),
           h("p", { class: "muted" }, "Computing every image's embedding ahead saves annotators the wait when they open one."),
