@@ -78,8 +78,32 @@ def mask_files(files: Mapping[str, bytes]) -> list[str]:
     return [name for name in files if name.lower().endswith(".png") and "images" not in PurePosixPath(name).parts[:-1]]
 
 
+def _labels(data: bytes) -> np.ndarray:
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+class _Decoded:
+    """The label array of one PNG at a time: instances are resolved file by file, so each PNG is
+    decoded once for its listing and once for its masks, and an upload of many large PNGs never
+    holds more than one decoded."""
+
+    def __init__(self) -> None:
+        self._data: bytes | None = None
+        self._labels: np.ndarray | None = None
+
+    def instance(self, data: bytes, value: int) -> Callable[[], np.ndarray]:
+        def decode() -> np.ndarray:
+            if self._data is not data or self._labels is None:
+                self._data, self._labels = data, _labels(data)
+            return self._labels == value
+
+        return decode
+
+
 def parse(files: Mapping[str, bytes]) -> Parsed:
     parsed = Parsed()
+    decoded = _Decoded()
     for file in mask_files(files):
         data = files[file]
         try:
@@ -96,6 +120,7 @@ def parse(files: Mapping[str, bytes]) -> Parsed:
             parsed.problem(file, "", f"is not a readable PNG ({error})")
             continue
         values = [int(v) for v in np.unique(labels) if v != 0 and not (labels.dtype == np.uint8 and v == VOID)]
+        del labels
         if len(values) > MAX_IMPORT_INSTANCES:
             parsed.problem(file, "", f"holds more than {MAX_IMPORT_INSTANCES} instances")
             continue
@@ -107,12 +132,8 @@ def parse(files: Mapping[str, bytes]) -> Parsed:
                     where=f"instance {value}",
                     image=PurePosixPath(file).stem,
                     by_stem=True,
-                    shape=Pixels(height, width, _instance(labels, value)),
+                    shape=Pixels(height, width, decoded.instance(data, value)),
                     details={"instance": value},
                 )
             )
     return parsed
-
-
-def _instance(labels: np.ndarray, value: int) -> Callable[[], np.ndarray]:
-    return lambda: labels == value
