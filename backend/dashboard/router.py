@@ -4,13 +4,15 @@ Who sees what: admins, and members whose role in the project is manager or ML en
 whole project; every other member (annotators, or a manager who is only an annotator in this
 project) gets the same endpoints restricted to their own masks, images and reviews (`scope: "me"`).
 The gate and the stage move are `backend.stages.router`'s.
-`/dashboard/me` is always the caller's own figures. Non-members get 404 (`ProjectForMember`).
+`/dashboard/me` is always the caller's own figures. The timeline comes in pages of buckets (`limit`,
+`before`), so that no request grows with the project's age. Non-members get 404 (`ProjectForMember`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -25,6 +27,8 @@ from backend.tables import Project, Role, User
 router = APIRouter(prefix="/api/projects/{project_id}", tags=["dashboard"])
 
 Format = Annotated[Literal["json", "csv"], Query()]
+BUCKET_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:00:00$"  # as TimelineRow.bucket
+MAX_TIMELINE_ROWS = 10_000  # one page: more than a year of hours
 
 
 def scope_for(db: Session, user: User, project: Project) -> service.Scope:
@@ -34,7 +38,7 @@ def scope_for(db: Session, user: User, project: Project) -> service.Scope:
     return service.Scope(project.id, author_id=user.id)
 
 
-def csv_response(rows: list[BaseModel], model: type[BaseModel], filename: str) -> Response:
+def csv_response(rows: Sequence[BaseModel], model: type[BaseModel], filename: str) -> Response:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(model.model_fields), lineterminator="\n")
     writer.writeheader()
@@ -73,9 +77,12 @@ def get_timeline(
     db: SessionDep,
     user: CurrentUser,
     bucket: Annotated[Literal["hour", "day"], Query()] = "hour",
+    before: Annotated[str | None, Query(max_length=19, pattern=BUCKET_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_TIMELINE_ROWS)] = service.TIMELINE_ROWS,
     format: Format = "json",
 ) -> Response | list[TimelineRow]:
-    rows = service.timeline(db, scope_for(db, user, project), bucket)
+    """The newest `limit` buckets starting before `before` (the first bucket of the previous page), oldest first."""
+    rows = service.timeline(db, scope_for(db, user, project), bucket, before, limit)
     if format == "csv":
         return csv_response(rows, TimelineRow, f"project-{project.id}-timeline-{bucket}.csv")
     return rows

@@ -20,11 +20,11 @@ without it the figures are the whole project's.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, String, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, ScalarSelect, Select, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from backend.dashboard.schemas import (
@@ -55,12 +55,15 @@ from backend.tables import (
     MaskReview,
     MaskSecondsBucket,
     MaskSource,
-    MaskStat,
     MaskTotal,
     ModelVersion,
     Project,
     ReviewDecision,
     Stage,
+    TimelineAuthorDay,
+    TimelineAuthorHour,
+    TimelineDay,
+    TimelineHour,
     User,
 )
 from backend.tables.dashboard import SECONDS_BUCKETS_PER_SECOND
@@ -71,6 +74,7 @@ HISTOGRAM_BOUNDS: list[tuple[int, int | None]] = [(0, 0), (1, 9), (10, 24), (25,
 REVIEW_IOU_THRESHOLD = 0.9
 RECENT_JOBS = 10
 Bucket = Literal["hour", "day"]
+TIMELINE_ROWS = 720  # buckets a timeline request returns by default: 30 days of hours, about 2 years of days
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,6 @@ def live_masks(scope: Scope) -> list[ColumnElement[bool]]:
     where = [Mask.project_id == scope.project_id, Mask.deleted_at.is_(None)]
     if scope.author_id is not None:
         where.append(Mask.author_id == scope.author_id)
-    return where
-
-
-def _stats_where(scope: Scope) -> list[ColumnElement[bool]]:
-    where = [MaskStat.project_id == scope.project_id]
-    if scope.author_id is not None:
-        where.append(MaskStat.author_key == scope.author_id)
     return where
 
 
@@ -141,7 +138,7 @@ def many_percentiles(
     db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]], qs: Sequence[float]
 ) -> list[list[float | None]]:
     """`percentiles` of several scopes (each with its `mask_seconds` buckets) in one UNION ALL query."""
-    reads = []  # (scope index, q index, position, low, the read's SELECT)
+    reads: list[tuple[int, int, float, int, Select[Any]]] = []  # (scope, q index, position, low, the read)
     for i, (scope, buckets) in enumerate(scopes):
         n = sum(count for _, count in buckets)
         for j, q in enumerate(qs):
@@ -226,7 +223,9 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
         .order_by(MaskTotal.stage, MaskTotal.source)
     ).all()
     prefill = PrefillOut(
-        **{o: int(sum(r[7 + i] or 0 for r in grouped)) for i, o in enumerate(("kept", "corrected", "deleted"))}
+        kept=int(sum(r[7] or 0 for r in grouped)),
+        corrected=int(sum(r[8] or 0 for r in grouped)),
+        deleted=int(sum(r[9] or 0 for r in grouped)),
     )
     rows = [
         (Stage(st), MaskSource(src), int(n), int(timed), float(sec or 0), int(clicked), int(clicks or 0))
@@ -259,7 +258,7 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
         *[(per_image.c.n <= high, i) for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is not None],
         else_=len(HISTOGRAM_BOUNDS) - 1,
     )
-    counts = dict(db.execute(select(bucket, func.count()).group_by(bucket)).all())
+    counts: dict[int, int] = {int(b): int(n) for b, n in db.execute(select(bucket, func.count()).group_by(bucket))}
     images_with_masks = sum(counts.values())
     if scope.author_id is None:  # images without any mask; for one annotator "their images" are those they masked
         counts[0] = max(image_total - images_with_masks, 0)
@@ -405,7 +404,7 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     span = {}
     if authors:  # first and last live mask of each author: two index probes each, one statement
 
-        def edge(agg):  # type: ignore[no-untyped-def]
+        def edge(agg: Callable[[Any], ColumnElement[Any]]) -> ScalarSelect[Any]:
             return (
                 select(agg(Mask.created_at))
                 .where(Mask.project_id == scope.project_id, Mask.deleted_at.is_(None), Mask.author_id == User.id)
@@ -441,25 +440,33 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
     return out
 
 
-def timeline(db: Session, scope: Scope, bucket: Bucket) -> list[TimelineRow]:
-    """Masks made per hour/day (UTC), and the annotation throughput within each."""
-    key = (MaskStat.hour if bucket == "hour" else func.substr(MaskStat.hour, 1, 10, type_=String) + "T00:00:00").label(
-        "bucket"
-    )
-    author = case((and_(MaskStat.masks > 0, MaskStat.author_key > 0), MaskStat.author_key))
+def timeline(
+    db: Session, scope: Scope, bucket: Bucket, before: str | None = None, limit: int = TIMELINE_ROWS
+) -> list[TimelineRow]:
+    """Masks made per hour/day (UTC), the annotation throughput and the annotators within each: the newest
+    `limit` buckets with masks that start before `before` (ISO, as `bucket`; None: up to now), oldest first.
+
+    Each bucket is one rollup row (`timeline_hours/days`, or the author's `timeline_author_hours/days`),
+    read backwards along the primary key: the cost is the rows shown, whatever the masks or the project's age.
+    """
+    table = {
+        ("hour", False): TimelineHour,
+        ("day", False): TimelineDay,
+        ("hour", True): TimelineAuthorHour,
+        ("day", True): TimelineAuthorDay,
+    }[(bucket, scope.author_id is not None)].__table__.c
+    when = table[bucket]
+    where = [table["project_id"] == scope.project_id, table["masks"] > 0]
+    if scope.author_id is not None:
+        where.append(table["author_key"] == scope.author_id)
+    if before is not None:
+        where.append(when < before)
+    people = table["annotators"] if scope.author_id is None else literal(1)
     rows = db.execute(
-        select(
-            key,
-            func.sum(MaskStat.masks),
-            func.sum(case((MaskStat.source == MaskSource.manual.value, MaskStat.masks), else_=0)),
-            func.sum(MaskStat.timed),
-            func.sum(MaskStat.seconds),
-            func.count(func.distinct(author)),
-        )
-        .where(*_stats_where(scope))
-        .group_by(key)
-        .having(func.sum(MaskStat.masks) > 0)
-        .order_by(key)
+        select(when, table["masks"], table["manual_masks"], table["timed"], table["seconds"], people)
+        .where(*where)
+        .order_by(when.desc())
+        .limit(limit)
     ).all()
     return [
         TimelineRow(
@@ -469,7 +476,7 @@ def timeline(db: Session, scope: Scope, bucket: Bucket) -> list[TimelineRow]:
             timed_masks=int(timed),
             total_seconds=float(s or 0),
             masks_per_hour=int(timed) * 3600.0 / float(s) if s else None,
-            annotators=people,
+            annotators=int(people),
         )
-        for b, n, manual, timed, s, people in rows
+        for b, n, manual, timed, s, people in reversed(rows)
     ]

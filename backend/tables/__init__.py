@@ -4,7 +4,17 @@ One file per table group. New tables go in a new module imported here, and into 
 """
 
 from backend.tables.base import Base
-from backend.tables.dashboard import ImageMaskCount, ImageMaskTotal, ImageStat, MaskSecondsBucket, MaskStat, MaskTotal
+from backend.tables.dashboard import (
+    ImageMaskCount,
+    ImageMaskTotal,
+    ImageStat,
+    MaskSecondsBucket,
+    MaskTotal,
+    TimelineAuthorDay,
+    TimelineAuthorHour,
+    TimelineDay,
+    TimelineHour,
+)
 from backend.tables.detectors import DetectorProposal, DetectorVersion
 from backend.tables.enums import (
     ImageStatus,
@@ -24,6 +34,7 @@ from backend.tables.model_versions import ModelVersion
 from backend.tables.projects import Project, ProjectMember
 from backend.tables.reviews import MaskReview, ReviewDecision
 from backend.tables.users import User
+from backend.tables.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "AnnotationSession",
@@ -42,7 +53,6 @@ __all__ = [
     "MaskReview",
     "MaskSecondsBucket",
     "MaskSource",
-    "MaskStat",
     "MaskTotal",
     "ModelOrigin",
     "ModelStatus",
@@ -54,5 +64,11 @@ __all__ = [
     "ReviewStatus",
     "Role",
     "Stage",
+    "TimelineAuthorDay",
+    "TimelineAuthorHour",
+    "TimelineDay",
+    "TimelineHour",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]

@@ -2,12 +2,13 @@
 
 Why rollups: with a million masks, counting, summing and ranking the masks on every dashboard request
 walks the whole project's index several times (seconds per request). These tables hold the
-same figures pre-aggregated, so a request reads thousands of rows instead of millions.
+same figures pre-aggregated, so a request reads thousands of rows instead of millions, and as many
+at a billion masks: no rollup has a row per mask (the largest have one per image or per hour shown).
 
-Why triggers (migration 0004, `backend/dashboard/rollups.py` has the SQL): masks are written by ORM
+Why triggers (migrations 0004 and 0012, `backend/dashboard/rollups.py` has the SQL): masks are written by ORM
 flushes (annotation saves, auto-annotation, COCO import), by Core `update(Mask)` statements (the review
-flow's soft deletes) and by bulk SQL (the benchmark's load); a row trigger sees all of them, with the
-old and new row, inside the writing transaction. `rebuild_rollups` recomputes them from `masks` (after a
+flow's soft deletes) and by bulk SQL (the benchmark's load); a trigger sees all of them, with the
+old and new rows, inside the writing transaction. `rebuild_rollups` recomputes them from `masks` (after a
 load that bypassed the triggers, or to check them).
 
 `author_key` is `masks.author_id`, or 0 for masks without an author (auto, detector), so it can be part
@@ -32,7 +33,7 @@ assert DONE_STAGES == tuple(s.value for s in Stage), "image_stats needs a done_<
 
 
 class _MaskSums:
-    """The summed figures of a group of masks, shared by `mask_totals` and `mask_stats`."""
+    """The summed figures of a group of masks (`mask_totals`)."""
 
     masks: Mapped[int] = mapped_column(BigInteger)  # live masks
     timed: Mapped[int] = mapped_column(BigInteger)  # live masks with seconds_spent
@@ -56,16 +57,54 @@ class MaskTotal(_MaskSums, Base):
     author_key: Mapped[int] = mapped_column(primary_key=True)  # masks.author_id, 0 = none
 
 
-class MaskStat(_MaskSums, Base):
-    """The same figures per UTC hour of creation as well: the timeline."""
+class _TimelineSums:
+    """What the timeline shows of a group of masks (live ones). The columns default to 0 because two
+    rollups write `timeline_hours/days`: these sums from `masks`, `annotators` from the author timelines."""
 
-    __tablename__ = "mask_stats"
+    masks: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    manual_masks: Mapped[int] = mapped_column(BigInteger, server_default="0")  # source manual
+    timed: Mapped[int] = mapped_column(BigInteger, server_default="0")  # with seconds_spent
+    seconds: Mapped[float] = mapped_column(Float, server_default="0")  # sum of their seconds_spent
+
+
+class TimelineHour(_TimelineSums, Base):
+    """The project's masks per UTC hour of creation: the timeline reads one row per hour shown."""
+
+    __tablename__ = "timeline_hours"
 
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     hour: Mapped[str] = mapped_column(String(19), primary_key=True)  # "YYYY-MM-DDTHH:00:00" (UTC)
-    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
-    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    annotators: Mapped[int] = mapped_column(BigInteger, server_default="0")  # authors with a live mask in it
+
+
+class TimelineDay(_TimelineSums, Base):
+    """The same per UTC day (distinct annotators per day are not a sum of the hours', hence its own table)."""
+
+    __tablename__ = "timeline_days"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(19), primary_key=True)  # "YYYY-MM-DDT00:00:00" (UTC)
+    annotators: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class TimelineAuthorHour(_TimelineSums, Base):
+    """Per author and hour: one annotator's timeline, and (rows with masks) the hour's `annotators`."""
+
+    __tablename__ = "timeline_author_hours"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     author_key: Mapped[int] = mapped_column(primary_key=True)  # masks.author_id, 0 = none
+    hour: Mapped[str] = mapped_column(String(19), primary_key=True)
+
+
+class TimelineAuthorDay(_TimelineSums, Base):
+    """Per author and day, as `timeline_author_hours`."""
+
+    __tablename__ = "timeline_author_days"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[str] = mapped_column(String(19), primary_key=True)
 
 
 class MaskSecondsBucket(Base):

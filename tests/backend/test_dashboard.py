@@ -100,6 +100,7 @@ def seeded(db, project, manager, make_user) -> dict[str, Any]:
             seconds_spent=seconds,
             clicks=clicks,
             prefill_outcome=prefill,
+            provenance={"origin": "annotated" if source == MaskSource.manual else source.value},
             created_at=created,
             updated_at=created,
             deleted_at=at(4, 0) if deleted else None,
@@ -181,7 +182,7 @@ def test_manager_dashboard_every_figure(client, seeded, manager_headers):
     }
     masks = d["masks"]
     assert masks["total"] == 9
-    assert masks["by_source"] == {"manual": 6, "detector": 1, "auto": 2}
+    assert masks["by_source"] == {"manual": 6, "detector": 1, "auto": 2, "imported": 0}
     assert masks["by_stage"] == {"assisted_manual": 6, "semi_automatic": 1, "fully_automatic": 2, "done": 0}
     assert sorted((r["stage"], r["source"], r["masks"]) for r in masks["by_stage_source"]) == [
         ("assisted_manual", "manual", 6),
@@ -280,6 +281,19 @@ def test_timeline_by_hour_and_day(client, seeded, manager_headers):
     assert client.get(f"/api/projects/{pid}/dashboard/timeline?bucket=week", headers=manager_headers).status_code == 422
 
 
+def test_timeline_pages(client, seeded, manager_headers):
+    """The newest `limit` buckets before `before`, oldest first: the previous page starts at `before`."""
+    url = f"/api/projects/{seeded['project'].id}/dashboard/timeline"
+    page = client.get(f"{url}?bucket=hour&limit=2", headers=manager_headers).json()
+    assert [r["bucket"] for r in page] == ["2026-01-02T09:00:00", "2026-01-03T12:00:00"]
+    older = client.get(f"{url}?bucket=hour&limit=2&before={page[0]['bucket']}", headers=manager_headers).json()
+    assert [r["bucket"] for r in older] == ["2026-01-01T10:00:00", "2026-01-01T11:00:00"]
+    days = client.get(f"{url}?bucket=day&before=2026-01-03T00:00:00", headers=manager_headers).json()
+    assert [r["bucket"] for r in days] == ["2026-01-01T00:00:00", "2026-01-02T00:00:00"]
+    for bad in ("limit=0", "limit=10001", "before=2026-01-01", "before=2026-01-01T10:30:00"):
+        assert client.get(f"{url}?{bad}", headers=manager_headers).status_code == 422, bad
+
+
 def test_csv_tables(client, seeded, manager_headers):
     pid = seeded["project"].id
     response = client.get(f"/api/projects/{pid}/dashboard/annotators?format=csv", headers=manager_headers)
@@ -304,7 +318,12 @@ def test_annotator_sees_only_their_own_figures(client, seeded, login):
         d = client.get(f"/api/projects/{pid}/{path}", headers=login(a1)).json()
         assert d["scope"] == "me"
         assert d["images"]["total"] == 2 and d["images"]["by_status"]["done"] == 1  # img1 done, img3 in progress
-        assert d["masks"]["total"] == 4 and d["masks"]["by_source"] == {"manual": 4, "detector": 0, "auto": 0}
+        assert d["masks"]["total"] == 4 and d["masks"]["by_source"] == {
+            "manual": 4,
+            "detector": 0,
+            "auto": 0,
+            "imported": 0,
+        }
         assert d["masks"]["per_image_mean"] == pytest.approx(4)
         assert d["timing"]["seconds_per_mask_median"] == pytest.approx(25)
         assert d["prefill"] == {"kept": 0, "corrected": 0, "deleted": 0} and d["review"]["reviewed"] == 0

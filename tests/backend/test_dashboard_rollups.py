@@ -1,14 +1,16 @@
 """The dashboard rollups stay equal to a fresh recomputation from `masks` and `images` through every kind
 of write (ORM insert/update, Core UPDATE as the review flow does, Core DELETE, image and user deletion
-cascades, a rolled-back transaction, the stage move's bulk image update), on SQLite and PostgreSQL; and
+cascades, a rolled-back transaction, the stage move's bulk image update, multi-row bulk loads), on SQLite
+and PostgreSQL; the timeline they serve equals the figures computed from the raw mask rows; and
 `dataengine rebuild-rollups` repairs them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 from backend.cli import main
 from backend.dashboard import service
@@ -20,8 +22,10 @@ from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome,
 TABLES = {
     "mask_totals": "project_id, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
     "prefill_kept, prefill_corrected, prefill_deleted",
-    "mask_stats": "project_id, hour, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
-    "prefill_kept, prefill_corrected, prefill_deleted",
+    "timeline_hours": "project_id, hour, masks, manual_masks, timed, seconds, annotators",
+    "timeline_days": "project_id, day, masks, manual_masks, timed, seconds, annotators",
+    "timeline_author_hours": "project_id, author_key, hour, masks, manual_masks, timed, seconds",
+    "timeline_author_days": "project_id, author_key, day, masks, manual_masks, timed, seconds",
     "mask_seconds": "project_id, author_key, bucket, masks",
     "image_mask_counts": "project_id, image_id, author_key, masks",
     "image_mask_totals": "project_id, image_id, masks",
@@ -30,7 +34,10 @@ TABLES = {
 }
 KEYS = {
     "mask_totals": 4,
-    "mask_stats": 5,
+    "timeline_hours": 2,
+    "timeline_days": 2,
+    "timeline_author_hours": 3,
+    "timeline_author_days": 3,
     "mask_seconds": 3,
     "image_mask_counts": 3,
     "image_mask_totals": 2,
@@ -95,6 +102,7 @@ def new_mask(
         author_id=author.id if author else None,
         seconds_spent=seconds,
         clicks=clicks,
+        provenance={"origin": "annotated" if source == MaskSource.manual else source.value},
         created_at=created or at(1, 10),
         **kw,
     )
@@ -121,7 +129,7 @@ def test_rollups_follow_every_write_path(db, project, images, make_user):
     ]
     db.add_all(masks)
     db.commit()
-    assert db.scalar(text("SELECT SUM(masks) FROM mask_stats")) == 5  # inserted live masks
+    assert db.scalar(text("SELECT SUM(masks) FROM timeline_hours")) == 5  # inserted live masks
 
     masks[0].seconds_spent, masks[0].clicks = 12.5, 4  # ORM update of timing
     masks[1].author_id = a2.id  # reassigned
@@ -147,7 +155,7 @@ def test_rollups_follow_every_write_path(db, project, images, make_user):
     rebuild_rollups(db, project.id)
     db.commit()
     assert snapshot(db) == incremental
-    assert sum(r[5] for r in incremental["mask_stats"]) == 4  # live: masks 0, 1, 2, 5
+    assert sum(r[2] for r in incremental["timeline_hours"]) == 4  # live: masks 0, 1, 2, 5
 
     db.delete(db.get(Image, images[0].id))  # cascades to its masks
     db.commit()
@@ -241,3 +249,135 @@ def test_image_rollup_follows_claims_stage_marks_and_the_stage_move(db, project,
     db.commit()
     assert snapshot(db) == incremental
     assert gates.measure(db, project, condition) == pytest.approx(2 / 4)  # stage_done only, now history
+
+
+def raw_timeline(db, project_id: int, bucket: str, author_id: int | None = None) -> list[tuple]:
+    """The timeline computed in Python from the live mask rows: (bucket, masks, manual, timed, seconds, annotators)."""
+    where = [Mask.project_id == project_id, Mask.deleted_at.is_(None)]
+    if author_id is not None:
+        where.append(Mask.author_id == author_id)
+    groups: dict[str, list] = defaultdict(lambda: [0, 0, 0, 0.0, set()])
+    for created, source, seconds, author in db.execute(
+        select(Mask.created_at, Mask.source, Mask.seconds_spent, Mask.author_id).where(*where)
+    ):
+        created = created.astimezone(UTC) if created.tzinfo else created  # SQLite gives naive UTC
+        key = created.strftime("%Y-%m-%dT%H:00:00" if bucket == "hour" else "%Y-%m-%dT00:00:00")
+        g = groups[key]
+        g[0] += 1
+        g[1] += source == MaskSource.manual
+        if seconds is not None:
+            g[2] += 1
+            g[3] += seconds
+        if author is not None:
+            g[4].add(author)
+    return [
+        (k, n, manual, timed, round(sec, 6), len(people))
+        for k, (n, manual, timed, sec, people) in sorted(groups.items())
+    ]
+
+
+def served_timeline(db, project_id: int, bucket: str, author_id: int | None = None) -> list[tuple]:
+    rows = service.timeline(db, service.Scope(project_id, author_id), bucket, limit=10_000)  # type: ignore[arg-type]
+    return [(r.bucket, r.masks, r.manual_masks, r.timed_masks, round(r.total_seconds, 6), r.annotators) for r in rows]
+
+
+def assert_timeline_is_raw(db, project_id: int, authors) -> None:
+    for bucket in ("hour", "day"):
+        assert served_timeline(db, project_id, bucket) == raw_timeline(db, project_id, bucket)
+        for a in authors:
+            assert served_timeline(db, project_id, bucket, a.id) == raw_timeline(db, project_id, bucket, a.id)
+
+
+def bulk_rows(project, images, n: int, start: datetime, author=None, source=MaskSource.auto) -> list[dict]:
+    """`n` mask rows over the images, one per 7 minutes from `start` (a multi-row INSERT's values)."""
+    return [
+        {
+            "image_id": images[i % len(images)].id,
+            "project_id": project.id,
+            "rle": {"size": [4, 4], "counts": "04"},
+            "bbox": [0, 0, 1, 1],
+            "area": 1,
+            "source": source,
+            "stage": Stage.fully_automatic if source == MaskSource.auto else Stage.assisted_manual,
+            "provenance": {"origin": "auto" if source == MaskSource.auto else "annotated"},
+            "author_id": author.id if author else None,
+            "seconds_spent": 1.5 + i % 4 if author else None,
+            "clicks": 1 + i % 3 if author else None,
+            "created_at": start + timedelta(minutes=7 * i),
+            "updated_at": start,
+        }
+        for i in range(n)
+    ]
+
+
+def test_timeline_equals_the_raw_rows_through_inserts_updates_soft_deletes_and_bulk_loads(
+    db, project, images, make_user
+):
+    a1, a2 = make_user(Role.annotator, "t1"), make_user(Role.annotator, "t2")
+    db.add_all(
+        [
+            new_mask(project, images[0], a1, 10.0, 3, created=at(1, 10, 5)),
+            new_mask(project, images[0], a1, 2.0, 1, created=at(1, 10, 59)),
+            new_mask(project, images[1], a2, 7.25, None, created=at(1, 10, 30)),
+            new_mask(project, images[1], a2, None, None, created=at(1, 23, 59)),
+            new_mask(project, images[2], None, None, None, MaskSource.auto, Stage.fully_automatic, created=at(2, 0)),
+        ]
+    )
+    db.commit()
+    assert_timeline_is_raw(db, project.id, [a1, a2])
+    assert served_timeline(db, project.id, "hour")[0] == ("2026-01-01T10:00:00", 3, 3, 3, 19.25, 2)
+
+    # Bulk loads: multi-row INSERTs (the mask writer's form) of auto masks and of one annotator's masks,
+    # over many hours and days in one statement each.
+    db.execute(insert(Mask).values(bulk_rows(project, images, 300, at(2, 3))))
+    db.execute(insert(Mask).values(bulk_rows(project, images, 120, at(2, 5, 30), a2, MaskSource.manual)))
+    db.commit()
+    assert_timeline_is_raw(db, project.id, [a1, a2])
+
+    # Updates that move masks between buckets and authors, soft deletes (one by one and in bulk), undelete.
+    first = db.scalars(select(Mask).where(Mask.author_id == a1.id).order_by(Mask.id)).first()
+    first.created_at, first.author_id = at(3, 8), a2.id
+    db.commit()
+    db.execute(
+        update(Mask)
+        .where(Mask.author_id == a2.id, Mask.id % 3 == 0)
+        .values(deleted_at=at(5, 0))
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(
+        update(Mask)
+        .where(Mask.source == MaskSource.auto, Mask.id % 2 == 0)
+        .values(deleted_at=at(5, 0))
+        .execution_options(synchronize_session=False)
+    )
+    db.commit()
+    assert_timeline_is_raw(db, project.id, [a1, a2])
+    db.execute(
+        update(Mask)
+        .where(Mask.author_id == a2.id, Mask.id % 9 == 0)
+        .values(deleted_at=None, seconds_spent=0.5)
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(delete(Mask).where(Mask.author_id == a1.id))  # a1 has no mask left: out of every bucket
+    db.commit()
+    assert_timeline_is_raw(db, project.id, [a1, a2])
+    assert served_timeline(db, project.id, "hour", a1.id) == []
+
+    incremental = snapshot(db)
+    rebuild_rollups(db, project.id)
+    db.commit()
+    assert snapshot(db) == incremental
+
+
+def test_timeline_pages_newest_first_buckets_oldest_first(db, project, images, make_user):
+    a1 = make_user(Role.annotator, "w1")
+    db.execute(insert(Mask).values(bulk_rows(project, images, 40, at(1, 0), a1, MaskSource.manual)))  # 7 min apart
+    db.commit()
+    everything = served_timeline(db, project.id, "hour")
+    assert len(everything) == 5  # 40 masks * 7 min = 4h40m: hours 00..04
+    page = service.timeline(db, service.Scope(project.id), "hour", limit=2)
+    assert [r.bucket for r in page] == ["2026-01-01T03:00:00", "2026-01-01T04:00:00"]
+    older = service.timeline(db, service.Scope(project.id), "hour", before=page[0].bucket, limit=2)
+    assert [r.bucket for r in older] == ["2026-01-01T01:00:00", "2026-01-01T02:00:00"]
+    mine = service.timeline(db, service.Scope(project.id, a1.id), "day", before="2026-01-01T00:00:00")
+    assert mine == []
