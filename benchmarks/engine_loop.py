@@ -59,14 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_server.evaluation import click_session, evaluate
 from model_server.predictor import Predictor
 from model_server.sam import build_sam
-from model_server.training import (
-    TrainConfig,
-    TrainingSample,
-    embed_samples,
-    load_image_and_masks,
-    read_manifest,
-    train_decoder,
-)
+from model_server.samples import MaskSample, embed_samples, load_image_and_masks, read_manifest
+from model_server.training import TrainConfig, train_decoder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis345"
 SPLIT_SEED = 345  # fixes the held-out split whatever the other options
@@ -74,7 +68,7 @@ SPLIT_SEED = 345  # fixes the held-out split whatever the other options
 
 def cached_samples(
     predictor: Predictor, item: tuple[Path, list[Path]], cache: Path, seed: int, max_side: int
-) -> list[TrainingSample]:
+) -> list[MaskSample]:
     """Samples of one image, its embedding read from or written to the cache."""
     image_path, mask_paths = item
     key = hashlib.sha1(f"vit_t/{seed}/{max_side}/{image_path}".encode()).hexdigest()[:16]
@@ -83,7 +77,7 @@ def cached_samples(
     if file.is_file():
         data = np.load(file)
         return [
-            TrainingSample(data["embedding"], tuple(data["original_size"]), tuple(data["input_size"]), m)
+            MaskSample(data["embedding"], tuple(data["original_size"]), tuple(data["input_size"]), m)
             for m in masks
             if m.any()
         ]
@@ -94,9 +88,7 @@ def cached_samples(
     return samples
 
 
-def annotate(
-    model, samples: list[TrainingSample], stop_iou: float, max_clicks: int
-) -> tuple[list[TrainingSample], float]:
+def annotate(model, samples: list[MaskSample], stop_iou: float, max_clicks: int) -> tuple[list[MaskSample], float]:
     """The simulated annotator: (accepted masks as training samples, mean clicks per mask)."""
     predictor = Predictor(model)
     accepted, clicks = [], []
@@ -106,7 +98,7 @@ def annotate(
         reached = session.ious[-1] >= stop_iou
         clicks.append(len(session.ious))
         mask = session.mask if reached and session.mask.any() else s.mask
-        accepted.append(TrainingSample(s.embedding, s.original_size, s.input_size, mask))
+        accepted.append(MaskSample(s.embedding, s.original_size, s.input_size, mask))
     return accepted, float(np.mean(clicks))
 
 
@@ -209,7 +201,7 @@ def main() -> None:
         print(rows[-1], file=sys.stderr, flush=True)
 
     report(0, 0, "–", "–", "–")
-    collected: list[TrainingSample] = []
+    collected: list[MaskSample] = []
     for r, batch in enumerate(batches, start=1):
         accepted, clicks = annotate(model, batch, 0.85, args.max_clicks)
         collected += accepted

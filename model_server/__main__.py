@@ -47,7 +47,7 @@ def _add_embed(commands) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from .embed import check_image_files, embed_files
+    from .service.embed import check_image_files, embed_files
 
     check_image_files(args.images)  # before the model is built: bad input fails in a second
     model = _load_model(args.model, args.checkpoint)
@@ -73,7 +73,7 @@ def _add_export_onnx(commands) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> None:
-    from .export import export_decoder_onnx, export_official_contract_onnx
+    from .export.writer import export_decoder_onnx, export_official_contract_onnx
 
     model = _load_model(args.model, args.checkpoint)
     export = export_official_contract_onnx if args.official_contract else export_decoder_onnx
@@ -92,7 +92,7 @@ def _add_serve(commands) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> None:
-    from .service import serve
+    from .service.server import serve
 
     serve(args)
 

@@ -1,6 +1,6 @@
 """The embedding service's public contract: constants, wire format and schemas, free of torch.
 
-The backend imports this module (never `service.py`, which imports torch) to talk to the model
+The backend imports this module (never `service/server.py`, which imports torch) to talk to the model
 server over HTTP or to read what the in-process model returns, so everything here needs only
 numpy and pydantic.
 

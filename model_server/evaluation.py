@@ -1,6 +1,6 @@
 """Interactive-segmentation quality of a model on held-out masks, the standard way.
 
-A simulated annotator clicks on each mask (`training.prompts.farthest_error_click`: the next click
+A simulated annotator clicks on each mask (`clicks.farthest_error_click`: the next click
 at the error-region point farthest from its boundary, positive on missed foreground, negative on
 spill-over; the first click is therefore the object's most interior point). The first click asks for
 3 masks and keeps the one the IoU head ranks highest (the SAM paper's single-point "valid mask"
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .clicks import farthest_error_click
 from .predictor import Predictor
 from .sam import Sam
-from .training.dataset import TrainingSample
-from .training.prompts import farthest_error_click
+from .samples import MaskSample
 
 MIOU_CLICKS = (1, 3, 5)
 
@@ -77,7 +77,7 @@ def click_session(
 
 def evaluate(
     model: Sam,
-    samples: Sequence[TrainingSample],
+    samples: Sequence[MaskSample],
     *,
     max_clicks: int = 20,
     iou_targets: Sequence[float] = (0.85, 0.9),
@@ -95,7 +95,8 @@ def evaluate(
     predictor = Predictor(model)
     top = max(iou_targets, default=0.0)
     min_clicks = min(max(MIOU_CLICKS), max_clicks)
-    curves, nocs = [], {t: [] for t in iou_targets}
+    curves: list[list[float]] = []
+    nocs: dict[float, list[int]] = {t: [] for t in iou_targets}
     for i, sample in enumerate(samples, start=1):
         predictor.set_embedding(sample.embedding, sample.original_size)
         session = click_session(

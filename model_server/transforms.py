@@ -27,7 +27,7 @@ def preprocess_shape(height: int, width: int, long_side: int = MODEL_SIZE) -> tu
 def resize_longest_side(image: np.ndarray, long_side: int = MODEL_SIZE) -> np.ndarray:
     """HxWx3 uint8 RGB → h'xw'x3 uint8, longest side `long_side`, PIL bilinear."""
     new_h, new_w = preprocess_shape(image.shape[0], image.shape[1], long_side)
-    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
 
 def normalize_and_pad(

@@ -5,14 +5,14 @@ Two modes, chosen by `Settings.model_server_url`:
 * **embedded** (None, the default): the model runs in this process. `model_server` is imported
   lazily, inside the calls, so importing the backend (API, CLI) never loads torch; a worker that
   embeds loads each model version once and keeps the last one.
-* **HTTP** (``http://model-server:8001``): images go to `model_server/service.py`, which batches
+* **HTTP** (``http://model-server:8001``): images go to `model_server/service/server.py`, which batches
   concurrent embedding requests on its GPU and runs the automatic generator. The client sends a
   project's images concurrently so they share batches, and checks first that the server holds the
   very checkpoint (sha256) of the version asked for: an embedding computed by another model would
   silently break every click on that image.
 
 Decoder exports, untrained weights and checkpoint checks are file operations on the CPU and always
-run in process (through `model_server.weights`).
+run in process (through `model_server.service.weights`).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class _InProcessModels:
         key = (spec.architecture, str(spec.checkpoint), spec.sha256)
         with self._lock:
             if self._key != key:
-                from model_server.embedding_model import EmbeddingModel
+                from model_server.service.embedding_model import EmbeddingModel
 
                 self._model = None  # free the old one before loading the next
                 self._model = EmbeddingModel(spec.architecture, spec.checkpoint)
@@ -222,29 +222,23 @@ class ModelServerClient:
 
     def save_untrained_checkpoint(self, architecture: str, path: Path) -> str:
         """Write seeded random weights of `architecture` to `path`; return their sha256."""
-        from model_server.weights import save_untrained_checkpoint
+        from model_server.service.weights import save_untrained_checkpoint
 
         return save_untrained_checkpoint(architecture, path)
 
     def verify_checkpoint(self, architecture: str, path: Path) -> str:
         """Strict load of `path` as `architecture` (ValueError naming the problem); return sha256."""
-        from model_server.weights import verify_checkpoint
+        from model_server.service.weights import verify_checkpoint
 
         return verify_checkpoint(architecture, path)
-
-    def export_decoder(self, spec: ModelSpec, path: Path) -> Path:
-        """Write the browser's ONNX decoder (prompt encoder + mask decoder) of `spec` to `path`."""
-        from model_server.weights import export_browser_decoder
-
-        return export_browser_decoder(spec.architecture, spec.checkpoint, path)
 
     def export_decoders(self, spec: ModelSpec, folder: Path) -> dict[str, Path]:
         """Write every browser decoder graph of `spec` into `folder`: the one graph and the split pair.
 
         Returns ``{"decoder": ..., "decoder_image": ..., "decoder_click": ...}`` file paths (see
-        `model_server.weights.export_browser_decoders`).
+        `model_server.service.weights.export_browser_decoders`).
         """
-        from model_server.weights import export_browser_decoders
+        from model_server.service.weights import export_browser_decoders
 
         return export_browser_decoders(spec.architecture, spec.checkpoint, folder)
 
@@ -273,15 +267,16 @@ class ModelServerClient:
             ValueError: no samples, a malformed sample, or a bad config field.
         """
         from model_server.sam.build import build_sam
-        from model_server.training import TrainConfig, TrainingSample, train_decoder
-        from model_server.weights import save_model_checkpoint
+        from model_server.samples import MaskSample
+        from model_server.service.weights import save_model_checkpoint
+        from model_server.training import TrainConfig, train_decoder
 
         if not samples:
             raise ValueError("no training samples")
         model = build_sam(spec.architecture, checkpoint=spec.checkpoint)
         result = train_decoder(
             model,
-            [_training_sample(TrainingSample, s) for s in samples],
+            [_training_sample(MaskSample, s) for s in samples],
             TrainConfig(**config),
             checkpoint_dir=checkpoint_dir,
             progress=progress or (lambda step, total, loss: None),
@@ -302,13 +297,13 @@ class ModelServerClient:
         `progress(done, total)` after each mask."""
         from model_server.evaluation import evaluate
         from model_server.sam.build import build_sam
-        from model_server.training import TrainingSample
+        from model_server.samples import MaskSample
 
         if not samples:
             raise ValueError("no evaluation samples")
         model = build_sam(spec.architecture, checkpoint=spec.checkpoint)
         metrics = evaluate(
-            model, [_training_sample(TrainingSample, s) for s in samples], max_clicks=max_clicks, progress=progress
+            model, [_training_sample(MaskSample, s) for s in samples], max_clicks=max_clicks, progress=progress
         )
         return {key: float(value) for key, value in metrics.items()}
 
@@ -361,10 +356,10 @@ class ModelServerClient:
         """Detector boxes → SAM masks (box prompts, batched) on one image's cached embedding
         (256x64x64, of the model `spec`): (boxes above `score_thresh`, records of the kept masks:
         COCO RLE ``segmentation`` in the original frame, ``area``, ``box`` XYXY, ``score``,
-        ``predicted_iou``). See `model_server.proposals.propose_masks`."""
+        ``predicted_iou``). See `model_server.detector.proposals.propose_masks`."""
         from model_server.detector import Detector
+        from model_server.detector.proposals import propose_masks
         from model_server.predictor import Predictor
-        from model_server.proposals import propose_masks
 
         predictor = Predictor(_IN_PROCESS.get(spec).sam)
         return propose_masks(

@@ -133,7 +133,7 @@ def store_proposals(
 ) -> Stored:
     """Insert `image`'s pre-filled masks and its proposal row in one transaction (committed here).
 
-    `records` are `model_server.proposals.propose_masks` records (segmentation, box, score,
+    `records` are `model_server.detector.proposals.propose_masks` records (segmentation, box, score,
     predicted_iou). Masks are stored (one INSERT, `backend.masks.writer.insert_masks`) with source
     ``detector``, stage semi_automatic, no author, ``prefill_outcome`` NULL (pending: the annotator
     keeps, corrects or deletes them) and the detector's box, score and version, and the SAM version,

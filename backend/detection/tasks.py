@@ -31,7 +31,7 @@ from backend.model_versions.service import model_spec
 from backend.storage import LocalStorage
 from backend.tables import DetectorVersion, Image, Job, ModelStatus, ModelVersion
 from backend.worker.celery_app import app
-from model_server.embedding_file import load_embedding
+from model_server.service.embedding_file import load_embedding
 
 # Progress of a training job, in thousandths: embeddings, then training, then evaluation.
 _EMBED_END, _TRAIN_END = 250, 950

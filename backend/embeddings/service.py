@@ -1,7 +1,7 @@
 """Image embeddings: computed through the model client, stored as files, recorded as rows.
 
 Storage: one file per (image, model version) at ``embeddings/<version id>/<image id>.npz`` in the
-format of `model_server.embedding_file` (256x64x64 float16 + original and input sizes; numpy only).
+format of `model_server.service.embedding_file` (256x64x64 float16 + original and input sizes; numpy only).
 The row is inserted and committed only after its file is in place (the storage renames complete
 files into place), so a row always points at a whole embedding; a crash between the two leaves at
 most an unreferenced file, which the next run overwrites.
@@ -25,7 +25,7 @@ from backend.clients.model_server import ModelServerClient, ModelSpec
 from backend.storage import LocalStorage
 from backend.tables import Embedding, Image, ModelVersion
 from model_server import api
-from model_server.embedding_file import load_embedding, save_embedding
+from model_server.service.embedding_file import load_embedding, save_embedding
 
 
 @dataclass(frozen=True)

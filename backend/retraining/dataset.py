@@ -27,7 +27,7 @@ from backend.masks.split import split_images
 from backend.storage import LocalStorage
 from backend.tables import Image, Mask, ModelVersion
 from backend.tables.enums import ReviewStatus
-from model_server.embedding_file import load_embedding
+from model_server.service.embedding_file import load_embedding
 
 MAX_MASK_FRACTION = 0.9
 

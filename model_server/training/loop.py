@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..clicks import FOREGROUND, bounding_box, noisy_box, random_error_click, uniform_point
 from ..sam import Sam
-from .dataset import TrainingSample
+from ..samples import MaskSample
 from .losses import sam_loss
-from .prompts import FOREGROUND, bounding_box, noisy_box, random_error_click, uniform_point
 
 LOW_RES = 256
 CELL = 4  # model-frame pixels per low-res cell (1024 / 256)
@@ -106,7 +106,7 @@ _RESUMABLE_CHANGES = {"steps", "checkpoint_every"}
 
 def train_decoder(
     model: Sam,
-    samples: Sequence[TrainingSample],
+    samples: Sequence[MaskSample],
     config: TrainConfig,
     *,
     checkpoint_dir: Path | None = None,
@@ -132,7 +132,7 @@ def train_decoder(
         )
     device = model.device
     targets = [_low_res_target(s) for s in kept]
-    modules = (model.prompt_encoder, model.mask_decoder)
+    modules: tuple[torch.nn.Module, ...] = (model.prompt_encoder, model.mask_decoder)
     params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
@@ -186,7 +186,7 @@ def train_decoder(
 def _train_step(
     model: Sam,
     dense_pe: torch.Tensor,
-    samples: list[TrainingSample],
+    samples: list[MaskSample],
     targets: list[tuple[np.ndarray, np.ndarray]],
     config: TrainConfig,
     rng: np.random.Generator,
@@ -203,7 +203,7 @@ def _train_step(
     mask_input: torch.Tensor | None = None
     total = 0.0
     for r, adds_point in enumerate(schedule):
-        if r > 0 and adds_point:
+        if adds_point and mask_input is not None:  # None only in round 0, the first prompt
             _add_points(sessions, mask_input, targets, rng)
         multimask = r == 0
         coords, labels = _tokens(sessions)
@@ -234,7 +234,7 @@ Token = tuple[float, float, int]  # (x, y) in the model frame and the prompt-enc
 
 
 def _first_prompts(
-    samples: list[TrainingSample],
+    samples: list[MaskSample],
     targets: list[tuple[np.ndarray, np.ndarray]],
     config: TrainConfig,
     rng: np.random.Generator,
@@ -242,7 +242,7 @@ def _first_prompts(
     """Per sample (clicks, trailing tokens): a foreground point followed by the padding point, or no
     click and the two corners of a noisy box. Both take two tokens and every later round adds one
     to each session, so the batch stays rectangular."""
-    sessions = []
+    sessions: list[tuple[list[Token], list[Token]]] = []
     for sample, (target, _) in zip(samples, targets):
         if rng.random() < config.box_probability:
             box = bounding_box(target) * CELL + np.array([0, 0, CELL - 1, CELL - 1])
@@ -281,7 +281,7 @@ def _cell_centre(x: int, y: int) -> tuple[float, float]:
     return x * CELL + (CELL - 1) / 2, y * CELL + (CELL - 1) / 2
 
 
-def _low_res_target(sample: TrainingSample) -> tuple[np.ndarray, np.ndarray]:
+def _low_res_target(sample: MaskSample) -> tuple[np.ndarray, np.ndarray]:
     """(target, valid), 256x256 bool each, on the low-res grid of the padded model frame: the mask
     area-resized to the cells covering the resized image (≥ half covered → foreground); cells in
     the padding are invalid. An object too small for one cell keeps its most covered cell."""
@@ -318,7 +318,7 @@ class _Sampler:
         self.position = 0
 
     def next_batch(self, size: int) -> list[int]:
-        batch = []
+        batch: list[int] = []
         while len(batch) < size:
             if self.position == self.n:
                 self.order = self.rng.permutation(self.n)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from backend.tables import Embedding, ModelVersion, Role
 from backend.worker import celery_app
-from model_server.embedding_file import load_embedding
+from model_server.service.embedding_file import load_embedding
 from tests.backend.jobs_helpers import upload
 
 

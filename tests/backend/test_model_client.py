@@ -14,7 +14,7 @@ import uvicorn
 from PIL import Image
 
 from backend.clients.model_server import ModelServerClient, ModelServerError, ModelSpec
-from model_server.service import create_service
+from model_server.service.server import create_service
 
 
 @pytest.fixture(scope="module")

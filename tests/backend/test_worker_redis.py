@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.tables import Embedding
-from model_server.embedding_file import load_embedding
+from model_server.service.embedding_file import load_embedding
 from tests.backend.celery_workers import REDIS_URL, redis_broker, wait_for, worker_processes
 from tests.backend.jobs_helpers import upload
 

@@ -1,4 +1,4 @@
-"""The box detector of the semi-automatic stage (`model_server.detector`).
+"""The box detector of the semi-automatic stage (the `model_server.detector` package).
 
 Unit tests of its pieces (box encoding, frames, target assignment, NMS, Platt calibration, AP,
 save/load, bad input), a synthetic learnability test, and the quality test the issue asks for:
@@ -16,24 +16,20 @@ import pytest
 import torch
 from PIL import Image
 
-from model_server.detector import (
-    GRID,
-    STRIDE,
-    Detector,
-    DetectorConfig,
-    DetectorHead,
+from model_server.boxes import batched_nms
+from model_server.detector import Detector, DetectorConfig, evaluate_detector, train_detector
+from model_server.detector.calibrate import fit_platt
+from model_server.detector.config import GRID, STRIDE
+from model_server.detector.evaluate import average_precision
+from model_server.detector.head import DetectorHead
+from model_server.detector.targets import (
     assign_targets,
-    average_precision,
     cell_centers,
     decode_ltrb,
     encode_ltrb,
-    evaluate_detector,
-    fit_platt,
     to_model_frame,
     to_original_frame,
-    train_detector,
 )
-from model_server.rle import batched_nms
 
 DAVIS_TRAIN, DAVIS_HELDOUT = 48, 16
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from model_server.__main__ import UNTRAINED_SEED, main
-from model_server.embed import load_rgb
-from model_server.embedding_file import load_embedding, save_embedding
 from model_server.predictor import Predictor
 from model_server.sam.build import build_sam
+from model_server.service.embed import load_rgb
+from model_server.service.embedding_file import load_embedding, save_embedding
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,12 +3,15 @@ metrics count clicks the standard way, and `evaluate` runs end to end on a real 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from model_server.evaluation import ClickSession, click_session, evaluate
 from model_server.sam import build_sam
-from model_server.training import TrainingSample
+from model_server.samples import MaskSample
 from model_server.transforms import preprocess_shape
 
 H, W = 40, 60
@@ -81,12 +84,10 @@ def test_clicks_to_counts_the_first_click_reaching_the_target():
 
 
 @pytest.fixture(scope="module")
-def samples() -> list[TrainingSample]:
+def samples() -> list[MaskSample]:
     rng = np.random.default_rng(0)
     return [
-        TrainingSample(
-            rng.standard_normal((256, 64, 64)).astype(np.float16), (H, W), preprocess_shape(H, W), target_mask()
-        )
+        MaskSample(rng.standard_normal((256, 64, 64)).astype(np.float16), (H, W), preprocess_shape(H, W), target_mask())
         for _ in range(2)
     ]
 
@@ -104,3 +105,14 @@ def test_evaluate_reports_every_metric_in_range(samples):
 def test_evaluate_refuses_no_samples():
     with pytest.raises(ValueError, match="at least one"):
         evaluate(build_sam("vit_t", seed=0), [])
+
+
+def test_evaluation_does_not_import_training():
+    """Evaluation measures a model; it must not depend on how models are trained (the two share the
+    click simulation and the sample type, which live outside both)."""
+    code = (
+        "import sys, model_server.evaluation; "
+        "print(sorted(m for m in sys.modules if m.startswith('model_server.training')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model_server import api
-from model_server.embedding_model import EmbeddingModel
 from model_server.predictor import Predictor
-from model_server.service import MicroBatcher, create_service
+from model_server.service.embedding_model import EmbeddingModel
+from model_server.service.server import MicroBatcher, create_service
 
 
 @pytest.fixture(scope="module")

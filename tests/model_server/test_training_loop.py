@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from model_server.sam import build_sam
-from model_server.training import TrainConfig, TrainingSample, train_decoder
+from model_server.samples import MaskSample
+from model_server.training import TrainConfig, train_decoder
 from model_server.training.loop import _low_res_target, _round_schedule
 from model_server.transforms import preprocess_shape
 
@@ -19,19 +20,19 @@ from model_server.transforms import preprocess_shape
 TINY = dict(steps=4, batch_size=1, clicks_per_sample=1, no_point_rounds=0, warmup_steps=2, checkpoint_every=2)
 
 
-def make_samples(n: int = 3, h: int = 48, w: int = 64) -> list[TrainingSample]:
+def make_samples(n: int = 3, h: int = 48, w: int = 64) -> list[MaskSample]:
     rng = np.random.default_rng(0)
     samples = []
     for i in range(n):
         mask = np.zeros((h, w), dtype=bool)
         mask[8 + i : 30, 10 : 40 + i] = True
         embedding = rng.standard_normal((256, 64, 64)).astype(np.float16)
-        samples.append(TrainingSample(embedding, (h, w), preprocess_shape(h, w), mask))
+        samples.append(MaskSample(embedding, (h, w), preprocess_shape(h, w), mask))
     return samples
 
 
 @pytest.fixture(scope="module")
-def samples() -> list[TrainingSample]:
+def samples() -> list[MaskSample]:
     return make_samples()
 
 
@@ -111,7 +112,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(samples, tmp_path: Path):
 
 def test_masks_covering_most_of_the_image_are_skipped_and_no_data_is_an_error(samples):
     h, w = 48, 64
-    huge = TrainingSample(samples[0].embedding, (h, w), preprocess_shape(h, w), np.ones((h, w), bool))
+    huge = MaskSample(samples[0].embedding, (h, w), preprocess_shape(h, w), np.ones((h, w), bool))
     with pytest.raises(ValueError, match="no training data"):
         train_decoder(fresh_model(), [huge], TrainConfig(**TINY))
     with pytest.raises(ValueError, match="no training data"):
@@ -124,9 +125,9 @@ def test_bad_configs_and_samples_are_refused(samples):
     with pytest.raises(ValueError, match="train_image_encoder"):
         train_decoder(fresh_model(), samples, TrainConfig(**TINY, train_image_encoder=True))
     with pytest.raises(ValueError, match="empty"):
-        TrainingSample(samples[0].embedding, (4, 4), preprocess_shape(4, 4), np.zeros((4, 4), bool))
+        MaskSample(samples[0].embedding, (4, 4), preprocess_shape(4, 4), np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="256x64x64"):
-        TrainingSample(np.zeros((256, 32, 32), np.float32), (4, 4), preprocess_shape(4, 4), np.ones((4, 4), bool))
+        MaskSample(np.zeros((256, 32, 32), np.float32), (4, 4), preprocess_shape(4, 4), np.ones((4, 4), bool))
 
 
 def test_round_schedule_has_the_papers_shape():
@@ -139,7 +140,7 @@ def test_round_schedule_has_the_papers_shape():
 def test_low_res_target_covers_the_resized_image_only():
     mask = np.zeros((100, 200), dtype=bool)
     mask[:, :100] = True  # left half
-    sample = TrainingSample(np.zeros((256, 64, 64), np.float16), (100, 200), preprocess_shape(100, 200), mask)
+    sample = MaskSample(np.zeros((256, 64, 64), np.float16), (100, 200), preprocess_shape(100, 200), mask)
     target, valid = _low_res_target(sample)
     assert valid[:128, :].all() and not valid[128:].any()  # 512x1024 resized → 128x256 cells
     assert target[:128, :128].all() and not target[:, 128:].any()

@@ -20,7 +20,8 @@ import pytest
 from model_server.evaluation import evaluate
 from model_server.predictor import Predictor
 from model_server.sam import build_sam
-from model_server.training import TrainConfig, embed_samples, load_image_and_masks, read_manifest, train_decoder
+from model_server.samples import embed_samples, load_image_and_masks, read_manifest
+from model_server.training import TrainConfig, train_decoder
 
 N_TRAIN = 40
 N_HELD_OUT = 10

@@ -71,29 +71,19 @@ def verify_checkpoint(architecture: str, path: str | Path) -> str:
     return file_sha256(path)
 
 
-def export_browser_decoder(architecture: str, checkpoint: str | Path, path: str | Path) -> Path:
-    """Export the prompt encoder + mask decoder of a checkpoint as the browser's one ONNX graph."""
-    from model_server.export import export_decoder_onnx
-
-    model = build_sam(architecture, checkpoint=checkpoint)
-    with _export_lock:
-        return export_decoder_onnx(model, path)
-
-
 def export_browser_decoders(architecture: str, checkpoint: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Export every decoder graph the browser may run for a checkpoint into `out_dir`.
 
     The annotator prefers the split pair (a per-image graph run once when the embedding arrives, a
-    per-click graph about 0.6x the official graph's latency: `model_server.decoder_split`); the one
-    graph (`model_server.export`) stays as the fallback for versions or clients without the pair.
+    per-click graph about 0.6x the official graph's latency: `model_server.export`); the one
+    graph stays as the fallback for versions or clients without the pair.
     One checkpoint load serves all three exports.
 
     Returns:
         ``{"decoder": <dir>/decoder.onnx, "decoder_image": <dir>/decoder.image.onnx,
         "decoder_click": <dir>/decoder.click.onnx}``.
     """
-    from model_server.decoder_split import export_split_decoder
-    from model_server.export import export_decoder_onnx
+    from model_server.export.writer import export_decoder_onnx, export_split_decoder
 
     out_dir = Path(out_dir)
     model = build_sam(architecture, checkpoint=checkpoint)

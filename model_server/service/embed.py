@@ -3,7 +3,7 @@
 This is the offline path (the CLI `python -m model_server embed`, and workers that embed a whole
 project): images are read with Pillow, EXIF-transposed (a phone photo is embedded the way it is
 shown), converted to RGB, resized with the model's own transforms and encoded in batches. The
-files are read back with `model_server.embedding_file.load_embedding`.
+files are read back with `model_server.service.embedding_file.load_embedding`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..sam import Sam
 from .embedding_file import save_embedding
 from .embedding_model import encode_images
 
@@ -30,8 +30,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: no such file")
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            array = np.asarray(image)
+            array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from error
     if array.size == 0:
@@ -45,7 +44,7 @@ def embedding_path(out_dir: str | Path, image_path: str | Path) -> Path:
 
 
 def embed_files(
-    model: torch.nn.Module,
+    model: Sam,
     image_paths: Sequence[str | Path],
     out_dir: str | Path,
     batch_size: int = 1,

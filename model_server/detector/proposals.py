@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .detector import Detector
-from .predictor import Predictor
-from .rle import coco_encode, masks_to_rle
+from ..predictor import Predictor
+from ..rle import coco_encode, masks_to_rle
+from .inference import Detector
 
 
 def propose_masks(

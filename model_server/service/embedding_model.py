@@ -3,7 +3,7 @@
 `EmbeddingModel(architecture, checkpoint).embed(images)` resizes each image (longest side to 1024,
 as the predictor does), stacks the padded inputs and runs ONE encoder forward for the batch. On a
 GPU the encoder runs in float16 (its output is stored in float16 anyway); on the CPU in float32.
-The backend's embedded mode calls it in process; production calls it through `service.py`.
+The backend's embedded mode calls it in process; production calls it through `server.py`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from model_server import api
+from model_server.sam import Sam
 from model_server.sam.build import build_sam
+from model_server.service.weights import file_sha256
 from model_server.transforms import resize_longest_side
-from model_server.weights import file_sha256
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -82,7 +83,7 @@ class EmbeddingModel:
 
 
 @torch.inference_mode()
-def encode_images(sam: torch.nn.Module, images: Sequence[np.ndarray]) -> list[api.EmbeddingResult]:
+def encode_images(sam: Sam, images: Sequence[np.ndarray]) -> list[api.EmbeddingResult]:
     """One encoder forward over HxWx3 uint8 RGB images (checked by the caller), any sizes.
 
     Each image is resized (longest side 1024) and padded like the predictor does, then all go

@@ -1,6 +1,8 @@
-"""Simulated prompts: what an annotator would click, derived from the ground truth.
+"""Simulated clicks: what an annotator would click, derived from the ground truth.
 
-Two simulators share the error-region logic:
+The one place prompts are simulated: `training.loop` draws its prompts here and `evaluation`
+clicks here, so a trained model is measured with the clicks it was trained on. Two simulators share
+the error-region logic:
 
 * training (paper App. A): the first prompt is a uniformly drawn foreground point or a noisy box
   with equal probability; every later point is drawn *uniformly* from the error region of the

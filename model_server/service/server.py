@@ -30,7 +30,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 
 from model_server import api
 from model_server.amg import AutomaticMaskGenerator
-from model_server.embedding_model import EmbeddingModel
+from model_server.service.embedding_model import EmbeddingModel
 
 log = logging.getLogger(__name__)
 

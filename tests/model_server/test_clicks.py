@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_server.training.prompts import (
+from model_server.clicks import (
     BACKGROUND,
     FOREGROUND,
     bounding_box,

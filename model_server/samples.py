@@ -1,4 +1,5 @@
-"""Training data: one `TrainingSample` per object mask, holding its image's cached SAM embedding.
+"""One `MaskSample` per object mask, holding its image's cached SAM embedding: what training and
+evaluation both read.
 
 Training and evaluation never run the image encoder: the embedding of each image is computed
 once (by the embedding job in the product, by `embed_samples` here for tests and benchmarks) and
@@ -17,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..predictor import EMBEDDING_SHAPE, Predictor
-from ..transforms import preprocess_shape
+from .predictor import EMBEDDING_SHAPE, Predictor
+from .transforms import preprocess_shape
 
 
 @dataclass
-class TrainingSample:
+class MaskSample:
     """One object mask of one image.
 
     embedding: 256x64x64 float16/float32, the image's SAM embedding (the image encoder's output).
@@ -61,7 +62,7 @@ def embed_samples(
     predictor: Predictor,
     items: Iterable[tuple[np.ndarray, Sequence[np.ndarray]]],
     progress: Callable[[int], None] | None = None,
-) -> list[TrainingSample]:
+) -> list[MaskSample]:
     """Encode each image once and make one sample per mask.
 
     items: (image HxWx3 uint8 RGB, masks: HxW bool arrays of that image, original frame); empty
@@ -71,14 +72,12 @@ def embed_samples(
     samples = []
     for i, (image, masks) in enumerate(items, start=1):
         predictor.set_image(image)
-        embedding = predictor.embedding[0].to(torch.float16).cpu().numpy()
+        encoded, original_size, input_size = predictor.embedding, predictor.original_size, predictor.input_size
+        assert encoded is not None and original_size is not None and input_size is not None  # set by set_image
+        embedding = encoded[0].to(torch.float16).cpu().numpy()
         for mask in masks:
             if np.asarray(mask).any():
-                samples.append(
-                    TrainingSample(
-                        embedding, predictor.original_size, predictor.input_size, np.asarray(mask, dtype=bool)
-                    )
-                )
+                samples.append(MaskSample(embedding, original_size, input_size, np.asarray(mask, dtype=bool)))
         if progress is not None:
             progress(i)
     return samples
@@ -104,6 +103,6 @@ def load_image_and_masks(
     if max_side is not None and max(image.size) > max_side:
         scale = max_side / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.BILINEAR)
-        masks = [m.resize(size, Image.NEAREST) for m in masks]
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        masks = [m.resize(size, Image.Resampling.NEAREST) for m in masks]
     return np.asarray(image), [np.asarray(m) > 127 for m in masks]
