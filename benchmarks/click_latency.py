@@ -9,14 +9,14 @@ that is where full-resolution work hurts.
 Graphs (all from the same seeded vit_t model, all run by onnxruntime-web 1.30 wasm with the same
 runtime settings: SIMD, 2 threads under cross-origin isolation):
 
-* ``official-int8``: the SAM demo's contract (model_server/export.py `export_official_contract_onnx`,
+* ``official-int8``: the SAM demo's contract (model_server/export/writer.py `export_official_contract_onnx`,
   dynamic int8 as the demo ships it): the graph upsamples the chosen mask to the original size;
   the page thresholds every full-res logit into an original-size ImageData (the demo's drawing path).
 * ``ours-*``: our contract (low-res logits of all four tokens) through the product's DecoderClient;
   the page upsamples only the shown token, at display resolution, straight into the overlay's
   ImageData (frontend/src/inference/upsample.ts). ``ours-fp32`` / ``ours-int8``: the one-graph
-  decoder (model_server/export.py); ``ours-split`` / ``ours-split-int8``: the per-image + per-click
-  decoder (model_server/decoder_split.py). Only the float32 graphs pass the browser parity test
+  decoder; ``ours-split`` / ``ours-split-int8``: the per-image + per-click decoder (all from
+  model_server/export/, traced from the one folded decoder, model_server/decoding/). Only the float32 graphs pass the browser parity test
   (tests/browser/test_decoder_parity.py); int8 ones are here for comparison.
 
 Click sequence: groups of four clicks on the object of the image (first a foreground click, then
@@ -53,7 +53,7 @@ REFERENCE = "official-int8"
 
 def export_graphs(workdir: Path, names: list[str]) -> dict[str, dict[str, str]]:
     """Export every requested graph of one seeded vit_t model; returns harness variant specs."""
-    from model_server.export import export_decoder_onnx, export_official_contract_onnx
+    from model_server.export.writer import export_decoder_onnx, export_official_contract_onnx, export_split_decoder
     from model_server.sam.build import build_sam
 
     model = build_sam("vit_t", seed=0)
@@ -66,8 +66,6 @@ def export_graphs(workdir: Path, names: list[str]) -> dict[str, dict[str, str]]:
             export_decoder_onnx(model, workdir / f"{name}.onnx", quantize=name.endswith("int8"))
             variants[name] = {"kind": "ours", "decoderUrl": f"/data/{name}.onnx"}
         elif name.startswith("ours-split"):
-            from model_server.decoder_split import export_split_decoder
-
             click, image = export_split_decoder(model, workdir, prefix=name, quantize=name.endswith("int8"))
             variants[name] = {
                 "kind": "ours",
@@ -81,7 +79,7 @@ def export_graphs(workdir: Path, names: list[str]) -> dict[str, dict[str, str]]:
 
 def prepare_image(workdir: Path) -> tuple[np.ndarray, dict]:
     """Upscale the test frame to LONG_SIDE px, embed it with the product's encoder; returns its mask."""
-    from model_server.embedding_model import EmbeddingModel
+    from model_server.service.embedding_model import EmbeddingModel
 
     image = Image.open(DATA / IMAGE).convert("RGB")
     scale = LONG_SIDE / max(image.size)

@@ -34,14 +34,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model_server.embed import load_rgb  # noqa: E402
-from model_server.export import (  # noqa: E402
-    export_decoder_onnx,
-    export_official_contract_onnx,
-    onnx_prompt,
-)
+from model_server.export.contract import onnx_prompt  # noqa: E402
+from model_server.export.writer import export_decoder_onnx, export_official_contract_onnx  # noqa: E402
 from model_server.predictor import Predictor  # noqa: E402
 from model_server.sam.build import SAM_CONFIGS, build_sam  # noqa: E402
+from model_server.service.embed import load_rgb  # noqa: E402
 from model_server.transforms import apply_coords  # noqa: E402
 from tests.reference import official  # noqa: E402
 

@@ -1,21 +1,23 @@
 """Set an image once, prompt it many times: the interactive and batched front of SAM.
 
 `Predictor` holds one image embedding (computed by `set_image`, or a cached one given to
-`set_embedding`) and decodes prompts against it. Prompts in the original image frame go through
-`predict` (one prompt, the official SamPredictor's contract) or `predict_batch` (many prompts in one
-decoder call); `decode` is the raw batched hot path in the 1024 model frame used by the automatic
-mask generator and training (it records gradients if the caller does).
+`set_embedding`) and its decoder image side, and decodes prompts against it with the folded decoder
+(model_server/decoding/). Prompts in the original image frame go through `predict` (one prompt, the
+official SamPredictor's contract) or `predict_batch` (many prompts in one decoder call); `decode` is
+the raw batched path in the 1024 model frame.
 
-It holds per-image state: use one instance per thread.
+It holds per-image state: use one instance per thread. It reads the model's decoder weights when
+built (the folded decoder prepares them once): build a new one after training the model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from .decoding import FoldedDecoder, ImageSide
 from .sam import Sam
 from .transforms import (
     MODEL_SIZE,
@@ -31,15 +33,20 @@ LOW_RES = 256
 POINT_LABELS = (-1, 0, 1)
 
 
+class _Image(NamedTuple):
+    embedding: torch.Tensor  # 1x256x64x64
+    folded: ImageSide  # its image side for the folded decoder
+
+
 class Predictor:
     def __init__(self, model: Sam) -> None:
         self.model = model.eval()
         self.device = model.device
-        with torch.no_grad():
-            self._dense_pe = model.prompt_encoder.get_dense_pe()
+        self.decoder = FoldedDecoder(model)
         self.embedding: torch.Tensor | None = None
-        self.original_size: tuple[int, int] | None = None
-        self.input_size: tuple[int, int] | None = None
+        self.image_side: ImageSide | None = None
+        self._original_size: tuple[int, int] | None = None
+        self._input_size: tuple[int, int] | None = None
 
     # -- the image -------------------------------------------------------------------------------
 
@@ -56,9 +63,9 @@ class Predictor:
         resized = resize_longest_side(image, self.model.image_encoder.img_size)
         pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).unsqueeze(0)
         with torch.no_grad():
-            self.embedding = self.model.embed_images(pixels)
-        self.original_size = (image.shape[0], image.shape[1])
-        self.input_size = (resized.shape[0], resized.shape[1])
+            self._set(self.model.embed_images(pixels))
+        self._original_size = (image.shape[0], image.shape[1])
+        self._input_size = (resized.shape[0], resized.shape[1])
 
     def set_embedding(self, embedding: np.ndarray | torch.Tensor, original_size: tuple[int, int]) -> None:
         """Use a precomputed embedding (1x256x64x64 or 256x64x64, any float dtype) of an image whose
@@ -76,9 +83,28 @@ class Predictor:
         if len(original_size) != 2 or not all(int(s) == s and s > 0 for s in original_size):
             raise ValueError(f"original_size must be two positive integers (height, width), got {original_size}")
         height, width = int(original_size[0]), int(original_size[1])
-        self.embedding = embedding.reshape(1, *EMBEDDING_SHAPE).to(self.device, self.model.dtype)
-        self.original_size = (height, width)
-        self.input_size = preprocess_shape(height, width, self.model.image_encoder.img_size)
+        with torch.no_grad():
+            self._set(embedding.reshape(1, *EMBEDDING_SHAPE).to(self.device, self.model.dtype))
+        self._original_size = (height, width)
+        self._input_size = preprocess_shape(height, width, self.model.image_encoder.img_size)
+
+    def _set(self, embedding: torch.Tensor) -> None:
+        self.embedding = embedding
+        self.image_side = self.decoder.image_side(embedding)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(height, width) of the current image."""
+        if self._original_size is None:
+            raise ValueError("no image set: call set_image() or set_embedding() first")
+        return self._original_size
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the current image resized into the model frame (before padding)."""
+        if self._input_size is None:
+            raise ValueError("no image set: call set_image() or set_embedding() first")
+        return self._input_size
 
     # -- decoding --------------------------------------------------------------------------------
 
@@ -94,21 +120,28 @@ class Predictor:
         coords BxNx2 (x, y) in the 1024 model frame; labels BxN in {−1, 0, 1, 2, 3} (padding point
         and box corners are the caller's job); mask_input Bx1x256x256 logits or None →
         (low-res logits BxCx256x256, IoU predictions BxC), model dtype, C = 3 if multimask_output else 1.
-        The embedding is broadcast over the prompts, never copied per prompt.
+        The image side is broadcast over the prompts, never copied per prompt.
+
+        With gradients enabled (a caller that trains) it runs the trainable reference modules
+        (`sam.MaskDecoder`), since the folded decoder's prepared weights are constants; otherwise
+        (`torch.no_grad` / `torch.inference_mode`, as every inference caller) the folded decoder.
         """
-        self._require_embedding()
+        image = self._require_embedding()
         if coords.ndim != 3 or coords.shape[-1] != 2 or tuple(labels.shape) != tuple(coords.shape[:2]):
             raise ValueError(
                 f"coords must be BxNx2 and labels BxN, got {tuple(coords.shape)} and {tuple(labels.shape)}"
             )
         if mask_input is not None and tuple(mask_input.shape) != (coords.shape[0], 1, LOW_RES, LOW_RES):
             raise ValueError(f"mask_input must be {coords.shape[0]}x1x256x256, got {tuple(mask_input.shape)}")
-        dtype = self.model.dtype
-        encoder = self.model.prompt_encoder
         # Coordinates stay float32: the positional encoding is computed at full precision.
-        sparse = encoder.embed_points(coords.to(self.device, torch.float32), labels.to(self.device))
-        dense = encoder.embed_masks(None if mask_input is None else mask_input.to(self.device, dtype))
-        return self.model.mask_decoder(self.embedding, self._dense_pe, sparse, dense, multimask_output)
+        coords, labels = coords.to(self.device, torch.float32), labels.to(self.device)
+        mask_input = None if mask_input is None else mask_input.to(self.device, self.model.dtype)
+        if torch.is_grad_enabled():
+            encoder = self.model.prompt_encoder
+            sparse, dense = encoder(coords, labels, mask_input)
+            return self.model.mask_decoder(image.embedding, encoder.get_dense_pe(), sparse, dense, multimask_output)
+        tokens = range(1, 4) if multimask_output else range(0, 1)
+        return self.decoder.decode(image.folded, coords, labels, self.decoder.mask_prompt(mask_input), tokens)
 
     def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
         """BxCx256x256 low-res logits → BxCxHxW logits in the original frame (float32)."""
@@ -173,15 +206,16 @@ class Predictor:
         coords, labels, box_corners, masks, batch = self._validate(
             point_coords, point_labels, boxes, mask_input, empty_batch
         )
-        parts_c, parts_l = [], []
-        if coords is not None:
-            parts_c.append(apply_coords(coords, self.original_size, MODEL_SIZE))
+        parts_c: list[np.ndarray] = []
+        parts_l: list[np.ndarray] = []
+        if coords is not None and labels is not None:
+            parts_c.append(np.asarray(apply_coords(coords, self.original_size, MODEL_SIZE)))
             parts_l.append(labels)
             if box_corners is None:  # the official model expects a padding point after bare points
                 parts_c.append(np.zeros((batch, 1, 2)))
                 parts_l.append(np.full((batch, 1), -1))
         if box_corners is not None:
-            parts_c.append(apply_boxes(box_corners, self.original_size, MODEL_SIZE).reshape(batch, 2, 2))
+            parts_c.append(np.asarray(apply_boxes(box_corners, self.original_size, MODEL_SIZE)).reshape(batch, 2, 2))
             parts_l.append(np.tile(np.array([[2, 3]]), (batch, 1)))
         all_coords = np.concatenate(parts_c, axis=1) if parts_c else np.zeros((batch, 0, 2))
         all_labels = np.concatenate(parts_l, axis=1) if parts_l else np.zeros((batch, 0))
@@ -199,9 +233,10 @@ class Predictor:
 
     # -- validation ------------------------------------------------------------------------------
 
-    def _require_embedding(self) -> None:
-        if self.embedding is None:
+    def _require_embedding(self) -> _Image:
+        if self.embedding is None or self.image_side is None:
             raise ValueError("no image set: call set_image() or set_embedding() first")
+        return _Image(self.embedding, self.image_side)
 
     def _validate(
         self, coords: Any, labels: Any, boxes: Any, masks: Any, default_batch: int | None
@@ -227,9 +262,11 @@ class Predictor:
         sizes = {x.shape[0] for x in (coords, boxes, masks) if x is not None}
         if len(sizes) > 1:
             raise ValueError(f"point_coords, boxes and mask_input disagree on the batch size: {sorted(sizes)}")
-        if not sizes and default_batch is None:
+        if sizes:
+            return coords, labels, boxes, masks, sizes.pop()
+        if default_batch is None:
             raise ValueError("give at least one of point_coords, boxes, mask_input")
-        return coords, labels, boxes, masks, sizes.pop() if sizes else default_batch
+        return coords, labels, boxes, masks, default_batch
 
     def _check_inside(self, points: np.ndarray, name: str) -> None:
         """Points ...x2 (x, y) must lie in [0, W] x [0, H] of the original image (edges included)."""

@@ -12,8 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from backend.tables import ModelVersion
-from model_server.decoder_split import CLICK_INPUTS, CLICK_OUTPUTS, IMAGE_OUTPUTS
-from model_server.export import MAX_IR_VERSION, onnx_prompt
+from model_server.export.contract import CLICK_INPUTS, CLICK_OUTPUTS, IMAGE_OUTPUTS, MAX_IR_VERSION, onnx_prompt
 
 
 def _session(content: bytes) -> ort.InferenceSession:

@@ -11,7 +11,8 @@ Tolerances (float32 graphs against torch float32): low-res logits within 1e-3 ab
 mask the browser upsamples itself (upsample.ts) at the original size has IoU >= 0.99 with the
 predictor's mask (observed 1.0000). Dynamic-int8 graphs do NOT meet this bar on seeded weights
 (measured mask IoU 0.978-0.997, logits off by up to 9e-3), so only float32 graphs are tested and
-shipped: the one-graph decoder (model_server/export.py) and the split one (decoder_split.py).
+shipped: the one-graph decoder and the split one (model_server/export/), both traced from the folded
+decoder (model_server/decoding/) that the predictor runs.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ def setup(data_root, tmp_path_factory):
         pytest.skip(f"{harness.CHROMIUM} not found: browser tests need the system's Chromium")
     import torch
 
-    from model_server.decoder_split import export_split_decoder
-    from model_server.export import export_decoder_onnx
+    from model_server.export.writer import export_decoder_onnx, export_split_decoder
     from model_server.predictor import Predictor
     from model_server.sam.build import build_sam
 

@@ -5,7 +5,7 @@ the whole image, so the comparisons below (a) scale the hypernetwork outputs by 
 models, which makes stability scores spread over 0..1, (b) lower pred_iou_thresh and
 stability_score_thresh identically on both sides so that each side keeps ≥ 20 masks, and (c) set
 box/crop NMS thresholds to 1.0 where every box is the whole image (otherwise one mask survives).
-Our NMS itself is checked against the reference NMS separately.
+Our NMS itself is checked separately, against a brute-force greedy NMS over pycocotools IoUs.
 """
 
 from __future__ import annotations
@@ -16,18 +16,12 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from model_server.amg import AutomaticMaskGenerator, _two_way, build_point_grid, generate_crop_boxes
-from model_server.rle import (
-    batched_nms,
-    coco_decode,
-    masks_to_boxes,
-    masks_to_rle,
-    remove_small_regions,
-    rle_area,
-    rle_to_mask,
-)
+from model_server.amg import AutomaticMaskGenerator, build_point_grid, generate_crop_boxes
+from model_server.boxes import batched_nms, masks_to_boxes
+from model_server.regions import remove_small_regions
+from model_server.rle import coco_decode, masks_to_rle, rle_area, rle_to_mask
 from model_server.sam.build import SAM_CONFIGS, build_sam
-from tests.reference import _batched_nms, official
+from tests.reference import official
 
 AMPLIFY = 20.0
 LOWERED = {"pred_iou_thresh": 0.02, "stability_score_thresh": 0.4, "box_nms_thresh": 1.0, "crop_nms_thresh": 1.0}
@@ -120,25 +114,6 @@ def test_gated_decode_equals_predictor_decode(models, image):
     assert index.tolist() == torch.nonzero(passing)[:, 0].tolist()
 
 
-def test_folded_two_way_transformer_equals_module(models):
-    """`_two_way` (projections folded into the tokens' side, batched over prompts) against the
-    decoder's own transformer module on a random embedding: same tokens and image rows."""
-    ours_model, _, _ = models
-    decoder, prompt = ours_model.mask_decoder, ours_model.prompt_encoder
-    gen = torch.Generator().manual_seed(1)
-    image = torch.randn(1, 256, 64, 64, generator=gen)
-    coords = torch.rand(5, 2, 2, generator=gen) * 1024
-    labels = torch.tensor([[1, -1], [1, 0], [0, -1], [1, 1], [1, -1]])
-    with torch.inference_mode():
-        sparse = prompt.embed_points(coords, labels)
-        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
-        tokens = torch.cat([output_tokens[None].expand(5, -1, -1), sparse], dim=1)
-        hs, src = decoder.transformer(image, prompt.get_dense_pe(), tokens)
-        folded_hs, folded_src = _two_way(decoder.transformer, image, prompt.get_dense_pe(), tokens, len(output_tokens))
-    torch.testing.assert_close(folded_hs, hs[:, : len(output_tokens)], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(folded_src, src.expand(5, -1, -1), atol=1e-4, rtol=1e-4)
-
-
 def test_nothing_passes_gives_empty_list(models):
     ours_model, _, _ = models
     flat = np.full((64, 96, 3), 127, dtype=np.uint8)
@@ -225,7 +200,7 @@ def test_crop_boxes_and_grid_match_official(models):
     np.testing.assert_allclose(build_point_grid(7), amg.build_point_grid(7))
 
 
-def test_rle_boxes_and_nms_match_official(models):
+def test_rle_and_boxes_match_official(models):
     from segment_anything.utils import amg
 
     rng = np.random.default_rng(0)
@@ -237,15 +212,34 @@ def test_rle_boxes_and_nms_match_official(models):
     assert [rle_area(r) for r in masks_to_rle(masks)] == masks.flatten(1).sum(1).tolist()
     torch.testing.assert_close(masks_to_boxes(masks), amg.batched_mask_to_box(masks))
 
+
+def _greedy_nms(boxes: list[list[float]], scores: list[float], categories: list[int], threshold: float) -> list[int]:
+    """Textbook greedy NMS, one category at a time, written to share nothing with ours: repeatedly keep
+    the best-scored remaining box (the earlier one on a tie) and drop the remaining boxes of its
+    category whose IoU with it exceeds `threshold`. IoUs come from pycocotools (XYWH boxes, area w·h,
+    as torchvision has it). Returns the kept indices best first, ties by index."""
+    xywh = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes]
+    ious = coco_mask.iou(xywh, xywh, [0] * len(xywh))
+    kept = []
+    for category in set(categories):
+        remaining = [i for i, c in enumerate(categories) if c == category]
+        while remaining:
+            best = max(remaining, key=lambda i: (scores[i], -i))
+            kept.append(best)
+            remaining = [i for i in remaining if i != best and ious[best][i] <= threshold]
+    return sorted(kept, key=lambda i: (-scores[i], i))
+
+
+def test_nms_matches_brute_force_greedy_nms():
+    rng = np.random.default_rng(0)
     corners = torch.from_numpy(rng.integers(0, 200, (300, 2, 2))).sort(dim=1).values.float()
     boxes = corners.transpose(1, 2).reshape(300, 4)[:, [0, 2, 1, 3]]
     scores = torch.from_numpy(rng.integers(0, 20, 300)).float()  # many ties
-    categories = torch.from_numpy(rng.integers(0, 3, 300))
-    for threshold in (0.3, 0.7):
-        assert (
-            batched_nms(boxes, scores, categories, threshold).tolist()
-            == _batched_nms(boxes, scores, categories, threshold).tolist()
-        )
+    for categories in (torch.from_numpy(rng.integers(0, 3, 300)), torch.zeros(300, dtype=torch.int64)):
+        for threshold in (0.0, 0.3, 0.5, 0.7, 1.0):
+            expected = _greedy_nms(boxes.tolist(), scores.tolist(), categories.tolist(), threshold)
+            assert batched_nms(boxes, scores, categories, threshold).tolist() == expected
+    assert batched_nms(boxes[:0], scores[:0], categories[:0], 0.5).tolist() == []
 
 
 def test_small_region_removal_matches_official(models, data_root):

@@ -1,6 +1,6 @@
 """The split decoder (per-image graph + per-click graph) computes what the one-graph decoder computes.
 
-Compared with onnxruntime (CPU) against `model_server.export.export_decoder_onnx`'s graph and with
+Compared with onnxruntime (CPU) against `model_server.export.writer.export_decoder_onnx`'s graph and with
 the torch `Predictor`, on seeded vit_t weights and random embeddings, for prompts with and without
 mask input, with boxes and with several point counts (the per-click graph has a dynamic N).
 """
@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from model_server.decoder_split import CLICK_INPUTS, IMAGE_OUTPUTS, export_split_decoder
-from model_server.export import MAX_IR_VERSION, OnnxDecoder, export_decoder_onnx, onnx_prompt
+from model_server.export.contract import CLICK_INPUTS, IMAGE_OUTPUTS, MAX_IR_VERSION, onnx_prompt
+from model_server.export.runner import OnnxDecoder
+from model_server.export.writer import export_decoder_onnx, export_split_decoder
 
 ort = pytest.importorskip("onnxruntime")
 

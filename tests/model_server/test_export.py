@@ -12,13 +12,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_server.export import (
-    MAX_IR_VERSION,
-    OnnxDecoder,
-    export_decoder_onnx,
-    export_official_contract_onnx,
-    onnx_prompt,
-)
+from model_server.export.contract import MAX_IR_VERSION, onnx_prompt
+from model_server.export.runner import OnnxDecoder
+from model_server.export.writer import export_decoder_onnx, export_official_contract_onnx
 from model_server.predictor import Predictor
 from model_server.sam.build import build_sam
 from model_server.transforms import postprocess_masks, preprocess_shape
