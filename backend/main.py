@@ -30,6 +30,7 @@ from backend.stages.router import router as stages_router
 from backend.storage import LocalStorage
 from backend.users.router import router as users_router
 from backend.web import install_web
+from backend.webhooks.router import router as webhooks_router
 
 ROUTERS: list[APIRouter] = [
     auth_router,
@@ -47,6 +48,7 @@ ROUTERS: list[APIRouter] = [
     stages_router,
     retraining_router,
     detection_router,
+    webhooks_router,
 ]
 
 

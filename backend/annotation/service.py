@@ -36,6 +36,7 @@ from backend.masks import provenance
 from backend.masks.rle import check_rle
 from backend.masks.writer import NewMask, add_mask
 from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
+from backend.webhooks.events import emit
 
 UNFINISHED = (ImageStatus.new, ImageStatus.in_progress)
 # Candidates examined per claim attempt: losing a race on one image just moves on to the next.
@@ -219,6 +220,7 @@ def finish_image(db: Session, image: Image, project: Project, user: User) -> Ima
         .values(prefill_outcome=PrefillOutcome.kept)
         .execution_options(synchronize_session=False)
     )
+    emit(db, project.id, "image.done", {"image_id": image.id, "stage": project.stage.value, "user_id": user.id})
     db.commit()
     return fresh
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.core.config import DEFAULT_JOB_STALE_SECONDS, Settings
 from backend.tables import Job
 from backend.tables.enums import JobStatus
+from backend.webhooks.events import emit
 from backend.worker import celery_app
 from backend.worker.enqueue import enqueue_after_commit
 
@@ -127,6 +128,7 @@ def succeed(db: Session, job_id: int, result: dict[str, Any], message: str = "do
     job.status, job.progress, job.message = JobStatus.succeeded, 1.0, message
     job.result = {**result, "attempts": attempts}
     job.finished_at = job.heartbeat_at = now()
+    emit(db, job.project_id, "job.succeeded", {"job_id": job.id, "kind": job.kind, "message": message})
     db.commit()
 
 
@@ -137,6 +139,7 @@ def fail(db: Session, job_id: int, error: str) -> None:
         return
     job.status, job.error, job.message = JobStatus.failed, error, "failed"
     job.finished_at = now()
+    emit(db, job.project_id, "job.failed", {"job_id": job.id, "kind": job.kind, "error": error[:2000]})
     db.commit()
 
 

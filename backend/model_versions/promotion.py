@@ -21,6 +21,7 @@ from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.tables import Embedding, Image, Job, ModelVersion, Project
 from backend.tables.enums import ModelStatus
+from backend.webhooks.events import emit
 
 
 class PromotionError(ValueError):
@@ -97,6 +98,13 @@ def promote(
     version = check_promotable(project, version)
     previous = db.get(ModelVersion, project.active_model_version_id) if project.active_model_version_id else None
     project.active_model_version_id = version.id
+    if previous is None or previous.id != version.id:
+        emit(
+            db,
+            project.id,
+            "model_version.promoted",
+            {"model_version_id": version.id, "previous_id": previous.id if previous else None, "user_id": user_id},
+        )
     if previous is not None and previous.id == version.id:
         db.commit()
         return previous.id, None, 0

@@ -41,6 +41,7 @@ from backend.tables import (
     Stage,
     User,
 )
+from backend.webhooks.events import emit
 
 IOU_THRESHOLD = 0.9
 
@@ -134,6 +135,13 @@ def review(
         fixed_mask_id=fixed.id if fixed else None,
     )
     db.add(row)
+    if decision == ReviewDecision.accept:
+        emit(
+            db,
+            mask.project_id,
+            "mask.accepted",
+            {"mask_id": mask.id, "image_id": mask.image_id, "reviewer_id": reviewer.id},
+        )
     db.commit()
     db.refresh(mask)
     return row

@@ -34,6 +34,7 @@ from backend.tables.model_versions import ModelVersion
 from backend.tables.projects import Project, ProjectMember
 from backend.tables.reviews import MaskReview, ReviewDecision
 from backend.tables.users import User
+from backend.tables.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "AnnotationSession",
@@ -68,4 +69,6 @@ __all__ = [
     "TimelineDay",
     "TimelineHour",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]

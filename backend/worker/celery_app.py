@@ -2,7 +2,8 @@
 
 Queues by resource, routed in one place (`TASK_ROUTES`): a task named ``embed.<x>`` goes to the
 ``embed`` queue, ``auto.<x>`` to ``auto``, ``train.<x>`` to ``train``; ``jobs.<x>`` (job upkeep,
-small and quick) rides on ``embed``. A worker serves the queues it is started with (``-Q embed``).
+small and quick) rides on ``embed``; ``webhooks.<x>`` (deliveries, which wait on other people's
+servers) has a queue of its own. A worker serves the queues it is started with (``-Q embed``).
 
 Brokers:
 
@@ -50,12 +51,13 @@ from celery.beat import PersistentScheduler
 
 from backend.core.config import Settings
 
-QUEUES = ("embed", "auto", "train")
+QUEUES = ("embed", "auto", "train", "webhooks")
 TASK_ROUTES = {
     "embed.*": {"queue": "embed"},
     "auto.*": {"queue": "auto"},
     "train.*": {"queue": "train"},
     "jobs.*": {"queue": "embed"},
+    "webhooks.*": {"queue": "webhooks"},  # deliveries: a slow receiver waits on this queue only
 }
 # Modules that define tasks; a new domain appends its tasks module here.
 TASK_MODULES = [
@@ -65,6 +67,7 @@ TASK_MODULES = [
     "backend.exchange.tasks",
     "backend.retraining.tasks",
     "backend.detection.tasks",
+    "backend.webhooks.delivery",
 ]
 BEAT_LOCK_FILE = "celerybeat.lock"
 RETRAIN_CHECK_SECONDS = 60.0  # how often beat looks for projects due a retraining round

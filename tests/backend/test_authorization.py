@@ -28,7 +28,19 @@ from backend.core.config import Settings
 from backend.jobs.service import create_job
 from backend.main import create_app
 from backend.projects.service import create_project
-from backend.tables import Image, JobStatus, Mask, MaskSource, ModelVersion, Project, ProjectMember, Role, Stage, User
+from backend.tables import (
+    Image,
+    JobStatus,
+    Mask,
+    MaskSource,
+    ModelVersion,
+    Project,
+    ProjectMember,
+    Role,
+    Stage,
+    User,
+    Webhook,
+)
 
 A, M, ML = Role.annotator, Role.manager, Role.ml_engineer
 MEMBERS = frozenset({A, M, ML})
@@ -90,6 +102,11 @@ PROJECT_ROUTES: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/projects/{project_id}/detector/train"): STARTERS,
     ("GET", "/api/projects/{project_id}/detectors"): MEMBERS,
     ("POST", "/api/projects/{project_id}/detector/propose"): STARTERS,
+    ("POST", "/api/projects/{project_id}/webhooks"): MANAGERS,
+    ("GET", "/api/projects/{project_id}/webhooks"): MANAGERS,
+    ("DELETE", "/api/projects/{project_id}/webhooks/{webhook_id}"): MANAGERS,
+    ("POST", "/api/projects/{project_id}/webhooks/{webhook_id}/test"): MANAGERS,
+    ("GET", "/api/projects/{project_id}/webhooks/{webhook_id}/deliveries"): MANAGERS,
 }
 
 EVERYONE = frozenset(Role)
@@ -235,6 +252,13 @@ class World:
         self.db.commit()
         return job.id
 
+    def fresh_webhook(self) -> int:
+        """A hook of the project, inactive: its test event is refused (409) and nothing is sent."""
+        hook = Webhook(project_id=self.project.id, url="http://127.0.0.1:9/", secret="s" * 32, events=[], active=False)
+        self.db.add(hook)
+        self.db.commit()
+        return hook.id
+
     def fresh_image(self) -> int:
         """Another image row (its file is missing), for routes that delete an image."""
         tag = f"{np.random.randint(1 << 31):08x}"
@@ -263,6 +287,8 @@ class World:
             values["mask_id"] = self.fresh_mask(caller).id
         if "{job_id}" in template:
             values["job_id"] = self.fresh_job()
+        if "{webhook_id}" in template:
+            values["webhook_id"] = self.fresh_webhook()
         if "{user_id}" in template:
             values["user_id"] = self._member(self._spare_user(), A).id
         if template == "/api/images/{image_id}":

@@ -9,6 +9,7 @@ import type { Project } from "../api/types";
 import { append, h } from "../dom";
 import { clearErrors, field, fieldError, showErrors } from "../forms";
 import { frame } from "../layout";
+import { webhooksPanel } from "../webhooks/panel";
 
 type Kind = "int" | "float" | "bool" | "inherit-bool";
 
@@ -151,7 +152,7 @@ export async function projectSettingsPage(root: HTMLElement, params: Record<stri
     }
   });
 
-  append(main, h("h1", {}, "Settings"), form, editable ? archiveSection(projectId, project) : null);
+  append(main, h("h1", {}, "Settings"), form, editable ? webhooksPanel(projectId) : null, editable ? archiveSection(projectId, project) : null);
 }
 
 function describe(patch: { name?: string; description?: string; settings?: SettingsPatch }): string {
