@@ -46,6 +46,14 @@ class Mask(Base):
             postgresql_where=text("deleted_at IS NULL"),
             sqlite_where=text("deleted_at IS NULL"),
         ),
+        # Deleting a mask sets its children's parent_mask_id to NULL: without this index every deleted
+        # mask scans the whole table (migration 0012). Partial: few masks have a parent.
+        Index(
+            "ix_masks_parent_mask_id",
+            "parent_mask_id",
+            postgresql_where=text("parent_mask_id IS NOT NULL"),
+            sqlite_where=text("parent_mask_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

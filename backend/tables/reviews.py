@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.tables.base import Base, str_enum, utcnow
@@ -25,6 +25,16 @@ class ReviewDecision(enum.StrEnum):
 
 class MaskReview(Base):
     __tablename__ = "mask_reviews"
+    # Deleting a mask clears the reviews that name it as the fix: without this index each deleted mask
+    # scans every review (migration 0012). Partial: only fixes have one.
+    __table_args__ = (
+        Index(
+            "ix_mask_reviews_fixed_mask_id",
+            "fixed_mask_id",
+            postgresql_where=text("fixed_mask_id IS NOT NULL"),
+            sqlite_where=text("fixed_mask_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     mask_id: Mapped[int] = mapped_column(ForeignKey("masks.id", ondelete="CASCADE"), unique=True)

@@ -7,6 +7,11 @@ hour of the project's life on each request, a cost that grew with the masks; it 
 (PostgreSQL's now group the changed rows once for all rollups) and every project's rollups rebuilt.
 Downgrade restores `mask_stats` and its rollup as 0004 defined it.
 
+Also indexes the two foreign keys to `masks` that had none, `masks.parent_mask_id` and
+`mask_reviews.fixed_mask_id` (partial: only set ones): deleting a mask (an image's deletion cascades
+to its ~100) made PostgreSQL scan the whole masks table per deleted mask to clear its children, minutes
+for one image at 1M masks.
+
 Revision ID: 0012
 Revises: 0010
 Create Date: 2026-12-02 00:12:00
@@ -40,6 +45,11 @@ MASK_STATS = rollups.Rollup(
     rollups.SUMS,
 )
 SUMS = ("masks", "manual_masks", "timed", "seconds")
+# name -> (table, column): an index on each foreign key to masks that had none, over the set values only.
+FK_INDEXES = {
+    "ix_masks_parent_mask_id": ("masks", "parent_mask_id"),
+    "ix_mask_reviews_fixed_mask_id": ("mask_reviews", "fixed_mask_id"),
+}
 
 
 def _timeline_table(name: str, when: str, author: bool) -> None:
@@ -81,10 +91,15 @@ def upgrade() -> None:
         _timeline_table(name, when, author)
     rollups.install(bind)
     _rebuild_all()
+    for name, (table, column) in FK_INDEXES.items():
+        where = sa.text(f"{column} IS NOT NULL")
+        op.create_index(name, table, [column], postgresql_where=where, sqlite_where=where)
 
 
 def downgrade() -> None:
     bind = op.get_bind()
+    for name, (table, _) in FK_INDEXES.items():
+        op.drop_index(name, table_name=table)
     rollups.uninstall(bind)
     for name in ("timeline_author_days", "timeline_author_hours", "timeline_days", "timeline_hours"):
         op.drop_table(name)

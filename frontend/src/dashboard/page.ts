@@ -107,7 +107,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     chartBox("images", "Images by status"),
     chartBox("masks", "Masks by stage and source"),
     chartBox("histogram", "Masks per image"),
-    chartBox("timeline", "Masks over time (per hour)"),
+    chartBox("timeline", "Masks over time (per hour, the last 720 hours with masks)"),
     chartBox("models", "Model rounds: held-out metrics"),
   ];
 
@@ -155,7 +155,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
         csvButton("Export CSV", `/api/projects/${projectId}/dashboard/annotators?format=csv`, `project-${projectId}-annotators.csv`),
         table("annotators", annotators, annotatorColumns)),
       h("section", { class: "card" }, h("h3", {}, "Timeline"),
-        csvButton("Export CSV", `/api/projects/${projectId}/dashboard/timeline?bucket=hour&format=csv`, `project-${projectId}-timeline.csv`),
+        csvButton("Export CSV", `/api/projects/${projectId}/dashboard/timeline?bucket=hour&limit=10000&format=csv`, `project-${projectId}-timeline.csv`),
         table("timeline", timeline, timelineColumns)),
   );
 
