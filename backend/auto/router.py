@@ -13,7 +13,6 @@ stored with stage ``fully_automatic``, an image's progress in that stage is
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from sqlalchemy import select
 
 from backend.api.deps import CurrentUser, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
 from backend.auto.schemas import AutoParams
@@ -21,8 +20,6 @@ from backend.clients.model_server import ModelServerClient
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
-from backend.tables import Job
-from backend.tables.enums import JobStatus
 
 router = APIRouter(tags=["auto"])
 
@@ -36,17 +33,13 @@ def auto_annotate(
     settings: SettingsDep,
     params: AutoParams | None = None,
 ) -> JobOut:
-    params = params or AutoParams()
-    pending = db.scalar(
-        select(Job)
-        .where(Job.project_id == project.id, Job.kind == "auto", Job.status.in_((JobStatus.queued, JobStatus.running)))
-        .order_by(Job.id.desc())
-    )
-    if pending is not None:
-        return JobOut.model_validate(pending)
-    version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
-    job = jobs.create_job(db, "auto", project.id, user.id, message=f"automatic masks with model version {version.id}")
-    job.result = {**job.result, "model_version_id": version.id, "params": params.model_dump()}
-    jobs.submit(db, job, settings)
-    db.refresh(job)
-    return JobOut.model_validate(job)
+    chosen = params or AutoParams()
+
+    def inputs() -> jobs.JobInputs:
+        version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+        return jobs.JobInputs(
+            {"model_version_id": version.id, "params": chosen.model_dump()},
+            f"automatic masks with model version {version.id}",
+        )
+
+    return JobOut.model_validate(jobs.start_or_existing(db, settings, "auto", project.id, user.id, inputs).job)

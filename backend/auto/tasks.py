@@ -1,7 +1,7 @@
-"""Celery task `auto.auto_annotate` (queue ``auto``): the automatic generator over a project's images.
+"""Celery task `auto.annotate` (queue ``auto``): the automatic generator over a project's images.
 
 Runs through `backend.jobs.runner.run_job` (claim, heartbeat, progress, honest end state). The job's
-``result`` holds its inputs when it is created: ``model_version_id`` and ``params`` (`AutoParams`).
+``params`` are its inputs: ``model_version_id`` and ``params`` (`AutoParams`).
 Each image is stored by `service.store_image_masks` in one transaction with its "done" mark, so the
 task is idempotent and resumable: a redelivered message, a requeued job (the sweep) or a new job all
 continue with the images not done yet. An image that fails (its file unreadable, the generator
@@ -21,11 +21,11 @@ from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.model_versions.service import model_spec
 from backend.storage import LocalStorage
-from backend.tables import Image, Job, ModelVersion, Project
+from backend.tables import Image, ModelVersion
 from backend.worker.celery_app import app
 
 
-@app.task(name="auto.auto_annotate", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="auto.annotate", acks_late=True, reject_on_worker_lost=True)
 def auto_annotate(job_id: int) -> str:
     return run_job(job_id, annotate_project)
 
@@ -33,13 +33,12 @@ def auto_annotate(job_id: int) -> str:
 def annotate_project(ctx: JobContext) -> dict[str, Any]:
     """The work of one auto job (see the module docstring); returns the job's result."""
     db, settings = ctx.db, ctx.settings
-    job = db.get(Job, ctx.job_id)
-    inputs = job.result or {}
+    inputs = ctx.job().params
     params = AutoParams.model_validate(inputs.get("params", {}))
     version = db.get(ModelVersion, int(inputs["model_version_id"]))
     if version is None:
         raise ValueError("the job's model version no longer exists")
-    project = db.get(Project, job.project_id)
+    project = ctx.project()
     sampling = service.ReviewSampling.of(project)
     storage = LocalStorage(settings.storage_path)
     client = ModelServerClient.from_settings(settings)
@@ -64,7 +63,7 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
                 records,
                 sampling,
                 params.max_mask_fraction,
-                {"model_version_id": version.id, "job_id": job.id},
+                {"model_version_id": version.id, "job_id": ctx.job_id},
             )
         except Exception as error:
             db.rollback()

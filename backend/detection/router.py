@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
-from sqlalchemy import select
 
 from backend.api.deps import CurrentUser, ProjectForJobStarter, ProjectForMember, SessionDep, SettingsDep, StorageDep
 from backend.clients.model_server import ModelServerClient
@@ -22,19 +21,10 @@ from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
 from backend.tables import DetectorVersion, Job, ModelStatus
-from backend.tables.enums import JobStatus
 
 router = APIRouter(tags=["detector"])
 
 TRAIN_KIND, PROPOSE_KIND = "detect_train", "detect"
-
-
-def _pending(db: SessionDep, project_id: int, kind: str) -> Job | None:
-    return db.scalar(
-        select(Job)
-        .where(Job.project_id == project_id, Job.kind == kind, Job.status.in_((JobStatus.queued, JobStatus.running)))
-        .order_by(Job.id.desc())
-    )
 
 
 @router.post("/api/projects/{project_id}/detector/train", status_code=status.HTTP_202_ACCEPTED)
@@ -46,34 +36,36 @@ def train(
     settings: SettingsDep,
     params: DetectorTrainParams | None = None,
 ) -> JobOut:
-    params = params or DetectorTrainParams()
-    pending = _pending(db, project.id, TRAIN_KIND)
-    if pending is not None:
-        return JobOut.model_validate(pending)
-    try:
-        service.check_enough(service.training_boxes(db, project.id), params.min_boxes)
-    except service.NotEnoughData as error:
-        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
-    version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
-    number = len(service.list_versions(db, project.id)) + 1
-    job = jobs.create_job(
-        db, TRAIN_KIND, project.id, user.id, message=f"detector training on model version {version.id}"
-    )
-    detector = DetectorVersion(
-        project_id=project.id,
-        model_version_id=version.id,
-        job_id=job.id,
-        name=f"detector v{number}",
-        status=ModelStatus.training,
-        hyperparameters=params.model_dump(),
-        created_by=user.id,
-    )
-    db.add(detector)
-    db.flush()
-    job.result = {**job.result, "detector_version_id": detector.id, "params": params.model_dump()}
-    jobs.submit(db, job, settings)
-    db.refresh(job)
-    return JobOut.model_validate(job)
+    chosen = params or DetectorTrainParams()
+
+    def inputs() -> jobs.JobInputs:
+        try:
+            service.check_enough(service.training_boxes(db, project.id), chosen.min_boxes)
+        except service.NotEnoughData as error:
+            raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
+        version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+        number = len(service.list_versions(db, project.id)) + 1
+        detector = DetectorVersion(
+            project_id=project.id,
+            model_version_id=version.id,
+            name=f"detector v{number}",
+            status=ModelStatus.training,
+            hyperparameters=chosen.model_dump(),
+            created_by=user.id,
+        )
+        db.add(detector)
+        db.flush()
+
+        def attach(job: Job) -> None:
+            detector.job_id = job.id
+
+        return jobs.JobInputs(
+            {"detector_version_id": detector.id, "params": chosen.model_dump()},
+            f"detector training on model version {version.id}",
+            attach,
+        )
+
+    return JobOut.model_validate(jobs.start_or_existing(db, settings, TRAIN_KIND, project.id, user.id, inputs).job)
 
 
 @router.get("/api/projects/{project_id}/detectors")
@@ -104,15 +96,9 @@ def propose(
             status_code=status.HTTP_409_CONFLICT,
             detail=f"no ready detector version: train one first (POST /api/projects/{project.id}/detector/train)",
         )
-    pending = _pending(db, project.id, PROPOSE_KIND)
-    if pending is not None:
-        return JobOut.model_validate(pending)
-    job = jobs.create_job(db, PROPOSE_KIND, project.id, user.id, message=f"pre-filling masks with {detector.name}")
-    job.result = {
-        **job.result,
-        "detector_version_id": detector.id,
-        "params": {**params.model_dump(), "detector_version_id": detector.id},
-    }
-    jobs.submit(db, job, settings)
-    db.refresh(job)
-    return JobOut.model_validate(job)
+    chosen = jobs.JobInputs(
+        {"detector_version_id": detector.id, "params": {**params.model_dump(), "detector_version_id": detector.id}},
+        f"pre-filling masks with {detector.name}",
+    )
+    started = jobs.start_or_existing(db, settings, PROPOSE_KIND, project.id, user.id, lambda: chosen)
+    return JobOut.model_validate(started.job)

@@ -1,19 +1,20 @@
 """Celery tasks of the semi-automatic stage.
 
-* ``train.train_detector`` (queue ``train``, job kind ``detect_train``): trains a new detector
+* ``detection.train`` (queue ``train``, job kind ``detect_train``): trains a new detector
   version of the project on the boxes of its accepted masks (`service.training_boxes`), over the
   cached SAM embeddings of the version's model (computed here when missing), split by image; the
   held-out images give the version's recall/precision at IoU 0.5 and AP50. The version row is
   created with the job (status ``training``) and ends ``ready`` with its weights and metrics, or
   ``failed`` with the reason (also the job's error). Too few masks fail the job with the counts.
-* ``auto.propose_masks`` (queue ``auto``, job kind ``detect``): pre-fills every image of the project
+* ``detection.propose`` (queue ``auto``, job kind ``detect``): pre-fills every image of the project
   that is neither proposed nor done in the semi-automatic stage with the detector's masks (detector
   boxes → SAM box prompts), one atomic transaction per image (`service.store_proposals`), so it is
   idempotent and resumable. Images an annotator holds a live lock on are skipped (listed in the
   result; the next run proposes them); an image that fails is recorded in ``failed_images``
   (`backend.jobs.failures`) and the job goes on with the others.
 
-Both run through `backend.jobs.runner.run_job` (claim, heartbeat, progress, cancel, honest end).
+Both run through `backend.jobs.runner.run_job` (claim, heartbeat, progress, cancel, honest end); the
+job's ``params`` name the detector version (``detector_version_id``) and hold the request's ``params``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from backend.jobs.runner import JobContext, run_job
 from backend.masks.split import split_images
 from backend.model_versions.service import model_spec
 from backend.storage import LocalStorage
-from backend.tables import DetectorVersion, Image, Job, ModelStatus, ModelVersion
+from backend.tables import DetectorVersion, Image, ModelStatus, ModelVersion
 from backend.worker.celery_app import app
 from model_server.service.embedding_file import load_embedding
 
@@ -37,12 +38,12 @@ from model_server.service.embedding_file import load_embedding
 _EMBED_END, _TRAIN_END = 250, 950
 
 
-@app.task(name="train.train_detector", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="detection.train", acks_late=True, reject_on_worker_lost=True)
 def train_detector(job_id: int) -> str:
     return run_job(job_id, train_version)
 
 
-@app.task(name="auto.propose_masks", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="detection.propose", acks_late=True, reject_on_worker_lost=True)
 def propose_masks(job_id: int) -> str:
     return run_job(job_id, propose_project)
 
@@ -62,7 +63,7 @@ def _samples(
     spec = model_spec(version, storage)
     samples = []
     for n, image_id in enumerate(image_ids):
-        image = ctx.db.get(Image, image_id)
+        image = ctx.db.get_one(Image, image_id)
         row = get_or_compute(ctx.db, storage, client, version, spec, image)
         embedding, original, inner = load_embedding(storage.path(row.storage_key))
         samples.append((embedding, original, inner, boxes[image_id]))
@@ -73,8 +74,7 @@ def _samples(
 def train_version(ctx: JobContext) -> dict[str, Any]:
     """The work of one detector training job; returns the job's result."""
     db = ctx.db
-    job = db.get(Job, ctx.job_id)
-    inputs = job.result or {}
+    inputs = ctx.job().params
     detector = db.get(DetectorVersion, int(inputs["detector_version_id"]))
     if detector is None:
         raise ValueError("the job's detector version no longer exists")
@@ -82,10 +82,11 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         return _train(ctx, detector, DetectorTrainParams.model_validate(inputs.get("params", {})))
     except Exception as error:
         db.rollback()
-        detector = db.get(DetectorVersion, detector.id)
-        detector.status = ModelStatus.failed
-        detector.metrics = {"error": str(error)}
-        db.commit()
+        failed = db.get(DetectorVersion, detector.id)
+        if failed is not None:  # None: deleted meanwhile
+            failed.status = ModelStatus.failed
+            failed.metrics = {"error": str(error)}
+            db.commit()
         raise
 
 
@@ -122,7 +123,7 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
         storage.put_file(key, tmp)
     finally:
         tmp.unlink(missing_ok=True)
-    detector = db.get(DetectorVersion, detector.id)
+    detector = db.get_one(DetectorVersion, detector.id)
     detector.artifacts = {"weights": key}
     detector.metrics = {**heldout_metrics, "training": training}
     detector.train_image_ids, detector.heldout_image_ids = train_ids, heldout_ids
@@ -139,8 +140,7 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
 def propose_project(ctx: JobContext) -> dict[str, Any]:
     """The work of one proposal job; returns the job's result."""
     db, settings = ctx.db, ctx.settings
-    job = db.get(Job, ctx.job_id)
-    inputs = job.result or {}
+    inputs = ctx.job().params
     params = ProposeParams.model_validate(inputs.get("params", {}))
     detector = db.get(DetectorVersion, int(inputs["detector_version_id"]))
     if detector is None or detector.status != ModelStatus.ready:

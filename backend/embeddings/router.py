@@ -11,7 +11,6 @@ the same URL serves another embedding once the project's active version changes.
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from sqlalchemy import select
 
 from backend.api.deps import CurrentUser, ImageForMember, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
 from backend.clients.model_server import ModelServerClient, ModelServerError
@@ -19,8 +18,7 @@ from backend.embeddings import service
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version, model_spec
-from backend.tables import Job, Project
-from backend.tables.enums import JobStatus
+from backend.tables import Project
 from model_server import api
 
 router = APIRouter(tags=["embeddings"])
@@ -32,18 +30,16 @@ def embed_project(
 ) -> JobOut:
     """Start (or return the already queued/running) job embedding the project's images."""
     version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
-    pending = db.scalar(
-        select(Job)
-        .where(Job.project_id == project.id, Job.kind == "embed", Job.status.in_((JobStatus.queued, JobStatus.running)))
-        .order_by(Job.id.desc())
+    started = jobs.start_or_existing(
+        db,
+        settings,
+        "embed",
+        project.id,
+        user.id,
+        lambda: jobs.JobInputs({"model_version_id": version.id}, f"embedding with model version {version.id}"),
+        reuse=lambda pending: pending.params.get("model_version_id") == version.id,
     )
-    if pending is not None and (pending.result or {}).get("model_version_id") == version.id:
-        return JobOut.model_validate(pending)
-    job = jobs.create_job(db, "embed", project.id, user.id, message=f"embedding with model version {version.id}")
-    job.result = {**job.result, "model_version_id": version.id}
-    jobs.submit(db, job, settings)
-    db.refresh(job)
-    return JobOut.model_validate(job)
+    return JobOut.model_validate(started.job)
 
 
 @router.get(

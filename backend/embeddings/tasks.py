@@ -1,4 +1,6 @@
-"""Celery task `embed.embed_images`: the missing embeddings of a project, with progress.
+"""Celery task `embeddings.embed_images` (queue ``embed``): the missing embeddings of a project, with progress.
+
+The job's ``params`` name the model version (``model_version_id``).
 
 Idempotent: it embeds only images without an embedding of the job's model version, so running it
 twice (a redelivered message, a requeued job) finishes the work without duplicates. An image that
@@ -19,14 +21,14 @@ from backend.jobs.runner import JobContext, run_job
 from backend.jobs.service import STALE_AFTER
 from backend.model_versions.service import model_spec
 from backend.storage import LocalStorage
-from backend.tables import Image, Job, ModelVersion
+from backend.tables import Image, ModelVersion
 from backend.worker.celery_app import app
 
 BATCH_IN_PROCESS = 2  # images per encoder call on the CPU (progress stays fine-grained)
 BATCH_HTTP = 16  # images in flight to a model server (it batches them on its GPU)
 
 
-@app.task(name="embed.embed_images", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@app.task(name="embeddings.embed_images", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def embed_images(self, job_id: int) -> str:
     """Embed the job's project; a delivery that finds the job held by a live runner comes back later
     (if that runner died, e.g. its worker child was killed, this delivery then takes the job over)."""
@@ -38,15 +40,15 @@ def embed_images(self, job_id: int) -> str:
 
 def _embed_project(ctx: JobContext) -> dict[str, Any]:
     db, settings = ctx.db, ctx.settings
-    job = db.get(Job, ctx.job_id)
-    version = db.get(ModelVersion, int((job.result or {})["model_version_id"]))
+    project_id = ctx.project().id
+    version = db.get(ModelVersion, int(ctx.job().params["model_version_id"]))
     if version is None:
         raise ValueError("the job's model version no longer exists")
     storage = LocalStorage(settings.storage_path)
     client = ModelServerClient.from_settings(settings)
     spec = model_spec(version, storage)
-    total = db.query(Image).filter(Image.project_id == job.project_id).count()
-    todo = service.missing_image_ids(db, job.project_id, version.id)
+    total = db.query(Image).filter(Image.project_id == project_id).count()
+    todo = service.missing_image_ids(db, project_id, version.id)
     done = total - len(todo)
     ctx.progress(done, total, f"{done}/{total} images embedded")
     batch_size = BATCH_IN_PROCESS if client.embedded else BATCH_HTTP

@@ -121,16 +121,18 @@ def export_project(
 def start_export(
     project: ProjectForJobStarter, body: ExportIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> JobOut:
-    job = jobs.create_job(db, "export", project.id, user.id, message=f"{body.format} export queued")
-    job.result = {
-        **(job.result or {}),
-        "format": body.format,
-        "include_images": body.include_images,
-        "polygon_tolerance": body.polygon_tolerance,
-    }
-    jobs.submit(db, job, settings)
-    db.refresh(job)
-    return JobOut.model_validate(job)
+    """A new export job, or the queued/running one that exports the same thing."""
+    params = body.model_dump()
+    started = jobs.start_or_existing(
+        db,
+        settings,
+        "export",
+        project.id,
+        user.id,
+        lambda: jobs.JobInputs(params, f"{body.format} export queued"),
+        reuse=lambda pending: pending.params == params,
+    )
+    return JobOut.model_validate(started.job)
 
 
 @router.get("/api/exports/{job_id}/file", response_class=FileResponse)
@@ -146,7 +148,7 @@ def download_export(job: ExportJob, storage: StorageDep) -> FileResponse:
     return FileResponse(
         storage.path(key),
         media_type="application/x-tar",
-        filename=_archive_name(job.project_id, (job.result or {})["format"]),
+        filename=_archive_name(job.project_id, job.params["format"]),
     )
 
 

@@ -1,6 +1,6 @@
-"""Celery task `auto.export_project`: a project's export archive written to storage, with progress.
+"""Celery task `exchange.export_project` (queue ``auto``): a project's export archive written to storage.
 
-For projects too large to stream in one request. The job's ``result`` holds its inputs (``format``,
+For projects too large to stream in one request. The job's ``params`` are its inputs (``format``,
 ``include_images``, ``polygon_tolerance``); the archive is written to a temporary file and renamed into place at
 ``exports/<project id>/<job id>-<format>.tar``, so a crashed run leaves no half archive under that
 key and a rerun simply writes it again. The result says where to download it and, for formats that
@@ -16,7 +16,6 @@ from backend.exchange.formats import POLYGON_FORMATS, ExportOptions, Fidelity
 from backend.exchange.formats.common import DEFAULT_TOLERANCE
 from backend.jobs.runner import JobContext, run_job
 from backend.storage import LocalStorage
-from backend.tables import Job
 from backend.worker.celery_app import app
 
 
@@ -28,7 +27,7 @@ def download_url(job_id: int) -> str:
     return f"/api/exports/{job_id}/file"
 
 
-@app.task(name="auto.export_project", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="exchange.export_project", acks_late=True, reject_on_worker_lost=True)
 def export_project(job_id: int) -> str:
     return run_job(job_id, write_export)
 
@@ -36,6 +35,13 @@ def export_project(job_id: int) -> str:
 def write_export(ctx: JobContext) -> dict[str, Any]:
     """The work of one export job; returns the job's result (storage key, download URL, sizes)."""
     db = ctx.db
+<<<<<<< c2
+    inputs = ctx.job().params
+    fmt, include_images = inputs["format"], bool(inputs.get("include_images", False))
+    options = ExportOptions(polygon_tolerance=float(inputs.get("polygon_tolerance", DEFAULT_TOLERANCE)))
+    fidelity = Fidelity()
+    project_id = ctx.project().id
+=======
     job = db.get_one(Job, ctx.job_id)
     inputs = job.result or {}
     fmt, include_images = inputs["format"], bool(inputs.get("include_images", False))
@@ -44,8 +50,9 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
     project_id = job.project_id
     if project_id is None:
         raise ValueError(f"export job {job.id} belongs to no project")
+>>>>>>> other
     storage = LocalStorage(ctx.settings.storage_path)
-    key = export_key(project_id, job.id, fmt)
+    key = export_key(project_id, ctx.job_id, fmt)
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -66,7 +73,7 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
         "format": fmt,
         "include_images": include_images,
         "storage_key": key,
-        "download_url": download_url(job.id),
+        "download_url": download_url(ctx.job_id),
         "bytes": size,
         **({"polygon_tolerance": options.polygon_tolerance} if fmt in POLYGON_FORMATS else {}),
         "fidelity": fidelity.summary(),

@@ -14,6 +14,7 @@ access logs would record it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -117,7 +118,7 @@ async def job_events(job: Annotated[Job, Depends(_events_job)], request: Request
         with sessions() as session:
             return JobOut.model_validate(session.get(Job, job_id))
 
-    async def events():
+    async def events() -> AsyncIterator[str]:
         last: str | None = None
         quiet = 0.0
         while True:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.core.config import Settings
 from backend.core.db import make_engine, make_session_factory
 from backend.jobs import service
-from backend.tables import Job
+from backend.tables import Job, Project
 from backend.tables.enums import JobStatus
 from backend.worker.celery_app import task_settings
 
@@ -38,11 +38,23 @@ def worker_sessions(settings: Settings | None = None) -> sessionmaker[Session]:
 
 @dataclass
 class JobContext:
-    """What a job's work function gets: a session, the settings and a progress reporter."""
+    """What a job's work function gets: a session, the settings, its job and a progress reporter."""
 
     job_id: int
     db: Session
     settings: Settings
+
+    def job(self) -> Job:
+        """The job row, read again; raises `service.JobCancelled` if it is gone."""
+        return service.get_job(self.db, self.job_id)
+
+    def project(self) -> Project:
+        """The job's project; raises `service.JobCancelled` if it is gone (its jobs go with it)."""
+        project_id = self.job().project_id
+        project = self.db.get(Project, project_id) if project_id is not None else None
+        if project is None:
+            raise service.JobCancelled(f"the project of job {self.job_id} no longer exists")
+        return project
 
     def progress(self, done: int, total: int, message: str | None = None) -> None:
         """Record `done` of `total` units; raises `service.JobCancelled` if the job was cancelled."""

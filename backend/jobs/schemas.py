@@ -11,7 +11,9 @@ from backend.tables.enums import JobStatus
 
 
 class JobOut(BaseModel):
-    """A job as the UI shows it: `progress` is 0..1; `error` is set when `status` is failed."""
+    """A job as the UI shows it: `progress` is 0..1; `params` are its inputs, `attempts` the runs it
+    was given, `result` what its work reported (live figures while it runs, its summary once done);
+    `error` is set when `status` is failed."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -21,6 +23,8 @@ class JobOut(BaseModel):
     status: JobStatus
     progress: float
     message: str
+    params: dict[str, Any]
+    attempts: int
     result: dict[str, Any] | None
     error: str | None
     created_by: int | None

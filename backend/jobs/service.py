@@ -16,17 +16,20 @@ say which worker runs it, and other workers on the same database may be running 
 requeueing a live runner's job would run it twice at once. A missed heartbeat window is the one
 sign that holds for every deployment.
 
-The number of runs is kept in ``result["attempts"]`` while a job is unfinished.
+A job's inputs are its ``params`` (fixed when it is created), the runs it was given its ``attempts``
+(each claim adds one), and what its work reports its ``result``. Routes start jobs through
+`start_or_existing`, so a second request while one runs gets that job instead of a duplicate.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, Update, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.config import DEFAULT_JOB_STALE_SECONDS, Settings
@@ -41,14 +44,16 @@ STALE_AFTER = timedelta(seconds=DEFAULT_JOB_STALE_SECONDS)
 HEARTBEAT_SECONDS = DEFAULT_JOB_STALE_SECONDS / HEARTBEATS_PER_STALE_WINDOW
 MAX_ATTEMPTS = 3
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
-# The task that runs each job kind (what the sweep sends again); a new kind adds one line.
+ACTIVE = (JobStatus.queued, JobStatus.running)
+# The task that runs each job kind (what `submit` and the sweep send); a new kind adds one line here
+# and its task's queue in `backend.worker.celery_app.TASK_QUEUES`.
 TASK_FOR_KIND: dict[str, str] = {
-    "embed": "embed.embed_images",
-    "auto": "auto.auto_annotate",
-    "export": "auto.export_project",
-    "train": "train.retrain",
-    "detect_train": "train.train_detector",
-    "detect": "auto.propose_masks",
+    "embed": "embeddings.embed_images",
+    "auto": "auto.annotate",
+    "export": "exchange.export_project",
+    "train": "retraining.retrain",
+    "detect_train": "detection.train",
+    "detect": "detection.propose",
 }
 
 
@@ -60,7 +65,32 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_job(db: Session, kind: str, project_id: int | None, created_by: int | None, message: str = "") -> Job:
+def _rowcount(db: Session, statement: Update) -> int:
+    """Run an UPDATE; how many rows it changed (its result is a CursorResult, which has the count)."""
+    return cast(CursorResult[Any], db.execute(statement)).rowcount
+
+
+def get_job(db: Session, job_id: int) -> Job:
+    """The job `job_id`, read again from the database (another process may have changed it).
+
+    Raises:
+        JobCancelled: the job is gone (deleted with its project while it ran): its work stops as if
+            cancelled.
+    """
+    job = db.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobCancelled(f"job {job_id} no longer exists")
+    return job
+
+
+def create_job(
+    db: Session,
+    kind: str,
+    project_id: int | None,
+    created_by: int | None,
+    message: str = "",
+    params: dict[str, Any] | None = None,
+) -> Job:
     """Add a queued job (flushed, not committed: the caller commits it with whatever it belongs to)."""
     job = Job(
         kind=kind,
@@ -69,7 +99,8 @@ def create_job(db: Session, kind: str, project_id: int | None, created_by: int |
         status=JobStatus.queued,
         progress=0.0,
         message=message or "queued",
-        result={"attempts": 0},
+        params=params or {},
+        attempts=0,
     )
     db.add(job)
     db.flush()
@@ -84,10 +115,68 @@ def submit(db: Session, job: Job, settings: Settings) -> Job:
     return job
 
 
+@dataclass(frozen=True)
+class JobInputs:
+    """What a new job is started with: its `params`, the first `message`, and `attach`, run once the
+    job row has its id and before the commit that sends it (for a row that names its job)."""
+
+    params: dict[str, Any]
+    message: str
+    attach: Callable[[Job], None] | None = None
+
+
+class Started(NamedTuple):
+    job: Job
+    created: bool  # False: `job` was already queued or running
+
+
+def pending_job(db: Session, project_id: int, kind: str) -> Job | None:
+    """The newest queued or running job of `kind` in the project."""
+    return db.scalar(
+        select(Job)
+        .where(Job.project_id == project_id, Job.kind == kind, Job.status.in_(ACTIVE))
+        .order_by(Job.id.desc())
+    )
+
+
+def start_or_existing(
+    db: Session,
+    settings: Settings,
+    kind: str,
+    project_id: int,
+    user_id: int | None,
+    inputs: Callable[[], JobInputs],
+    reuse: Callable[[Job], bool] | None = None,
+) -> Started:
+    """Start a `kind` job of the project, unless one is queued or running: then return that one.
+
+    Every route that starts a job comes here. `inputs` is called only when a job is made (it may
+    check and refuse by raising, or commit, e.g. to give the project its model version); `reuse`
+    says whether the pending job does what was asked (default: any pending job of the kind does;
+    an embed job only if it embeds with the same model version). A new job is committed and its
+    task sent after the commit (`submit`); a reused one is returned with the session committed too,
+    so either way the caller's changes in the session are stored.
+
+    Two requests at the very same moment may still both start one (the check is not under a lock);
+    every task is idempotent, so the second run finds the work done.
+    """
+    pending = pending_job(db, project_id, kind)
+    if pending is not None and (reuse is None or reuse(pending)):
+        db.commit()
+        return Started(pending, False)
+    start = inputs()
+    job = create_job(db, kind, project_id, user_id, start.message, start.params)
+    if start.attach is not None:
+        start.attach(job)
+    return Started(submit(db, job, settings), True)
+
+
 def claim(db: Session, job_id: int, stale_after: timedelta = STALE_AFTER) -> bool:
-    """Atomically move the job to running if nobody else is running it; True if this caller won."""
+    """Atomically move the job to running if nobody else is running it (one more attempt); True if
+    this caller won."""
     t = now()
-    claimed = db.execute(
+    claimed = _rowcount(
+        db,
         update(Job)
         .where(
             Job.id == job_id,
@@ -96,22 +185,23 @@ def claim(db: Session, job_id: int, stale_after: timedelta = STALE_AFTER) -> boo
                 (Job.status == JobStatus.running) & (Job.heartbeat_at < t - stale_after),
             ),
         )
-        .values(status=JobStatus.running, started_at=t, heartbeat_at=t, finished_at=None, error=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .values(
+            status=JobStatus.running,
+            started_at=t,
+            heartbeat_at=t,
+            finished_at=None,
+            error=None,
+            attempts=Job.attempts + 1,
+        )
+        .execution_options(synchronize_session=False),
+    )
     db.commit()
-    if claimed:
-        job = db.get(Job, job_id)
-        db.refresh(job)
-        job.result = {**(job.result or {}), "attempts": int((job.result or {}).get("attempts", 0)) + 1}
-        db.commit()
     return bool(claimed)
 
 
 def set_progress(db: Session, job_id: int, progress: float, message: str | None = None) -> None:
     """Record progress (0..1) and a human message; raises `JobCancelled` if the job was cancelled."""
-    job = db.get(Job, job_id)
-    db.refresh(job)
+    job = get_job(db, job_id)
     if job.status == JobStatus.cancelled:
         raise JobCancelled(f"job {job_id} was cancelled")
     job.progress = min(max(float(progress), 0.0), 1.0)
@@ -122,20 +212,16 @@ def set_progress(db: Session, job_id: int, progress: float, message: str | None 
 
 
 def succeed(db: Session, job_id: int, result: dict[str, Any], message: str = "done") -> None:
-    job = db.get(Job, job_id)
-    db.refresh(job)
-    attempts = (job.result or {}).get("attempts", 1)
-    job.status, job.progress, job.message = JobStatus.succeeded, 1.0, message
-    job.result = {**result, "attempts": attempts}
+    job = get_job(db, job_id)
+    job.status, job.progress, job.message, job.result = JobStatus.succeeded, 1.0, message, result
     job.finished_at = job.heartbeat_at = now()
     emit(db, job.project_id, "job.succeeded", {"job_id": job.id, "kind": job.kind, "message": message})
     db.commit()
 
 
 def fail(db: Session, job_id: int, error: str) -> None:
-    job = db.get(Job, job_id)
-    db.refresh(job)
-    if job.status in FINISHED:
+    job = db.get(Job, job_id, populate_existing=True)
+    if job is None or job.status in FINISHED:
         return
     job.status, job.error, job.message = JobStatus.failed, error, "failed"
     job.finished_at = now()
@@ -175,12 +261,11 @@ def sweep_stale_jobs(
     """
     cutoff = now() - stale_after
     stale = db.execute(
-        select(Job.id, Job.kind, Job.result).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+        select(Job.id, Job.kind, Job.attempts).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
     ).all()
     db.rollback()  # end the read: each takeover below is its own write transaction
     actions: list[tuple[int, str]] = []
-    for job_id, kind, result in stale:
-        attempts = int((result or {}).get("attempts", 1))
+    for job_id, kind, attempts in stale:
         if attempts >= max_attempts or kind not in TASK_FOR_KIND:
             action, values = (
                 "failed",
@@ -199,12 +284,13 @@ def sweep_stale_jobs(
                 "requeued",
                 {"status": JobStatus.queued, "message": f"worker lost; requeued (attempt {attempts + 1})"},
             )
-        taken = db.execute(
+        taken = _rowcount(
+            db,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
             .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if taken and action == "requeued":
             task_id = enqueue_after_commit(db, TASK_FOR_KIND[kind], job_id)
             db.execute(

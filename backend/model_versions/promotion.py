@@ -112,13 +112,16 @@ def promote(
         reused = reuse_embeddings(db, project.id, previous.id, version.id)
         db.commit()
         return previous.id, None, reused
-    job = jobs.create_job(
+    started = jobs.start_or_existing(
         db,
+        settings,
         "embed",
         project.id,
         user_id,
-        message=f"embedding with model version {version.id} (its image encoder is new here)",
+        lambda: jobs.JobInputs(
+            {"model_version_id": version.id},
+            f"embedding with model version {version.id} (its image encoder is new here)",
+        ),
+        reuse=lambda pending: pending.params.get("model_version_id") == version.id,
     )
-    job.result = {**job.result, "model_version_id": version.id}
-    jobs.submit(db, job, settings)
-    return (previous.id if previous else None), job, 0
+    return (previous.id if previous else None), started.job, 0

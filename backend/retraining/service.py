@@ -27,7 +27,6 @@ from backend.retraining.dataset import accepted_masks_query
 from backend.retraining.schemas import RetrainParams
 from backend.storage import LocalStorage
 from backend.tables import Job, Mask, Project
-from backend.tables.enums import JobStatus
 
 KIND = "train"
 MIN_NOC_GAIN = 0.01  # clicks: a smaller change of mean NoC@90 is a tie
@@ -56,14 +55,6 @@ def is_better(new: dict[str, float], active: dict[str, float]) -> bool:
     return float(new["miou_1pt"]) >= float(active["miou_1pt"]) + MIN_MIOU_GAIN
 
 
-def running_round(db: Session, project_id: int) -> Job | None:
-    return db.scalar(
-        select(Job)
-        .where(Job.project_id == project_id, Job.kind == KIND, Job.status.in_((JobStatus.queued, JobStatus.running)))
-        .order_by(Job.id.desc())
-    )
-
-
 def accepted_mask_count(db: Session, project_id: int, after_id: int = 0) -> int:
     query = accepted_masks_query(project_id).where(Mask.id > after_id).order_by(None)
     return db.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -76,7 +67,7 @@ def _max_mask_id(db: Session, project_id: int) -> int:
 def last_watermark(db: Session, project_id: int) -> int:
     """The newest mask id when the project's last round started (0 before the first round)."""
     last = db.scalar(select(Job).where(Job.project_id == project_id, Job.kind == KIND).order_by(Job.id.desc()))
-    return int((last.result or {}).get("mask_watermark", 0)) if last is not None else 0
+    return int(last.params.get("mask_watermark", 0)) if last is not None else 0
 
 
 def start_round(
@@ -95,29 +86,29 @@ def start_round(
         NotEnoughMasks: fewer accepted masks than ``params.min_masks`` (checked again by the task,
             which also drops masks covering most of their image).
     """
-    pending = running_round(db, project.id)
-    if pending is not None:
-        raise RoundConflict(
-            f"a retraining round of project {project.id} is already {pending.status} (job {pending.id})"
+
+    def inputs() -> jobs.JobInputs:
+        count = accepted_mask_count(db, project.id)
+        if count < params.min_masks:
+            raise NotEnoughMasks(
+                f"not enough masks to retrain: the project has {count} accepted mask(s), "
+                f"a round needs at least {params.min_masks} (min_masks)"
+            )
+        version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+        return jobs.JobInputs(
+            {
+                "model_version_id": version.id,
+                "params": params.model_dump(),
+                "mask_watermark": _max_mask_id(db, project.id),
+                "reason": reason,
+            },
+            f"retraining from model version {version.id} ({reason})",
         )
-    count = accepted_mask_count(db, project.id)
-    if count < params.min_masks:
-        raise NotEnoughMasks(
-            f"not enough masks to retrain: the project has {count} accepted mask(s), "
-            f"a round needs at least {params.min_masks} (min_masks)"
-        )
-    version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
-    job = jobs.create_job(
-        db, KIND, project.id, user_id, message=f"retraining from model version {version.id} ({reason})"
-    )
-    job.result = {
-        **job.result,
-        "model_version_id": version.id,
-        "params": params.model_dump(),
-        "mask_watermark": _max_mask_id(db, project.id),
-        "reason": reason,
-    }
-    return jobs.submit(db, job, settings)
+
+    job, created = jobs.start_or_existing(db, settings, KIND, project.id, user_id, inputs)
+    if not created:
+        raise RoundConflict(f"a retraining round of project {project.id} is already {job.status} (job {job.id})")
+    return job
 
 
 def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> list[tuple[int, int]]:
@@ -129,7 +120,7 @@ def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> 
     for project in db.scalars(select(Project).order_by(Project.id)):
         round_settings = project_settings(project)
         every = round_settings.retrain_every_masks
-        if not every or running_round(db, project.id) is not None:
+        if not every or jobs.pending_job(db, project.id, KIND) is not None:
             continue
         new = accepted_mask_count(db, project.id, after_id=last_watermark(db, project.id))
         if new < every:

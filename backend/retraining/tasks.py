@@ -1,9 +1,10 @@
-"""Celery tasks of retraining: `train.retrain` (queue ``train``) and the beat check that starts rounds.
+"""Celery tasks of retraining: `retraining.retrain` (queue ``train``) and the beat check that starts rounds
+(`retraining.start_due_rounds`, queue ``embed``).
 
-`train.retrain(job_id)` runs one round through `backend.jobs.runner.run_job` (claim, heartbeat,
-honest end state). The job's ``result`` holds its inputs from the start: ``model_version_id`` (the
-parent: the project's active version when the round was started), ``params`` (`RetrainParams`) and
-``mask_watermark``. The round:
+`retraining.retrain(job_id)` runs one round through `backend.jobs.runner.run_job` (claim, heartbeat,
+honest end state). The job's ``params`` are its inputs: ``model_version_id`` (the parent: the
+project's active version when the round was started), ``params`` (`RetrainParams`),
+``mask_watermark`` and ``reason``. The round:
 
 1. snapshots the accepted masks and splits them by image (`dataset.take_snapshot`); too few → the
    job fails with a message saying how many there are and how many are needed;
@@ -15,7 +16,7 @@ parent: the project's active version when the round was started), ``params`` (`R
 4. evaluates the new weights AND the parent on the held-out masks (85%→97%);
 5. registers the version (origin trained, parent, same architecture and image encoder, artifacts
    checkpoint + browser decoder, hyper-parameters, both metrics, data snapshot) in the same commit
-   that records its id on the job, so a redelivered task does not register it twice;
+   that records its id in the job's result, so a redelivered task does not register it twice;
 6. auto-promotes it if the round says so and it is better (`service.is_better`).
 
 Training state is checkpointed under ``training/job-<id>/`` in storage, so a requeued job (worker
@@ -49,7 +50,7 @@ MAX_CURVE_POINTS = 500
 TRAIN_START, TRAIN_END, EVAL_END = 0.05, 0.85, 0.97
 
 
-@app.task(name="train.retrain", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@app.task(name="retraining.retrain", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def retrain(self, job_id: int) -> str:
     """Run one retraining round (see the module docstring)."""
     outcome = run_job(job_id, run_round)
@@ -58,8 +59,8 @@ def retrain(self, job_id: int) -> str:
     return outcome
 
 
-# Small and quick, so it rides the `jobs.*` route (the embed queue), never behind a long training.
-@app.task(name="jobs.start_due_retrain_rounds")
+# Small and quick, so it rides the embed queue (celery_app.TASK_QUEUES), never behind a long training.
+@app.task(name="retraining.start_due_rounds")
 def start_due_retrain_rounds() -> list[tuple[int, int]]:
     """Start a round in each project that collected `retrain_every_masks` new masks (beat)."""
     settings = task_settings()
@@ -83,7 +84,8 @@ class _Reporter:
         self.last_write = 0.0
         self.cancelled = False
         self.last_check = 0.0
-        self.step, self.loss, self.eta = 0, float("nan"), None
+        self.step, self.loss = 0, float("nan")
+        self.eta: float | None = None
 
     def __call__(self, step: int, total: int, loss: float) -> None:
         now = time.monotonic()
@@ -129,8 +131,7 @@ class _Reporter:
 def _report(ctx: JobContext, fraction: float, message: str, **result: Any) -> bool:
     """Progress plus fields merged into the job's result; False (nothing written) if it was cancelled."""
     db = ctx.db
-    job = db.get(Job, ctx.job_id)
-    db.refresh(job)
+    job = ctx.job()
     if job.status == JobStatus.cancelled:
         return False
     job.result = {**(job.result or {}), **result}
@@ -158,28 +159,24 @@ def _train_config(params: RetrainParams) -> dict[str, Any]:
 def run_round(ctx: JobContext) -> dict[str, Any]:
     """The work of one `train` job; returns the job's result."""
     db, settings = ctx.db, ctx.settings
-    job = db.get(Job, ctx.job_id)
-    inputs = dict(job.result or {})
+    job = ctx.job()
+    inputs = job.params
     params = RetrainParams.model_validate(inputs.get("params", {}))
     parent = db.get(ModelVersion, int(inputs["model_version_id"]))
     if parent is None:
         raise ValueError("the round's parent model version no longer exists")
-    project = db.get(Project, job.project_id)
+    project = ctx.project()
     storage = LocalStorage(settings.storage_path)
     client = ModelServerClient.from_settings(settings)
     work_dir = f"training/job-{job.id}"
-    base = {key: inputs[key] for key in ("model_version_id", "params", "mask_watermark", "reason") if key in inputs}
 
-    version = db.get(ModelVersion, inputs["new_model_version_id"]) if "new_model_version_id" in inputs else None
+    registered = (job.result or {}).get("new_model_version_id")  # by an earlier delivery of this job
+    version = db.get(ModelVersion, registered) if registered is not None else None
     if version is None:
         version = _train_and_register(ctx, project, parent, params, storage, client, work_dir)
-    result = {
-        **base,
-        **{
-            k: v
-            for k, v in (db.get(Job, ctx.job_id).result or {}).items()
-            if k in ("step", "total_steps", "loss", "loss_curve")
-        },
+    result: dict[str, Any] = {
+        **{key: inputs[key] for key in ("model_version_id", "params", "mask_watermark", "reason") if key in inputs},
+        **{k: v for k, v in (ctx.job().result or {}).items() if k in ("step", "total_steps", "loss", "loss_curve")},
         "new_model_version_id": version.id,
         "metrics": version.metrics,
         "data_snapshot": version.data_snapshot,
@@ -334,7 +331,7 @@ def _register(
     _store_decoder(version, storage, client, prefix)
     db.add(version)
     db.flush()
-    job = db.get(Job, ctx.job_id)
+    job = ctx.job()
     job.result = {**(job.result or {}), "new_model_version_id": version.id}
     db.commit()
     return version

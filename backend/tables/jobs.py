@@ -1,4 +1,10 @@
-"""jobs: long work (embedding, auto-masking, training, export) with progress the UI shows live."""
+"""jobs: long work (embedding, auto-masking, training, export) with progress the UI shows live.
+
+A job's inputs are `params` (set when it is created, never changed), its outcome is `result` (what the
+work reports: live figures while it runs, e.g. a training's loss curve, and its summary once it
+succeeded), and `attempts` counts the runs it was given (claims: a worker lost mid-run and requeued
+by the sweep makes two).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(str_enum(JobStatus, "job_status"), default=JobStatus.queued, index=True)
     progress: Mapped[float] = mapped_column(default=0.0)  # 0..1
     message: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,9 +1,17 @@
 """The Celery application: queues, routes, reliability settings and the broker of each deployment.
 
+<<<<<<< c2
+Tasks are named by their domain (``embeddings.embed_images``, ``detection.train``, ...); queues are by
+resource (``embed``, ``auto``, ``train``), and which queue serves each task is said in one place,
+`TASK_QUEUES`: long GPU/CPU-bound work of the same kind waits in one line whatever domain it comes
+from, and the small upkeep tasks (the jobs sweep, the retraining check) ride on ``embed``, never behind
+a long training. A worker serves the queues it is started with (``-Q embed``).
+=======
 Queues by resource, routed in one place (`TASK_ROUTES`): a task named ``embed.<x>`` goes to the
 ``embed`` queue, ``auto.<x>`` to ``auto``, ``train.<x>`` to ``train``; ``jobs.<x>`` (job upkeep,
 small and quick) rides on ``embed``; ``webhooks.<x>`` (deliveries, which wait on other people's
 servers) has a queue of its own. A worker serves the queues it is started with (``-Q embed``).
+>>>>>>> other
 
 Brokers:
 
@@ -51,6 +59,20 @@ from celery.beat import PersistentScheduler
 
 from backend.core.config import Settings
 
+<<<<<<< c2
+QUEUES = ("embed", "auto", "train")
+# Every task and its queue; a new task adds one line (and, if it runs a job kind, one in
+# backend.jobs.service.TASK_FOR_KIND).
+TASK_QUEUES = {
+    "embeddings.embed_images": "embed",
+    "auto.annotate": "auto",
+    "detection.propose": "auto",
+    "exchange.export_project": "auto",
+    "retraining.retrain": "train",
+    "detection.train": "train",
+    "jobs.sweep_stale_jobs": "embed",
+    "retraining.start_due_rounds": "embed",
+=======
 QUEUES = ("embed", "auto", "train", "webhooks")
 TASK_ROUTES = {
     "embed.*": {"queue": "embed"},
@@ -58,7 +80,9 @@ TASK_ROUTES = {
     "train.*": {"queue": "train"},
     "jobs.*": {"queue": "embed"},
     "webhooks.*": {"queue": "webhooks"},  # deliveries: a slow receiver waits on this queue only
+>>>>>>> other
 }
+TASK_ROUTES = {name: {"queue": queue} for name, queue in TASK_QUEUES.items()}
 # Modules that define tasks; a new domain appends its tasks module here.
 TASK_MODULES = [
     "backend.jobs.tasks",
@@ -135,7 +159,7 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
             beat_schedule={
                 "sweep-stale-jobs": {"task": "jobs.sweep_stale_jobs", "schedule": settings.job_stale_seconds / 2},
                 "start-due-retrain-rounds": {
-                    "task": "jobs.start_due_retrain_rounds",
+                    "task": "retraining.start_due_rounds",
                     "schedule": RETRAIN_CHECK_SECONDS,
                 },
             },

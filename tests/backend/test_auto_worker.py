@@ -84,7 +84,7 @@ def test_killed_auto_worker_leaves_whole_images_and_the_requeued_job_finishes(
         "the requeued auto job to finish",
     )
     assert job["status"] == "succeeded", job
-    assert job["result"]["attempts"] == 2 and job["result"]["already_done"] == 1 and job["result"]["processed"] == 1
+    assert job["attempts"] == 2 and job["result"]["already_done"] == 1 and job["result"]["processed"] == 1
     assert job["progress"] == 1.0
     assert done_images() == ids
     db.expire_all()

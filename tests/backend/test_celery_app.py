@@ -29,7 +29,7 @@ def test_switching_brokers_sends_tasks_to_the_new_one(tmp_path):
         for url in (first_url, second_url):
             settings.broker_url = url
             celery_app.configure(settings, eager=False)
-            celery_app.app.send_task("embed.embed_images", args=[0], queue="embed")
+            celery_app.app.send_task("embeddings.embed_images", args=[0], queue="embed")
         assert first.llen("embed") == 1 and second.llen("embed") == 1
     finally:
         first.flushdb()

@@ -214,7 +214,7 @@ def test_training_without_masks_fails_the_job_clearly(db, project, manager, sett
     from backend.tables import ModelVersion
 
     detector.model_version_id = db.scalar(select(ModelVersion.id))
-    job.result = {**job.result, "detector_version_id": detector.id, "params": SMALL}
+    job.params = {"detector_version_id": detector.id, "params": SMALL}
     db.commit()
     assert run_job(job.id, train_version, settings) == "failed"
     db.expire_all()

@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import JSON, Connection, DateTime, Integer, String, column, inspect, table, text
+from sqlalchemy import JSON, Connection, DateTime, Float, Integer, String, column, inspect, table, text
 from sqlalchemy.exc import IntegrityError
 
 from backend.core.config import Settings
@@ -207,5 +207,76 @@ def test_0010_moves_prompts_into_provenance_and_back(empty_database_url):
             assert _totals(conn) == {("manual", 1, 5), ("detector", 1, 1), ("auto", 1, 2)}
             with pytest.raises(IntegrityError), conn.begin_nested():
                 conn.execute(text("UPDATE masks SET source = 'imported' WHERE id = :id"), {"id": ids["imported"]})
+    finally:
+        engine.dispose()
+
+
+def _jobs(conn: Connection, *columns: str) -> dict[int, tuple[Any, ...]]:
+    rows = conn.execute(text(f"SELECT id, {', '.join(columns)} FROM jobs ORDER BY id")).all()
+    return {row[0]: tuple(json.loads(v) if isinstance(v, str) else v for v in row[1:]) for row in rows}
+
+
+def test_0011_moves_job_inputs_and_attempts_out_of_result_and_back(empty_database_url):
+    """Each kind's inputs go to params and the attempt counter to attempts; a succeeded job's result keeps
+    what its work reported (inputs included), an unfinished one's only its live figures; downgrade merges."""
+    upgrade(empty_database_url, "0010")
+    jobs = table(
+        "jobs",
+        column("id", Integer()),
+        column("kind", String()),
+        column("status", String()),
+        column("progress", Float()),
+        column("message", String()),
+        column("result", JSON(none_as_null=True)),
+        column("created_at", DateTime(timezone=True)),
+    )
+    training = {"model_version_id": 3, "params": {"steps": 5}, "mask_watermark": 9, "reason": "by hand"}
+    rows = {
+        1: ("embed", "queued", {"attempts": 0, "model_version_id": 3}),
+        2: ("train", "running", {"attempts": 2, **training, "step": 4, "loss_curve": [[1, 0.5]]}),
+        3: ("auto", "succeeded", {"model_version_id": 3, "params": {}, "masks": 7, "attempts": 1}),
+        4: ("export", "failed", {"attempts": 1, "format": "coco", "include_images": False}),
+        5: ("legacy", "succeeded", {"attempts": 1, "x": 1}),  # a kind 0011 does not know: only attempts move
+        6: ("detect", "cancelled", None),
+    }
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            for job_id, (kind, status, result) in rows.items():
+                conn.execute(
+                    jobs.insert().values(
+                        id=job_id,
+                        kind=kind,
+                        status=status,
+                        progress=0.0,
+                        message="",
+                        result=result,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+        upgrade(empty_database_url, "0011")
+        with engine.begin() as conn:
+            assert _jobs(conn, "params", "attempts", "result") == {
+                1: ({"model_version_id": 3}, 0, None),
+                2: (training, 2, {"step": 4, "loss_curve": [[1, 0.5]]}),
+                3: ({"model_version_id": 3, "params": {}}, 1, {"model_version_id": 3, "params": {}, "masks": 7}),
+                4: ({"format": "coco", "include_images": False}, 1, None),
+                5: ({}, 1, {"x": 1}),
+                6: ({}, 0, None),
+            }
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, kind, status, progress, message, created_at) "
+                    "VALUES (7, 'embed', 'queued', 0, '', :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+            assert _jobs(conn, "params", "attempts")[7] == ({}, 0)  # the server defaults
+            conn.execute(text("DELETE FROM jobs WHERE id = 7"))
+        downgrade(empty_database_url, "0010")
+        with engine.begin() as conn:
+            assert not {"params", "attempts"} & {c["name"] for c in inspect(conn).get_columns("jobs")}
+            before = {job_id: (result,) for job_id, (_, _, result) in rows.items()}
+            assert _jobs(conn, "result") == {**before, 6: ({"attempts": 0},)}  # as 0010's create_job wrote it
     finally:
         engine.dispose()

@@ -23,13 +23,10 @@ def test_cancel_stops_a_running_round(client, db, settings, project, manager_hea
     _, ml = add_ml_engineer(db, project, make_user, login)
     images_with_masks(client, manager_headers, project.id, data_root, 3)
     parent = client.get(f"/api/projects/{project.id}/model", headers=ml).json()["id"]
-    job = jobs.create_job(db, "train", project.id, None)
-    job.result = {
-        **job.result,
-        "model_version_id": parent,
-        "mask_watermark": 0,
-        "params": RetrainParams(**{**TINY, "steps": 100_000}).model_dump(),
-    }
+    params = RetrainParams(**{**TINY, "steps": 100_000}).model_dump()
+    job = jobs.create_job(
+        db, "train", project.id, None, params={"model_version_id": parent, "mask_watermark": 0, "params": params}
+    )
     db.commit()
     outcome: list[str] = []
     worker = threading.Thread(target=lambda: outcome.append(run_job(job.id, tasks.run_round, settings)))
@@ -72,8 +69,9 @@ def test_beat_starts_a_round_after_n_new_masks(client, db, settings, project, ma
     assert len(started) == 1 and started[0][0] == project.id
     job = db.get(Job, started[0][1])
     assert job.kind == "train" and job.status == JobStatus.queued and job.created_by is None
-    assert "3 new masks" in job.result["reason"] and job.result["params"]["steps"] == TINY["steps"]
-    assert sent == [("train.retrain", (job.id,))]
+    assert "3 new masks" in job.params["reason"] and job.params["params"]["steps"] == TINY["steps"]
+    assert job.result is None and job.attempts == 0
+    assert sent == [("retraining.retrain", (job.id,))]
     assert tasks.start_due_retrain_rounds() == []  # one round at a time
 
     # The round ends; N new masks are counted from its watermark, not from the start.

@@ -71,7 +71,7 @@ def test_a_killed_worker_is_restarted_and_its_job_finishes_once(tmp_path, data_r
             f"the job to finish after the kill; output:\n{up.output.text()}",
         )
         job = http.get(job_url, headers=headers).json()
-        assert job["status"] == "succeeded" and job["result"]["attempts"] == 2, job
+        assert job["status"] == "succeeded" and job["attempts"] == 2, job
         assert job["result"]["embedded"] + job["result"]["already_done"] == IMAGES, job
         assert job["result"]["already_done"] > 0, job  # the first run's work was kept, not redone
         with sqlite3.connect(up.data_dir / "dataengine.db") as db:
