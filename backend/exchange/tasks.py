@@ -35,22 +35,11 @@ def export_project(job_id: int) -> str:
 def write_export(ctx: JobContext) -> dict[str, Any]:
     """The work of one export job; returns the job's result (storage key, download URL, sizes)."""
     db = ctx.db
-<<<<<<< c2
     inputs = ctx.job().params
     fmt, include_images = inputs["format"], bool(inputs.get("include_images", False))
     options = ExportOptions(polygon_tolerance=float(inputs.get("polygon_tolerance", DEFAULT_TOLERANCE)))
     fidelity = Fidelity()
     project_id = ctx.project().id
-=======
-    job = db.get_one(Job, ctx.job_id)
-    inputs = job.result or {}
-    fmt, include_images = inputs["format"], bool(inputs.get("include_images", False))
-    options = ExportOptions(polygon_tolerance=float(inputs.get("polygon_tolerance", DEFAULT_TOLERANCE)))
-    fidelity = Fidelity()
-    project_id = job.project_id
-    if project_id is None:
-        raise ValueError(f"export job {job.id} belongs to no project")
->>>>>>> other
     storage = LocalStorage(ctx.settings.storage_path)
     key = export_key(project_id, ctx.job_id, fmt)
     last = [0.0]

@@ -1,17 +1,11 @@
 """The Celery application: queues, routes, reliability settings and the broker of each deployment.
 
-<<<<<<< c2
 Tasks are named by their domain (``embeddings.embed_images``, ``detection.train``, ...); queues are by
-resource (``embed``, ``auto``, ``train``), and which queue serves each task is said in one place,
-`TASK_QUEUES`: long GPU/CPU-bound work of the same kind waits in one line whatever domain it comes
-from, and the small upkeep tasks (the jobs sweep, the retraining check) ride on ``embed``, never behind
-a long training. A worker serves the queues it is started with (``-Q embed``).
-=======
-Queues by resource, routed in one place (`TASK_ROUTES`): a task named ``embed.<x>`` goes to the
-``embed`` queue, ``auto.<x>`` to ``auto``, ``train.<x>`` to ``train``; ``jobs.<x>`` (job upkeep,
-small and quick) rides on ``embed``; ``webhooks.<x>`` (deliveries, which wait on other people's
-servers) has a queue of its own. A worker serves the queues it is started with (``-Q embed``).
->>>>>>> other
+resource (``embed``, ``auto``, ``train``, ``webhooks``), and which queue serves each task is said in one
+place, `TASK_QUEUES`: long GPU/CPU-bound work of the same kind waits in one line whatever domain it
+comes from, the small upkeep tasks (the jobs sweep, the retraining check) ride on ``embed``, never
+behind a long training, and webhook deliveries, which wait on other people's servers, have a queue of
+their own. A worker serves the queues it is started with (``-Q embed``).
 
 Brokers:
 
@@ -59,8 +53,7 @@ from celery.beat import PersistentScheduler
 
 from backend.core.config import Settings
 
-<<<<<<< c2
-QUEUES = ("embed", "auto", "train")
+QUEUES = ("embed", "auto", "train", "webhooks")
 # Every task and its queue; a new task adds one line (and, if it runs a job kind, one in
 # backend.jobs.service.TASK_FOR_KIND).
 TASK_QUEUES = {
@@ -72,15 +65,7 @@ TASK_QUEUES = {
     "detection.train": "train",
     "jobs.sweep_stale_jobs": "embed",
     "retraining.start_due_rounds": "embed",
-=======
-QUEUES = ("embed", "auto", "train", "webhooks")
-TASK_ROUTES = {
-    "embed.*": {"queue": "embed"},
-    "auto.*": {"queue": "auto"},
-    "train.*": {"queue": "train"},
-    "jobs.*": {"queue": "embed"},
-    "webhooks.*": {"queue": "webhooks"},  # deliveries: a slow receiver waits on this queue only
->>>>>>> other
+    "webhooks.deliver": "webhooks",  # deliveries: a slow receiver waits on this queue only
 }
 TASK_ROUTES = {name: {"queue": queue} for name, queue in TASK_QUEUES.items()}
 # Modules that define tasks; a new domain appends its tasks module here.

@@ -13,7 +13,7 @@ to its ~100) made PostgreSQL scan the whole masks table per deleted mask to clea
 for one image at 1M masks.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02 00:12:00
 """
 
@@ -27,7 +27,7 @@ from alembic import op
 from backend.dashboard import rollups
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
