@@ -248,14 +248,21 @@ def _rle(shape: Shape, height: int, width: int) -> Any:
 
 
 def import_upload(
-    db: Session, project: Project, user: User, body: bytes, fmt: str, parse: Callable[[dict[str, bytes]], Parsed]
+    db: Session,
+    project: Project,
+    user: User,
+    body: bytes,
+    files: dict[str, bytes],
+    fmt: str,
+    parse: Callable[[dict[str, bytes]], Parsed],
 ) -> ImportReport:
-    """Parse, check and store the upload `body` in format `fmt` (committed in one transaction).
+    """Parse, check and store the upload `body`, whose files are `files` (`read_upload`), in format
+    `fmt` (committed in one transaction).
 
     Raises:
         ImportRefused: anything is wrong (naming each file and place); nothing is stored then.
     """
-    parsed = parse(read_upload(body))
+    parsed = parse(files)
     if parsed.problems:
         raise ImportRefused(parsed.problems[:MAX_PROBLEMS])
     if not parsed.found:

@@ -7,8 +7,8 @@
 - ``POST /api/projects/{id}/exports`` `{format, include_images, polygon_tolerance}` → 202 `JobOut`
   (managers, ML engineers); when it succeeds its ``result.download_url`` is
 - ``GET /api/exports/{job_id}/file``: the archive the job wrote.
-- ``POST /api/projects/{id}/import/{format}`` (body: the annotation file, or a zip/tar of files;
-  ``format`` ``auto`` detects it; managers, ML engineers) → counts per file; 422 naming each problem's
+- ``POST /api/projects/{id}/import/{format}?file_name=...`` (body: the annotation file, or a zip/tar
+  of files, named in the report by ``file_name``; ``format`` ``auto`` detects it; managers, ML engineers) → counts per file; 422 naming each problem's
   file and place (``errors``), and nothing stored, when anything is wrong.
 """
 
@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.deps import (
@@ -37,9 +38,10 @@ from backend.exchange.archive import export_chunks
 from backend.exchange.formats.common import DEFAULT_TOLERANCE, ExportOptions
 from backend.exchange.importing import ImportRefused, import_upload, read_upload
 from backend.exchange.polygons import MAX_TOLERANCE
+from backend.images.service import clean_file_name
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
-from backend.tables import Job
+from backend.tables import Job, Project, User
 from backend.tables.enums import JobStatus
 
 router = APIRouter(tags=["exchange"])
@@ -160,16 +162,16 @@ def _refused(fmt: str, error: ImportRefused) -> JSONResponse:
     return JSONResponse(ErrorOut(detail=detail, errors=items).model_dump(), status_code=422)
 
 
-def _import(db, project, user, body: bytes, fmt: str) -> ImportOut:
+def _import(db: Session, project: Project, user: User, body: bytes, name: str, fmt: str) -> ImportOut:
+    files = read_upload(body, name)
     if fmt == "auto":
-        detected = formats.detect(read_upload(body))
+        detected = formats.detect(files)
         if detected is None:
             raise ImportRefused.single(
-                "upload",
-                f"its format is none of {', '.join(formats.IMPORTERS)}: name it in the path (/import/<format>)",
+                name, f"its format is none of {', '.join(formats.IMPORTERS)}: name it in the path (/import/<format>)"
             )
         fmt = detected
-    report = import_upload(db, project, user, body, fmt, formats.IMPORTERS[fmt])
+    report = import_upload(db, project, user, body, files, fmt, formats.IMPORTERS[fmt])
     return ImportOut(
         format=report.format,
         imported=report.imported,
@@ -186,10 +188,17 @@ def _import(db, project, user, body: bytes, fmt: str) -> ImportOut:
     responses={422: {"model": ErrorOut, "description": "refused: `errors` names each problem's file and place"}},
 )
 async def import_file(
-    project: ProjectForJobStarter, format: ImportFormat, request: Request, db: SessionDep, user: CurrentUser
+    project: ProjectForJobStarter,
+    format: ImportFormat,
+    request: Request,
+    db: SessionDep,
+    user: CurrentUser,
+    file_name: Annotated[
+        str, Query(min_length=1, max_length=255, description="the uploaded file's name, for the report")
+    ] = "upload",
 ) -> ImportOut | JSONResponse:
     body = await request.body()
     try:
-        return await run_in_threadpool(_import, db, project, user, body, format)
+        return await run_in_threadpool(_import, db, project, user, body, clean_file_name(file_name), format)
     except ImportRefused as error:
         return _refused(format, error)

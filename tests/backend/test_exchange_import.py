@@ -230,10 +230,13 @@ def test_yolo_bad_input(client, db, project, manager_headers, grabcut):
 def test_cvat_documentation_sample(client, db, project, manager_headers):
     _image(client, manager_headers, project.id, "filename000.jpg", 1600, 1200)
     body = (DATA / "cvat_for_images_docs.xml").read_bytes()
-    response = _post(client, manager_headers, project.id, "auto", body)
+    response = client.post(
+        f"/api/projects/{project.id}/import/auto?file_name=annotations.xml", content=body, headers=manager_headers
+    )
     assert response.status_code == 201, response.text
     report = response.json()
     assert report["format"] == "cvat" and report["imported"] == 3
+    assert report["files"][0]["file"] == "annotations.xml"
     assert report["files"][0]["skipped"] == {"polyline": 2, "points": 1, "tag": 1, "skeleton": 1}
     box, polygon, blob = _masks(db, project.id)
     assert box.provenance["label"] == "plate" and box.bbox == [797.0, 871.0, 169.0, 58.0]

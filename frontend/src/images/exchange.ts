@@ -86,7 +86,7 @@ export function exchangePanel(projectId: number): HTMLElement {
     problems.replaceChildren();
     if (!chosen) return say("choose a file first", true);
     try {
-      const report = await json<ImportReport>(`/api/projects/${projectId}/import/${importFormat.value}`, { method: "POST", body: chosen });
+      const report = await json<ImportReport>(`/api/projects/${projectId}/import/${importFormat.value}?file_name=${encodeURIComponent(chosen.name)}`, { method: "POST", body: chosen });
       say(`${report.format}: ${report.imported} masks imported on ${report.images} images (${report.already_present} already present)`);
       for (const f of report.files) {
         const skipped = Object.entries(f.skipped).map(([k, n]) => `${n} ${k}`).join(", ");
