@@ -1,7 +1,7 @@
 """The triggers that keep the dashboard rollups (`backend/tables/dashboard.py`) exact, and their rebuild.
 
 Each rollup is a `Rollup`: for one row `m` of its source table the key it counts under, the values it
-adds, and whether it counts at all. Sources are `masks`, `images`, and two rollups themselves
+adds, and whether it counts at all. Sources are `masks`, `images`, `mask_reviews`, and two rollups themselves
 (`timeline_author_hours/days`: distinct annotators per hour or day are the author rows with masks, counted
 into `timeline_hours/days.annotators` by a rollup of that rollup). From that one description come
 - the triggers, which run inside the writing transaction: INSERT adds the new rows' contribution, DELETE
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, inspect
 from sqlalchemy.orm import Session
 
-from backend.tables.dashboard import DONE_STAGES, SECONDS_BUCKETS_PER_SECOND
+from backend.tables.dashboard import DONE_STAGES, REVIEW_IOU_THRESHOLD, SECONDS_BUCKETS_PER_SECOND
 
 Expr = Callable[[str, str], str]  # (dialect, row alias) -> SQL text
 
@@ -128,10 +128,12 @@ SOURCES = {
         ),
     ),
     "images": Source(("id",), ("project_id", "assignee_id", "status", "stage_done")),
+    "mask_reviews": Source(("id",), ("project_id", "reviewer_id", "decision", "iou")),
     "timeline_author_hours": Source(("project_id", "author_key", "hour"), ("masks",)),
     "timeline_author_days": Source(("project_id", "author_key", "day"), ("masks",)),
 }
 JSON_COLUMNS = {"stage_done"}
+ROLLUP_SOURCES = {"timeline_author_hours", "timeline_author_days"}  # sources that are rollups themselves
 
 # In dependency order: a rollup reading another rollup's table comes after the rollups writing it.
 ROLLUPS = [
@@ -185,6 +187,16 @@ ROLLUPS = [
             "status": _col("status"),
         },
         {"images": ONE, **{f"done_{s}": _stage_done(s) for s in DONE_STAGES}},
+    ),
+    Rollup(
+        "review_totals",
+        "mask_reviews",
+        {
+            "project_id": PROJECT,
+            "reviewer_key": lambda d, m: f"COALESCE({m}.reviewer_id, 0)",
+            "decision": _col("decision"),
+        },
+        {"reviews": ONE, "within": _when(f"{{m}}.iou > {REVIEW_IOU_THRESHOLD!r}")},
     ),
 ]
 
@@ -415,7 +427,7 @@ def rebuild_rollups(db: Session | Connection, project_id: int, rollups: list[Rol
     for table in dict.fromkeys(r.table for r in chosen):
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE project_id = {p}")
     for r in chosen:
-        if r.source not in ("masks", "images"):
+        if r.source in ROLLUP_SOURCES:
             conn.exec_driver_sql(
                 f"UPDATE {r.table} SET {', '.join(f'{c} = 0' for c in r.values)} WHERE project_id = {p}"
             )

@@ -52,13 +52,13 @@ from backend.tables import (
     Job,
     JobStatus,
     Mask,
-    MaskReview,
     MaskSecondsBucket,
     MaskSource,
     MaskTotal,
     ModelVersion,
     Project,
     ReviewDecision,
+    ReviewTotal,
     Stage,
     TimelineAuthorDay,
     TimelineAuthorHour,
@@ -66,12 +66,10 @@ from backend.tables import (
     TimelineHour,
     User,
 )
-from backend.tables.dashboard import SECONDS_BUCKETS_PER_SECOND
+from backend.tables.dashboard import REVIEW_IOU_THRESHOLD, SECONDS_BUCKETS_PER_SECOND
 
 # Masks per image histogram: inclusive [low, high] bounds, the last one open.
 HISTOGRAM_BOUNDS: list[tuple[int, int | None]] = [(0, 0), (1, 9), (10, 24), (25, 49), (50, 99), (100, 199), (200, None)]
-# A reviewed auto mask counts as good when IoU(auto mask, mask after review) > this (as backend/review).
-REVIEW_IOU_THRESHOLD = 0.9
 RECENT_JOBS = 10
 Bucket = Literal["hour", "day"]
 TIMELINE_ROWS = 720  # buckets a timeline request returns by default: 30 days of hours, about 2 years of days
@@ -288,14 +286,19 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
 
 
 def review_stats(db: Session, scope: Scope) -> ReviewOut:
-    where = [MaskReview.project_id == scope.project_id]
+    """Reviews by decision and within the IoU threshold (a reviewed auto mask counts as good when
+    IoU(auto mask, mask after review) > REVIEW_IOU_THRESHOLD, as backend/review), from `review_totals`."""
+    where = [ReviewTotal.project_id == scope.project_id]
     if scope.author_id is not None:
-        where.append(MaskReview.reviewer_id == scope.author_id)
-    rows = db.execute(
-        select(MaskReview.decision, func.count(), func.count(case((MaskReview.iou > REVIEW_IOU_THRESHOLD, 1))))
-        .where(*where)
-        .group_by(MaskReview.decision)
-    ).all()
+        where.append(ReviewTotal.reviewer_key == scope.author_id)
+    rows = [
+        (ReviewDecision(decision), int(n), int(within))
+        for decision, n, within in db.execute(
+            select(ReviewTotal.decision, func.sum(ReviewTotal.reviews), func.sum(ReviewTotal.within))
+            .where(*where)
+            .group_by(ReviewTotal.decision)
+        )
+    ]
     decisions = {decision: n for decision, n, _ in rows}
     within = sum(n for _, _, n in rows)
     reviewed = sum(decisions.values())

@@ -27,6 +27,8 @@ from backend.tables.enums import Stage
 # Width of one `mask_seconds.bucket`: 1/SECONDS_BUCKETS_PER_SECOND s. A power of two, so that
 # floor(seconds * 4) == b  <=>  b / 4 <= seconds < (b + 1) / 4 holds exactly in binary floating point.
 SECONDS_BUCKETS_PER_SECOND = 4
+# A review counts as within the threshold (`review_totals.within`) when IoU(auto mask, mask after review) > this.
+REVIEW_IOU_THRESHOLD = 0.9
 # Stages with an `image_stats.done_<stage>` column (a new Stage needs a migration adding its column).
 DONE_STAGES = ("assisted_manual", "semi_automatic", "fully_automatic", "done")
 assert DONE_STAGES == tuple(s.value for s in Stage), "image_stats needs a done_<stage> column per stage"
@@ -158,3 +160,16 @@ class ImageMaskCount(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     author_key: Mapped[int] = mapped_column(primary_key=True)
     masks: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReviewTotal(Base):
+    """Reviews per project, reviewer and decision, and how many kept IoU > REVIEW_IOU_THRESHOLD: the
+    dashboard's review figures without a pass over `mask_reviews` (a share of every auto mask)."""
+
+    __tablename__ = "review_totals"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    reviewer_key: Mapped[int] = mapped_column(primary_key=True)  # mask_reviews.reviewer_id, 0 = none
+    decision: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reviews: Mapped[int] = mapped_column(BigInteger)
+    within: Mapped[int] = mapped_column(BigInteger)

@@ -1,9 +1,12 @@
-"""Timeline rollups: masks per hour and per day, for the project and per author (backend/dashboard/rollups.py).
+"""Timeline and review rollups: masks per hour and per day, for the project and per author, and reviews per
+reviewer and decision (backend/dashboard/rollups.py).
 
 `mask_stats` (one row per hour, stage, source and author) made the timeline read and regroup every
 hour of the project's life on each request, a cost that grew with the masks; it is replaced by
 `timeline_hours/days` (one row per hour or day, the distinct annotators kept by a rollup of
-`timeline_author_hours/days`), so a request reads only the rows it shows. The triggers are reinstalled
+`timeline_author_hours/days`), so a request reads only the rows it shows. `review_totals` does the same
+for the review figures, which counted `mask_reviews` (a share of all auto masks) on every request. The
+triggers are reinstalled
 (PostgreSQL's now group the changed rows once for all rollups) and every project's rollups rebuilt.
 Downgrade restores `mask_stats` and its rollup as 0004 defined it.
 
@@ -89,6 +92,18 @@ def upgrade() -> None:
         ("timeline_author_days", "day", True),
     ]:
         _timeline_table(name, when, author)
+    op.create_table(
+        "review_totals",
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("reviewer_key", sa.Integer(), nullable=False),
+        sa.Column("decision", sa.String(length=32), nullable=False),
+        sa.Column("reviews", sa.BigInteger(), nullable=False),
+        sa.Column("within", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name=op.f("fk_review_totals_project_id_projects"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("project_id", "reviewer_key", "decision", name=op.f("pk_review_totals")),
+    )
     rollups.install(bind)
     _rebuild_all()
     for name, (table, column) in FK_INDEXES.items():
@@ -101,7 +116,7 @@ def downgrade() -> None:
     for name, (table, _) in FK_INDEXES.items():
         op.drop_index(name, table_name=table)
     rollups.uninstall(bind)
-    for name in ("timeline_author_days", "timeline_author_hours", "timeline_days", "timeline_hours"):
+    for name in ("review_totals", "timeline_author_days", "timeline_author_hours", "timeline_days", "timeline_hours"):
         op.drop_table(name)
     op.create_table(
         "mask_stats",

@@ -17,7 +17,18 @@ from backend.dashboard import service
 from backend.dashboard.rollups import rebuild_rollups
 from backend.stages import gates
 from backend.stages import service as stages
-from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Role, Stage, User
+from backend.tables import (
+    Image,
+    ImageStatus,
+    Mask,
+    MaskReview,
+    MaskSource,
+    PrefillOutcome,
+    ReviewDecision,
+    Role,
+    Stage,
+    User,
+)
 
 TABLES = {
     "mask_totals": "project_id, stage, source, author_key, masks, timed, seconds, clicked, clicks, "
@@ -31,6 +42,7 @@ TABLES = {
     "image_mask_totals": "project_id, image_id, masks",
     "image_stats": "project_id, assignee_key, status, images, done_assisted_manual, done_semi_automatic, "
     "done_fully_automatic, done_done",
+    "review_totals": "project_id, reviewer_key, decision, reviews, within",
 }
 KEYS = {
     "mask_totals": 4,
@@ -42,6 +54,7 @@ KEYS = {
     "image_mask_counts": 3,
     "image_mask_totals": 2,
     "image_stats": 3,
+    "review_totals": 3,
 }
 
 
@@ -381,3 +394,83 @@ def test_timeline_pages_newest_first_buckets_oldest_first(db, project, images, m
     assert [r.bucket for r in older] == ["2026-01-01T01:00:00", "2026-01-01T02:00:00"]
     mine = service.timeline(db, service.Scope(project.id, a1.id), "day", before="2026-01-01T00:00:00")
     assert mine == []
+
+
+def test_review_rollup_follows_reviews_and_their_masks(db, project, images, make_user):
+    """review_totals equals the counts over mask_reviews after review inserts, a changed decision and IoU,
+    a reviewer's deletion (SET NULL), a mask's deletion (the review cascades) and a bulk insert."""
+    r1, r2 = make_user(Role.annotator, "v1"), make_user(Role.annotator, "v2")
+    masks = [
+        new_mask(project, images[i % 3], None, None, None, MaskSource.auto, Stage.fully_automatic) for i in range(8)
+    ]
+    db.add_all(masks)
+    db.commit()
+
+    def review(mask, reviewer, decision, iou):
+        return MaskReview(mask_id=mask.id, project_id=project.id, reviewer_id=reviewer.id, decision=decision, iou=iou)
+
+    db.add_all(
+        [
+            review(masks[0], r1, ReviewDecision.accept, 1.0),
+            review(masks[1], r1, ReviewDecision.fix, 0.95),
+            review(masks[2], r1, ReviewDecision.fix, 0.5),
+            review(masks[3], r2, ReviewDecision.reject, None),
+        ]
+    )
+    db.commit()
+
+    def raw(reviewer_id=None):
+        rows = db.scalars(select(MaskReview).where(MaskReview.project_id == project.id)).all()
+        rows = [r for r in rows if reviewer_id is None or r.reviewer_id == reviewer_id]
+        return (
+            len(rows),
+            sum(r.decision == ReviewDecision.accept for r in rows),
+            sum(r.decision == ReviewDecision.fix for r in rows),
+            sum(r.decision == ReviewDecision.reject for r in rows),
+            sum(r.iou is not None and r.iou > service.REVIEW_IOU_THRESHOLD for r in rows),
+        )
+
+    def served(reviewer_id=None):
+        out = service.review_stats(db, service.Scope(project.id, reviewer_id))
+        return (out.reviewed, out.accepted, out.fixed, out.rejected, out.within_threshold)
+
+    def check():
+        db.expire_all()
+        for who in (None, r1.id, r2.id):
+            assert served(who) == raw(who)
+
+    check()
+    assert served() == (4, 1, 2, 1, 2)
+    db.execute(
+        update(MaskReview)
+        .where(MaskReview.mask_id == masks[2].id)
+        .values(iou=0.99)
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(
+        update(MaskReview)
+        .where(MaskReview.mask_id == masks[3].id)
+        .values(decision=ReviewDecision.fix, iou=0.7, reviewer_id=r1.id)
+        .execution_options(synchronize_session=False)
+    )
+    db.commit()
+    check()
+    db.execute(
+        insert(MaskReview).values(
+            [
+                {"mask_id": m.id, "project_id": project.id, "reviewer_id": r2.id, "decision": "accept", "iou": 1.0}
+                for m in masks[4:]
+            ]
+        )
+    )
+    db.commit()
+    check()
+    db.execute(delete(Mask).where(Mask.id == masks[0].id))  # its review cascades
+    db.delete(db.get(User, r2.id))  # reviewer_id SET NULL
+    db.commit()
+    check()
+    assert served() == (7, 4, 3, 0, 6)
+    incremental = snapshot(db)
+    rebuild_rollups(db, project.id)
+    db.commit()
+    assert snapshot(db) == incremental
