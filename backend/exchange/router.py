@@ -186,6 +186,13 @@ def _import(db: Session, project: Project, user: User, body: bytes, name: str, f
     status_code=status.HTTP_201_CREATED,
     response_model=ImportOut,
     responses={422: {"model": ErrorOut, "description": "refused: `errors` names each problem's file and place"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the annotation file (JSON, XML) or a zip/tar of files",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def import_file(
     project: ProjectForJobStarter,
