@@ -1,20 +1,30 @@
 """Embedding a project (a job) and serving one image's embedding to the browser.
 
-``GET /api/images/{id}/embedding``: the float16 embedding of the project's active model version as
-raw little-endian C-order bytes (1x256x64x64), with ``X-Embedding-Shape``, ``X-Embedding-Dtype``,
-``X-Original-Size``, ``X-Input-Size`` and ``X-Model-Version`` headers and an ETag naming the
-version and image; computed on demand (in this request) if the embedding job has not reached it.
-It is sent with ``no-cache``: the browser keeps it but revalidates (a 304 costs nothing), because
-the same URL serves another embedding once the project's active version changes.
+``GET /api/images/{id}/embedding``: the embedding of the project's active model version as raw
+little-endian C-order bytes in the wire encoding asked for (``encoding``: ``float16``, the
+default, 1x256x64x64; or ``int8-per-channel``, half the bytes, see backend/embeddings/encoding.py),
+with ``X-Embedding-Shape``, ``X-Embedding-Dtype`` (the encoding), ``X-Original-Size``,
+``X-Input-Size`` and ``X-Model-Version`` headers and an ETag naming the version, image and
+encoding; computed on demand (in this request) if the embedding job has not reached it.
+
+Caching: the plain URL is sent with ``no-cache`` (the browser keeps it but revalidates, a 304 on
+If-None-Match costs nothing), because it serves another embedding once the project's active version
+changes. A URL naming the version (``?model_version=<id>``) names the embedding itself, so it is
+sent ``immutable``: a revisit costs no request at all; asking it for a version that is no longer
+the project's active one is a 409 (the page then reloads the model).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from backend.api.deps import CurrentUser, ImageForMember, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
+from backend.api.types import MAX_DB_ID
 from backend.clients.model_server import ModelServerClient, ModelServerError
 from backend.embeddings import service
+from backend.embeddings.encoding import WireEncoding, encode
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version, model_spec
@@ -42,22 +52,42 @@ def embed_project(
     return JobOut.model_validate(started.job)
 
 
+IMMUTABLE = "private, max-age=31536000, immutable"
+REVALIDATE = "private, no-cache"
+
+
 @router.get(
     "/api/images/{image_id}/embedding",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "float16 1x256x64x64"},
+        200: {"content": {"application/octet-stream": {}}, "description": "1x256x64x64 in the encoding asked for"},
         304: {"description": "unchanged (If-None-Match)"},
+        409: {"description": "`model_version` is not the project's active version"},
     },
 )
 def get_image_embedding(
-    image: ImageForMember, request: Request, db: SessionDep, storage: StorageDep, settings: SettingsDep
+    image: ImageForMember,
+    request: Request,
+    db: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    encoding: Annotated[WireEncoding, Query()] = WireEncoding.float16,
+    model_version: Annotated[int | None, Query(ge=1, le=MAX_DB_ID)] = None,
 ) -> Response:
     client = ModelServerClient.from_settings(settings)
-    project = db.get(Project, image.project_id)
+    project = db.get_one(Project, image.project_id)
     version = active_version(db, project, storage, client, settings)
-    etag = f'"emb-{version.id}-{image.id}-{image.sha256[:16]}"'
-    cache = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Model-Version": str(version.id)}
+    if model_version is not None and model_version != version.id:
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=f"model version {model_version} is not the project's active one ({version.id})",
+        )
+    etag = f'"emb-{version.id}-{image.id}-{image.sha256[:16]}-{encoding.value}"'
+    cache = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE if model_version is not None else REVALIDATE,
+        "X-Model-Version": str(version.id),
+    }
     existing = service.find_embedding(db, image.id, version.id)
     if (
         existing is not None
@@ -72,5 +102,5 @@ def get_image_embedding(
     except ValueError as error:
         raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
     emb = service.read_embedding(storage, row)
-    headers = {**cache, **api.embedding_headers(emb.original_size, emb.input_size)}
-    return Response(content=emb.data, media_type="application/octet-stream", headers=headers)
+    headers = {**cache, **api.embedding_headers(emb.original_size, emb.input_size), api.HEADER_DTYPE: encoding.value}
+    return Response(content=encode(emb.data, encoding), media_type="application/octet-stream", headers=headers)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile,
 from fastapi.responses import FileResponse
 
 from backend.api.deps import (
+    CurrentUser,
     ImageForManager,
     ImageForMember,
     ProjectForManager,
@@ -87,6 +88,24 @@ def list_images(
     page, total = service.list_images(db, project, status_, assigned_to, offset, limit)
     response.headers["X-Total-Count"] = str(total)
     return [ImageOut.model_validate(i) for i in page]
+
+
+@router.get(
+    "/api/projects/{project_id}/images/next",
+    responses={204: {"description": "no unfinished image is free"}},
+)
+def peek_next_image(
+    project: ProjectForMember,
+    db: SessionDep,
+    user: CurrentUser,
+    exclude: Annotated[int | None, Query(ge=1, le=MAX_DB_ID, description="the image the caller is finishing")] = None,
+) -> Response:
+    """The image `POST /api/projects/{id}/claim` would give the caller now, without locking it: the
+    annotate page prefetches it (bitmap, embedding, masks) so that *Done, next* shows it at once."""
+    image = service.peek_next_image(db, project, user, exclude)
+    if image is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(ImageOut.model_validate(image).model_dump_json(), media_type="application/json")
 
 
 @router.post("/api/images/{image_id}/assign")

@@ -13,18 +13,19 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image as PILImage
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer_group
 
 from backend.core.config import Settings
 from backend.images.validation import ImageRejected, PreparedImage, prepare_image
 from backend.storage import LocalStorage
-from backend.tables import Embedding, Image, ImageStatus, Project, ProjectMember
+from backend.tables import Embedding, Image, ImageStatus, Project, ProjectMember, Stage, User
 
 MAX_NAME_CHARS = 255  # images.file_name is VARCHAR(255)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -242,6 +243,33 @@ def list_images(
         select(Image).where(*where).options(undefer_group("image_out")).order_by(Image.id).offset(offset).limit(limit)
     ).all()
     return page, total
+
+
+def peek_next_image(db: Session, project: Project, user: User, exclude: int | None) -> Image | None:
+    """The image `claim next` would give `user` now, without locking it (the annotate page prefetches
+    it while the current one is worked on); `exclude`: the image the caller holds and is about to finish.
+
+    The same candidates in the same order as `backend.annotation.service.claim_next_image`: the
+    user's own live lock first, then images assigned to them, then unassigned ones, by upload order;
+    a guess, not a promise (someone may claim it first): the claim decides."""
+    if project.archived_at is not None or project.stage == Stage.done:
+        return None
+    now = datetime.now(UTC)
+    where = [
+        Image.project_id == project.id,
+        Image.status.in_((ImageStatus.new, ImageStatus.in_progress)),
+        or_(Image.locked_until.is_(None), Image.locked_until < now, Image.assignee_id == user.id),
+        or_(Image.assigned_to.is_(None), Image.assigned_to == user.id),
+    ]
+    if exclude is not None:
+        where.append(Image.id != exclude)
+    return db.scalar(
+        select(Image)
+        .where(*where)
+        .options(undefer_group("image_out"))
+        .order_by(case((Image.assignee_id == user.id, 0), (Image.assigned_to == user.id, 1), else_=2), Image.id)
+        .limit(1)
+    )
 
 
 def assign_image(db: Session, image: Image, user_id: int | None) -> Image:

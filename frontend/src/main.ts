@@ -39,8 +39,10 @@ route("/account", authed(accountPage));
 route("/projects/:projectId/images", authed(imagesPage));
 route("/projects/:projectId/members", authed(membersPage));
 route("/projects/:projectId/settings", authed(projectSettingsPage));
-route("/annotate/:projectId", authed(annotatePage));
-route("/annotate/:projectId/:imageId", authed(annotatePage));
+// One page function for both: the annotate session outlives the move from one image to the next.
+const annotate = authed(annotatePage);
+route("/annotate/:projectId", annotate);
+route("/annotate/:projectId/:imageId", annotate);
 route("/dashboard/:projectId", authed(dashboardPage));
 route("/models/:projectId", authed(modelsPage));
 route("/review/:projectId", authed(reviewPage));

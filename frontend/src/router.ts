@@ -3,7 +3,17 @@
  * a reload of /annotate/3/17 lands back on the same image.
  */
 export type Cleanup = () => void;
-export type Page = (root: HTMLElement, params: Record<string, string>) => Cleanup | void | Promise<Cleanup | void>;
+/**
+ * A page that outlives navigations between its own paths (the annotate session across images):
+ * when the next path matches a route of the same page function, `update` gets its params instead of
+ * the page being rebuilt, and answers false when it wants a rebuild after all (another project).
+ */
+export interface KeptPage {
+  cleanup: Cleanup;
+  update(params: Record<string, string>): boolean;
+}
+type Mounted = Cleanup | KeptPage | void;
+export type Page = (root: HTMLElement, params: Record<string, string>) => Mounted | Promise<Mounted>;
 
 interface Route {
   pattern: RegExp;
@@ -12,7 +22,7 @@ interface Route {
 }
 
 const routes: Route[] = [];
-let cleanup: Cleanup | void;
+let mounted: { page: Page; done: Mounted } | null = null;
 let root: HTMLElement;
 let renders = 0;
 
@@ -32,27 +42,36 @@ export function navigate(path: string, replace = false): void {
 
 /** Each page renders into a fresh root element (same id, nothing left of the previous page): a page
  * still loading when the user navigates on fills a detached element, and its cleanup runs as soon
- * as it returns. */
+ * as it returns. A kept page (`KeptPage`) is updated in place instead, when the path is its own. */
 async function render(): Promise<void> {
   const current = ++renders;
-  if (cleanup) cleanup();
-  cleanup = undefined;
+  const path = location.pathname;
+  const found = match(path);
+  const kept = mounted?.done;
+  if (found && kept && typeof kept === "object" && mounted!.page === found.route.page && kept.update(found.params)) return;
+  dispose(mounted?.done);
+  mounted = null;
   const fresh = document.createElement(root.tagName);
   fresh.id = root.id;
   root.replaceWith(fresh);
   root = fresh;
-  const container = fresh;
-  const path = location.pathname;
+  if (!found) return navigate("/", true);
+  const done = await found.route.page(fresh, found.params);
+  if (current === renders) mounted = { page: found.route.page, done };
+  else dispose(done);
+}
+
+function match(path: string): { route: Route; params: Record<string, string> } | null {
   for (const r of routes) {
-    const match = r.pattern.exec(path);
-    if (!match) continue;
-    const params = Object.fromEntries(r.keys.map((k, i) => [k, decodeURIComponent(match[i + 1])]));
-    const done = await r.page(container, params);
-    if (current === renders) cleanup = done;
-    else if (done) done();
-    return;
+    const m = r.pattern.exec(path);
+    if (m) return { route: r, params: Object.fromEntries(r.keys.map((k, i) => [k, decodeURIComponent(m[i + 1])])) };
   }
-  navigate("/", true);
+  return null;
+}
+
+function dispose(done: Mounted | undefined): void {
+  if (typeof done === "function") done();
+  else if (done) done.cleanup();
 }
 
 export function start(element: HTMLElement): void {

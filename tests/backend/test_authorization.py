@@ -64,6 +64,7 @@ PROJECT_ROUTES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/images/{image_id}/file"): MEMBERS,
     ("GET", "/api/images/{image_id}/thumbnail"): MEMBERS,
     ("POST", "/api/projects/{project_id}/claim"): MEMBERS,
+    ("GET", "/api/projects/{project_id}/images/next"): MEMBERS,
     ("POST", "/api/images/{image_id}/claim"): MEMBERS,
     ("POST", "/api/images/{image_id}/release"): MEMBERS,
     ("POST", "/api/images/{image_id}/done"): MEMBERS,

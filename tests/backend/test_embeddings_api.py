@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from backend.embeddings.encoding import decode_int8
 from backend.tables import Embedding, ModelVersion, Role
 from backend.worker import celery_app
 from model_server.service.embedding_file import load_embedding
@@ -84,6 +85,42 @@ def test_embedding_endpoint_binary_headers_etag_and_on_demand(client, db, projec
     assert cached.status_code == 304 and cached.content == b""
     again = client.get(f"/api/images/{image_id}/embedding", headers=manager_headers)
     assert again.content == response.content and again.headers["etag"] == etag
+
+
+def test_embedding_int8_encoding_immutable_url_and_etag(client, project, manager_headers, data_root):
+    """The browser's encoding: per-channel int8 (half the bytes, within a step of each channel's
+    scale of the float16 values); a URL naming the model version is immutable, with its own ETag
+    per encoding; a stale version is a 409, never another embedding under the same URL."""
+    (image_id,) = upload(client, manager_headers, project.id, data_root, 1)
+    url = f"/api/images/{image_id}/embedding"
+    plain = client.get(url, headers=manager_headers)
+    assert plain.headers["cache-control"] == "private, no-cache"
+    version = int(plain.headers["x-model-version"])
+    params = {"encoding": "int8-per-channel", "model_version": version}
+
+    int8 = client.get(url, headers=manager_headers, params=params)
+    assert int8.status_code == 200, int8.text
+    assert int8.headers["x-embedding-dtype"] == "int8-per-channel"
+    assert int8.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert len(int8.content) == 256 * 4 + 256 * 64 * 64 == len(plain.content) // 2 + 1024
+    reference = np.frombuffer(plain.content, dtype="<f2").astype(np.float32).reshape(256, -1)
+    scales = np.frombuffer(int8.content, dtype="<f4", count=256)
+    decoded = decode_int8(int8.content).reshape(256, -1)
+    assert np.allclose(scales, np.abs(reference).max(axis=1) / 127, rtol=1e-6)
+    assert (np.abs(decoded - reference) <= scales[:, None] / 2 + 1e-6).all()
+
+    etag = int8.headers["etag"]
+    assert etag != plain.headers["etag"] and "int8-per-channel" in etag
+    revisit = client.get(url, headers={**manager_headers, "If-None-Match": etag}, params=params)
+    assert revisit.status_code == 304 and revisit.headers["cache-control"].endswith("immutable")
+    other_encoding = client.get(
+        url, headers={**manager_headers, "If-None-Match": etag}, params={"model_version": version}
+    )
+    assert other_encoding.status_code == 200 and other_encoding.content == plain.content
+
+    stale = client.get(url, headers=manager_headers, params={**params, "model_version": version + 1})
+    assert stale.status_code == 409 and str(version) in stale.json()["detail"]
+    assert client.get(url, headers=manager_headers, params={"encoding": "int4"}).status_code == 422
 
 
 def test_embedding_roles_and_unknown_ids(client, project, manager_headers, make_user, login, data_root):

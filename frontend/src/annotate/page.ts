@@ -1,13 +1,19 @@
 /**
- * The annotate page: one image in the mask editor (editor/), its embedding fetched once, and what is
- * the page's own: the image's saved masks, accepting (saving) the working mask, and moving between
- * images. The same page shows masks pre-filled by later stages (detector, automatic), so every stage
- * annotates here: a wrong pre-filled mask is deleted, or corrected ("correct" or C over it: the
- * working mask starts as it, and accepting saves the result with `replaces_mask_id`, which hides the
- * old mask and records the pre-fill as corrected).
+ * The annotate page: an annotate session over a project's images in one mask editor (editor/), and
+ * what is the page's own: the image's saved masks, accepting (saving) the working mask, and moving
+ * between images. The same page shows masks pre-filled by later stages (detector, automatic), so
+ * every stage annotates here: a wrong pre-filled mask is deleted, or corrected ("correct" or C over
+ * it: the working mask starts as it, and accepting saves the result with `replaces_mask_id`, which
+ * hides the old mask and records the pre-fill as corrected).
  *
  * /annotate/:projectId claims the next unfinished image and redirects to /annotate/:projectId/:imageId;
  * opening an image by id (re)takes its lock, which the page keeps fresh while it is open.
+ *
+ * The session lives as long as the annotator stays in the project: the router keeps the page when
+ * only the image changes, so the decoder's worker, its onnxruntime sessions and the editor are made
+ * once. While an image is worked on, the next one (what `claim next` would give, peeked without
+ * locking) and the previous one are fetched (bitmap, embedding, masks) and their per-image graph
+ * is run in the worker, so *Done, next* shows the next image ready to click at once.
  */
 import * as api from "../api/client";
 import type { Embedding, ImageInfo, MaskOut, ModelVersion } from "../api/types";
@@ -17,52 +23,49 @@ import { MaskEditor } from "../editor/editor";
 import { decodeRle, encodeRle } from "../editor/rle";
 import { isEmpty } from "../editor/store";
 import { frame } from "../layout";
-import { navigate, type Cleanup } from "../router";
+import { navigate, type KeptPage } from "../router";
 import { ImageMasks } from "./image_masks";
 import { renderMaskList } from "./mask_list";
+import { ImageCache } from "./prefetch";
 import { saver, type SaveEvent } from "./saver";
 import { helpPanel } from "./shortcuts";
 
 const LOCK_REFRESH_MS = 60_000;
 const VISITED_KEY = "dataengine.visited";
 
-export async function annotatePage(container: HTMLElement, params: Record<string, string>): Promise<Cleanup | void> {
+export async function annotatePage(container: HTMLElement, params: Record<string, string>): Promise<KeptPage | void> {
   const projectId = Number(params.projectId);
   const { main: root } = await frame(container, "annotate", { projectId, title: "Annotate", fill: true });
-  const notice = (...children: (Node | string)[]) =>
-    root.replaceChildren(h("div", { class: "page card" }, ...children, h("p", {}, h("a", { href: "/" }, "Back to projects"))));
   if (!params.imageId) {
     root.append(h("p", { class: "page" }, "Finding the next image…"));
     const next = await api.claimNext(projectId);
     if (next) return navigate(`/annotate/${projectId}/${next.id}`, true);
-    notice(h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
+    notice(root, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
     return;
   }
-  const imageId = Number(params.imageId);
-  let image: ImageInfo;
-  try {
-    image = await api.claimImage(imageId);
-  } catch (error) {
-    notice(h("p", { class: "error" }, String((error as Error).message)));
-    return;
-  }
-  rememberVisit(imageId);
-  const loading = h("p", { class: "page" }, `Loading ${image.file_name}…`);
-  root.append(loading);
-  let loaded;
-  try {
-    loaded = await Promise.all([api.getModel(projectId), api.fetchImageBitmap(imageId), api.fetchEmbedding(imageId), api.listMasks(imageId)]);
-  } catch (error) {
-    notice(h("p", { class: "error" }, `Could not open ${image.file_name}: ${(error as Error).message}`));
-    return;
-  }
-  const [model, bitmap, embedding, masks] = loaded;
-  loading.remove();
-  return new AnnotateController(root, projectId, image, model, bitmap, embedding, masks).cleanup;
+  const model = await api.getModel(projectId);
+  const session = new AnnotateSession(root, projectId, model);
+  void session.go(Number(params.imageId));
+  return {
+    cleanup: session.cleanup,
+    update: (next) => {
+      if (Number(next.projectId) !== projectId || !next.imageId) return false;
+      void session.go(Number(next.imageId));
+      return true;
+    },
+  };
+}
+
+function notice(root: HTMLElement, ...children: (Node | string)[]): void {
+  root.replaceChildren(h("div", { class: "page card" }, ...children, h("p", {}, h("a", { href: "/" }, "Back to projects"))));
+}
+
+function visitedImages(): number[] {
+  return JSON.parse(sessionStorage.getItem(VISITED_KEY) ?? "[]");
 }
 
 function rememberVisit(imageId: number): void {
-  const visited: number[] = JSON.parse(sessionStorage.getItem(VISITED_KEY) ?? "[]");
+  const visited = visitedImages();
   if (visited[visited.length - 1] !== imageId) visited.push(imageId);
   sessionStorage.setItem(VISITED_KEY, JSON.stringify(visited.slice(-200)));
 }
@@ -77,61 +80,139 @@ function newClientId(): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-class AnnotateController {
+/** The image shown: its row (as claimed), its masks, and [h, w] as the embedding describes it (the frame of every mask saved). */
+interface Shown {
+  image: ImageInfo;
+  masks: ImageMasks;
+  size: [number, number];
+}
+
+class AnnotateSession {
   private readonly decoders: DecoderHost;
   private readonly editor: MaskEditor;
-  private readonly masks: ImageMasks;
-  /** [h, w] of the image as the embedding describes it: the frame of every mask saved. */
-  private readonly size: [number, number];
+  private readonly cache: ImageCache;
   private readonly disposers: (() => void)[] = [];
   private readonly saveStatus = h("div", { class: "save-status", "aria-live": "polite" });
   private readonly maskList = h("ul", { class: "masks" });
+  private readonly fileName = h("strong", { "data-testid": "file-name" });
+  private readonly imageSize = h("div", { class: "muted" });
+  private readonly layout: HTMLElement;
   private help: HTMLElement | null = null;
+  private shown: Shown | null = null;
+  /** Counts `go` calls: an image that finishes loading after the annotator moved on is not shown. */
+  private opening = 0;
+  /** The image `claim next` just locked for us: opening it needs no second claim. */
+  private claimed: ImageInfo | null = null;
+  private closed = false;
 
   constructor(
     private readonly root: HTMLElement,
     private readonly projectId: number,
-    private readonly image: ImageInfo,
     private readonly model: ModelVersion,
-    bitmap: ImageBitmap,
-    embedding: Embedding,
-    masks: MaskOut[],
   ) {
-    this.size = embedding.originalSize;
-    this.masks = new ImageMasks(masks);
-    for (const p of saver.pending(image.id)) this.masks.restore(p.body);
+    this.cache = new ImageCache(model.id);
     const stage = h("div", { class: "stage", "data-testid": "stage" });
     this.decoders = new DecoderHost(async () => model);
     this.editor = new MaskEditor(stage, this.decoders, { boxes: true, editing: true });
-    root.append(h("div", { class: "annotate" }, stage, this.sidePanel()));
+    this.layout = h("div", { class: "annotate" }, stage, this.sidePanel());
     this.disposers.push(this.editor.subscribe(() => this.render()));
-    this.editor.open({ id: image.id, bitmap, originalSize: embedding.originalSize, inputSize: embedding.inputSize, embedding });
-    this.editor.loadDecoder();
+    void this.decoders.load().catch(() => undefined); // the graphs load while the first image does
 
     const onKey = (e: KeyboardEvent) => this.onKey(e);
     window.addEventListener("keydown", onKey);
     this.disposers.push(() => window.removeEventListener("keydown", onKey));
     this.disposers.push(saver.subscribe((e) => this.onSave(e)));
-    const lock = window.setInterval(
-      () =>
-        void api.claimImage(image.id).catch((error) => {
-          if (error instanceof api.ApiError && error.status === 409) this.editor.status.textContent = `lock lost: ${error.message}`;
-        }),
-      LOCK_REFRESH_MS,
-    );
+    const lock = window.setInterval(() => {
+      const image = this.shown?.image;
+      if (!image) return;
+      void api.claimImage(image.id).catch((error) => {
+        if (error instanceof api.ApiError && error.status === 409) this.editor.status.textContent = `lock lost: ${error.message}`;
+      });
+    }, LOCK_REFRESH_MS);
     this.disposers.push(() => clearInterval(lock));
   }
 
   readonly cleanup = (): void => {
+    this.closed = true;
     for (const dispose of this.disposers) dispose();
     this.editor.dispose();
     this.decoders.terminate();
+    this.cache.clear();
   };
+
+  /**
+   * Shows image `imageId`: claims it (unless `claim next` just did), and opens it from what was
+   * prefetched (fetching what was not); then prefetches its neighbours.
+   */
+  async go(imageId: number): Promise<void> {
+    const opening = ++this.opening;
+    if (this.shown && this.shown.image.id !== imageId) this.cache.left(this.shown.image.id);
+    const claimed = this.claimed?.id === imageId ? this.claimed : null;
+    this.claimed = null;
+    let image: ImageInfo;
+    let bitmap: ImageBitmap;
+    let masks: MaskOut[];
+    const prefetched = this.cache.get(imageId);
+    try {
+      image = claimed ?? (await api.claimImage(imageId));
+    } catch (error) {
+      if (opening === this.opening) this.fail(String((error as Error).message));
+      return;
+    }
+    try {
+      [bitmap, masks] = await Promise.all([prefetched.bitmap, prefetched.masks]);
+      const embedding = await prefetched.embedding;
+      if (opening !== this.opening || this.closed) return;
+      this.show(image, bitmap, masks, embedding, prefetched.embedding);
+    } catch (error) {
+      if (opening === this.opening) this.fail(`Could not open ${image.file_name}: ${(error as Error).message}`);
+      return;
+    }
+    rememberVisit(imageId);
+    void this.prefetchAround(imageId);
+  }
+
+  private show(image: ImageInfo, bitmap: ImageBitmap, masks: MaskOut[], embedding: Embedding, fetched: Promise<Embedding>): void {
+    const size = embedding.originalSize;
+    if (!this.layout.isConnected) this.root.replaceChildren(this.layout);
+    const shown: Shown = { image, masks: new ImageMasks(masks), size };
+    for (const p of saver.pending(image.id)) shown.masks.restore(p.body);
+    this.shown = shown;
+    this.fileName.textContent = image.file_name;
+    this.imageSize.textContent = `${size[1]}×${size[0]} px`;
+    this.saveStatus.textContent = "";
+    this.saveStatus.dataset.state = "";
+    this.editor.open({ id: image.id, bitmap, originalSize: size, inputSize: embedding.inputSize, embedding: fetched });
+    this.editor.loadDecoder();
+  }
+
+  private fail(message: string): void {
+    this.shown = null;
+    this.editor.close();
+    notice(this.root, h("p", { class: "error" }, message));
+  }
+
+  /** Fetches (and prepares in the decoder) the image `claim next` would give after this one, and the previous one. */
+  private async prefetchAround(imageId: number): Promise<void> {
+    const previous = this.previousOf(imageId);
+    const next = await api.peekNext(this.projectId, imageId).catch(() => null);
+    if (this.closed || this.shown?.image.id !== imageId) return;
+    for (const id of [next?.id, previous]) {
+      if (id === undefined || id === imageId) continue;
+      const { embedding } = this.cache.get(id);
+      void this.decoders.prepare(id, embedding).catch(() => undefined); // a failure is retried when it is opened
+    }
+  }
+
+  private previousOf(imageId: number): number | undefined {
+    const visited = visitedImages();
+    const here = visited.lastIndexOf(imageId);
+    return here > 0 ? visited[here - 1] : undefined;
+  }
 
   // ---- side panel -------------------------------------------------------------------------------
 
   private sidePanel(): HTMLElement {
-    const [height, width] = this.size;
     const model = this.model;
     const editor = this.editor;
     const banner =
@@ -152,7 +233,7 @@ class AnnotateController {
       "aside",
       {},
       h("div", { class: "row" }, h("button", { class: "link", title: "?", onclick: () => this.toggleHelp() }, "Shortcuts (?)")),
-      h("div", {}, h("strong", { "data-testid": "file-name" }, this.image.file_name), h("div", { class: "muted" }, `${width}×${height} px`)),
+      h("div", {}, this.fileName, this.imageSize),
       h("div", { "data-testid": "model-version" }, `Model: ${model.name} · ${model.architecture} · ${model.origin}`),
       banner,
       editor.status,
@@ -184,9 +265,11 @@ class AnnotateController {
 
   /** The image's masks on the canvas and in the list (the editor draws the working mask itself). */
   private render(): void {
+    const shown = this.shown;
+    if (!shown) return;
     const correcting = this.editor.store.correcting?.maskId ?? null;
-    this.editor.drawSaved(this.masks.layers(correcting));
-    renderMaskList(this.maskList, this.masks, correcting, {
+    this.editor.drawSaved(shown.masks.layers(correcting));
+    renderMaskList(this.maskList, shown.masks, correcting, {
       correct: (mask) => this.correct(mask),
       remove: (mask) => void this.deleteSaved(mask),
       changed: () => this.render(),
@@ -201,7 +284,10 @@ class AnnotateController {
    */
   private accept(): void {
     const store = this.editor.store;
+    const shown = this.shown;
+    if (!shown) return;
     void this.editor.settled().then(() => {
+      if (this.shown !== shown) return; // moved on to another image meanwhile
       const working = store.working;
       const correcting = store.correcting;
       if (isEmpty(working)) {
@@ -219,9 +305,9 @@ class AnnotateController {
         return;
       }
       const clientId = newClientId();
-      this.masks.accepted(clientId, mask, correcting?.maskId);
-      const [height, width] = this.size;
-      saver.enqueue(this.image.id, {
+      shown.masks.accepted(clientId, mask, correcting?.maskId);
+      const [height, width] = shown.size;
+      saver.enqueue(shown.image.id, {
         ...(correcting ? { replaces_mask_id: correcting.maskId } : {}),
         client_id: clientId,
         rle: encodeRle(mask, height, width),
@@ -239,7 +325,8 @@ class AnnotateController {
   }
 
   private onSave(event: SaveEvent): void {
-    if (!this.masks.apply(event)) return;
+    const shown = this.shown;
+    if (!shown || !shown.masks.apply(event)) return;
     const status = this.saveStatus;
     switch (event.kind) {
       case "saving":
@@ -247,7 +334,7 @@ class AnnotateController {
         status.dataset.state = "saving";
         break;
       case "saved":
-        if (saver.pending(this.image.id).length === 0) {
+        if (saver.pending(shown.image.id).length === 0) {
           status.textContent = "saved";
           status.dataset.state = "saved";
         }
@@ -278,7 +365,7 @@ class AnnotateController {
   private async deleteSaved(mask: MaskOut): Promise<void> {
     try {
       await api.deleteMask(mask.id);
-      this.masks.deleted(mask);
+      this.shown?.masks.deleted(mask);
       if (this.editor.store.correcting?.maskId === mask.id) this.editor.store.clear(); // renders
       else this.render();
     } catch (error) {
@@ -287,30 +374,52 @@ class AnnotateController {
   }
 
   private toggleAll(): void {
-    this.masks.allHidden = !this.masks.allHidden;
+    if (!this.shown) return;
+    this.shown.masks.allHidden = !this.shown.masks.allHidden;
     this.render();
   }
 
   // ---- navigation -------------------------------------------------------------------------------
 
+  /**
+   * Done, next: once the image's saves are in, it is marked done and `claim next` locks the next one,
+   * which is usually the one prefetched (else it is fetched now).
+   */
   private async nextImage(): Promise<void> {
+    const shown = this.shown;
+    if (!shown) return;
     if (!isEmpty(this.editor.store.working) && !confirm("Discard the mask you have not accepted?")) return;
     this.saveStatus.textContent = "waiting for saves…";
-    await saver.flushed(this.image.id);
-    await api.markDone(this.image.id);
-    navigate(`/annotate/${this.projectId}`);
+    try {
+      await saver.flushed(shown.image.id);
+      await api.markDone(shown.image.id);
+      const next = await api.claimNext(this.projectId);
+      if (this.shown !== shown || this.closed) return;
+      if (next === null) {
+        this.shown = null;
+        this.editor.close();
+        notice(this.root, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
+        return;
+      }
+      this.claimed = next;
+      navigate(`/annotate/${this.projectId}/${next.id}`);
+    } catch (error) {
+      this.saveStatus.textContent = `could not move on: ${(error as Error).message}`;
+    }
   }
 
   private previousImage(): void {
-    const visited: number[] = JSON.parse(sessionStorage.getItem(VISITED_KEY) ?? "[]");
-    const here = visited.lastIndexOf(this.image.id);
+    const shown = this.shown;
+    if (!shown) return;
+    const visited = visitedImages();
+    const here = visited.lastIndexOf(shown.image.id);
     const previous = here > 0 ? visited[here - 1] : undefined;
     if (previous === undefined) {
       this.saveStatus.textContent = "no previous image in this session";
       return;
     }
     sessionStorage.setItem(VISITED_KEY, JSON.stringify(visited.slice(0, here)));
-    void api.releaseImage(this.image.id).catch(() => undefined);
+    void api.releaseImage(shown.image.id).catch(() => undefined);
     navigate(`/annotate/${this.projectId}/${previous}`);
   }
 
@@ -331,7 +440,8 @@ class AnnotateController {
         case "h": case "H": this.toggleAll(); return true;
         case "c": case "C": {
           const cursor = editor.cursor;
-          const mask = cursor && this.masks.at(Math.floor(cursor[0]), Math.floor(cursor[1]), this.size[1]);
+          const shown = this.shown;
+          const mask = cursor && shown?.masks.at(Math.floor(cursor[0]), Math.floor(cursor[1]), shown.size[1]);
           if (mask) this.correct(mask);
           return true;
         }

@@ -110,6 +110,13 @@ export async function claimNext(projectId: number): Promise<ImageInfo | null> {
   return response.status === 204 ? null : ((await response.json()) as ImageInfo);
 }
 
+/** The image `claimNext` would give now, without locking it (for prefetching); `exclude`: the one being finished. */
+export async function peekNext(projectId: number, exclude?: number): Promise<ImageInfo | null> {
+  const query = exclude === undefined ? "" : `?exclude=${exclude}`;
+  const response = await request(`/api/projects/${projectId}/images/next${query}`);
+  return response.status === 204 ? null : ((await response.json()) as ImageInfo);
+}
+
 /** Takes (or refreshes) the lock on one image for the current user; 409 when someone else holds it. */
 export const claimImage = (imageId: number) =>
   json<ImageInfo>(`/api/images/${imageId}/claim`, { method: "POST" });
@@ -148,10 +155,19 @@ function sizeHeader(response: Response, name: string): [number, number] {
   return [parts[0], parts[1]];
 }
 
-export async function fetchEmbedding(imageId: number): Promise<Embedding> {
-  const response = await request(`/api/images/${imageId}/embedding`);
+/**
+ * The image's embedding in the smaller wire encoding (per-channel int8, benchmarks/README.md says
+ * what the masks lose). With the model version (the session's), the URL names the embedding itself
+ * and the server sends it `immutable`: a revisit is answered by the browser's cache, no request.
+ */
+export async function fetchEmbedding(imageId: number, modelVersionId?: number): Promise<Embedding> {
+  const query = new URLSearchParams({ encoding: "int8-per-channel" });
+  if (modelVersionId !== undefined) query.set("model_version", String(modelVersionId));
+  const response = await request(`/api/images/${imageId}/embedding?${query}`);
   const originalSize = sizeHeader(response, "X-Original-Size");
   const inputSize = sizeHeader(response, "X-Input-Size");
-  const modelVersionId = Number(response.headers.get("X-Model-Version"));
-  return { data: await response.arrayBuffer(), originalSize, inputSize, modelVersionId };
+  const dtype = response.headers.get("X-Embedding-Dtype");
+  if (dtype !== "float16" && dtype !== "int8-per-channel") throw new ApiError(response.status, `embedding of unknown dtype ${dtype}`);
+  const modelVersionIdServed = Number(response.headers.get("X-Model-Version"));
+  return { data: await response.arrayBuffer(), dtype, originalSize, inputSize, modelVersionId: modelVersionIdServed };
 }

@@ -36,8 +36,9 @@ export type MaskOut = Omit<Schemas["MaskOut"], "rle"> & { rle: Rle };
 
 /** The image embedding as served by GET /api/images/{id}/embedding (binary, its shape in headers). */
 export interface Embedding {
-  /** float16 little-endian, C order, shape 1x256x64x64. */
+  /** Little-endian, C order, shape 1x256x64x64, encoded as `dtype` (backend/embeddings/encoding.py). */
   data: ArrayBuffer;
+  dtype: "float16" | "int8-per-channel";
   /** [h, w] of the original image and of the resized (pre-padding) encoder input. */
   originalSize: [number, number];
   inputSize: [number, number];

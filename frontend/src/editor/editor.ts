@@ -4,8 +4,9 @@
  * and the editing shortcuts (Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y, V B E, [ ]). A page keeps what is its
  * own (which masks are saved and how, the review queue) and draws its saved masks on `view.masks`.
  *
- * The editor lives as long as its page; `open` shows the next image in it (the store starts afresh,
- * the tool stays), and the decoder it is given outlives images (see decoder.ts).
+ * The editor lives as long as its page (the annotate page's: its whole session of images); `open`
+ * shows the next image in it (the store starts afresh, the tool stays), and the decoder it is given
+ * outlives images (see decoder.ts).
  */
 import type { Embedding, Point } from "../api/types";
 import { h } from "../dom";
@@ -27,8 +28,8 @@ export interface EditorImage {
   originalSize: Size;
   /** [h, w] of the image resized to longest side 1024 (the embedding's input size). */
   inputSize: Size;
-  /** The embedding, when the page has it already; else the decoder fetches it at the first decode. */
-  embedding?: Embedding;
+  /** The embedding, when the page has it (or is fetching it) already; else the decoder fetches it at the first decode. */
+  embedding?: Promise<Embedding>;
 }
 
 export interface EditorOptions {
@@ -42,7 +43,8 @@ export interface EditorOptions {
 
 export class MaskEditor {
   readonly store = new EditorStore();
-  /** The decoder's state and errors ("decoder-status": the browser tests wait for `data-ready`). */
+  /** The decoder's state and errors ("decoder-status": the browser tests wait for `data-ready`, and
+   * `data-image-id` names the image it is ready for). */
   readonly status = h("div", { class: "muted", "data-testid": "decoder-status" });
   readonly toolbar = h("div", { class: "row tools" });
   readonly candidates = h("div", { class: "row candidates" });
@@ -168,6 +170,9 @@ export class MaskEditor {
     if (!image) return;
     this.decoderShown = "loading";
     this.status.textContent = "decoder: loading…";
+    this.status.className = "muted";
+    delete this.status.dataset.ready;
+    delete this.status.dataset.imageId;
     this.decoderFor(image).catch((error: Error) => {
       if (this.image !== image) return;
       this.decoderShown = "failed";
@@ -287,18 +292,19 @@ export class MaskEditor {
   private decoderFor(image: EditorImage): Promise<DecoderClient> {
     const ready = this.decoders.forImage(image.id, image.embedding);
     void Promise.all([this.decoders.load(), ready]).then(
-      ([info]) => this.image === image && this.decoderShown !== "ready" && this.showReady(info),
+      ([info]) => this.image === image && this.decoderShown !== "ready" && this.showReady(info, image.id),
       () => undefined,
     );
     return ready;
   }
 
-  private showReady({ mode, numThreads }: DecoderInfo): void {
+  private showReady({ mode, numThreads }: DecoderInfo, imageId: number): void {
     this.decoderShown = "ready";
     this.status.textContent = `decoder: ready (${mode} graph, ${numThreads} thread${numThreads > 1 ? "s" : ""})`;
     this.status.className = "muted";
     this.status.dataset.decoderMode = mode;
     this.status.dataset.ready = "true";
+    this.status.dataset.imageId = String(imageId);
   }
 
   /** Previews the mask a click here would give, while nothing is prompted yet (throttled, latest wins). */

@@ -2,7 +2,9 @@
  * The page's handle on the decoder Web Worker.
  *
  * Usage: `load(decoderUrl)` once per model version, `setEmbedding(...)` once per image, then
- * `decode(prompt)` per click (or `decode(prompt, { hover: true })` per mouse-move preview).
+ * `decode(prompt)` per click (or `decode(prompt, { hover: true })` per mouse-move preview). A page
+ * that switches between images `prepare`s each one (its per-image graph runs then, while the
+ * annotator works on another) and `use`s it when it is shown: no graph runs on the switch.
  * Prompts are in ORIGINAL-image pixels; the client converts them to the graph's 1024 frame.
  *
  * Scheduling is latest-wins for previews: at most one request runs in the worker at a time, and
@@ -12,10 +14,10 @@
  */
 
 import { buildPrompt, type Prompt } from "./prompt";
-import type { Size, WorkerRequest, WorkerResponse } from "./protocol";
+import { KEPT_IMAGES, type EmbeddingDtype, type Size, type WorkerRequest, type WorkerResponse } from "./protocol";
 
 export type { Point, Prompt } from "./prompt";
-export type { Size } from "./protocol";
+export type { EmbeddingDtype, Size } from "./protocol";
 
 export interface DecodeResult {
   /** 4x256x256 float32 logits; token k is `lowRes.subarray(k * 65536, (k + 1) * 65536)`. */
@@ -63,6 +65,11 @@ export function bestToken(iou: Float32Array, multimask: boolean): number {
   return best;
 }
 
+interface Sizes {
+  original: Size;
+  input: Size;
+}
+
 interface Job {
   message: WorkerRequest;
   transfer: Transferable[];
@@ -77,7 +84,9 @@ export class DecoderClient {
   private readonly queue: Job[] = [];
   private running: Job | null = null;
   private nextId = 1;
-  private sizes: { original: Size; input: Size } | null = null;
+  private sizes: Sizes | null = null;
+  /** The sizes of the images the worker keeps, in its order (the same operations in the same order). */
+  private readonly kept = new Map<number, Sizes>();
 
   constructor(worker?: Worker) {
     this.worker = worker ?? new Worker(new URL("./decoder.worker.ts", import.meta.url), { type: "module" });
@@ -109,6 +118,39 @@ export class DecoderClient {
     return this.enqueue({ type: "setEmbedding", id: 0, embedding: copy }, [copy], false).then((r) =>
       r.type === "embeddingSet" ? { ms: r.ms } : unexpected(r),
     );
+  }
+
+  /**
+   * Runs the per-image graph of image `key` and keeps its result in the worker (the last
+   * `KEPT_IMAGES` keys), without changing the image decoded now; `use(key)` switches to it.
+   *
+   * @param embedding the embedding endpoint's body in `dtype`; transferred (the caller's buffer is
+   *   emptied), so pass a copy to keep it.
+   * @returns milliseconds in the worker: all of it, and the conversion to float32 alone.
+   */
+  prepare(key: number, embedding: ArrayBuffer, dtype: EmbeddingDtype, originalSize: Size, inputSize: Size): Promise<{ ms: number; decodeMs: number }> {
+    this.keep(key, { original: [originalSize[0], originalSize[1]], input: [inputSize[0], inputSize[1]] });
+    return this.enqueue({ type: "setEmbedding", id: 0, embedding, dtype, key, activate: false }, [embedding], false).then(
+      (r) => (r.type === "embeddingSet" ? { ms: r.ms, decodeMs: r.decodeMs } : unexpected(r)),
+      (error: Error) => {
+        this.kept.delete(key);
+        throw error;
+      },
+    );
+  }
+
+  /** Whether image `key` is prepared (or being prepared) in the worker. */
+  has(key: number): boolean {
+    return this.kept.has(key);
+  }
+
+  /** Makes the prepared image `key` the one every following decode refers to. */
+  use(key: number): Promise<void> {
+    const sizes = this.kept.get(key);
+    if (sizes === undefined) return Promise.reject(new Error(`image ${key} is not prepared`));
+    this.keep(key, sizes);
+    this.sizes = sizes;
+    return this.enqueue({ type: "useImage", id: 0, key }, [], false).then((r) => (r.type === "imageUsed" ? undefined : unexpected(r)));
   }
 
   /**
@@ -150,6 +192,12 @@ export class DecoderClient {
   terminate(): void {
     this.worker.terminate();
     this.failAll(new Error("decoder worker terminated"));
+  }
+
+  private keep(key: number, sizes: Sizes): void {
+    this.kept.delete(key);
+    this.kept.set(key, sizes);
+    while (this.kept.size > KEPT_IMAGES) this.kept.delete(this.kept.keys().next().value!);
   }
 
   private enqueue(message: WorkerRequest, transfer: Transferable[], hover: boolean): Promise<WorkerResponse> {

@@ -26,12 +26,33 @@ export interface LoadRequest {
   numThreads: number;
 }
 
+/** How the embedding's bytes encode its values (the endpoint's `X-Embedding-Dtype`). */
+export type EmbeddingDtype = "float16" | "int8-per-channel";
+
 export interface SetEmbeddingRequest {
   type: "setEmbedding";
   id: number;
-  /** float16 little-endian, C order, 1x256x64x64 (the `/api/images/{id}/embedding` body). */
+  /** The `/api/images/{id}/embedding` body: 1x256x64x64 in `dtype` (float16 when absent), C order. */
   embedding: ArrayBuffer;
+  dtype?: EmbeddingDtype;
+  /**
+   * Keep the per-image feeds under this key (the image id), so that `useImage` can come back to them
+   * without running the per-image graph again; the worker keeps the last `KEPT_IMAGES` keys.
+   */
+  key?: number;
+  /** false: only prepare (and keep) the feeds; the image decoded stays the current one. Default true. */
+  activate?: boolean;
 }
+
+/** Makes the feeds kept under `key` (a `setEmbedding` with that key) the ones every decode uses. */
+export interface UseImageRequest {
+  type: "useImage";
+  id: number;
+  key: number;
+}
+
+/** Per-image feeds the worker keeps (the image shown, the next, the previous, one spare). */
+export const KEPT_IMAGES = 4;
 
 export interface DecodeRequest {
   type: "decode";
@@ -44,22 +65,29 @@ export interface DecodeRequest {
   maskInput?: Float32Array;
 }
 
-export type WorkerRequest = LoadRequest | SetEmbeddingRequest | DecodeRequest;
+export type WorkerRequest = LoadRequest | SetEmbeddingRequest | UseImageRequest | DecodeRequest;
 
 export interface LoadedResponse {
   type: "loaded";
   id: number;
   /** Threads onnxruntime-web actually uses (1 when the page is not cross-origin isolated). */
   numThreads: number;
-  /** Milliseconds to fetch and initialise the graph(s). */
+  /** Milliseconds to fetch and initialise the graph(s), the warm-up run included. */
   ms: number;
 }
 
 export interface EmbeddingSetResponse {
   type: "embeddingSet";
   id: number;
-  /** Milliseconds for the float16 -> float32 conversion (and the per-image graph, if split). */
+  /** Milliseconds for the conversion to float32 and the per-image graph (if split), together. */
   ms: number;
+  /** Of these, the conversion to float32 alone. */
+  decodeMs: number;
+}
+
+export interface ImageUsedResponse {
+  type: "imageUsed";
+  id: number;
 }
 
 export interface DecodedResponse {
@@ -79,4 +107,4 @@ export interface ErrorResponse {
   message: string;
 }
 
-export type WorkerResponse = LoadedResponse | EmbeddingSetResponse | DecodedResponse | ErrorResponse;
+export type WorkerResponse = LoadedResponse | EmbeddingSetResponse | ImageUsedResponse | DecodedResponse | ErrorResponse;

@@ -10,6 +10,9 @@
  * Skipping moves a cursor (`?after=<mask id>`): skipped masks stay pending and come back after
  * "start over". Fixing happens in the mask editor the annotate page uses too (editor/), which lives as
  * long as the page: each mask opens in it, and the decoder loads at the first fix.
+ *
+ * While a mask is reviewed, the next one's image (bitmap) and embedding are fetched, and once the
+ * decoder is loaded its per-image graph is run too, so the next mask shows (and fixes) at once.
  */
 import * as api from "../api/client";
 import { ApiError } from "../api/client";
@@ -20,12 +23,20 @@ import { inputSizeOf } from "../editor/mask_input";
 import { maskColour, type Size } from "../editor/masks";
 import { decodeRle, encodeRle } from "../editor/rle";
 import { frame } from "../layout";
+import type { Embedding } from "../api/types";
 import type { Cleanup } from "../router";
 import { nextForReview, reviewMask, reviewSummary, type ReviewDecision, type ReviewItem } from "./api";
 
 type Mode = "loading" | "review" | "fix" | "done";
 
 const AUTO_COLOUR_INDEX = 7;
+/** Images whose bitmap and embedding the page keeps: the one shown, the next, one on its way out. */
+const KEPT_IMAGES = 3;
+
+interface ImageData {
+  bitmap: Promise<ImageBitmap>;
+  embedding: Promise<Embedding>;
+}
 
 export async function reviewPage(root: HTMLElement, params: Record<string, string>): Promise<Cleanup> {
   const projectId = Number(params.projectId);
@@ -41,7 +52,11 @@ class ReviewController {
   private item: ReviewItem | null = null;
   /** The auto mask, uint8 [h, w] row-major, original image frame. */
   private base: Uint8Array | null = null;
-  private bitmap: { imageId: number; bitmap: ImageBitmap } | null = null;
+  /** Bitmaps and embeddings by image id, least recently used first (a failed fetch is forgotten). */
+  private readonly images = new Map<number, ImageData>();
+  private readonly modelVersion: Promise<number>;
+  /** Whether a fix loaded the decoder: from then on the next mask's image is prepared in it too. */
+  private decoderWanted = false;
   private shownAt = 0;
   /** Masks this page decided: never posted again. */
   private readonly decided = new Set<number>();
@@ -65,7 +80,10 @@ class ReviewController {
     main: HTMLElement,
     private readonly projectId: number,
   ) {
-    this.decoders = new DecoderHost(() => api.getModel(projectId));
+    const model = api.getModel(projectId);
+    model.catch(() => undefined); // reported where it is awaited
+    this.modelVersion = model.then((m) => m.id);
+    this.decoders = new DecoderHost(() => model);
     this.editor = new MaskEditor(this.stage, this.decoders, { boxes: false, editing: false, paused: () => this.busy });
     main.append(
       h(
@@ -99,6 +117,7 @@ class ReviewController {
     for (const dispose of this.disposers) dispose();
     this.editor.dispose();
     this.decoders.terminate();
+    for (const data of this.images.values()) void data.bitmap.then((b) => b.close(), () => undefined);
   };
 
   // ---- loading ----------------------------------------------------------------------------------
@@ -115,10 +134,9 @@ class ReviewController {
         this.mode = "done";
         return;
       }
-      if (this.bitmap?.imageId !== item.image.id) {
-        this.bitmap = { imageId: item.image.id, bitmap: await api.fetchImageBitmap(item.image.id) };
-      }
-      this.show(item, this.bitmap.bitmap);
+      const data = this.imageData(item.image.id);
+      this.show(item, await data.bitmap, data.embedding);
+      void this.prefetchAfter(item);
     } catch (error) {
       this.showError(`could not load the next mask: ${(error as Error).message}`);
       this.mode = this.item ? "review" : "done";
@@ -128,14 +146,45 @@ class ReviewController {
     }
   }
 
-  private show(item: ReviewItem, bitmap: ImageBitmap): void {
+  /** The bitmap and embedding of image `imageId`, fetched once while it is kept. */
+  private imageData(imageId: number): ImageData {
+    let data = this.images.get(imageId);
+    if (data === undefined) {
+      const fetched: ImageData = {
+        bitmap: api.fetchImageBitmap(imageId),
+        embedding: this.modelVersion.then((version) => api.fetchEmbedding(imageId, version)),
+      };
+      const forget = () => this.images.get(imageId) === fetched && this.images.delete(imageId);
+      fetched.bitmap.catch(forget);
+      fetched.embedding.catch(forget);
+      data = fetched;
+    }
+    this.images.delete(imageId);
+    this.images.set(imageId, data);
+    while (this.images.size > KEPT_IMAGES) {
+      const [oldest, old] = this.images.entries().next().value!;
+      this.images.delete(oldest);
+      void old.bitmap.then((b) => b.close(), () => undefined);
+    }
+    return data;
+  }
+
+  /** Fetches what the mask after `item` needs (the one shown next unless it is skipped past). */
+  private async prefetchAfter(item: ReviewItem): Promise<void> {
+    const upcoming = await nextForReview(this.projectId, item.mask.id).catch(() => null);
+    if (upcoming === null || this.item !== item) return;
+    const data = this.imageData(upcoming.image.id);
+    if (this.decoderWanted) void this.decoders.prepare(upcoming.image.id, data.embedding).catch(() => undefined);
+  }
+
+  private show(item: ReviewItem, bitmap: ImageBitmap, embedding: Promise<Embedding>): void {
     this.editor.stopEditing(); // a fix of the previous mask ends (it is drawn over the previous image)
     this.item = item;
     const originalSize: Size = [item.mask.rle.size[0], item.mask.rle.size[1]];
     this.base = decodeRle(item.mask.rle);
     this.mode = "review";
     this.shownAt = performance.now();
-    this.editor.open({ id: item.image.id, bitmap, originalSize, inputSize: inputSizeOf(originalSize) });
+    this.editor.open({ id: item.image.id, bitmap, originalSize, inputSize: inputSizeOf(originalSize), embedding });
   }
 
   private async refreshSummary(): Promise<void> {
@@ -210,6 +259,7 @@ class ReviewController {
     if (this.busy || this.mode !== "review" || !this.item || !this.base) return;
     this.mode = "fix";
     this.editor.startEditing({ maskId: this.item.mask.id, pixels: this.base }); // redraws
+    this.decoderWanted = true;
     this.editor.loadDecoder();
   }
 
