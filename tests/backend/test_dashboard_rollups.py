@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, insert, select, text, update
 
 from backend.cli import main
 from backend.dashboard import service
 from backend.dashboard.rollups import rebuild_rollups
+from backend.masks import provenance
+from backend.masks.writer import NewMask, insert_masks
 from backend.stages import gates
 from backend.stages import service as stages
 from backend.tables import (
@@ -470,6 +473,50 @@ def test_review_rollup_follows_reviews_and_their_masks(db, project, images, make
     db.commit()
     check()
     assert served() == (7, 4, 3, 0, 6)
+    incremental = snapshot(db)
+    rebuild_rollups(db, project.id)
+    db.commit()
+    assert snapshot(db) == incremental
+
+
+def test_rollups_follow_the_mask_writers_bulk_insert(db, project, images, make_user):
+    """The automatic stage's path: `insert_masks` (one multi-row INSERT per image), then a soft delete of
+    some and a review; every rollup equals its rebuild and the timeline the raw rows."""
+    a1 = make_user(Role.annotator, "b1")
+    pixels = np.zeros((4, 4), dtype=np.uint8)
+    pixels[1:3, 1:3] = 1
+    for image in images:
+        insert_masks(
+            db,
+            image,
+            [
+                NewMask(
+                    mask=pixels, source=MaskSource.auto, stage=Stage.fully_automatic, provenance=provenance.auto({})
+                )
+                for _ in range(50)
+            ]
+            + [
+                NewMask(
+                    mask=pixels,
+                    source=MaskSource.manual,
+                    stage=Stage.assisted_manual,
+                    provenance=provenance.annotated(None),
+                    author_id=a1.id,
+                    seconds_spent=2.5,
+                    clicks=2,
+                )
+            ],
+        )
+        db.commit()
+    assert db.scalar(text("SELECT SUM(masks) FROM timeline_hours")) == 153
+    db.execute(
+        update(Mask)
+        .where(Mask.source == MaskSource.auto, Mask.id % 4 == 0)
+        .values(deleted_at=at(6, 0))
+        .execution_options(synchronize_session=False)
+    )
+    db.commit()
+    assert_timeline_is_raw(db, project.id, [a1])
     incremental = snapshot(db)
     rebuild_rollups(db, project.id)
     db.commit()
