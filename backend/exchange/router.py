@@ -7,6 +7,8 @@
 - ``POST /api/projects/{id}/exports`` `{format, include_images, polygon_tolerance}` → 202 `JobOut`
   (managers, ML engineers); when it succeeds its ``result.download_url`` is
 - ``GET /api/exports/{job_id}/file``: the archive the job wrote.
+- ``POST /api/projects/{id}/images/from-urls`` `{urls}` → 202 `JobOut`: images downloaded and stored as
+  uploads (`url_images`).
 - ``POST /api/projects/{id}/import/{format}?file_name=...`` (body: the annotation file, or a zip/tar
   of files, named in the report by ``file_name``; ``format`` ``auto`` detects it; managers, ML engineers) → counts per file; 422 naming each problem's
   file and place (``errors``), and nothing stored, when anything is wrong.
@@ -18,7 +20,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -33,7 +35,7 @@ from backend.api.deps import (
 )
 from backend.api.errors import ErrorItem, ErrorOut
 from backend.api.types import RequestModel
-from backend.exchange import formats, source
+from backend.exchange import formats, source, url_images
 from backend.exchange.archive import export_chunks
 from backend.exchange.formats.common import DEFAULT_TOLERANCE, ExportOptions
 from backend.exchange.importing import ImportRefused, import_upload, read_upload
@@ -59,6 +61,12 @@ class ExportIn(RequestModel):
     format: Format = "sa1b"
     include_images: bool = False
     polygon_tolerance: Tolerance = DEFAULT_TOLERANCE
+
+
+class UrlsIn(RequestModel):
+    urls: Annotated[
+        list[Annotated[AnyHttpUrl, Field(strict=False)]], Field(min_length=1, max_length=url_images.MAX_URLS)
+    ]
 
 
 class FileOut(BaseModel):
@@ -132,6 +140,24 @@ def start_export(
         project.id,
         user.id,
         lambda: jobs.JobInputs(params, f"{body.format} export queued"),
+        reuse=lambda pending: pending.params == params,
+    )
+    return JobOut.model_validate(started.job)
+
+
+@router.post("/api/projects/{project_id}/images/from-urls", status_code=status.HTTP_202_ACCEPTED)
+def import_images_from_urls(
+    project: ProjectForJobStarter, body: UrlsIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> JobOut:
+    """A job that downloads the images and stores them as uploads (`backend.exchange.url_images`)."""
+    params = {"urls": [str(url) for url in body.urls]}
+    started = jobs.start_or_existing(
+        db,
+        settings,
+        "import_urls",
+        project.id,
+        user.id,
+        lambda: jobs.JobInputs(params, f"importing {len(body.urls)} URLs"),
         reuse=lambda pending: pending.params == params,
     )
     return JobOut.model_validate(started.job)

@@ -51,6 +51,7 @@ TASK_FOR_KIND: dict[str, str] = {
     "embed": "embeddings.embed_images",
     "auto": "auto.annotate",
     "export": "exchange.export_project",
+    "import_urls": "exchange.import_urls",
     "train": "retraining.retrain",
     "detect_train": "detection.train",
     "detect": "detection.propose",

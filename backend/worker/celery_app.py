@@ -61,6 +61,7 @@ TASK_QUEUES = {
     "auto.annotate": "auto",
     "detection.propose": "auto",
     "exchange.export_project": "auto",
+    "exchange.import_urls": "embed",  # downloads: waiting on other servers, no model
     "retraining.retrain": "train",
     "detection.train": "train",
     "jobs.sweep_stale_jobs": "embed",
@@ -74,6 +75,7 @@ TASK_MODULES = [
     "backend.embeddings.tasks",
     "backend.auto.tasks",
     "backend.exchange.tasks",
+    "backend.exchange.url_images",
     "backend.retraining.tasks",
     "backend.detection.tasks",
     "backend.webhooks.delivery",
