@@ -56,7 +56,7 @@ def test_export_and_import_from_the_images_page(live_server, page, project, eage
     good.write_bytes(_coco([10, 10, 200, 10, 200, 150, 10, 150]))
     panel.locator("select[data-exchange=import-format]").select_option("auto")
     panel.locator("input[type=file]").set_input_files(str(good))
-    panel.locator("button", has_text="Import").click()
+    panel.get_by_role("button", name="Import", exact=True).click()
     status = panel.locator("[data-exchange=status]")
     status.filter(has_text="coco: 1 masks imported").wait_for()
     assert "instances.json: 1 masks" in panel.inner_text()
@@ -64,7 +64,7 @@ def test_export_and_import_from_the_images_page(live_server, page, project, eage
     bad = tmp_path / "bad.json"
     bad.write_bytes(_coco([10, 10, 5000, 10, 200, 150]))
     panel.locator("input[type=file]").set_input_files(str(bad))
-    panel.locator("button", has_text="Import").click()
+    panel.get_by_role("button", name="Import", exact=True).click()
     status.filter(has_text="nothing imported").wait_for()
     assert "must lie inside the" in panel.locator("ul.error").inner_text()
 
@@ -103,5 +103,37 @@ def test_webhook_test_event_from_the_settings_page(live_server, page, project, e
         assert len(received) == 1 and json.loads(received[0])["event"] == "test"
         page.locator("button:has-text('Deliveries')").first.click()
         page.locator("li", has_text="test: succeeded after 1 attempts").wait_for()
+    finally:
+        server.shutdown()
+
+
+def test_images_from_urls_on_the_images_page(live_server, page, project, eager_tasks, data_root):
+    photo = (data_root / "grabcut" / "images" / "124080.jpg").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/124080.jpg"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(photo) if found else 0))
+            self.end_headers()
+            self.wfile.write(photo if found else b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        log_in(page, live_server.url, *ADMIN)
+        page.goto(f"{live_server.url}/projects/{project}/images")
+        panel = page.locator("section.exchange")
+        panel.locator("textarea[data-exchange=urls]").fill(f"{base}/124080.jpg\n{base}/gone.jpg")
+        panel.locator("button", has_text="Import images from URLs").click()
+        panel.locator("[data-exchange=status]").filter(has_text="URL import succeeded").wait_for()
+        assert "gone.jpg: HTTP 404" in panel.locator("ul.error").inner_text()
+        with live_server.api() as http:
+            names = [i["file_name"] for i in http.get(f"/api/projects/{project}/images").json()]
+        assert "124080.jpg" in names
     finally:
         server.shutdown()

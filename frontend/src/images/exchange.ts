@@ -2,7 +2,8 @@
  * Export and import (backend/exchange): the project's masks out in a chosen format (an export job
  * with progress, then the archive downloaded with the session's token), and another tool's file in
  * (COCO, YOLO, CVAT, Label Studio, LabelMe, PNG masks; all or nothing, the server's report per file
- * or its list of problems shown as they come).
+ * or its list of problems shown as they come), and images from a list of URLs (a job: stored as
+ * uploads, the refused URLs listed).
  */
 import { ApiError, json, request, send } from "../api/client";
 import { followJob, type Job } from "../api/jobs";
@@ -98,10 +99,31 @@ export function exchangePanel(projectId: number): HTMLElement {
     }
   });
 
+  const urls = h("textarea", { rows: 3, placeholder: "image URLs, one per line", "data-exchange": "urls" });
+  const urlButton = h("button", { type: "button" }, "Import images from URLs");
+  urlButton.addEventListener("click", async () => {
+    const list = urls.value.split(/\s+/).filter(Boolean);
+    problems.replaceChildren();
+    if (!list.length) return say("paste image URLs first", true);
+    try {
+      const job = await json<Job>(`/api/projects/${projectId}/images/from-urls`, send("POST", { urls: list }));
+      followJob<Job>(job.id, (update) => {
+        say(`URL import ${update.status}: ${update.message ?? ""}`, update.status === "failed");
+        const result = (update.result ?? {}) as { refused?: { url: string; reason: string }[] };
+        if (update.status === "succeeded")
+          problems.replaceChildren(...(result.refused ?? []).map((r) => h("li", {}, `${r.url}: ${r.reason}`)));
+      }, () => undefined);
+    } catch (error) {
+      say((error as Error).message, true);
+      if (error instanceof ApiError) for (const e of error.errors) problems.append(h("li", {}, `${e.loc.join(" ")}: ${e.msg}`));
+    }
+  });
+
   return h("section", { class: "card exchange" },
     h("h2", {}, "Export and import"),
     h("div", { class: "row" }, format, tolerance, h("label", {}, withImages, " with images"), exportButton),
     h("div", { class: "row" }, importFormat, file, importButton),
+    h("div", { class: "row" }, urls, urlButton),
     status,
     problems);
 }
