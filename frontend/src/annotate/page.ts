@@ -83,6 +83,8 @@ function newClientId(): string {
 /** The image shown: its row (as claimed), its masks, and [h, w] as the embedding describes it (the frame of every mask saved). */
 interface Shown {
   image: ImageInfo;
+  /** Resolves once the image is claimed (a prefetched image is shown while `claim next` confirms it): saves wait for it. */
+  claimed: Promise<unknown>;
   masks: ImageMasks;
   size: [number, number];
 }
@@ -101,8 +103,10 @@ class AnnotateSession {
   private shown: Shown | null = null;
   /** Counts `go` calls: an image that finishes loading after the annotator moved on is not shown. */
   private opening = 0;
-  /** The image `claim next` just locked for us: opening it needs no second claim. */
-  private claimed: ImageInfo | null = null;
+  /** The image *Done, next* moves to, and the `claim next` that locks it (or another: then that one is shown). */
+  private claimed: { image: ImageInfo; claim: Promise<ImageInfo | null> } | null = null;
+  /** What `claim next` would give after the image shown, as peeked while prefetching. */
+  private peeked: ImageInfo | null = null;
   private closed = false;
 
   constructor(
@@ -141,20 +145,21 @@ class AnnotateSession {
   };
 
   /**
-   * Shows image `imageId`: claims it (unless `claim next` just did), and opens it from what was
+   * Shows image `imageId`: claims it (unless *Done, next* is claiming it), and opens it from what was
    * prefetched (fetching what was not); then prefetches its neighbours.
    */
   async go(imageId: number): Promise<void> {
     const opening = ++this.opening;
     if (this.shown && this.shown.image.id !== imageId) this.cache.left(this.shown.image.id);
-    const claimed = this.claimed?.id === imageId ? this.claimed : null;
+    const claimed = this.claimed?.image.id === imageId ? this.claimed : null;
     this.claimed = null;
+    this.peeked = null;
     let image: ImageInfo;
     let bitmap: ImageBitmap;
     let masks: MaskOut[];
     const prefetched = this.cache.get(imageId);
     try {
-      image = claimed ?? (await api.claimImage(imageId));
+      image = claimed ? claimed.image : await api.claimImage(imageId);
     } catch (error) {
       if (opening === this.opening) this.fail(String((error as Error).message));
       return;
@@ -163,7 +168,7 @@ class AnnotateSession {
       [bitmap, masks] = await Promise.all([prefetched.bitmap, prefetched.masks]);
       const embedding = await prefetched.embedding;
       if (opening !== this.opening || this.closed) return;
-      this.show(image, bitmap, masks, embedding, prefetched.embedding);
+      this.show(image, bitmap, masks, embedding, prefetched.embedding, claimed ? this.confirm(imageId, claimed.claim, opening) : Promise.resolve());
     } catch (error) {
       if (opening === this.opening) this.fail(`Could not open ${image.file_name}: ${(error as Error).message}`);
       return;
@@ -172,10 +177,36 @@ class AnnotateSession {
     void this.prefetchAround(imageId);
   }
 
-  private show(image: ImageInfo, bitmap: ImageBitmap, masks: MaskOut[], embedding: Embedding, fetched: Promise<Embedding>): void {
+  /**
+   * The claim of a prefetched image shown by *Done, next*: usually it is this image; if someone took
+   * it meanwhile, the image claimed instead is shown (nothing was saved on this one: saves wait).
+   */
+  private async confirm(imageId: number, claim: Promise<ImageInfo | null>, opening: number): Promise<void> {
+    let next: ImageInfo | null;
+    try {
+      next = await claim;
+    } catch (error) {
+      if (opening === this.opening) this.fail(`Could not claim the next image: ${(error as Error).message}`);
+      return;
+    }
+    if (opening !== this.opening || this.closed) return;
+    if (next === null) this.nothingLeft();
+    else if (next.id !== imageId) {
+      this.claimed = { image: next, claim: Promise.resolve(next) };
+      navigate(`/annotate/${this.projectId}/${next.id}`, true);
+    } else if (this.shown?.image.id === imageId) this.shown.image = next;
+  }
+
+  private nothingLeft(): void {
+    this.shown = null;
+    this.editor.close();
+    notice(this.root, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
+  }
+
+  private show(image: ImageInfo, bitmap: ImageBitmap, masks: MaskOut[], embedding: Embedding, fetched: Promise<Embedding>, claimed: Promise<unknown>): void {
     const size = embedding.originalSize;
     if (!this.layout.isConnected) this.root.replaceChildren(this.layout);
-    const shown: Shown = { image, masks: new ImageMasks(masks), size };
+    const shown: Shown = { image, claimed, masks: new ImageMasks(masks), size };
     for (const p of saver.pending(image.id)) shown.masks.restore(p.body);
     this.shown = shown;
     this.fileName.textContent = image.file_name;
@@ -197,6 +228,7 @@ class AnnotateSession {
     const previous = this.previousOf(imageId);
     const next = await api.peekNext(this.projectId, imageId).catch(() => null);
     if (this.closed || this.shown?.image.id !== imageId) return;
+    this.peeked = next;
     for (const id of [next?.id, previous]) {
       if (id === undefined || id === imageId) continue;
       const { embedding } = this.cache.get(id);
@@ -286,7 +318,7 @@ class AnnotateSession {
     const store = this.editor.store;
     const shown = this.shown;
     if (!shown) return;
-    void this.editor.settled().then(() => {
+    void Promise.all([this.editor.settled(), shown.claimed]).then(() => {
       if (this.shown !== shown) return; // moved on to another image meanwhile
       const working = store.working;
       const correcting = store.correcting;
@@ -382,8 +414,8 @@ class AnnotateSession {
   // ---- navigation -------------------------------------------------------------------------------
 
   /**
-   * Done, next: once the image's saves are in, it is marked done and `claim next` locks the next one,
-   * which is usually the one prefetched (else it is fetched now).
+   * Done, next: once the image's saves are in, it is marked done and `claim next` locks the next one.
+   * The image peeked and prefetched is shown at once, while the claim confirms it (see `confirm`).
    */
   private async nextImage(): Promise<void> {
     const shown = this.shown;
@@ -393,15 +425,16 @@ class AnnotateSession {
     try {
       await saver.flushed(shown.image.id);
       await api.markDone(shown.image.id);
-      const next = await api.claimNext(this.projectId);
-      if (this.shown !== shown || this.closed) return;
-      if (next === null) {
-        this.shown = null;
-        this.editor.close();
-        notice(this.root, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
-        return;
+      const claim = api.claimNext(this.projectId);
+      const peeked = this.peeked;
+      if (peeked !== null && this.shown === shown) {
+        this.claimed = { image: peeked, claim };
+        return navigate(`/annotate/${this.projectId}/${peeked.id}`);
       }
-      this.claimed = next;
+      const next = await claim;
+      if (this.shown !== shown || this.closed) return;
+      if (next === null) return this.nothingLeft();
+      this.claimed = { image: next, claim: Promise.resolve(next) };
       navigate(`/annotate/${this.projectId}/${next.id}`);
     } catch (error) {
       this.saveStatus.textContent = `could not move on: ${(error as Error).message}`;
