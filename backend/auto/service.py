@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.masks import provenance
+from backend.masks.duplicates import without_duplicates
 from backend.masks.rle import EmptyMask, checked_mask
 from backend.masks.writer import NewMask, insert_masks
 from backend.projects.settings import project_settings
@@ -57,6 +58,7 @@ class StoredImage:
     masks: int  # stored
     dropped_large: int  # covering >= max_mask_fraction of the image
     pending_review: int
+    duplicates: int  # matching a mask already on the image (`backend.masks.duplicates`)
 
 
 def is_done(image: Image) -> bool:
@@ -89,8 +91,9 @@ def store_image_masks(
     `records` are the generator's coco_rle records (segmentation, predicted_iou, stability_score,
     point_coords, crop_box). The masks are stored by `backend.masks.writer.insert_masks` (one INSERT),
     with area and bbox recomputed from the canonical RLE as for every other mask: COCO's box has width
-    x_max - x_min + 1, one more than the official generator reports. Empty masks are skipped, and
-    masks covering at least `max_mask_fraction` of the image are dropped. `run` (the model version and
+    x_max - x_min + 1, one more than the official generator reports. Empty masks are skipped, masks
+    covering at least `max_mask_fraction` of the image are dropped, and masks matching one already on
+    the image (an annotator's, a pre-filled one) are skipped (`backend.masks.duplicates`). `run` (the model version and
     job, e.g. ``{"model_version_id": 3, "job_id": 12}``) goes into each mask's provenance so quality
     figures can name the weights they measure. If another run finished the image
     meanwhile, nothing is stored.
@@ -98,10 +101,10 @@ def store_image_masks(
     db.refresh(image, with_for_update=True)  # PostgreSQL: serialise with a concurrent run of the same image
     if is_done(image):
         db.rollback()
-        return StoredImage(0, 0, 0)
+        return StoredImage(0, 0, 0, 0)
     pixels = image.height * image.width
     masks: list[NewMask] = []
-    dropped = pending = 0
+    dropped = 0
     for index, record in enumerate(records):
         try:
             checked = checked_mask(record["segmentation"], image.height, image.width)
@@ -110,7 +113,7 @@ def store_image_masks(
         if checked.area >= max_mask_fraction * pixels:
             dropped += 1
             continue
-        review = sampling.picks(image.id, index)
+        review = sampling.picks(image.id, index)  # by the generator's index: unchanged by skipped masks
         masks.append(
             NewMask(
                 mask=checked,
@@ -124,11 +127,12 @@ def store_image_masks(
                 crop_box=_floats(record.get("crop_box")),
             )
         )
-        pending += review
-    stored = insert_masks(db, image, masks)
+    novel = without_duplicates(db, image, masks)
+    stored = insert_masks(db, image, novel.masks)
     mark_done(image)
     db.commit()
-    return StoredImage(stored, dropped, pending)
+    pending = sum(new.review_status == ReviewStatus.pending for new in novel.masks)
+    return StoredImage(stored, dropped, pending, novel.skipped)
 
 
 def mark_done(image: Image) -> None:

@@ -47,7 +47,7 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
     total, todo = service.images_to_do(db, project.id)
     done = total - len(todo)
     ctx.progress(done, total, f"{done}/{total} images")
-    masks = dropped = pending = processed = 0
+    masks = dropped = pending = duplicates = processed = 0
     failed = FailedImages()
     for image_id in todo:
         image = db.get(Image, image_id)
@@ -69,10 +69,11 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
             db.rollback()
             failed.add(image_id, error)
         else:
-            masks, dropped, pending = (
+            masks, dropped, pending, duplicates = (
                 masks + stored.masks,
                 dropped + stored.dropped_large,
                 pending + stored.pending_review,
+                duplicates + stored.duplicates,
             )
             processed += 1
         done += 1
@@ -87,5 +88,6 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
         "masks": masks,
         "dropped_large": dropped,
         "pending_review": pending,
+        "skipped_duplicates": duplicates,
         **failed.result(),
     }

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.masks import provenance
+from backend.masks.duplicates import without_duplicates
 from backend.masks.rle import EmptyMask, checked_mask
 from backend.masks.writer import NewMask, insert_masks
 from backend.tables import (
@@ -122,6 +123,7 @@ def is_locked(image: Image) -> bool:
 class Stored:
     masks: int
     already_proposed: bool
+    duplicates: int  # matching a mask already on the image (`backend.masks.duplicates`)
 
 
 def store_proposals(
@@ -137,13 +139,14 @@ def store_proposals(
     predicted_iou). Masks are stored (one INSERT, `backend.masks.writer.insert_masks`) with source
     ``detector``, stage semi_automatic, no author, ``prefill_outcome`` NULL (pending: the annotator
     keeps, corrects or deletes them) and the detector's box, score and version, and the SAM version,
-    in their provenance. Empty masks are skipped. If the image was proposed meanwhile, nothing is
-    stored.
+    in their provenance. Empty masks are skipped, and so are masks matching one already on the image
+    (an annotator drew the object: `backend.masks.duplicates`). If the image was proposed meanwhile,
+    nothing is stored.
     """
     db.refresh(image, with_for_update=True)  # PostgreSQL: serialise with a concurrent run of the same image
     if db.scalar(select(DetectorProposal.id).where(DetectorProposal.image_id == image.id)) is not None:
         db.rollback()
-        return Stored(0, True)
+        return Stored(0, True, 0)
     masks: list[NewMask] = []
     for record in records:
         try:
@@ -161,7 +164,8 @@ def store_proposals(
                 predicted_iou=float(record["predicted_iou"]),
             )
         )
-    stored = insert_masks(db, image, masks)
+    novel = without_duplicates(db, image, masks)
+    stored = insert_masks(db, image, novel.masks)
     db.add(
         DetectorProposal(
             image_id=image.id,
@@ -175,5 +179,5 @@ def store_proposals(
         db.commit()
     except IntegrityError:  # another run proposed this image first
         db.rollback()
-        return Stored(0, True)
-    return Stored(stored, False)
+        return Stored(0, True, 0)
+    return Stored(stored, False, novel.skipped)

@@ -156,7 +156,7 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
     total, todo = service.images_to_propose(db, detector.project_id)
     done = total - len(todo)
     ctx.progress(done, total, f"{done}/{total} images")
-    masks = boxes = proposed = succeeded = 0
+    masks = boxes = proposed = duplicates = succeeded = 0
     busy: list[int] = []
     failed = FailedImages()
     for image_id in todo:
@@ -189,6 +189,7 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
                 succeeded += 1
                 if not stored.already_proposed:
                     masks, boxes, proposed = masks + stored.masks, boxes + n_boxes, proposed + 1
+                    duplicates += stored.duplicates
         done += 1
         ctx.progress(done, total, f"{done}/{total} images, {masks} pre-filled masks{failed.suffix()}")
     failed.raise_if_all_failed(succeeded + len(busy))
@@ -199,6 +200,7 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
         "proposed": proposed,
         "boxes": boxes,
         "masks": masks,
+        "skipped_duplicates": duplicates,
         "skipped_locked_image_ids": busy,
         **failed.result(),
     }

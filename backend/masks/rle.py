@@ -17,7 +17,7 @@ need (`max_counts_chars`, `max_runs`), and the string is parsed with numpy in li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,8 +186,16 @@ def checked_mask(mask: MaskPixels, height: int, width: int) -> CheckedMask:
 
 def mask_iou(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
     """IoU of two stored RLEs (str counts) of the same image."""
-    encoded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in (a, b)]
-    return float(mask_util.iou([encoded[0]], [encoded[1]], [0])[0][0])
+    return float(iou_matrix([a], [b])[0, 0])
+
+
+def iou_matrix(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """len(a) x len(b) IoUs of stored RLEs (str counts) of one image, in ONE pycocotools call: it
+    works on the runs, no pixel decoded, so 100 new masks against 100 stored take milliseconds."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    encoded = [[{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles] for rles in (a, b)]
+    return np.asarray(mask_util.iou(encoded[0], encoded[1], [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
 
 
 def _measured(canonical: dict[str, Any]) -> CheckedMask:

@@ -70,6 +70,12 @@ class ProjectSettings(_Settings):
         0.02, ge=0, le=1, description="share of automatic masks sampled into the review queue"
     )
     review_seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of that sample (reproducible choice)")
+    duplicate_iou: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="detector pre-fill and auto-annotation skip a mask with this IoU or more with a live mask of its image",
+    )
     retrain_every_masks: int = Field(
         0, ge=0, le=MAX_COUNT, description="Celery beat starts a retraining round after this many new masks; 0 = off"
     )

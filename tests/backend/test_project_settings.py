@@ -28,6 +28,8 @@ INVALID = [
     ({"retrain_params": {"steps": 0}}, "retrain_params.steps"),
     ({"retrain_params": {"stepz": 10}}, "retrain_params.stepz"),
     ({"k": 1}, "k"),
+    ({"duplicate_iou": 0}, "duplicate_iou"),
+    ({"duplicate_iou": 1.5}, "duplicate_iou"),
 ]
 GATE_PAGES = ("gate", "dashboard", "dashboard/me")
 # The three, a bad threshold, and keys of no schema at two depths.
