@@ -2,6 +2,7 @@
 cancellable training loop over cached image embeddings (`model_server.samples`), prompted by the
 simulated annotator of `model_server.clicks`."""
 
-from .loop import TrainConfig, TrainResult, train_decoder
+from .config import TrainConfig, TrainResult
+from .loop import train_decoder
 
 __all__ = ["TrainConfig", "TrainResult", "train_decoder"]

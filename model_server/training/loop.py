@@ -20,17 +20,15 @@ Prompts and losses live on the 256x256 low-res grid of the model frame (a point 
 The image encoder is frozen: samples carry its output. `train_image_encoder` would need the images
 themselves and, after training, every embedding of the project recomputed; it is not implemented.
 
-Checkpoints (every `checkpoint_every` steps and at the end) hold the trainable weights, optimiser,
-schedule, the sampler's RNG and the losses so far; a later call with the same `checkpoint_dir`
-resumes from the newest one and continues exactly as the uninterrupted run would have.
+Checkpoints (every `checkpoint_every` steps and at the end, `checkpoints`) hold the trainable
+weights, optimiser, schedule, the sampler's RNG and the losses so far; a later call with the same
+`checkpoint_dir` resumes from the newest one and continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,68 +38,12 @@ from torch.nn import functional as F
 from ..clicks import FOREGROUND, bounding_box, noisy_box, random_error_click, uniform_point
 from ..sam import Sam
 from ..samples import MaskSample
+from .checkpoints import Sampler, checkpoint_path, latest_checkpoint, restore_checkpoint, save_checkpoint
+from .config import TrainConfig, TrainResult
 from .losses import sam_loss
 
 LOW_RES = 256
 CELL = 4  # model-frame pixels per low-res cell (1024 / 256)
-CHECKPOINT_GLOB = "checkpoint_*.pt"
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 8
-    lr: float = 8e-4
-    weight_decay: float = 0.1
-    warmup_steps: int = 250
-    lr_decay_steps: tuple[int, ...] = ()  # steps at which the learning rate is multiplied by lr_decay_gamma
-    lr_decay_gamma: float = 0.1
-    clicks_per_sample: int = 8  # rounds that add a point sampled from the error region
-    no_point_rounds: int = 2  # rounds that add no point (mask feedback only)
-    box_probability: float = 0.5  # chance the first prompt is a noisy box instead of a point
-    box_noise_fraction: float = 0.1
-    box_max_noise: float = 20.0  # pixels of the 1024 model frame
-    focal_weight: float = 20.0
-    dice_weight: float = 1.0
-    iou_weight: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 100
-    train_image_encoder: bool = False
-    max_mask_fraction: float = 0.9  # masks covering more of the image are skipped
-
-    def __post_init__(self) -> None:
-        self.lr_decay_steps = tuple(int(s) for s in self.lr_decay_steps)
-        positive = {
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "checkpoint_every": self.checkpoint_every,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        for name in ("warmup_steps", "clicks_per_sample", "no_point_rounds", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        if not 0 <= self.box_probability <= 1 or not 0 < self.max_mask_fraction <= 1:
-            raise ValueError("box_probability must be in [0, 1] and max_mask_fraction in (0, 1]")
-
-    @property
-    def rounds(self) -> int:
-        """Decoder passes per mask and step: the first prompt, the clicks, the no-point rounds."""
-        return 1 + self.clicks_per_sample + self.no_point_rounds
-
-
-@dataclass
-class TrainResult:
-    steps_done: int
-    losses: list[float] = field(default_factory=list)  # one per step, from step 1 (resumed ones included)
-    checkpoint_path: Path | None = None
-    stopped_early: bool = False
-
-
-# Fields that may differ between a run and the run that resumes it.
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every"}
 
 
 def train_decoder(
@@ -136,14 +78,14 @@ def train_decoder(
     params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
-    sampler = _Sampler(len(kept), config.seed)
+    sampler = Sampler(len(kept), config.seed)
     result = TrainResult(steps_done=0)
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        latest = _latest_checkpoint(checkpoint_dir)
+        latest = latest_checkpoint(checkpoint_dir)
         if latest is not None:
-            _restore(latest, model, optimizer, scheduler, sampler, result, config, len(kept))
+            restore_checkpoint(latest, model, optimizer, scheduler, sampler, result, config, len(kept))
 
     was_training = [m.training for m in modules]
     for m in modules:
@@ -163,15 +105,16 @@ def train_decoder(
             result.steps_done += 1
             result.losses.append(loss)
             if checkpoint_dir is not None and result.steps_done % config.checkpoint_every == 0:
-                result.checkpoint_path = _save(
+                result.checkpoint_path = save_checkpoint(
                     checkpoint_dir, model, optimizer, scheduler, sampler, result, config, len(kept)
                 )
             if progress is not None:
                 progress(result.steps_done, config.steps, loss)
         if checkpoint_dir is not None and (
-            result.checkpoint_path is None or result.checkpoint_path != _path_for(checkpoint_dir, result.steps_done)
+            result.checkpoint_path is None
+            or result.checkpoint_path != checkpoint_path(checkpoint_dir, result.steps_done)
         ):
-            result.checkpoint_path = _save(
+            result.checkpoint_path = save_checkpoint(
                 checkpoint_dir, model, optimizer, scheduler, sampler, result, config, len(kept)
             )
     finally:
@@ -303,109 +246,3 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     """Learning-rate multiplier after `step` optimiser steps: linear warm-up, then step decay."""
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     return warmup * config.lr_decay_gamma ** sum(step >= s for s in config.lr_decay_steps)
-
-
-# -- sampling and checkpoints --------------------------------------------------------------------
-
-
-class _Sampler:
-    """Epochs over the samples in seeded random order; its state is part of a checkpoint."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n = n
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(n)
-        self.position = 0
-
-    def next_batch(self, size: int) -> list[int]:
-        batch: list[int] = []
-        while len(batch) < size:
-            if self.position == self.n:
-                self.order = self.rng.permutation(self.n)
-                self.position = 0
-            take = min(size - len(batch), self.n - self.position)
-            batch.extend(int(i) for i in self.order[self.position : self.position + take])
-            self.position += take
-        return batch
-
-    def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "order": self.order.tolist(), "position": self.position}
-
-    def load(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.order = np.array(state["order"], dtype=np.int64)
-        self.position = int(state["position"])
-
-
-def _path_for(directory: Path, step: int) -> Path:
-    return directory / f"checkpoint_{step:07d}.pt"
-
-
-def _latest_checkpoint(directory: Path) -> Path | None:
-    found = sorted(directory.glob(CHECKPOINT_GLOB))
-    return found[-1] if found else None
-
-
-def _save(
-    directory: Path,
-    model: Sam,
-    optimizer,
-    scheduler,
-    sampler: _Sampler,
-    result: TrainResult,
-    config: TrainConfig,
-    n_samples: int,
-) -> Path:
-    """Write the training state atomically (temporary file, then rename), then drop older ones."""
-    path = _path_for(directory, result.steps_done)
-    state = {
-        "step": result.steps_done,
-        "prompt_encoder": model.prompt_encoder.state_dict(),
-        "mask_decoder": model.mask_decoder.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "sampler": sampler.state(),
-        "losses": list(result.losses),
-        "config": asdict(config),
-        "n_samples": n_samples,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    for old in directory.glob(CHECKPOINT_GLOB):
-        if old != path:
-            old.unlink()
-    return path
-
-
-def _restore(
-    path: Path,
-    model: Sam,
-    optimizer,
-    scheduler,
-    sampler: _Sampler,
-    result: TrainResult,
-    config: TrainConfig,
-    n_samples: int,
-) -> None:
-    try:
-        state = torch.load(path, map_location=model.device, weights_only=False)
-    except Exception as exc:  # truncated or foreign file: say which
-        raise ValueError(f"cannot resume from {path}: not a readable training checkpoint ({exc})") from exc
-    saved = {k: v for k, v in state["config"].items() if k not in _RESUMABLE_CHANGES}
-    wanted = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES}
-    saved["lr_decay_steps"] = tuple(saved["lr_decay_steps"])
-    if saved != wanted or state["n_samples"] != n_samples:
-        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
-        raise ValueError(
-            f"cannot resume from {path}: it was written for another run "
-            f"(changed: {', '.join(changed) or 'number of samples'}); use an empty checkpoint_dir"
-        )
-    model.prompt_encoder.load_state_dict(state["prompt_encoder"])
-    model.mask_decoder.load_state_dict(state["mask_decoder"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    sampler.load(state["sampler"])
-    result.steps_done = int(state["step"])
-    result.losses = list(state["losses"])
-    result.checkpoint_path = path
