@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.masks import provenance
+from backend.masks.coverage import refresh_coverage
 from backend.masks.rle import check_rle
 from backend.masks.writer import NewMask, add_mask
 from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
@@ -339,6 +340,7 @@ def _hide_replaced(db: Session, mask_id: int) -> None:
         if replaced.source != MaskSource.manual:
             replaced.prefill_outcome = PrefillOutcome.corrected
     db.flush()
+    refresh_coverage(db, replaced.image_id)
 
 
 def _by_client_id(db: Session, image: Image, client_id: str) -> Mask | None:
@@ -370,4 +372,6 @@ def delete_mask(db: Session, mask: Mask, user: User, role: Role, expiry: timedel
     mask.deleted_at = _now()
     if mask.source != MaskSource.manual:
         mask.prefill_outcome = PrefillOutcome.deleted
+    db.flush()
+    refresh_coverage(db, mask.image_id)
     db.commit()

@@ -23,6 +23,7 @@ class ImageOut(BaseModel):
     assigned_to: int | None  # who the image is reserved for (`POST /api/images/{id}/assign`)
     assigned_username: str | None
     mask_count: int  # live masks (not deleted)
+    uncovered_fraction: float  # share of the image no live mask covers: what is still missing (0..1)
     created_at: datetime
 
     @computed_field  # type: ignore[prop-decorator]

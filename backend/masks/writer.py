@@ -2,7 +2,7 @@
 
 Both take a `NewMask` (the pixels in whatever form the caller holds, who made it and how) and write
 what no caller computes itself: the canonical RLE, its area and box (`backend.masks.rle`), and the
-provenance in its own column. Neither commits: the mask is part of the caller's transaction (a
+provenance in its own column, and the image's coverage (`backend.masks.coverage`). Neither commits: the mask is part of the caller's transaction (a
 claim check, an image's "done" mark, a proposal row), so a mask is never stored half-way.
 
 `insert_masks` is one multi-row ``INSERT ... VALUES (...), (...)`` per `ROWS_PER_STATEMENT` masks,
@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import insert, null
 from sqlalchemy.orm import Session
 
+from backend.masks.coverage import refresh_coverage
 from backend.masks.provenance import ORIGINS
 from backend.masks.rle import CheckedMask, MaskPixels, checked_mask
 from backend.tables import Image, Mask, MaskSource, ReviewStatus, Stage
@@ -91,6 +92,7 @@ def add_mask(db: Session, image: Image, new: NewMask) -> Mask:
     mask = Mask(**{k: v for k, v in row.items() if not (k in _JSON_OPTIONAL and v is None)})
     db.add(mask)
     db.flush()
+    refresh_coverage(db, image.id)
     return mask
 
 
@@ -105,4 +107,6 @@ def insert_masks(db: Session, image: Image, masks: Sequence[NewMask]) -> int:
         row.update({k: null() for k in _JSON_OPTIONAL if row[k] is None}, created_at=now, updated_at=now)
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         db.execute(insert(Mask).values(rows[start : start + ROWS_PER_STATEMENT]))
+    if rows:
+        refresh_coverage(db, image.id)
     return len(rows)

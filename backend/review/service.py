@@ -28,6 +28,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.masks import provenance
+from backend.masks.coverage import refresh_coverage
 from backend.masks.rle import check_rle, mask_iou
 from backend.masks.writer import NewMask, add_mask
 from backend.tables import (
@@ -112,6 +113,8 @@ def review(
             f"mask {mask.id} is not in the review queue (review status {mask.review_status.value}"
             f"{', deleted' if mask.deleted_at else ''})"
         )
+    if decision == ReviewDecision.reject:
+        refresh_coverage(db, mask.image_id)  # a fix's writer call does it
     if decision == ReviewDecision.fix:
         fixed = add_mask(
             db,

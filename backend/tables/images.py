@@ -39,6 +39,8 @@ class Image(Base):
     # The assignment: who should annotate it (set by a manager; claims of others are refused).
     assigned_to: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Share of the pixels no live mask covers, kept by `backend.masks.coverage.refresh_coverage`.
+    uncovered_fraction: Mapped[float] = mapped_column(default=1.0)
 
     # What `ImageOut` shows besides the columns, as subqueries loaded on first access (one query for
     # both); a listing undefers the group, so a page of images costs one statement, not one per image.

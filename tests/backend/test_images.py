@@ -278,3 +278,35 @@ def test_unknown_ids_and_bad_queries(client, project, admin_headers):
         assert "not found" in response.json()["detail"]
     for query in ("status=bogus", "limit=0", "limit=100000", "offset=-1"):
         assert client.get(f"/api/projects/{project.id}/images?{query}", headers=admin_headers).status_code == 422, query
+
+
+def test_uncovered_fraction_follows_the_live_masks(client, project, manager_headers, image_bytes, db):
+    """The list's "what is still missing": 1 with no mask, the union's complement after two overlapping
+    masks (the writer keeps it), and back when a mask is deleted (the soft delete keeps it)."""
+    from backend.masks.writer import NewMask, add_mask
+    from backend.tables import MaskSource, Stage
+
+    (out,) = _upload(client, project, manager_headers, ("a.jpg", image_bytes)).json()["images"]
+    assert out["uncovered_fraction"] == 1.0
+    image = db.get(Image, out["id"])
+    h, w = image.height, image.width
+    top, lower = np.zeros((h, w), dtype=bool), np.zeros((h, w), dtype=bool)
+    top[: h // 2], lower[h // 4 : 3 * h // 4] = True, True
+    ids = [
+        add_mask(
+            db,
+            image,
+            NewMask(mask=m, source=MaskSource.manual, stage=Stage.assisted_manual, provenance={"origin": "annotated"}),
+        ).id
+        for m in (top, lower)
+    ]
+    db.commit()
+
+    def listed() -> float:
+        return client.get(f"/api/projects/{project.id}/images", headers=manager_headers).json()[0]["uncovered_fraction"]
+
+    assert listed() == pytest.approx(1 - (3 * h // 4) * w / (h * w))
+    assert client.delete(f"/api/masks/{ids[1]}", headers=manager_headers).status_code == 204
+    assert listed() == pytest.approx(1 - (h // 2) * w / (h * w))
+    assert client.delete(f"/api/masks/{ids[0]}", headers=manager_headers).status_code == 204
+    assert listed() == 1.0

@@ -280,3 +280,50 @@ def test_0011_moves_job_inputs_and_attempts_out_of_result_and_back(empty_databas
             assert _jobs(conn, "result") == {**before, 6: ({"attempts": 0},)}  # as 0010's create_job wrote it
     finally:
         engine.dispose()
+
+
+def test_0014_backfills_the_uncovered_fraction_from_live_masks(empty_database_url):
+    """An image with two overlapping live masks and a deleted one covering it all: the union of the live
+    ones; an image without masks: 1; downgrade drops the column."""
+    from tests.backend.stage3_helpers import box_mask, rle_of
+
+    upgrade(empty_database_url, "0013")
+    now = datetime.now(UTC)
+    live = [rle_of(box_mask(10, 10, *box)) for box in ((0, 0, 5, 10), (3, 0, 8, 10))]  # union 8 rows of 10
+    deleted = rle_of(box_mask(10, 10, 0, 0, 10, 10))
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO projects (id, name, description, stage, settings, created_at) "
+                    "VALUES (1, 'p', '', 'assisted_manual', '{}', :now)"
+                ),
+                {"now": now},
+            )
+            for image_id in (1, 2):
+                conn.execute(
+                    text(
+                        "INSERT INTO images (id, project_id, file_name, storage_key, sha256, width, height, size_bytes, "
+                        "status, stage_done, created_at) VALUES (:id, 1, 'f', 'k', :sha, 10, 10, 1, 'new', '{}', :now)"
+                    ),
+                    {"id": image_id, "sha": str(image_id), "now": now},
+                )
+            for rle, deleted_at in ((live[0], None), (live[1], None), (deleted, now)):
+                conn.execute(
+                    text(
+                        "INSERT INTO masks (image_id, project_id, rle, bbox, area, source, stage, review_status, "
+                        "created_at, updated_at, provenance, deleted_at) VALUES (1, 1, :rle, '[0, 0, 1, 1]', 1, "
+                        "'manual', 'assisted_manual', 'none', :now, :now, '{\"origin\": \"annotated\"}', :deleted)"
+                    ),
+                    {"rle": json.dumps(rle), "now": now, "deleted": deleted_at},
+                )
+        upgrade(empty_database_url, "0014")
+        with engine.begin() as conn:
+            rows = dict(conn.execute(text("SELECT id, uncovered_fraction FROM images ORDER BY id")).all())
+            assert rows == {1: pytest.approx(0.2), 2: 1.0}
+        downgrade(empty_database_url, "0013")
+        with engine.begin() as conn:
+            assert "uncovered_fraction" not in {c["name"] for c in inspect(conn).get_columns("images")}
+    finally:
+        engine.dispose()

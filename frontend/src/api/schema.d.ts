@@ -821,6 +821,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/images/from-urls": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Images From Urls
+         * @description A job that downloads the images and stores them as uploads (`backend.exchange.url_images`).
+         */
+        post: operations["import_images_from_urls_api_projects__project_id__images_from_urls_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/exports/{job_id}/file": {
         parameters: {
             query?: never;
@@ -1500,6 +1520,8 @@ export interface components {
             assigned_username: string | null;
             /** Mask Count */
             mask_count: number;
+            /** Uncovered Fraction */
+            uncovered_fraction: number;
             /**
              * Created At
              * Format: date-time
@@ -1926,6 +1948,12 @@ export interface components {
              */
             review_seed?: number;
             /**
+             * Duplicate Iou
+             * @description detector pre-fill and auto-annotation skip a mask with this IoU or more with a live mask of its image
+             * @default 0.9
+             */
+            duplicate_iou?: number;
+            /**
              * Retrain Every Masks
              * @description Celery beat starts a retraining round after this many new masks; 0 = off
              * @default 0
@@ -2291,6 +2319,11 @@ export interface components {
             duplicates: components["schemas"]["DuplicateOut"][];
             /** Refused */
             refused: components["schemas"]["RefusedOut"][];
+        };
+        /** UrlsIn */
+        UrlsIn: {
+            /** Urls */
+            urls: string[];
         };
         /** UserCreate */
         UserCreate: {
@@ -7412,6 +7445,104 @@ export interface operations {
             };
         };
     };
+    import_images_from_urls_api_projects__project_id__images_from_urls_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UrlsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOut"];
+                };
+            };
+            /** @description the body cannot be parsed (not the JSON or form the operation reads) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description not logged in, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description logged in, but the role (in this project) does not allow it */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description no such object, or it belongs to a project the caller is not a member of */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the object's state does not allow it now (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request body or upload is larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request is malformed or out of bounds (`errors` lists each problem) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description too many attempts; retry after the `Retry-After` header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     download_export_api_exports__job_id__file_get: {
         parameters: {
             query?: never;
@@ -7517,7 +7648,12 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description the annotation file (JSON, XML) or a zip/tar of files */
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
         responses: {
             /** @description Successful Response */
             201: {

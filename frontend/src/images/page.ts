@@ -70,6 +70,8 @@ export async function imagesPage(root: HTMLElement, params: Record<string, strin
       h("td", {}, STATUSES.find(([s]) => s === image.status)?.[1] ?? image.status),
       h("td", {}, assignee),
       h("td", { "data-mask-count": "" }, String(image.mask_count ?? "–")),
+      // What is still missing: the share of the image no mask covers yet.
+      h("td", { "data-uncovered": image.uncovered_fraction }, `${Math.round(image.uncovered_fraction * 100)}%`),
       h("td", {}, managing ? deleteButton(image) : null),
     );
   };
@@ -162,7 +164,7 @@ export async function imagesPage(root: HTMLElement, params: Record<string, strin
     h("section", { class: "card" },
       h("div", { class: "row toolbar" }, h("h2", {}, "All images"), statusFilter, assigneeFilter, h("span", { class: "spacer" }), range, previous, next),
       h("table", { class: "table images", "data-table": "images" },
-        h("thead", {}, h("tr", {}, ...["", "file", "status", "assigned to", "masks", ""].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ...["", "file", "status", "assigned to", "masks", "uncovered", ""].map((t) => h("th", {}, t)))),
         body)),
   );
   await reload();
