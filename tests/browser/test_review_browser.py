@@ -15,6 +15,7 @@ from backend.core.db import make_engine, make_session_factory
 from backend.tables import Image, Mask, MaskReview
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, decode
 from tests.browser.conftest import IMAGE_NAME
+from tests.browser.page_helpers import DECODER_TIMEOUT_MS
 
 TIMEOUT = 60_000
 # (y0, x0, y1, x1) of the four auto masks, original pixels; the last one is fixed with the eraser.
@@ -146,6 +147,8 @@ def test_review_page_reports_a_conflict_and_refines_from_the_mask_by_click(live_
     page.wait_for_selector("[data-tool='points'][aria-pressed='true']", timeout=TIMEOUT)
     before = page.evaluate(OVERLAY_PIXELS)
     assert before > 0  # the auto mask, ready to edit
+    # The first fix loads the decoder (graphs, sessions, a warm-up run): slow on a loaded machine.
+    page.wait_for_selector("[data-testid=decoder-status][data-ready=true]", timeout=DECODER_TIMEOUT_MS)
     y0, x0, y1, x1 = BOXES[1]
     page.mouse.click(*_client_point(page, size, (x0 + x1) / 2, (y0 + y1) / 2))
     page.wait_for_function(f"() => ({OVERLAY_PIXELS})() !== {before}", timeout=TIMEOUT)  # decoded from the mask
