@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -64,9 +64,7 @@ class ExportIn(RequestModel):
 
 
 class UrlsIn(RequestModel):
-    urls: Annotated[
-        list[Annotated[AnyHttpUrl, Field(strict=False)]], Field(min_length=1, max_length=url_images.MAX_URLS)
-    ]
+    urls: Annotated[list[Annotated[HttpUrl, Field(strict=False)]], Field(min_length=1, max_length=url_images.MAX_URLS)]
 
 
 class FileOut(BaseModel):

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ DELIVERIES_SHOWN = 50
 
 
 class WebhookIn(RequestModel):
-    url: Annotated[AnyHttpUrl, Field(strict=False)]
+    url: Annotated[HttpUrl, Field(strict=False)]
     events: Annotated[list[EventName], Field(min_length=1, max_length=len(EVENTS))]
     secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
 

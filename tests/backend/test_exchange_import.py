@@ -206,8 +206,8 @@ def test_yolo_written_by_label_studio(client, db, project, manager_headers, grab
 def _zip(files: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
+        for name, data in files.items():  # a fixed timestamp: the same files make the same bytes (content hash)
+            z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data)
     return out.getvalue()
 
 
