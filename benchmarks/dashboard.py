@@ -288,7 +288,6 @@ def main() -> None:
         sizes = storage(url)
         loads = bulk_load(url)
         costs = write_costs(url, images)
-        vacuum(make_engine(url))
         p95s[masks] = {e: p95 for e, _, p95, _ in latency}
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
