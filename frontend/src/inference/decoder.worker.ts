@@ -7,9 +7,9 @@
  * client's business (decoder_client.ts); this worker only runs graphs.
  *
  * Two graph layouts are accepted:
- * - one graph (model_server/export.py, our contract): inputs image_embeddings, point_coords,
+ * - one graph (model_server/export/graphs.py, our contract): inputs image_embeddings, point_coords,
  *   point_labels, mask_input, has_mask_input; outputs low_res_masks [1,4,256,256], iou_predictions [1,4];
- * - the split decoder (model_server/decoder_split.py): a per-image graph run once in setEmbedding,
+ * - the split decoder (model_server/export/graphs.py, the image/click pair): a per-image graph run once in setEmbedding,
  *   whose outputs are fed, by name, to the per-click graph together with the point inputs.
  *
  * The worker lives as long as the page's annotate session: the per-image feeds of the last few

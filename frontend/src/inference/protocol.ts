@@ -16,7 +16,7 @@ export interface LoadRequest {
   /** URL of the decoder ONNX (our contract, or the split per-click graph when `imageGraphUrl` is set). */
   decoderUrl: string;
   /**
-   * URL of the per-image graph of the split decoder (model_server/decoder_split.py): run once per
+   * URL of the per-image graph of the split decoder (model_server/export/graphs.py, the image/click pair): run once per
    * `setEmbedding`, its outputs become extra inputs of every decode.
    */
   imageGraphUrl?: string;
