@@ -31,6 +31,7 @@ from model_server import api
 
 if TYPE_CHECKING:
     from backend.core.config import Settings
+    from model_server.service.embedding_model import EmbeddingModel
 
 EmbeddingResult = api.EmbeddingResult
 
@@ -87,9 +88,9 @@ class _InProcessModels:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[str, str, str | None] | None = None
-        self._model = None
+        self._model: EmbeddingModel | None = None
 
-    def get(self, spec: ModelSpec):
+    def get(self, spec: ModelSpec) -> EmbeddingModel:
         key = (spec.architecture, str(spec.checkpoint), spec.sha256)
         with self._lock:
             if self._key != key:
@@ -98,6 +99,7 @@ class _InProcessModels:
                 self._model = None  # free the old one before loading the next
                 self._model = EmbeddingModel(spec.architecture, spec.checkpoint)
                 self._key = key
+            assert self._model is not None  # set whenever _key is
             return self._model
 
 
@@ -127,6 +129,11 @@ class ModelServerClient:
     def embedded(self) -> bool:
         return self.url is None
 
+    def _http(self) -> httpx.Client:
+        """A client of the model service; only called in the HTTP mode (`url` set)."""
+        assert self.url is not None
+        return httpx.Client(base_url=self.url, timeout=self.timeout)
+
     def embed(self, images_rgb: Sequence[np.ndarray], spec: ModelSpec) -> list[EmbeddingResult]:
         """Embed HxWx3 uint8 RGB images with the model `spec` names.
 
@@ -142,7 +149,7 @@ class ModelServerClient:
             return []
         if self.embedded:
             return _IN_PROCESS.get(spec).embed(images)
-        with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+        with self._http() as http:
             self._check_serves(http, spec)
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(images))) as pool:
                 return list(pool.map(lambda image: self._embed_one(http, image), images))
@@ -160,7 +167,7 @@ class ModelServerClient:
         """
         image = api.validate_rgb(image_rgb)
         if not self.embedded:
-            with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+            with self._http() as http:
                 self._check_serves(http, spec)
                 body, headers = api.encode_image_request(image)
                 response = self._post(
@@ -176,7 +183,7 @@ class ModelServerClient:
         """The remote server's health (HTTP mode only)."""
         if self.embedded:
             raise ModelServerError("no model server URL configured: the model runs in process")
-        with httpx.Client(base_url=self.url, timeout=self.timeout) as http:
+        with self._http() as http:
             return self._health(http)
 
     def _health(self, http: httpx.Client) -> api.HealthOut:

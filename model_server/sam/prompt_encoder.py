@@ -9,6 +9,7 @@ points labelled 2 and 3, which keeps one code path for the predictor, batching a
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -18,6 +19,8 @@ from .common import LayerNorm2d
 
 class PositionEmbeddingRandom(nn.Module):
     """Positional encoding with random spatial frequencies (Tancik et al., Fourier features)."""
+
+    positional_encoding_gaussian_matrix: torch.Tensor  # a buffer, declared for the type checker
 
     def __init__(self, num_pos_feats: int, scale: float = 1.0) -> None:
         super().__init__()
@@ -84,7 +87,7 @@ class PromptEncoder(nn.Module):
         h, w = self.input_image_size
         coords = coords.float()
         tokens = self.pe_layer.encode((coords + 0.5) * coords.new_tensor([1.0 / w, 1.0 / h]))
-        table = torch.cat([e.weight for e in self.point_embeddings], dim=0)
+        table = torch.cat([cast(nn.Embedding, e).weight for e in self.point_embeddings], dim=0)
         tokens = tokens + table[labels.clamp(min=0).long()]
         padding = (labels == -1).unsqueeze(-1)
         return torch.where(padding, self.not_a_point_embed.weight.to(tokens.dtype), tokens)

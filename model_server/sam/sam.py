@@ -20,6 +20,8 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 class Sam(nn.Module):
     mask_threshold: float = 0.0
+    pixel_mean: torch.Tensor  # buffers, declared for the type checker (nn.Module types attributes loosely)
+    pixel_std: torch.Tensor
 
     def __init__(self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder):
         super().__init__()
