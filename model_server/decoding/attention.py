@@ -102,3 +102,20 @@ def folded_values(attn: Attention, values: torch.Tensor) -> torch.Tensor:
     b, _, t, d = v.shape
     w_o = attn.out_proj.weight.reshape(-1, h, d).transpose(0, 1)  # hx256xd
     return (v @ w_o.transpose(1, 2) + attn.out_proj.bias / h).reshape(b, h * t, -1)
+
+
+def per_head(rows: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """1xnx(h·d) image-side rows, shared by all prompts -> hxnxd (a view, nothing copied)."""
+    n, c = rows.shape[1:]
+    return rows[0].reshape(n, num_heads, c // num_heads).transpose(0, 1)
+
+
+def shared_scores(q: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Scores of B prompts' heads BxhxTxd against one image's shared per-head rows hxnxd -> hxBxTxn.
+
+    The prompts are folded into one query sequence per head, so each head's scores for all prompts
+    are one product against the image rows (B·T x d x n), with neither the rows copied per prompt
+    nor the (hT)x(h·d) block rows of `block_rows` (h times the products).
+    """
+    b, h, t, d = q.shape
+    return (q.transpose(0, 1).reshape(h, b * t, d) @ image.transpose(1, 2)).reshape(h, b, t, -1)

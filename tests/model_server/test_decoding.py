@@ -3,9 +3,9 @@
 The modules are the trainable reference, held to the official package by test_predictor.py through
 the `Predictor`, which decodes with the folded decoder; here the two are compared directly, part by
 part, on seeded vit_t weights and a random embedding, for the cases the predictor, the automatic
-generator and the ONNX graphs use: batches of prompts, with and without mask input (also switched
-off by a traced graph's flag), one or three mask tokens, all prompts or a subset, by row blocks or
-all rows at once.
+generator and the ONNX graphs use: batches of prompts and one prompt (two forms), with and without
+mask input (also switched off by a traced graph's flag), one or three mask tokens, all prompts or a
+subset, by row blocks or all rows at once.
 """
 
 from __future__ import annotations
@@ -51,6 +51,22 @@ def test_decode_equals_the_modules(case, multimask, with_mask):
     torch.testing.assert_close(masks, expected_masks, **TOL)
     torch.testing.assert_close(iou, expected_iou, **TOL)
     torch.testing.assert_close(whole, masks, **TOL)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_one_prompt_at_a_time_equals_the_modules(case, with_mask):
+    """One prompt (the browser's graphs, a click) and several (batched CPU decoding) take different
+    forms of the first block and the upscaling input (`FoldedDecoder.transform`): both equal the modules."""
+    model, folded, embedding, coords, labels, mask_input = case
+    with torch.inference_mode():
+        side = folded.image_side(embedding)
+        for i in range(coords.shape[0]):
+            one = slice(i, i + 1)
+            mask = mask_input[one] if with_mask else None
+            expected_masks, expected_iou = _reference(model, embedding, coords[one], labels[one], mask, True)
+            masks, iou = folded.decode(side, coords[one], labels[one], folded.mask_prompt(mask), range(1, 4))
+            torch.testing.assert_close(masks, expected_masks, **TOL)
+            torch.testing.assert_close(iou, expected_iou, **TOL)
 
 
 def test_transformer_tokens_equal_the_module(case):
