@@ -32,8 +32,8 @@ Why it is faster than the modules, with the same result:
   first block and the upscaling input (`transform`): per head, all prompts folded into one query
   sequence against the shared image side (the block rows of one prompt cost h times the products
   there, and broadcasting the image side copies it per prompt), then the direct first upscaling
-  product of the kept image rows, written in place; 2-3x faster for 64 prompts. One prompt and
-  every traced graph keep the form above, which onnxruntime's wasm kernels need.
+  product of the kept image rows, written in place (benchmarks/README.md, issue 14). One prompt
+  and every traced graph keep the form above, which onnxruntime's wasm kernels need.
 """
 
 from __future__ import annotations
