@@ -31,7 +31,6 @@ from model_server import api
 
 if TYPE_CHECKING:
     from backend.core.config import Settings
-    from model_server.service.embedding_model import EmbeddingModel
 
 EmbeddingResult = api.EmbeddingResult
 
@@ -88,9 +87,11 @@ class _InProcessModels:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[str, str, str | None] | None = None
-        self._model: EmbeddingModel | None = None
+        # The model side's EmbeddingModel, loaded on first use (it imports torch); typed loosely so the
+        # product names no model internals at type-check time either.
+        self._model: Any = None
 
-    def get(self, spec: ModelSpec) -> EmbeddingModel:
+    def get(self, spec: ModelSpec) -> Any:
         key = (spec.architecture, str(spec.checkpoint), spec.sha256)
         with self._lock:
             if self._key != key:
