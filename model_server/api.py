@@ -28,9 +28,9 @@ Wire format of ``POST /v1/automatic-masks`` (the automatic generator over one im
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
@@ -185,3 +185,204 @@ def decode_embedding_response(body: bytes, headers: Mapping[str, str]) -> Embedd
         original_size=parse_size(headers.get(HEADER_ORIGINAL_SIZE), HEADER_ORIGINAL_SIZE),
         input_size=parse_size(headers.get(HEADER_INPUT_SIZE), HEADER_INPUT_SIZE),
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model-service protocol: every operation the product needs, over plain value types.
+#
+# Objects (images, embeddings, checkpoints, detector weights, decoder graphs) are named by their key in
+# the shared object storage (`model_server.storage`): both sides open the same store from their own
+# settings, so requests carry keys, never file paths or big arrays, and no two processes share a disk.
+# Two implementations give the same results: `model_server.service.in_process.InProcessModelService`
+# (embedded mode) and `model_server.service.http_client.HttpModelService` (the model service).
+# ---------------------------------------------------------------------------------------------------
+
+
+class ModelServiceError(RuntimeError):
+    """The model service is unreachable, failed, or serves other weights than the ones asked for."""
+
+
+class OperationCancelled(RuntimeError):
+    """A long operation stopped because its caller's `should_stop()` turned true."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which SAM weights to run.
+
+    Attributes:
+        architecture: one of `ARCHITECTURES`.
+        checkpoint_key: storage key of the weights file.
+        sha256: hex sha256 of that file; the model side refuses weights whose digest differs.
+    """
+
+    architecture: str
+    checkpoint_key: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model side reports about a checkpoint: its digest and its image encoder's identity.
+
+    `encoder_sha256` is the sha256 of the image encoder's parameters alone: versions that share it
+    compute the same embeddings, so they share embedding objects.
+    """
+
+    architecture: str
+    sha256: str
+    encoder_sha256: str
+
+
+@dataclass(frozen=True)
+class EmbeddingInfo:
+    """Where one image's embedding is stored (written by the model side only) and its two sizes.
+
+    Attributes:
+        key: storage key of the model side's embedding file (keyed by encoder identity and image).
+        original_size: (h, w) of the image in pixels.
+        input_size: (h, w) of the image resized into the 1024 frame (longest side 1024).
+    """
+
+    key: str
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DetectorSample:
+    """One image for the box detector: its embedding and its objects' boxes (XYXY, image pixels)."""
+
+    embedding: EmbeddingInfo
+    boxes: list[list[float]]
+
+
+@dataclass(frozen=True)
+class MaskSample:
+    """One object for retraining or evaluation: its image's embedding and its mask as COCO RLE
+    (``{"size": [h, w], "counts": str}``, image pixel frame, not empty)."""
+
+    embedding: EmbeddingInfo
+    rle: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a retraining run produced: `info` of the checkpoint written, None if it stopped early."""
+
+    steps_done: int
+    losses: list[float]
+    stopped_early: bool
+    info: ModelInfo | None
+
+
+@dataclass(frozen=True)
+class ProposeParams:
+    """Thresholds of the detector's pre-fill (see `model_server.detector.proposals.propose_masks`)."""
+
+    score_thresh: float
+    pred_iou_thresh: float
+    nms_thresh: float
+    max_boxes: int = 50
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Detector boxes above `score_thresh` prompted (`n_boxes`) and the records of the kept masks:
+    COCO RLE ``segmentation`` (image frame), ``area``, ``box`` XYXY, ``score``, ``predicted_iou``."""
+
+    n_boxes: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+# progress(step, total, loss) for training; progress(done, total) for evaluation.
+TrainProgress = Callable[[int, int, float], None]
+CountProgress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+class ModelService(Protocol):
+    """Every operation the product asks of the model. Bad input raises ValueError naming the problem
+    (over HTTP: a 422 turned back into ValueError); anything else on the model side raises
+    `ModelServiceError`. Long operations take `progress` and `should_stop` and run on the model side;
+    over HTTP they report progress back and are cancelled across the boundary."""
+
+    def create_untrained(self, architecture: str, checkpoint_key: str) -> ModelInfo:
+        """Write seeded random weights of `architecture` to `checkpoint_key`."""
+        ...
+
+    def describe(self, architecture: str, checkpoint_key: str) -> ModelInfo:
+        """Strictly load `checkpoint_key` as `architecture` (ValueError naming the problem)."""
+        ...
+
+    def embed(self, model: ModelRef, image_keys: Sequence[str]) -> list[EmbeddingInfo]:
+        """Embed the stored images (any format PIL opens; EXIF orientation applied), writing each
+        embedding unless its object for this encoder already exists; one `EmbeddingInfo` per key, in order."""
+        ...
+
+    def embedding_wire(self, embedding: EmbeddingInfo, encoding: str) -> bytes:
+        """The browser's bytes of a stored embedding in `encoding` (``float16`` | ``int8-per-channel``)."""
+        ...
+
+    def automatic_masks(self, model: ModelRef, image_key: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The automatic generator's records (``output_mode="coco_rle"``) over one stored image."""
+        ...
+
+    def train_detector(
+        self,
+        model: ModelRef,
+        samples: Sequence[DetectorSample],
+        config: Mapping[str, Any],
+        out_key: str,
+        *,
+        progress: TrainProgress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> dict[str, Any]:
+        """Train a box detector, write it to `out_key`; its training metrics. `OperationCancelled`
+        when `should_stop()` turned true (nothing written)."""
+        ...
+
+    def evaluate_detector(
+        self, detector_key: str, samples: Sequence[DetectorSample], score_thresh: float
+    ) -> dict[str, float]:
+        """Box recall/precision at IoU 0.5 (at `score_thresh`) and AP50 of the stored detector."""
+        ...
+
+    def propose_masks(
+        self, model: ModelRef, detector_key: str, embedding: EmbeddingInfo, params: ProposeParams
+    ) -> Proposals:
+        """Detector boxes → SAM masks (box prompts) on one image's stored embedding."""
+        ...
+
+    def retrain(
+        self,
+        model: ModelRef,
+        samples: Sequence[MaskSample],
+        config: Mapping[str, Any],
+        out_key: str,
+        *,
+        work_prefix: str | None = None,
+        progress: TrainProgress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> TrainOutcome:
+        """Train from `model` on `samples` (`model_server.training.TrainConfig` fields in `config`);
+        write the whole model to `out_key`. `work_prefix` keeps the run's resumable state in storage
+        (a rerun on any model service continues from it). Stopping early writes nothing."""
+        ...
+
+    def evaluate(
+        self,
+        model: ModelRef,
+        samples: Sequence[MaskSample],
+        *,
+        max_clicks: int = 20,
+        progress: CountProgress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> dict[str, float]:
+        """Interactive metrics with simulated clicks: miou_1pt, miou_at_1/3/5, noc85, noc90, n_samples."""
+        ...
+
+    def export_decoders(self, model: ModelRef, prefix: str) -> dict[str, str]:
+        """Write every browser decoder graph of `model` under `prefix`; ``{"decoder": key,
+        "decoder_image": key, "decoder_click": key}``."""
+        ...
