@@ -295,6 +295,21 @@ class Proposals:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ImageScores:
+    """What the served model tells about one image for choosing what to annotate next.
+
+    Attributes:
+        pooled: the image embedding pooled to one vector (for diversity and near-duplicate search).
+        uncertainty: higher = the model is less sure of this image's objects (0..1).
+        details: the figures `uncertainty` was computed from, by name.
+    """
+
+    pooled: list[float]
+    uncertainty: float
+    details: dict[str, float] = field(default_factory=dict)
+
+
 # progress(step, total, loss) for training; progress(done, total) for evaluation.
 TrainProgress = Callable[[int, int, float], None]
 CountProgress = Callable[[int, int], None]
@@ -380,6 +395,10 @@ class ModelService(Protocol):
         should_stop: ShouldStop | None = None,
     ) -> dict[str, float]:
         """Interactive metrics with simulated clicks: miou_1pt, miou_at_1/3/5, noc85, noc90, n_samples."""
+        ...
+
+    def score_images(self, model: ModelRef, embeddings: Sequence[EmbeddingInfo]) -> list[ImageScores]:
+        """Selection scores of each stored embedding under `model`, in order."""
         ...
 
     def export_decoders(self, model: ModelRef, prefix: str) -> dict[str, str]:
