@@ -16,6 +16,7 @@ built frontend is looked up next to the code, so `dataengine` run from any folde
 from __future__ import annotations
 
 import secrets
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from limits import parse as parse_rate
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     # requeued by the sweep. Runners heartbeat 12 times and sweeps run twice per window, so only a
     # dead worker (not a slow one) goes stale; tests lower it to see a recovery in seconds.
     job_stale_seconds: float = Field(default=DEFAULT_JOB_STALE_SECONDS, ge=1)
+
+    # Webhooks and URL image imports reach global addresses only (backend/core/outbound.py); networks
+    # listed here are reachable too, e.g. `["10.20.0.0/16"]` for a receiver on the company network.
+    outbound_allowed_networks: list[IPv4Network | IPv6Network] = Field(default_factory=list, max_length=64)
 
     # Model server. None = in process (embedded mode); production: "http://model-server:8001".
     model_server_url: str | None = None

@@ -35,6 +35,7 @@ from backend.api.deps import (
 )
 from backend.api.errors import ErrorItem, ErrorOut
 from backend.api.types import RequestModel
+from backend.core.outbound import BlockedTarget, check_target
 from backend.exchange import formats, source, url_images
 from backend.exchange.archive import export_chunks
 from backend.exchange.formats.common import DEFAULT_TOLERANCE, ExportOptions
@@ -147,8 +148,15 @@ def start_export(
 def import_images_from_urls(
     project: ProjectForJobStarter, body: UrlsIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> JobOut:
-    """A job that downloads the images and stores them as uploads (`backend.exchange.url_images`)."""
+    """A job that downloads the images and stores them as uploads (`backend.exchange.url_images`).
+    Each host is checked once here (a private one is a 422); each request is checked again when made."""
     params = {"urls": [str(url) for url in body.urls]}
+    one_url_per_host = {(url.scheme, url.host, url.port): str(url) for url in body.urls}
+    try:
+        for url in one_url_per_host.values():
+            check_target(url, settings.outbound_allowed_networks)
+    except BlockedTarget as error:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
     started = jobs.start_or_existing(
         db,
         settings,

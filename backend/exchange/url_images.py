@@ -8,8 +8,9 @@ fails (no answer, not 200, too large, not an image) is reported with its reason 
 (``refused``) and the others go on. The file name is the URL path's last part. Images are stored in
 batches of `BATCH`, so a long list commits as it goes and a rerun finds the stored ones duplicates.
 
-Only a person starts it (a project's managers or ML engineers); a manager can point it at any host
-the server reaches, as they can point a webhook.
+Only a person starts it (a project's managers or ML engineers), and only at public hosts: requests go
+through `backend.core.outbound` (no private, loopback or link-local address, redirects included), so
+an import cannot make the server fetch from its own network.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from backend.core.outbound import BlockedTarget, outbound_client
 from backend.images.service import IncomingFile, upload_images
 from backend.jobs.runner import JobContext, run_job
 from backend.storage import LocalStorage
@@ -55,6 +57,8 @@ def download(client: httpx.Client, url: str, max_bytes: int) -> bytes:
                 if len(body) > max_bytes:
                     raise _Refused(f"more than {max_bytes} bytes")
             return bytes(body)
+    except BlockedTarget as error:
+        raise _Refused(str(error)) from None
     except httpx.HTTPError as error:
         raise _Refused(f"{type(error).__name__}: {error}") from None
 
@@ -71,7 +75,12 @@ def fetch_and_store(ctx: JobContext) -> dict[str, Any]:
     storage = LocalStorage(ctx.settings.storage_path)
     stored = duplicates = 0
     refused: list[dict[str, str]] = []
-    with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
+    with outbound_client(
+        ctx.settings.outbound_allowed_networks,
+        timeout=TIMEOUT_SECONDS,
+        follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
+    ) as client:
         for start in range(0, len(urls), BATCH):
             batch: list[IncomingFile] = []
             names: dict[str, str] = {}

@@ -21,6 +21,8 @@ import time
 
 import httpx
 
+from backend.core.config import Settings
+from backend.core.outbound import BlockedTarget, outbound_client
 from backend.jobs.runner import worker_sessions
 from backend.tables import Webhook, WebhookDelivery
 from backend.tables.base import utcnow
@@ -45,8 +47,9 @@ def body_of(delivery: WebhookDelivery) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-def attempt(hook: Webhook, delivery: WebhookDelivery) -> tuple[int | None, str]:
-    """POST the delivery once; (status code or None, the answer's start or the error)."""
+def attempt(hook: Webhook, delivery: WebhookDelivery, settings: Settings) -> tuple[int | None, str]:
+    """POST the delivery once; (status code or None, the answer's start or the error). A host that
+    resolves to a private address (`backend.core.outbound`) is a failed attempt that says so."""
     body = body_of(delivery)
     timestamp = str(int(time.time()))
     headers = {
@@ -58,15 +61,17 @@ def attempt(hook: Webhook, delivery: WebhookDelivery) -> tuple[int | None, str]:
         "X-DataEngine-Signature": signature(hook.secret, timestamp, body),
     }
     try:
-        response = httpx.post(hook.url, content=body, headers=headers, timeout=TIMEOUT_SECONDS, follow_redirects=False)
-    except httpx.HTTPError as error:
+        with outbound_client(settings.outbound_allowed_networks, timeout=TIMEOUT_SECONDS) as client:
+            response = client.post(hook.url, content=body, headers=headers)  # redirects not followed
+    except (httpx.HTTPError, BlockedTarget) as error:
         return None, f"{type(error).__name__}: {error}"[:KEPT_RESPONSE_CHARS]
     return response.status_code, response.text[:KEPT_RESPONSE_CHARS]
 
 
 @app.task(name="webhooks.deliver", acks_late=True)
 def deliver(delivery_id: int) -> str:
-    sessions = worker_sessions(task_settings())
+    settings = task_settings()
+    sessions = worker_sessions(settings)
     with sessions() as db:
         delivery = db.get(WebhookDelivery, delivery_id)
         if delivery is None or delivery.status != "pending":
@@ -76,7 +81,7 @@ def deliver(delivery_id: int) -> str:
             delivery.status, delivery.error, delivery.finished_at = "failed", "the hook was removed", utcnow()
             db.commit()
             return "failed"
-        code, text = attempt(hook, delivery)
+        code, text = attempt(hook, delivery, settings)
         delivery.attempts += 1
         delivery.response_code = code
         delivery.response_body, delivery.error = (text, None) if code is not None else (None, text)

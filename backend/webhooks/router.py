@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import CurrentUser, ProjectForManager, SessionDep
+from backend.api.deps import CurrentUser, ProjectForManager, SessionDep, SettingsDep
 from backend.api.types import PathId, RequestModel
+from backend.core.outbound import BlockedTarget, check_target
 from backend.tables import Project, Webhook, WebhookDelivery
 from backend.webhooks.events import EVENTS, emit
 
@@ -74,7 +75,13 @@ def _hook(db: Session, project: Project, webhook_id: int) -> Webhook:
 
 
 @router.post("/api/projects/{project_id}/webhooks", status_code=status.HTTP_201_CREATED)
-def create_webhook(project: ProjectForManager, body: WebhookIn, db: SessionDep, user: CurrentUser) -> WebhookOut:
+def create_webhook(
+    project: ProjectForManager, body: WebhookIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> WebhookOut:
+    try:
+        check_target(str(body.url), settings.outbound_allowed_networks)
+    except BlockedTarget as error:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
     count = len(db.scalars(select(Webhook.id).where(Webhook.project_id == project.id)).all())
     if count >= MAX_HOOKS:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"a project has at most {MAX_HOOKS} webhooks")

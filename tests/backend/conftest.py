@@ -146,6 +146,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key="test-secret-key-" + "x" * 32,
         bcrypt_rounds=4,
         frontend_dist=tmp_path / "no-frontend",
+        # The tests' own receivers (webhooks, URL imports) listen on loopback, a private address.
+        outbound_allowed_networks=["127.0.0.0/8"],
     )
 
 
