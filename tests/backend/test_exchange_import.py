@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 import zipfile
 from pathlib import Path
@@ -279,6 +280,25 @@ def test_labelme_published_sample(client, db, project, manager_headers):
     masks = _masks(db, project.id)
     assert [m.provenance["label"] for m in masks] == ["chair", "person-4", "__ignore__", "sofa", "sofa"]
     assert masks[0].area > 40_000 and all(m.provenance["file"] == "ann/2011_000006.json" for m in masks)
+
+
+def test_labelme_published_primitives(client, db, project, manager_headers):
+    """Rectangles and circles become masks of their area; lines and points are counted, not imported."""
+    _image(client, manager_headers, project.id, "primitives.jpg", 560, 450)
+    body = (DATA / "labelme_primitives.json").read_bytes()
+    response = _post(client, manager_headers, project.id, "labelme", body)
+    assert response.status_code == 201, response.text
+    assert response.json()["imported"] == 4, response.json()
+    (report,) = response.json()["files"]
+    assert report["skipped"] == {"line": 1, "point": 1, "linestrip": 1}
+    masks = _masks(db, project.id)
+    assert [m.provenance["label"] for m in masks] == ["rectangle", "circle", "rectangle", "polygon"]
+    first_box, circle, second_box, _ = (m.area for m in masks)
+    assert abs(first_box - 100 * 100) <= 2 * 201  # 100x100 px, give or take the edge pixels
+    assert abs(second_box - 151 * 102) <= 2 * 253
+    radius = math.hypot(225 - 195, 125 - 84)
+    assert abs(circle - math.pi * radius**2) < 0.02 * math.pi * radius**2
+    assert masks[0].bbox == pytest.approx([32, 35, 100, 100], abs=1)
 
 
 def test_labelme_bad_input(client, db, project, manager_headers):
