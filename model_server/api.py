@@ -35,6 +35,10 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel
 
+# Re-exported: the storage both sides of the boundary open from their own settings (keys, never paths).
+from model_server.storage import Storage as Storage
+from model_server.storage import open_storage as open_storage
+
 MODEL_SIZE = 1024  # side of the square frame the encoder sees (longest side resized to it, padded)
 EMBEDDING_SHAPE: tuple[int, int, int, int] = (1, 256, 64, 64)
 EMBEDDING_DTYPE = "float16"

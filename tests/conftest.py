@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The S3 server fixtures (`s3_server`, `s3_bucket`) for every test package.
+pytest_plugins = ["tests.s3_server"]
+
 REPO = Path(__file__).resolve().parents[1]
 # The evaluation data lives beside the repository (../shared/data) and is never copied into it;
 # DATAENGINE_DATA_ROOT points elsewhere when a checkout sits in another place.
