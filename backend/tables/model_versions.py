@@ -36,6 +36,9 @@ class ModelVersion(Base):
     status: Mapped[ModelStatus] = mapped_column(str_enum(ModelStatus, "model_status"), default=ModelStatus.ready)
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     sha256: Mapped[str | None] = mapped_column(String(64))  # of the checkpoint
+    # Of the image encoder's weights (the model side's `ModelInfo.encoder_sha256`): versions sharing it
+    # share embeddings. NULL for versions registered before migration 0015 until first described.
+    encoder_sha256: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_default: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     data_snapshot: Mapped[dict[str, Any] | None]
