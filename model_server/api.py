@@ -72,11 +72,21 @@ class EmbeddingResult:
     input_size: tuple[int, int]
 
 
+# The browser's encodings of a stored embedding (`ModelService.embedding_wire`, model_server/service/wire.py).
+WIRE_FLOAT16 = "float16"
+WIRE_INT8 = "int8-per-channel"
+WIRE_ENCODINGS = (WIRE_FLOAT16, WIRE_INT8)
+
+
 class HealthOut(BaseModel):
-    """What ``GET /v1/health`` reports: enough to tell which model answers and how busy it is."""
+    """What ``GET /v1/health`` reports: enough to tell which model answers and how busy it is.
+
+    `architecture` and `checkpoint_sha256` are set when the service is pinned to them
+    (``serve --model/--checkpoint``); a service that loads any checkpoint from storage reports None.
+    """
 
     status: str
-    architecture: str
+    architecture: str | None
     device: str
     dtype: str
     checkpoint_sha256: str | None
@@ -409,3 +419,19 @@ class ModelService(Protocol):
         """Write every browser decoder graph of `model` under `prefix`; ``{"decoder": key,
         "decoder_image": key, "decoder_click": key}``."""
         ...
+
+
+def in_process_service(storage: Storage, cache_dir: str | None = None) -> ModelService:
+    """The embedded implementation: the model in this process, on `storage`. Torch is imported here,
+    on the first call, so importing this module never loads it."""
+    from model_server.service.in_process import InProcessModelService
+
+    return InProcessModelService(storage, cache_dir)
+
+
+def http_service(url: str, *, timeout: float = 300.0, retries: int = 3) -> ModelService:
+    """The model service at `url` (``http://host:8001``): the same protocol over HTTP, torch-free.
+    `timeout`: seconds per request; `retries`: attempts after a connection error, with backoff."""
+    from model_server.service.http_client import HttpModelService
+
+    return HttpModelService(url, timeout=timeout, retries=retries)

@@ -18,7 +18,7 @@ import torch
 from model_server import api
 from model_server.sam import Sam
 from model_server.sam.build import build_sam
-from model_server.service.weights import file_sha256
+from model_server.service.weights import encoder_sha256, file_sha256
 from model_server.transforms import resize_longest_side
 
 
@@ -56,6 +56,7 @@ class EmbeddingModel:
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
         self.checkpoint_sha256 = file_sha256(checkpoint) if checkpoint is not None else None
         sam = build_sam(architecture, checkpoint=self.checkpoint, device=self.device, seed=seed)
+        self.encoder_sha256 = encoder_sha256(sam.image_encoder)  # before any cast: the same on every device
         use_half = self.device.type == "cuda" if half is None else half
         if use_half:
             sam.image_encoder.half()  # pixel statistics stay float32: normalisation is exact

@@ -31,6 +31,23 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def encoder_sha256(image_encoder: torch.nn.Module) -> str:
+    """Hex sha256 of an image encoder's weights: the identity of the embeddings it computes.
+
+    Over every tensor of its state dict in sorted name order, each as name, dtype, shape and raw
+    bytes, so it depends on the values alone (not on how a checkpoint file was pickled, nor on the
+    rest of the model: versions retrained from one another keep the frozen encoder and share it).
+    Take it before casting the encoder (e.g. to float16 on a GPU), so every device agrees.
+    """
+    digest = hashlib.sha256()
+    state = image_encoder.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_untrained_checkpoint(architecture: str, path: str | Path, seed: int = UNTRAINED_SEED) -> str:
     """Write the seeded random weights of `architecture` to `path` (atomically); return their sha256.
 

@@ -1,0 +1,475 @@
+"""`InProcessModelService`: every operation of `api.ModelService`, run in this process on storage keys.
+
+The embedded mode of the backend and the HTTP model service (`server.py`) both run this class, so
+the two give the same results by construction.
+
+* Checkpoints are read from storage into a local cache folder named by their sha256, and the digest
+  is checked on the way in: a request whose `ModelRef.sha256` differs from the stored file's is
+  refused with `api.ModelServiceError` (wrong weights would silently break every click).
+* One model stays loaded (the last one asked for): a model service serves one version at a time in
+  practice, and a second one in memory would double the GPU memory.
+* Embeddings are written here only, at `stored.embedding_key` (keyed by the encoder's identity), and
+  an image whose embedding object exists is not computed again.
+* Long operations call `progress` and poll `should_stop`: the detector and evaluation raise
+  `api.OperationCancelled`; retraining returns an outcome with ``stopped_early`` and writes no model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_server import api
+from model_server.service import stored, wire
+from model_server.service.embedding_file import embedding_bytes
+from model_server.service.embedding_model import EmbeddingModel, pick_device
+from model_server.service.weights import (
+    UNTRAINED_SEED,
+    encoder_sha256,
+    export_browser_decoders,
+    file_sha256,
+    save_model_checkpoint,
+)
+from model_server.storage import Storage
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "dataengine-model-cache"
+
+
+class InProcessModelService:
+    """The model-service protocol in this process.
+
+    Args:
+        storage: the object store both sides share (images, embeddings, checkpoints, artifacts).
+        cache_dir: local folder for checkpoints read from storage (by sha256) and work files;
+            default a folder under the system's temporary directory.
+        device: ``cuda``, ``cpu``...; None picks CUDA when available.
+        max_batch: images per encoder forward when embedding.
+    """
+
+    def __init__(
+        self, storage: Storage, cache_dir: str | Path | None = None, *, device: str | None = None, max_batch: int = 8
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.storage = storage
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(device)
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._loaded: tuple[str, EmbeddingModel] | None = None  # (checkpoint sha256, model)
+        self._encoders: dict[str, str] = {}  # checkpoint sha256 -> encoder sha256
+        self._pinned: dict[str, Path] = {}  # checkpoint sha256 -> local file given at start
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def pin_local_checkpoint(self, architecture: str, path: str | Path) -> api.ModelInfo:
+        """Serve `path` (a local weights file, e.g. on the GPU machine's disk) for requests naming
+        its sha256, without reading it from storage; the model is loaded now."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"checkpoint {path}: no such file")
+        sha = file_sha256(path)
+        self._pinned[sha] = path
+        model = self._model(api.ModelRef(architecture, f"local:{path.name}", sha))
+        return api.ModelInfo(architecture, sha, model.encoder_sha256)
+
+    def create_untrained(self, architecture: str, checkpoint_key: str) -> api.ModelInfo:
+        from model_server.sam.build import build_sam
+
+        _check_architecture(architecture)
+        model = build_sam(architecture, seed=UNTRAINED_SEED)
+        with self._work_file(".pth") as tmp:
+            sha = save_model_checkpoint(model, tmp)
+            with tmp.open("rb") as f:
+                self.storage.put_stream(checkpoint_key, f)
+            os.replace(tmp, self._cached(sha))
+        self._encoders[sha] = encoder_sha256(model.image_encoder)
+        return api.ModelInfo(architecture, sha, self._encoders[sha])
+
+    def describe(self, architecture: str, checkpoint_key: str) -> api.ModelInfo:
+        from model_server.sam.build import build_sam
+
+        _check_architecture(architecture)
+        with self._work_file(".pth") as tmp:
+            self._download(checkpoint_key, tmp, "checkpoint")
+            try:
+                model = build_sam(architecture, checkpoint=tmp)
+            except ValueError as error:
+                raise ValueError(str(error).replace(str(tmp), repr(checkpoint_key))) from None
+            sha = file_sha256(tmp)
+            os.replace(tmp, self._cached(sha))
+        self._encoders[sha] = encoder_sha256(model.image_encoder)
+        return api.ModelInfo(architecture, sha, self._encoders[sha])
+
+    # -- embeddings ------------------------------------------------------------------------------
+
+    def embed(self, model: api.ModelRef, image_keys: Sequence[str]) -> list[api.EmbeddingInfo]:
+        keys = _string_list(image_keys, "image_keys")
+        encoder = self._encoder_sha256(model)
+        infos: dict[str, api.EmbeddingInfo] = {}
+        missing: list[str] = []
+        for key in dict.fromkeys(keys):
+            target = stored.embedding_key(encoder, key)
+            if self.storage.exists(target):
+                _, original, inner = stored.read_embedding(self.storage, target)
+                infos[key] = api.EmbeddingInfo(target, original, inner)
+            else:
+                missing.append(key)
+        if missing:
+            loaded = self._model(model)
+            for start in range(0, len(missing), self.max_batch):
+                chunk = missing[start : start + self.max_batch]
+                results = loaded.embed([stored.read_image(self.storage, key) for key in chunk])
+                for key, result in zip(chunk, results):
+                    target = stored.embedding_key(encoder, key)
+                    data = embedding_bytes(result.embedding, result.original_size, result.input_size)
+                    self.storage.put_bytes(target, data)
+                    infos[key] = api.EmbeddingInfo(target, result.original_size, result.input_size)
+        return [infos[key] for key in keys]
+
+    def embedding_wire(self, embedding: api.EmbeddingInfo, encoding: str) -> bytes:
+        if encoding not in api.WIRE_ENCODINGS:
+            raise ValueError(f"unknown embedding encoding {encoding!r}; expected one of {api.WIRE_ENCODINGS}")
+        values, _, _ = stored.read_embedding(self.storage, embedding.key)
+        return wire.encode(values, encoding)
+
+    # -- masks -----------------------------------------------------------------------------------
+
+    def automatic_masks(self, model: api.ModelRef, image_key: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        from model_server.amg import AutomaticMaskGenerator
+
+        if not isinstance(params, Mapping):
+            raise ValueError(f"generator params must be an object, got {params!r}")
+        image = stored.read_image(self.storage, image_key)
+        loaded = self._model(model)
+        try:
+            generator = AutomaticMaskGenerator(loaded.sam, **{**params, "output_mode": "coco_rle"})
+        except TypeError as error:  # an unknown keyword
+            raise ValueError(f"generator params: {error}") from None
+        return generator.generate(image)
+
+    def propose_masks(
+        self, model: api.ModelRef, detector_key: str, embedding: api.EmbeddingInfo, params: api.ProposeParams
+    ) -> api.Proposals:
+        from model_server.detector.proposals import propose_masks
+        from model_server.predictor import Predictor
+
+        detector = self._detector(detector_key)
+        values, original, inner = stored.read_embedding(self.storage, embedding.key)
+        n_boxes, records = propose_masks(
+            Predictor(self._model(model).sam),
+            detector,
+            values,
+            original,
+            inner,
+            score_thresh=params.score_thresh,
+            pred_iou_thresh=params.pred_iou_thresh,
+            nms_thresh=params.nms_thresh,
+            max_boxes=params.max_boxes,
+        )
+        return api.Proposals(n_boxes=n_boxes, records=records)
+
+    def score_images(self, model: api.ModelRef, embeddings: Sequence[api.EmbeddingInfo]) -> list[api.ImageScores]:
+        from model_server.selection import score_embedding  # issue 18's selection scores
+
+        sam = self._model(model).sam
+        scores = []
+        for info in embeddings:
+            values, original, inner = stored.read_embedding(self.storage, info.key)
+            scores.append(score_embedding(sam, values, original, inner))
+        return scores
+
+    # -- the box detector ------------------------------------------------------------------------
+
+    def train_detector(
+        self,
+        model: api.ModelRef,
+        samples: Sequence[api.DetectorSample],
+        config: Mapping[str, Any],
+        out_key: str,
+        *,
+        progress: api.TrainProgress | None = None,
+        should_stop: api.ShouldStop | None = None,
+    ) -> dict[str, Any]:
+        from model_server.detector import train_detector
+
+        self._checkpoint(model)  # the embeddings are this model's: refuse other weights early
+        detector, metrics = train_detector(
+            self._detection_samples(samples), dict(config), progress=progress, should_stop=should_stop
+        )
+        if metrics["stopped_early"]:
+            raise api.OperationCancelled("detector training was stopped; nothing was written")
+        with self._work_file(".pt") as tmp:
+            detector.save(tmp)
+            self.storage.put_file(out_key, tmp)
+        return metrics
+
+    def evaluate_detector(
+        self, detector_key: str, samples: Sequence[api.DetectorSample], score_thresh: float
+    ) -> dict[str, float]:
+        from model_server.detector import evaluate_detector
+
+        detector = self._detector(detector_key)
+        return evaluate_detector(detector, self._detection_samples(samples), score_thresh=score_thresh)
+
+    # -- SAM's decoder: retraining and evaluation ----------------------------------------------------
+
+    def retrain(
+        self,
+        model: api.ModelRef,
+        samples: Sequence[api.MaskSample],
+        config: Mapping[str, Any],
+        out_key: str,
+        *,
+        work_prefix: str | None = None,
+        progress: api.TrainProgress | None = None,
+        should_stop: api.ShouldStop | None = None,
+    ) -> api.TrainOutcome:
+        from model_server.sam.build import build_sam
+        from model_server.training import TrainConfig, train_decoder
+
+        try:
+            train_config = TrainConfig(**config)
+        except TypeError as error:
+            raise ValueError(f"training config: {error}") from None
+        masks = self._mask_samples(samples)
+        checkpoint = self._checkpoint(model)
+        sam = build_sam(model.architecture, checkpoint=checkpoint, device=self.device)
+        with tempfile.TemporaryDirectory(dir=self.cache_dir) as work:
+            state = _WorkState(self.storage, work_prefix, Path(work))
+            state.restore()
+
+            def report(step: int, total: int, loss: float) -> None:
+                state.sync()
+                if progress is not None:
+                    progress(step, total, loss)
+
+            result = train_decoder(
+                sam, masks, train_config, checkpoint_dir=state.folder, progress=report, should_stop=should_stop
+            )
+            state.sync()
+        info = None
+        if not result.stopped_early:
+            with self._work_file(".pth") as tmp:
+                sha = save_model_checkpoint(sam, tmp)
+                with tmp.open("rb") as f:
+                    self.storage.put_stream(out_key, f)
+                os.replace(tmp, self._cached(sha))
+            self._encoders[sha] = encoder_sha256(sam.image_encoder)
+            info = api.ModelInfo(model.architecture, sha, self._encoders[sha])
+        return api.TrainOutcome(
+            steps_done=int(result.steps_done),
+            losses=[float(v) for v in result.losses],
+            stopped_early=bool(result.stopped_early),
+            info=info,
+        )
+
+    def evaluate(
+        self,
+        model: api.ModelRef,
+        samples: Sequence[api.MaskSample],
+        *,
+        max_clicks: int = 20,
+        progress: api.CountProgress | None = None,
+        should_stop: api.ShouldStop | None = None,
+    ) -> dict[str, float]:
+        from model_server.evaluation import evaluate
+
+        masks = self._mask_samples(samples)
+        sam = self._model(model).sam
+
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if should_stop is not None and done < total and should_stop():
+                raise api.OperationCancelled(f"evaluation was stopped after {done} of {total} masks")
+
+        metrics = evaluate(sam, masks, max_clicks=max_clicks, progress=report)
+        return {key: float(value) for key, value in metrics.items()}
+
+    # -- the browser's decoders --------------------------------------------------------------------
+
+    def export_decoders(self, model: api.ModelRef, prefix: str) -> dict[str, str]:
+        checkpoint = self._checkpoint(model)
+        keys: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(dir=self.cache_dir) as work:
+            files = export_browser_decoders(model.architecture, checkpoint, work)
+            for name, path in files.items():
+                keys[name] = f"{prefix.rstrip('/')}/{Path(path).name}"
+                self.storage.put_file(keys[name], Path(path))
+        return keys
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _cached(self, sha: str) -> Path:
+        return self.cache_dir / f"{sha}.pth"
+
+    @contextmanager
+    def _work_file(self, suffix: str):
+        fd, name = tempfile.mkstemp(dir=self.cache_dir, suffix=suffix)
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _download(self, key: str, path: Path, what: str) -> None:
+        if not isinstance(key, str):
+            raise ValueError(f"{what} key must be a string, got {key!r}")
+        try:
+            self.storage.download(key, path)
+        except KeyError:
+            raise ValueError(f"no {what} stored at {key!r}") from None
+
+    def _checkpoint(self, model: api.ModelRef) -> Path:
+        """The local file of `model`'s weights, read from storage once and checked against its sha256."""
+        _check_architecture(model.architecture)
+        if not isinstance(model.sha256, str) or not _SHA256.fullmatch(model.sha256):
+            raise ValueError(f"model sha256 must be 64 lowercase hex digits, got {model.sha256!r}")
+        if model.sha256 in self._pinned:
+            return self._pinned[model.sha256]
+        cached = self._cached(model.sha256)
+        if cached.is_file():
+            return cached
+        with self._work_file(".pth") as tmp:
+            self._download(model.checkpoint_key, tmp, "checkpoint")
+            sha = file_sha256(tmp)
+            if sha != model.sha256:
+                raise api.ModelServiceError(
+                    f"wrong weights: the checkpoint stored at {model.checkpoint_key!r} has sha256 {sha}, "
+                    f"but {model.sha256} was asked for; refusing to run other weights"
+                )
+            os.replace(tmp, cached)
+        return cached
+
+    def _model(self, model: api.ModelRef) -> EmbeddingModel:
+        """The loaded model of `model` (loading it, and dropping the previous one, when it changes)."""
+        checkpoint = self._checkpoint(model)
+        with self._lock:
+            if (
+                self._loaded is None
+                or self._loaded[0] != model.sha256
+                or self._loaded[1].architecture != model.architecture
+            ):
+                self._loaded = None  # free the old one before loading the next
+                loaded = EmbeddingModel(model.architecture, checkpoint, device=str(self.device))
+                self._encoders[model.sha256] = loaded.encoder_sha256
+                self._loaded = (model.sha256, loaded)
+            return self._loaded[1]
+
+    def _encoder_sha256(self, model: api.ModelRef) -> str:
+        self._checkpoint(model)
+        known = self._encoders.get(model.sha256)
+        return known if known is not None else self._model(model).encoder_sha256
+
+    def _detector(self, key: str) -> Any:
+        from model_server.detector import Detector
+
+        with self._work_file(".pt") as tmp:
+            self._download(key, tmp, "detector")
+            return Detector.load(tmp)
+
+    def _detection_samples(self, samples: Sequence[api.DetectorSample]) -> list[tuple[Any, Any, Any, Any]]:
+        embeddings = _EmbeddingReader(self.storage)
+        out = []
+        for sample in samples:
+            values, original, inner = embeddings.read(sample.embedding.key)
+            out.append((values, original, inner, np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4)))
+        return out
+
+    def _mask_samples(self, samples: Sequence[api.MaskSample]) -> list[Any]:
+        from model_server.rle import coco_decode
+        from model_server.samples import MaskSample
+
+        if not samples:
+            raise ValueError("no samples given")
+        embeddings = _EmbeddingReader(self.storage)
+        out = []
+        for i, sample in enumerate(samples):
+            values, original, inner = embeddings.read(sample.embedding.key)
+            rle = sample.rle
+            if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+                raise ValueError(f"sample {i}: rle must be a COCO RLE {{'size': [h, w], 'counts': ...}}")
+            try:
+                mask = coco_decode(dict(rle))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"sample {i}: unreadable RLE ({error})") from None
+            try:
+                out.append(MaskSample(values, original, inner, mask))
+            except ValueError as error:
+                raise ValueError(f"sample {i}: {error}") from None
+        return out
+
+
+class _EmbeddingReader:
+    """Stored embeddings read once per call (the masks of one image share its embedding)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._seen: dict[str, tuple[np.ndarray, tuple[int, int], tuple[int, int]]] = {}
+
+    def read(self, key: str) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        if key not in self._seen:
+            self._seen[key] = stored.read_embedding(self.storage, key)
+        return self._seen[key]
+
+
+class _WorkState:
+    """A retraining run's resumable state, kept in storage under `prefix` so that a rerun on any
+    model service continues from it: the newest training checkpoint is read into `folder` before the
+    run and each new one written back as the run saves it."""
+
+    def __init__(self, storage: Storage, prefix: str | None, folder: Path) -> None:
+        self.storage = storage
+        self.prefix = prefix.rstrip("/") + "/" if prefix else None
+        self.folder = folder
+        self._synced: str | None = None
+
+    def restore(self) -> None:
+        if self.prefix is None:
+            return
+        from model_server.training.checkpoints import CHECKPOINT_GLOB
+
+        names = [key for key in self.storage.list(self.prefix) if Path(key).match(CHECKPOINT_GLOB)]
+        if names:
+            newest = names[-1]  # zero-padded step numbers: sorted order is step order
+            self.storage.download(newest, self.folder / Path(newest).name)
+            self._synced = Path(newest).name
+
+    def sync(self) -> None:
+        """Write the newest local checkpoint to storage if it is new; drop the older stored ones."""
+        if self.prefix is None:
+            return
+        from model_server.training.checkpoints import latest_checkpoint
+
+        newest = latest_checkpoint(self.folder)
+        if newest is None or newest.name == self._synced:
+            return
+        with newest.open("rb") as f:
+            self.storage.put_stream(self.prefix + newest.name, f)
+        for key in list(self.storage.list(self.prefix)):
+            if key != self.prefix + newest.name:
+                self.storage.delete(key)
+        self._synced = newest.name
+
+
+def _check_architecture(architecture: str) -> None:
+    if architecture not in api.ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {api.ARCHITECTURES}")
+
+
+def _string_list(values: Sequence[str], what: str) -> list[str]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{what} must be a list of storage keys")
+    return list(values)
