@@ -1,9 +1,10 @@
 """The triggers that keep the dashboard rollups (`backend/tables/dashboard.py`) exact, and their rebuild.
 
 Each rollup is a `Rollup`: for one row `m` of its source table the key it counts under, the values it
-adds, and whether it counts at all. Sources are `masks`, `images`, `mask_reviews`, and two rollups themselves
+adds, and whether it counts at all. Sources are `masks`, `images`, `mask_reviews`, and four rollups themselves
 (`timeline_author_hours/days`: distinct annotators per hour or day are the author rows with masks, counted
-into `timeline_hours/days.annotators` by a rollup of that rollup). From that one description come
+into `timeline_hours/days.annotators` by a rollup of that rollup; `image_mask_totals/counts`: images per
+masks-per-image count, the histograms). From that one description come
 - the triggers, which run inside the writing transaction: INSERT adds the new rows' contribution, DELETE
   subtracts the old rows', UPDATE of a column the rollups read does both. So every write path (ORM
   flushes, the mask writer's multi-row INSERT, Core `update(Mask)` of the review flow, raw SQL, FK
@@ -14,7 +15,8 @@ into `timeline_hours/days.annotators` by a rollup of that rollup). From that one
 - `rebuild_rollups`: the same sums recomputed from the source tables (after a bulk load that bypassed the
   triggers, e.g. with `session_replication_role = replica`, or to repair: `dataengine rebuild-rollups`).
 
-Migration 0004 installed the first set with `install`, 0012 (timeline rollups) the current one; a change
+Migration 0004 installed the first set with `install`, 0012 (timeline rollups) the next, 0016 (histograms and
+seconds per value) the current one; a change
 to the SQL here needs a new migration that calls `uninstall` then `install` (and rebuilds). `install` and
 `rebuild_rollups` take the rollups whose tables exist, so an older migration that calls them still works.
 """
@@ -110,6 +112,8 @@ ONE: Expr = lambda d, m: "1"  # noqa: E731
 PROJECT = _col("project_id")
 LIVE_MASK: Expr = lambda d, m: f"{m}.deleted_at IS NULL"  # noqa: E731
 WITH_MASKS: Expr = lambda d, m: f"{m}.masks > 0 AND {m}.author_key > 0"  # noqa: E731 - an annotator's bucket
+ANY_MASK: Expr = lambda d, m: f"{m}.masks > 0"  # noqa: E731 - an image (of an author) with masks
+TIMED_LIVE: Expr = lambda d, m: f"{m}.deleted_at IS NULL AND {m}.seconds_spent IS NOT NULL"  # noqa: E731
 
 SOURCES = {
     "masks": Source(
@@ -131,9 +135,12 @@ SOURCES = {
     "mask_reviews": Source(("id",), ("project_id", "reviewer_id", "decision", "iou")),
     "timeline_author_hours": Source(("project_id", "author_key", "hour"), ("masks",)),
     "timeline_author_days": Source(("project_id", "author_key", "day"), ("masks",)),
+    "image_mask_totals": Source(("project_id", "image_id"), ("masks",)),
+    "image_mask_counts": Source(("project_id", "image_id", "author_key"), ("masks",)),
 }
 JSON_COLUMNS = {"stage_done"}
-ROLLUP_SOURCES = {"timeline_author_hours", "timeline_author_days"}  # sources that are rollups themselves
+# Sources that are rollups themselves.
+ROLLUP_SOURCES = {"timeline_author_hours", "timeline_author_days", "image_mask_totals", "image_mask_counts"}
 
 # In dependency order: a rollup reading another rollup's table comes after the rollups writing it.
 ROLLUPS = [
@@ -148,7 +155,14 @@ ROLLUPS = [
         "masks",
         {"project_id": PROJECT, "author_key": AUTHOR, "bucket": _bucket},
         {"masks": ONE},
-        lambda d, m: f"{m}.deleted_at IS NULL AND {m}.seconds_spent IS NOT NULL",
+        TIMED_LIVE,
+    ),
+    Rollup(
+        "mask_seconds_values",
+        "masks",
+        {"project_id": PROJECT, "author_key": AUTHOR, "seconds": _col("seconds_spent")},
+        {"masks": ONE},
+        TIMED_LIVE,
     ),
     Rollup(
         "image_mask_totals", "masks", {"project_id": PROJECT, "image_id": _col("image_id")}, {"masks": ONE}, LIVE_MASK
@@ -177,6 +191,20 @@ ROLLUPS = [
         {"project_id": PROJECT, "day": _col("day")},
         {"annotators": ONE},
         WITH_MASKS,
+    ),
+    Rollup(
+        "image_mask_histogram",
+        "image_mask_totals",
+        {"project_id": PROJECT, "masks": _col("masks")},
+        {"images": ONE},
+        ANY_MASK,
+    ),
+    Rollup(
+        "author_mask_histogram",
+        "image_mask_counts",
+        {"project_id": PROJECT, "author_key": _col("author_key"), "masks": _col("masks")},
+        {"images": ONE},
+        ANY_MASK,
     ),
     Rollup(
         "image_stats",
@@ -386,7 +414,7 @@ def uninstall_statements(dialect: str, sources: Iterable[str] = SOURCES) -> list
 
 
 def present(conn: Connection, rollups: list[Rollup] = ROLLUPS) -> list[Rollup]:
-    """The rollups whose table and source exist (all of them once migration 0012 ran)."""
+    """The rollups whose table and source exist (all of them once migration 0016 ran)."""
     tables = set(inspect(conn).get_table_names())
     return [r for r in rollups if r.table in tables and r.source in tables]
 

@@ -7,8 +7,11 @@ millions of masks. All figures stay exact (the tests check hand-worked values):
 
 - median / p90 of seconds per mask are `percentile_cont(q)` exactly: `mask_seconds` (counts per
   quarter-second bucket) says which bucket holds rank floor(q*(n-1)) and how many values lie below it;
-  the value itself (and the next one, to interpolate) is read from the masks' partial index
-  (project_id[, author_id], seconds_spent) starting at that bucket, a walk of one bucket only.
+  the value itself (and the next one, to interpolate) is read from `mask_seconds_values` (live masks per
+  exact value) within that bucket and, when the next rank lies beyond it, the next non-empty one: a walk
+  over the distinct values of one or two buckets, whatever the number of masks sharing them.
+- the masks-per-image histogram sums `image_mask_histogram` (images per masks-per-image count), or
+  `author_mask_histogram` for one annotator: one row per distinct count, not one per image.
 - floating sums of seconds are maintained by adding and subtracting, so after deletions they can differ
   from a fresh sum in the last bits (~1e-12 relative), well below what any display shows.
 
@@ -24,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, case, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, ScalarSelect, Select, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from backend.dashboard.schemas import (
@@ -45,8 +48,6 @@ from backend.jobs.schemas import JobOut
 from backend.stages import gates
 from backend.stages.schemas import GateOut
 from backend.tables import (
-    ImageMaskCount,
-    ImageMaskTotal,
     ImageStat,
     ImageStatus,
     Job,
@@ -66,11 +67,24 @@ from backend.tables import (
     TimelineHour,
     User,
 )
-from backend.tables.dashboard import REVIEW_IOU_THRESHOLD, SECONDS_BUCKETS_PER_SECOND
+from backend.tables.dashboard import (
+    REVIEW_IOU_THRESHOLD,
+    SECONDS_BUCKETS_PER_SECOND,
+    AuthorMaskHistogram,
+    ImageMaskHistogram,
+    MaskSecondsValue,
+)
 
 # Masks per image histogram: inclusive [low, high] bounds, the last one open.
 HISTOGRAM_BOUNDS: list[tuple[int, int | None]] = [(0, 0), (1, 9), (10, 24), (25, 49), (50, 99), (100, 199), (200, None)]
 RECENT_JOBS = 10
+
+
+def histogram_bucket(masks: int) -> int:
+    """The index in HISTOGRAM_BOUNDS of the bucket holding an image with `masks` masks."""
+    return next(i for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is None or masks <= high)
+
+
 Bucket = Literal["hour", "day"]
 TIMELINE_ROWS = 720  # buckets a timeline request returns by default: 30 days of hours, about 2 years of days
 
@@ -135,8 +149,13 @@ def percentiles(
 def many_percentiles(
     db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]], qs: Sequence[float]
 ) -> list[list[float | None]]:
-    """`percentiles` of several scopes (each with its `mask_seconds` buckets) in one UNION ALL query."""
-    reads: list[tuple[int, int, float, int, Select[Any]]] = []  # (scope, q index, position, low, the read)
+    """`percentiles` of several scopes (each with its `mask_seconds` buckets) in one UNION ALL query.
+
+    For each percentile: the ranks wanted are low = floor(q*(n-1)) and low + 1; the bucket holding rank
+    low (and `below` it, the masks of lower buckets) comes from the bucket counts, and the values of that
+    bucket, or of it and the next non-empty one when rank low + 1 lies beyond it, from `mask_seconds_values`.
+    """
+    reads: list[tuple[int, int, float, int, int, Select[Any]]] = []  # (scope, q, position, low, below, read)
     for i, (scope, buckets) in enumerate(scopes):
         n = sum(count for _, count in buckets)
         for j, q in enumerate(qs):
@@ -144,34 +163,49 @@ def many_percentiles(
                 continue
             position = q * (n - 1)
             low = math.floor(position)
-            below = 0
-            for bucket, count in buckets:  # noqa: B007 - the loop finds the bucket holding rank `low`
-                if below + count > low:
-                    break
-                below += count
-            start = bucket / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
-            two = (
-                select(Mask.seconds_spent.label("v"))
-                .where(*live_masks(scope), Mask.seconds_spent >= start)
-                .order_by(Mask.seconds_spent)
-                .offset(low - below)
-                .limit(2)
+            below, at = 0, 0
+            while below + buckets[at][1] <= low:  # the bucket holding rank `low`
+                below += buckets[at][1]
+                at += 1
+            last = at + 1 if below + buckets[at][1] <= low + 1 < n else at  # the bucket holding rank low + 1
+            where = [
+                MaskSecondsValue.project_id == scope.project_id,
+                MaskSecondsValue.masks > 0,
+                # exact: a power-of-two divisor
+                MaskSecondsValue.seconds >= buckets[at][0] / SECONDS_BUCKETS_PER_SECOND,
+                MaskSecondsValue.seconds < (buckets[last][0] + 1) / SECONDS_BUCKETS_PER_SECOND,
+            ]
+            if scope.author_id is not None:
+                where.append(MaskSecondsValue.author_key == scope.author_id)
+            values = (
+                select(MaskSecondsValue.seconds.label("v"), func.sum(MaskSecondsValue.masks).label("n"))
+                .where(*where)
+                .group_by(MaskSecondsValue.seconds)
                 .subquery()
             )
-            reads.append((i, j, position, low, select(literal(len(reads)).label("k"), two.c.v)))
+            reads.append((i, j, position, low, below, select(literal(len(reads)).label("k"), values.c.v, values.c.n)))
     out: list[list[float | None]] = [[None] * len(qs) for _ in scopes]
     if not reads:
         return out
-    values: dict[int, list[float]] = {}
-    for k, v in db.execute(union_all(*[r[4] for r in reads])):
-        values.setdefault(k, []).append(float(v))
-    for k, (i, j, position, low, _) in enumerate(reads):
-        pair = sorted(values[k])  # rank low, then rank low + 1 (if any): ascending by construction
-        value = pair[0]
-        if position > low and len(pair) == 2:
-            value += (position - low) * (pair[1] - value)
+    found: dict[int, list[tuple[float, int]]] = {}
+    for k, v, count in db.execute(union_all(*[r[5] for r in reads])):
+        found.setdefault(k, []).append((float(v), int(count)))
+    for k, (i, j, position, low, below, _) in enumerate(reads):
+        ranked = sorted(found.get(k, []))
+        value = _at_rank(ranked, low - below)
+        if position > low:
+            value += (position - low) * (_at_rank(ranked, low + 1 - below) - value)
         out[i][j] = value
     return out
+
+
+def _at_rank(ranked: list[tuple[float, int]], rank: int) -> float:
+    """The value of 0-based `rank` among ascending (value, count) pairs."""
+    for value, count in ranked:
+        if rank < count:
+            return value
+        rank -= count
+    raise LookupError("mask_seconds and mask_seconds_values disagree: run `dataengine rebuild-rollups`")
 
 
 def image_stats(db: Session, project: Project, scope: Scope) -> ImagesOut:
@@ -237,26 +271,19 @@ def mask_stats(db: Session, scope: Scope, image_total: int) -> tuple[MasksOut, T
     clicks = sum(r[6] for r in rows)
 
     if scope.author_id is None:
-        per_image = (
-            select(ImageMaskTotal.masks.label("n"))
-            .where(ImageMaskTotal.project_id == scope.project_id, ImageMaskTotal.masks > 0)
-            .subquery()
+        per_count = select(ImageMaskHistogram.masks, ImageMaskHistogram.images).where(
+            ImageMaskHistogram.project_id == scope.project_id, ImageMaskHistogram.images > 0
         )
     else:
-        per_image = (
-            select(ImageMaskCount.masks.label("n"))
-            .where(
-                ImageMaskCount.project_id == scope.project_id,
-                ImageMaskCount.author_key == scope.author_id,
-                ImageMaskCount.masks > 0,
-            )
-            .subquery()
+        per_count = select(AuthorMaskHistogram.masks, AuthorMaskHistogram.images).where(
+            AuthorMaskHistogram.project_id == scope.project_id,
+            AuthorMaskHistogram.author_key == scope.author_id,
+            AuthorMaskHistogram.images > 0,
         )
-    bucket = case(
-        *[(per_image.c.n <= high, i) for i, (_, high) in enumerate(HISTOGRAM_BOUNDS) if high is not None],
-        else_=len(HISTOGRAM_BOUNDS) - 1,
-    )
-    counts: dict[int, int] = {int(b): int(n) for b, n in db.execute(select(bucket, func.count()).group_by(bucket))}
+    counts: dict[int, int] = {}
+    for masks_on_image, images in db.execute(per_count):
+        b = histogram_bucket(int(masks_on_image))
+        counts[b] = counts.get(b, 0) + int(images)
     images_with_masks = sum(counts.values())
     if scope.author_id is None:  # images without any mask; for one annotator "their images" are those they masked
         counts[0] = max(image_total - images_with_masks, 0)

@@ -112,8 +112,8 @@ class TimelineAuthorDay(_TimelineSums, Base):
 class MaskSecondsBucket(Base):
     """How many live timed masks of a project and author took seconds_spent in [bucket/4, (bucket+1)/4).
 
-    The percentiles find the bucket holding the wanted rank here, then read the exact value from the
-    masks' (project_id, seconds_spent) index starting at that bucket: exact, and a walk of one bucket.
+    The percentiles find the bucket holding the wanted rank here, then read the exact value from
+    `mask_seconds_values` within that bucket (and the next, for the rank after it).
     """
 
     __tablename__ = "mask_seconds"
@@ -122,6 +122,42 @@ class MaskSecondsBucket(Base):
     author_key: Mapped[int] = mapped_column(primary_key=True)
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # floor(seconds_spent * 4)
     masks: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaskSecondsValue(Base):
+    """How many live masks of a project and author took exactly `seconds` (seconds_spent): the percentiles read
+    the values of one or two quarter-second buckets here, as many rows as distinct timings there (a few
+    hundred at millisecond resolution), however many masks share them."""
+
+    __tablename__ = "mask_seconds_values"
+    __table_args__ = (Index("ix_mask_seconds_values_project_seconds", "project_id", "seconds"),)
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)
+    seconds: Mapped[float] = mapped_column(Float, primary_key=True)
+    masks: Mapped[int] = mapped_column(BigInteger)
+
+
+class ImageMaskHistogram(Base):
+    """How many images of a project have exactly `masks` live masks (> 0), a rollup of `image_mask_totals`: the
+    masks-per-image histogram reads one row per distinct count (~ the largest count), not one per image."""
+
+    __tablename__ = "image_mask_histogram"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    masks: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuthorMaskHistogram(Base):
+    """The same per author (a rollup of `image_mask_counts`): one annotator's masks-per-image histogram."""
+
+    __tablename__ = "author_mask_histogram"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    author_key: Mapped[int] = mapped_column(primary_key=True)
+    masks: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    images: Mapped[int] = mapped_column(BigInteger)
 
 
 class ImageMaskTotal(Base):

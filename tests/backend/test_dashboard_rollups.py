@@ -1,8 +1,8 @@
 """The dashboard rollups stay equal to a fresh recomputation from `masks` and `images` through every kind
 of write (ORM insert/update, Core UPDATE as the review flow does, Core DELETE, image and user deletion
 cascades, a rolled-back transaction, the stage move's bulk image update, multi-row bulk loads), on SQLite
-and PostgreSQL; the timeline they serve equals the figures computed from the raw mask rows; and
-`dataengine rebuild-rollups` repairs them."""
+and PostgreSQL; the timeline, the masks-per-image histograms and the seconds-per-mask percentiles they
+serve equal the figures computed from the raw mask rows; and `dataengine rebuild-rollups` repairs them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from backend.cli import main
 from backend.dashboard import service
@@ -46,6 +46,9 @@ TABLES = {
     "image_stats": "project_id, assignee_key, status, images, done_assisted_manual, done_semi_automatic, "
     "done_fully_automatic, done_done",
     "review_totals": "project_id, reviewer_key, decision, reviews, within",
+    "mask_seconds_values": "project_id, author_key, seconds, masks",
+    "image_mask_histogram": "project_id, masks, images",
+    "author_mask_histogram": "project_id, author_key, masks, images",
 }
 KEYS = {
     "mask_totals": 4,
@@ -58,6 +61,9 @@ KEYS = {
     "image_mask_totals": 2,
     "image_stats": 3,
     "review_totals": 3,
+    "mask_seconds_values": 3,
+    "image_mask_histogram": 2,
+    "author_mask_histogram": 3,
 }
 
 
@@ -297,11 +303,57 @@ def served_timeline(db, project_id: int, bucket: str, author_id: int | None = No
     return [(r.bucket, r.masks, r.manual_masks, r.timed_masks, round(r.total_seconds, 6), r.annotators) for r in rows]
 
 
+def raw_figures(db, project_id: int, author_id: int | None = None) -> tuple:
+    """(masks-per-image histogram, median, p90 of seconds) computed in Python from the live mask rows."""
+    where = [Mask.project_id == project_id, Mask.deleted_at.is_(None)]
+    if author_id is not None:
+        where.append(Mask.author_id == author_id)
+    per_image: dict[int, int] = defaultdict(int)
+    seconds = []
+    for image_id, spent in db.execute(select(Mask.image_id, Mask.seconds_spent).where(*where)):
+        per_image[image_id] += 1
+        if spent is not None:
+            seconds.append(spent)
+    histogram = [0] * len(service.HISTOGRAM_BOUNDS)
+    for n in per_image.values():
+        histogram[service.histogram_bucket(n)] += 1
+    if author_id is None:  # the project's images without a live mask
+        histogram[0] = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project_id)) - len(
+            per_image
+        )
+    ordered = sorted(seconds)
+
+    def cont(q: float) -> float | None:
+        if not ordered:
+            return None
+        position = q * (len(ordered) - 1)
+        low = int(position)
+        high = ordered[min(low + 1, len(ordered) - 1)]
+        return round(ordered[low] + (position - low) * (high - ordered[low]), 9)
+
+    return histogram, cont(0.5), cont(0.9)
+
+
+def served_figures(db, project_id: int, author_id: int | None = None) -> tuple:
+    images = db.scalar(select(func.count()).select_from(Image).where(Image.project_id == project_id))
+    masks, timing, _ = service.mask_stats(db, service.Scope(project_id, author_id), images)
+    median, p90 = timing.seconds_per_mask_median, timing.seconds_per_mask_p90
+    return (
+        [b.images for b in masks.per_image_histogram],
+        None if median is None else round(median, 9),
+        None if p90 is None else round(p90, 9),
+    )
+
+
 def assert_timeline_is_raw(db, project_id: int, authors) -> None:
+    """The timeline, the histogram and the percentiles served equal the raw rows', project-wide and per author."""
     for bucket in ("hour", "day"):
         assert served_timeline(db, project_id, bucket) == raw_timeline(db, project_id, bucket)
         for a in authors:
             assert served_timeline(db, project_id, bucket, a.id) == raw_timeline(db, project_id, bucket, a.id)
+    assert served_figures(db, project_id) == raw_figures(db, project_id)
+    for a in authors:
+        assert served_figures(db, project_id, a.id) == raw_figures(db, project_id, a.id)
 
 
 def bulk_rows(project, images, n: int, start: datetime, author=None, source=MaskSource.auto) -> list[dict]:
