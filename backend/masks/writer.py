@@ -5,9 +5,12 @@ what no caller computes itself: the canonical RLE, its area and box (`backend.ma
 provenance in its own column, and the image's coverage (`backend.masks.coverage`). Neither commits: the mask is part of the caller's transaction (a
 claim check, an image's "done" mark, a proposal row), so a mask is never stored half-way.
 
-`insert_masks` is one multi-row ``INSERT ... VALUES (...), (...)`` per `ROWS_PER_STATEMENT` masks,
-not one statement per row: an auto image has ~100 masks, and the dashboard's rollup triggers fire
-for all of them inside that one statement.
+`insert_masks` is ``insert(masks).returning(id)`` executed with the rows as a list (an executemany):
+SQLAlchemy's "insertmanyvalues" sends it as multi-row ``INSERT ... VALUES (...), (...) RETURNING id``
+statements of up to `ROWS_PER_STATEMENT` rows, so an auto image's ~100 masks are one statement and
+the dashboard's statement-level rollup triggers fire once for all of them. The statement is compiled
+once and cached, where ``insert(Mask).values(rows)`` built and compiled a new 100-row statement per
+image (most of the write's time: benchmarks/dashboard.py measures the bulk-load rate).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, null
+from sqlalchemy import JSON, Table, bindparam, insert
 from sqlalchemy.orm import Session
 
 from backend.masks.coverage import refresh_coverage
@@ -26,11 +29,22 @@ from backend.masks.rle import CheckedMask, MaskPixels, checked_mask
 from backend.tables import Image, Mask, MaskSource, ReviewStatus, Stage
 from backend.tables.base import utcnow
 
-# Rows per INSERT: ~20 bound parameters each stays well below SQLite's 32,766 and PostgreSQL's 65,535.
+# Rows per INSERT statement (insertmanyvalues' page): ~20 bound parameters each stays well below SQLite's
+# 32,766 and PostgreSQL's 65,535.
 ROWS_PER_STATEMENT = 1000
 
 # The nullable JSON columns: a missing value is SQL NULL (not the JSON null) on either path.
 _JSON_OPTIONAL = ("point_coords", "crop_box")
+# The bulk path's one statement. Every row of an executemany binds the same columns, so the optional JSON
+# columns are bound as JSON whose None is SQL NULL (the one-mask path leaves them out instead). RETURNING
+# is what makes it insertmanyvalues' multi-row statements: without it psycopg's executemany sends one
+# INSERT per row, and the rollup triggers would fire per row.
+_MASKS = cast(Table, Mask.__table__)
+_INSERT = (
+    insert(_MASKS)
+    .values({k: bindparam(f"json_{k}", type_=JSON(none_as_null=True)) for k in _JSON_OPTIONAL})
+    .returning(_MASKS.c.id)
+)
 
 
 @dataclass(frozen=True)
@@ -97,16 +111,15 @@ def add_mask(db: Session, image: Image, new: NewMask) -> Mask:
 
 
 def insert_masks(db: Session, image: Image, masks: Sequence[NewMask]) -> int:
-    """Store `masks` of `image` in one multi-row INSERT (per `ROWS_PER_STATEMENT`); returns how many.
+    """Store `masks` of `image` in multi-row INSERTs (an executemany, see the module); returns how many.
 
     Every mask is checked before anything is written, so a bad one (`InvalidRle`) stores none. The
     rows are not loaded into the session; they share one creation time."""
     now: datetime = utcnow()
     rows = [_row(image, new, checked_mask(new.mask, image.height, image.width)) for new in masks]
     for row in rows:
-        row.update({k: null() for k in _JSON_OPTIONAL if row[k] is None}, created_at=now, updated_at=now)
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        db.execute(insert(Mask).values(rows[start : start + ROWS_PER_STATEMENT]))
+        row.update({f"json_{k}": row.pop(k) for k in _JSON_OPTIONAL}, created_at=now, updated_at=now)
     if rows:
+        db.execute(_INSERT.execution_options(insertmanyvalues_page_size=ROWS_PER_STATEMENT), rows)
         refresh_coverage(db, image.id)
     return len(rows)
