@@ -33,7 +33,7 @@ from sqlalchemy import CursorResult, Update, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.config import DEFAULT_JOB_STALE_SECONDS, Settings
-from backend.tables import Job
+from backend.tables import Job, Project
 from backend.tables.enums import JobStatus
 from backend.webhooks.events import emit
 from backend.worker import celery_app
@@ -158,18 +158,37 @@ def start_or_existing(
     task sent after the commit (`submit`); a reused one is returned with the session committed too,
     so either way the caller's changes in the session are stored.
 
-    Two requests at the very same moment may still both start one (the check is not under a lock);
-    every task is idempotent, so the second run finds the work done.
+    Two requests at the same moment start one job: the project's row is locked (`_lock_project`) from
+    the check to the commit of the new job, and checked again after `inputs`, which may commit (and so
+    release the lock) before the job exists.
     """
+    _lock_project(db, project_id)
     pending = pending_job(db, project_id, kind)
     if pending is not None and (reuse is None or reuse(pending)):
         db.commit()
         return Started(pending, False)
     start = inputs()
+    _lock_project(db, project_id)
+    pending = pending_job(db, project_id, kind)
+    if pending is not None and (reuse is None or reuse(pending)):
+        db.commit()
+        return Started(pending, False)
     job = create_job(db, kind, project_id, user_id, start.message, start.params)
     if start.attach is not None:
         start.attach(job)
     return Started(submit(db, job, settings), True)
+
+
+def _lock_project(db: Session, project_id: int) -> None:
+    """Hold the project's row until the session commits: an UPDATE that changes nothing takes the row
+    lock on PostgreSQL and the database's write lock on SQLite, where `SELECT ... FOR UPDATE` does not
+    exist; a second caller waits here until the first has committed its job."""
+    db.execute(
+        update(Project)
+        .where(Project.id == project_id)
+        .values(stage=Project.stage)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def claim(db: Session, job_id: int, stale_after: timedelta = STALE_AFTER) -> bool:

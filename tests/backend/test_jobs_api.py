@@ -156,6 +156,41 @@ def test_start_or_existing_gives_the_pending_job_instead_of_a_second(db, setting
     assert len(sent) == 3
 
 
+def test_two_simultaneous_starts_make_one_job(db, settings, project, manager, monkeypatch):
+    """Both requests check for a pending job before either has stored one; the project lock makes the
+    second wait and find the first's job (without it, both inputs ran and two jobs were made)."""
+    celery_app.configure(settings, eager=False)
+    monkeypatch.setattr(celery_app, "enqueue", lambda name, *args, task_id=None: task_id)
+    sessions = make_session_factory(make_engine(settings.db_url))
+    both_checking = threading.Barrier(2)
+    started: list[service.Started] = []
+    errors: list[BaseException] = []
+
+    def slow_inputs() -> service.JobInputs:
+        time.sleep(0.5)  # a model version being prepared, say: a wide window between check and insert
+        return service.JobInputs({}, "training")
+
+    def request() -> None:
+        try:
+            with sessions() as session:
+                both_checking.wait(timeout=10)
+                started.append(
+                    service.start_or_existing(session, settings, "train", project.id, manager.id, slow_inputs)
+                )
+        except BaseException as error:  # reported below, on the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert sorted(s.created for s in started) == [False, True]
+    assert len({s.job.id for s in started}) == 1
+    assert [j.id for j in service.list_project_jobs(db, project.id)] == [started[0].job.id]
+
+
 def test_start_or_existing_stores_nothing_when_the_inputs_refuse(db, settings, project, manager):
     def refuse() -> service.JobInputs:
         raise ValueError("not enough masks")
