@@ -12,8 +12,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.orm import Session
 
 from backend.cli import main
+from backend.core.db import make_engine
+from backend.core.migrations import upgrade
 from backend.dashboard import service
 from backend.dashboard.rollups import rebuild_rollups
 from backend.masks import provenance
@@ -27,6 +30,7 @@ from backend.tables import (
     MaskReview,
     MaskSource,
     PrefillOutcome,
+    Project,
     ReviewDecision,
     Role,
     Stage,
@@ -573,3 +577,39 @@ def test_rollups_follow_the_mask_writers_bulk_insert(db, project, images, make_u
     rebuild_rollups(db, project.id)
     db.commit()
     assert snapshot(db) == incremental
+
+
+def test_migration_0016_builds_its_rollups_from_the_masks_already_there(empty_database_url):
+    """A database with masks before 0016 gets the histograms and seconds values its rows imply."""
+    upgrade(empty_database_url, "0015")
+    engine = make_engine(empty_database_url)
+    try:
+        with Session(engine) as db:
+            a1 = User(username="m1", password_hash="x", role=Role.annotator)
+            db.add(a1)
+            db.flush()
+            project = Project(name="p", created_by=a1.id)
+            db.add(project)
+            db.flush()
+            images = [
+                Image(project_id=project.id, file_name=f"{i}", storage_key=f"{i}", sha256=f"{i:064d}", width=4,
+                      height=4, size_bytes=1)
+                for i in range(3)
+            ]  # fmt: skip
+            db.add_all(images)
+            db.flush()
+            db.execute(insert(Mask).values(bulk_rows(project, images, 40, at(1, 0), a1, MaskSource.manual)))
+            db.execute(insert(Mask).values(bulk_rows(project, images[:1], 15, at(2, 0))))
+            db.commit()
+            project_id, author_id = project.id, a1.id
+        upgrade(empty_database_url)
+        with Session(engine) as db:
+            migrated = snapshot(db)
+            assert sum(r[2] for r in migrated["image_mask_histogram"]) == 3
+            assert served_figures(db, project_id) == raw_figures(db, project_id)
+            assert served_figures(db, project_id, author_id) == raw_figures(db, project_id, author_id)
+            rebuild_rollups(db, project_id)
+            db.commit()
+            assert snapshot(db) == migrated
+    finally:
+        engine.dispose()
