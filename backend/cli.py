@@ -136,7 +136,7 @@ def register_import_folder(subparsers: argparse._SubParsersAction) -> None:
 
 def _import_folder(args: argparse.Namespace) -> int:
     from backend.images.service import import_folder
-    from backend.storage import LocalStorage
+    from backend.storage import storage_for
     from backend.tables import Project
 
     settings = Settings()
@@ -144,7 +144,7 @@ def _import_folder(args: argparse.Namespace) -> int:
         project = db.get(Project, args.project_id)
         if project is None:
             raise ValueError(f"project {args.project_id} not found")
-        report = import_folder(db, LocalStorage(settings.storage_path), settings, project, args.folder)
+        report = import_folder(db, storage_for(settings), settings, project, args.folder)
     for rejection in report.rejected:
         print(f"skipped {rejection}", file=sys.stderr)
     for dup in report.duplicates:

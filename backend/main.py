@@ -27,7 +27,7 @@ from backend.projects.router import router as projects_router
 from backend.retraining.router import router as retraining_router
 from backend.review.router import router as review_router
 from backend.stages.router import router as stages_router
-from backend.storage import LocalStorage
+from backend.storage import storage_for
 from backend.users.router import router as users_router
 from backend.web import install_web
 from backend.webhooks.router import router as webhooks_router
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
-    app.state.storage = LocalStorage(settings.storage_path)
+    app.state.storage = storage_for(settings)
     app.add_middleware(BodySizeLimitMiddleware, settings=settings)
     install_error_handlers(app)
     for router in ROUTERS:

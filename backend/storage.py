@@ -1,63 +1,49 @@
-"""One small interface over the storage root (images, thumbnails, embeddings, model artifacts, exports).
+"""The one place the backend builds its storage: `storage_for(settings)`.
 
-Keys are relative POSIX paths such as `images/ab/abcd....jpg`. Every write goes to a temporary file in
-the same filesystem and is renamed into place, so a reader never sees half a file and a crash leaves
-at most a stray file under `.tmp/`. An object store can replace `LocalStorage` behind the same methods.
+Images, thumbnails, embeddings, model artifacts and exports live behind `model_server.api.Storage`
+(keys, no file paths), opened from `Settings.storage_url`: the local folder `settings.storage_path`
+by default, an S3 bucket in production. One storage per process and URL: its client holds the
+connection pool; a forked child (a Celery worker) builds its own instead of sharing the parent's sockets.
+
+Work in progress stays local: `scratch_file` is a file in the data home (an upload being validated,
+an export archive being written), handed to `Storage.put_file` when whole. On the data home's
+filesystem, so the default local storage takes it by a rename.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from pathlib import Path
 
-TMP_DIR = ".tmp"
+from backend.core.config import Settings
+from model_server.api import Storage, open_storage
+
+SCRATCH_DIR = "tmp"
 
 
-class LocalStorage:
-    """Files under `root`, addressed by key."""
+def storage_for(settings: Settings) -> Storage:
+    """The storage `settings.storage_url` names (default: the folder `settings.storage_path`),
+    built once per process."""
+    return _open(settings.storage_url or str(settings.storage_path), os.getpid())
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
-        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
 
-    def path(self, key: str) -> Path:
-        """The local file for `key`; refuses keys that would escape the root."""
-        pure = PurePosixPath(key)
-        if not key or pure.is_absolute() or any(part in ("..", "") for part in pure.parts) or pure.parts[0] == TMP_DIR:
-            raise ValueError(f"invalid storage key: {key!r}")
-        return self.root.joinpath(*pure.parts)
+@functools.cache
+def _open(url: str, pid: int) -> Storage:
+    return open_storage(url)
 
-    def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
 
-    def temp_path(self, suffix: str = "") -> Path:
-        """A new empty file on the storage filesystem, to be filled and then `put_file`d (or deleted)."""
-        fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR, suffix=suffix)
-        os.close(fd)
-        return Path(name)
+def scratch_file(settings: Settings, suffix: str = "") -> Path:
+    """A new empty local file under ``<data home>/tmp``; the caller fills it, then stores or deletes it."""
+    folder = settings.data_dir / SCRATCH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, suffix=suffix)
+    os.close(fd)
+    return Path(name)
 
-    def put_file(self, key: str, src: Path) -> None:
-        """Move `src` (ideally from `temp_path`) to `key` atomically, replacing any existing file."""
-        dst = self.path(key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(src, dst)
-        except OSError:  # another filesystem: copy next to the target, then rename
-            tmp = dst.with_name(dst.name + ".part")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-            Path(src).unlink(missing_ok=True)
 
-    def get(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
-
-    def open(self, key: str) -> BinaryIO:
-        """Open for binary reading; the caller closes it."""
-        return self.path(key).open("rb")
-
-    def delete(self, key: str) -> None:
-        """Remove `key` if present."""
-        self.path(key).unlink(missing_ok=True)
+def LocalStorage(root: Path) -> Storage:
+    """Transitional (issue 15): the old ``LocalStorage(settings.storage_path)`` spelling, for the
+    callers not yet moved to `storage_for`; removed once none is left."""
+    return open_storage(str(root))

@@ -1,6 +1,7 @@
 """FastAPI dependencies as `Annotated` aliases, so a route's signature says what it needs.
 
-- `SettingsDep`, `SessionDep`, `StorageDep`: the app's settings, a DB session per request, the storage.
+- `SettingsDep`, `SessionDep`, `StorageDep`: the app's settings, a DB session per request, the storage
+  (`backend.storage.storage_for`, one per process).
 - `CurrentUser`: the active user of the bearer token (401 otherwise).
 - Authorization, one dependency per route, decided by the caller's **role in the project** the
   route is about (`project_role`: admins are admins everywhere; a member has their `role_in_project`,
@@ -27,8 +28,8 @@ from backend.api.types import PathId
 from backend.auth.service import user_from_token
 from backend.core.config import Settings
 from backend.core.security import ACCESS
-from backend.storage import LocalStorage
 from backend.tables import Image, Job, Mask, ModelVersion, Project, ProjectMember, Role, User
+from model_server.api import Storage
 
 T = TypeVar("T")
 
@@ -45,13 +46,13 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_storage(request: Request) -> LocalStorage:
+def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 def get_current_user(token: Annotated[str, Depends(oauth2_scheme)], db: SessionDep, settings: SettingsDep) -> User:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     )
     # Images, thumbnails, embeddings, model artifacts and exports; default `<data_dir>/storage`.
     storage_root: Path | None = None
+    # Where they live instead, as `model_server.api.open_storage` reads it: an S3 bucket
+    # (`s3://bucket/prefix?endpoint_url=http://minio:9000&region=us-east-1`, credentials from the
+    # standard AWS_* variables) or a folder (`file:///abs/path`). None: the folder `storage_root`.
+    storage_url: str | None = Field(default=None, min_length=1)
     # SQLAlchemy URL; default `sqlite:///<data_dir>/dataengine.db`. PostgreSQL: `postgresql+psycopg://...`.
     database_url: str | None = None
 

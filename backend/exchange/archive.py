@@ -7,15 +7,18 @@ Uncompressed tar (``w|``): images are already compressed and a stream needs no s
 The format's module (`formats.EXPORTERS`, one per format) writes the members through an `Archive`
 and yields after each image; this module turns each yield into a chunk and a progress step. Files
 that list every image (COCO's instances JSON, YOLO's ``data.yaml``) come last: a tar member's size
-comes before its bytes, so they are first written to a temporary file on the storage filesystem,
-image by image (`Archive.spool`), and added at the end.
+comes before its bytes, so they are first written to a local temporary file, image by image
+(`Archive.spool`), and added at the end. Stored images are copied from their storage stream into the
+tar (`Archive.add_stored`), never read whole.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from backend.exchange import source
 from backend.exchange.formats import EXPORTERS, ExportOptions, Fidelity
-from backend.storage import LocalStorage
+from model_server.api import Storage
 
 Progress = Callable[[float], None]
 FIDELITY = "fidelity.json"  # the IoU each mask kept, in formats that do not hold masks exactly
@@ -53,7 +56,7 @@ class _Sink(io.RawIOBase):
 class Archive:
     """The members of one export, written in order to a tar stream."""
 
-    def __init__(self, tar: tarfile.TarFile, storage: LocalStorage, include_images: bool) -> None:
+    def __init__(self, tar: tarfile.TarFile, storage: Storage, include_images: bool) -> None:
         self._tar, self._storage, self._mtime = tar, storage, time.time()
         self.include_images = include_images
         self._spooled: list[Path] = []
@@ -72,16 +75,24 @@ class Archive:
         with path.open("rb") as f:
             self._tar.addfile(info, f)
 
+    def add_stored(self, name: str, key: str) -> None:
+        """The object at `key`, streamed from storage into member `name`."""
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = self._storage.size(key), self._mtime, 0o644
+        with self._storage.open(key) as f:
+            self._tar.addfile(info, f)
+
     def add_image(self, folder: str, item: source.ExportImage) -> None:
         """The image's stored bytes as ``<folder><name>``, when the export includes images."""
         if self.include_images:
-            self.add_file(folder + item.name, self._storage.path(item.image.storage_key))
+            self.add_stored(folder + item.name, item.image.storage_key)
 
     def spool(self) -> Path:
-        """A temporary file for a member written image by image; deleted when the export ends."""
-        path = self._storage.temp_path()
-        self._spooled.append(path)
-        return path
+        """A local temporary file for a member written image by image; deleted when the export ends."""
+        fd, name = tempfile.mkstemp(prefix="export-spool-")
+        os.close(fd)
+        self._spooled.append(Path(name))
+        return Path(name)
 
     def close(self) -> None:
         for path in self._spooled:
@@ -90,7 +101,7 @@ class Archive:
 
 def export_chunks(
     db: Session,
-    storage: LocalStorage,
+    storage: Storage,
     project_id: int,
     fmt: str,
     include_images: bool,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +34,7 @@ from backend.api.deps import (
     job_for,
 )
 from backend.api.errors import ErrorItem, ErrorOut
+from backend.api.stored_files import stored_object
 from backend.api.types import RequestModel
 from backend.core.outbound import BlockedTarget, check_target
 from backend.exchange import formats, source, url_images
@@ -169,8 +170,15 @@ def import_images_from_urls(
     return JobOut.model_validate(started.job)
 
 
-@router.get("/api/exports/{job_id}/file", response_class=FileResponse)
-def download_export(job: ExportJob, storage: StorageDep) -> FileResponse:
+@router.get(
+    "/api/exports/{job_id}/file",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/x-tar": {}}, "description": "the archive, streamed"},
+        307: {"description": "redirect to a short-lived URL of the object store (S3 storage)"},
+    },
+)
+def download_export(job: ExportJob, storage: StorageDep) -> Response:
     job_id = job.id
     if job.kind != "export" or job.project_id is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"export {job_id} not found")
@@ -179,9 +187,11 @@ def download_export(job: ExportJob, storage: StorageDep) -> FileResponse:
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT, detail=f"export {job_id} is not ready (job status {job.status.value})"
         )
-    return FileResponse(
-        storage.path(key),
-        media_type="application/x-tar",
+    return stored_object(
+        storage,
+        key,
+        "application/x-tar",
+        missing=f"export {job_id} is missing from storage",
         filename=_archive_name(job.project_id, job.params["format"]),
     )
 

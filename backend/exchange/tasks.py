@@ -1,9 +1,10 @@
 """Celery task `exchange.export_project` (queue ``auto``): a project's export archive written to storage.
 
 For projects too large to stream in one request. The job's ``params`` are its inputs (``format``,
-``include_images``, ``polygon_tolerance``); the archive is written to a temporary file and renamed into place at
-``exports/<project id>/<job id>-<format>.tar``, so a crashed run leaves no half archive under that
-key and a rerun simply writes it again. The result says where to download it and, for formats that
+``include_images``, ``polygon_tolerance``); the archive is written to a local scratch file, then
+stored at ``exports/<project id>/<job id>-<format>.tar`` (`Storage.put_file`: a rename for the local
+folder, a streamed multipart upload for S3), so a crashed run leaves no half archive under that key
+and a rerun simply writes it again. The result says where to download it and, for formats that
 do not hold masks exactly (polygons, one label per pixel), the IoU each mask kept (``fidelity``).
 """
 
@@ -15,7 +16,7 @@ from backend.exchange.archive import export_chunks
 from backend.exchange.formats import POLYGON_FORMATS, ExportOptions, Fidelity
 from backend.exchange.formats.common import DEFAULT_TOLERANCE
 from backend.jobs.runner import JobContext, run_job
-from backend.storage import LocalStorage
+from backend.storage import scratch_file, storage_for
 from backend.worker.celery_app import app
 
 
@@ -40,7 +41,7 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
     options = ExportOptions(polygon_tolerance=float(inputs.get("polygon_tolerance", DEFAULT_TOLERANCE)))
     fidelity = Fidelity()
     project_id = ctx.project().id
-    storage = LocalStorage(ctx.settings.storage_path)
+    storage = storage_for(ctx.settings)
     key = export_key(project_id, ctx.job_id, fmt)
     last = [0.0]
 
@@ -49,7 +50,7 @@ def write_export(ctx: JobContext) -> dict[str, Any]:
             last[0] = fraction
             ctx.progress(int(fraction * 1000), 1000, f"exporting: {fraction:.0%}")
 
-    tmp = storage.temp_path(".tar")
+    tmp = scratch_file(ctx.settings, ".tar")
     try:
         with tmp.open("wb") as out:
             for chunk in export_chunks(db, storage, project_id, fmt, include_images, progress, options, fidelity):

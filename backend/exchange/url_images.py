@@ -25,7 +25,7 @@ import httpx
 from backend.core.outbound import BlockedTarget, outbound_client
 from backend.images.service import IncomingFile, upload_images
 from backend.jobs.runner import JobContext, run_job
-from backend.storage import LocalStorage
+from backend.storage import storage_for
 from backend.worker.celery_app import app
 
 TIMEOUT_SECONDS = 20.0
@@ -72,7 +72,7 @@ def fetch_and_store(ctx: JobContext) -> dict[str, Any]:
     """The work of one URL import job; returns its result (counts, and each refused URL with why)."""
     urls: list[str] = list(ctx.job().params["urls"])
     project = ctx.project()
-    storage = LocalStorage(ctx.settings.storage_path)
+    storage = storage_for(ctx.settings)
     stored = duplicates = 0
     refused: list[dict[str, str]] = []
     with outbound_client(

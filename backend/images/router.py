@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
-from fastapi.responses import FileResponse
 
 from backend.api.deps import (
     CurrentUser,
@@ -20,6 +19,7 @@ from backend.api.deps import (
     SettingsDep,
     StorageDep,
 )
+from backend.api.stored_files import stored_object
 from backend.api.types import MAX_DB_ID
 from backend.images import service
 from backend.images.schemas import AssignIn, DuplicateOut, ImageOut, RefusedOut, UploadOut
@@ -130,21 +130,36 @@ def delete_image(image: ImageForManager, db: SessionDep, storage: StorageDep, se
     service.delete_image(db, storage, image, settings.thumbnail_size)
 
 
-@router.get("/api/images/{image_id}/file", response_class=FileResponse)
-def get_image_file(image: ImageForMember, storage: StorageDep) -> FileResponse:
+FILE_RESPONSES: dict[int | str, dict] = {
+    200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the stored bytes"},
+    307: {"description": "redirect to a short-lived URL of the object store (S3 storage)"},
+}
+
+
+@router.get("/api/images/{image_id}/file", response_class=Response, responses=FILE_RESPONSES)
+def get_image_file(image: ImageForMember, storage: StorageDep) -> Response:
+    """The stored image: streamed, or a redirect to the object store (`backend.api.stored_files`)."""
     ext = image.storage_key.rsplit(".", 1)[-1]
-    return FileResponse(
-        storage.path(image.storage_key),
-        media_type=MEDIA_TYPES.get(ext, "application/octet-stream"),
+    return stored_object(
+        storage,
+        image.storage_key,
+        MEDIA_TYPES.get(ext, "application/octet-stream"),
+        missing=f"the file of image {image.id} is missing from storage",
         headers={**IMMUTABLE, "ETag": f'"{image.sha256}"'},
     )
 
 
-@router.get("/api/images/{image_id}/thumbnail", response_class=FileResponse)
-def get_thumbnail(image: ImageForMember, storage: StorageDep, settings: SettingsDep) -> FileResponse:
-    key = service.ensure_thumbnail(storage, image, settings.thumbnail_size)
-    return FileResponse(
-        storage.path(key),
-        media_type="image/jpeg",
+@router.get("/api/images/{image_id}/thumbnail", response_class=Response, responses=FILE_RESPONSES)
+def get_thumbnail(image: ImageForMember, storage: StorageDep, settings: SettingsDep) -> Response:
+    """The JPEG thumbnail (made on first request): streamed, or a redirect to the object store."""
+    try:
+        key = service.ensure_thumbnail(storage, image, settings.thumbnail_size)
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f"the file of image {image.id} is missing from storage") from None
+    return stored_object(
+        storage,
+        key,
+        "image/jpeg",
+        missing=f"the thumbnail of image {image.id} is missing from storage",
         headers={**IMMUTABLE, "ETag": f'"{image.sha256}-{settings.thumbnail_size}"'},
     )

@@ -3,13 +3,16 @@
 An HTTP upload is all-or-nothing by default: every file is validated first; if any is refused, the
 request fails with a message naming each refused file and nothing is stored. A partial upload (the
 browser's `?partial=true`, where one bad photo must not cost the other ninety-nine) and a folder import
-(CLI) instead store what they can and report what they refused. Either way a file is first written to a temporary file, moved into
-place under its content-hash key, and the rows are committed together; if the commit fails, files that
-this call created are removed again, so there are never rows without files or new files without rows.
+(CLI) instead store what they can and report what they refused. Either way a file is first written to
+a local scratch file (`backend.storage.scratch_file`), then stored under its content-hash key
+(`Storage.put_file`: a rename for the local folder, a streamed multipart upload for S3), and the rows
+are committed together; if the commit fails, files that this call created are removed again, so there
+are never rows without files or new files without rows.
 """
 
 from __future__ import annotations
 
+import io
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +27,9 @@ from sqlalchemy.orm import Session, undefer_group
 
 from backend.core.config import Settings
 from backend.images.validation import ImageRejected, PreparedImage, prepare_image
-from backend.storage import LocalStorage
+from backend.storage import scratch_file
 from backend.tables import Embedding, Image, ImageStatus, Project, ProjectMember, Stage, User
+from model_server.api import Storage
 
 MAX_NAME_CHARS = 255  # images.file_name is VARCHAR(255)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -95,8 +99,8 @@ def thumbnail_key(image: Image, size: int) -> str:
     return f"thumbnails/{size}/{image.sha256[:2]}/{image.sha256}.jpg"
 
 
-def _prepare(storage: LocalStorage, settings: Settings, incoming: IncomingFile) -> PreparedImage:
-    temp = storage.temp_path()
+def _prepare(settings: Settings, incoming: IncomingFile) -> PreparedImage:
+    temp = scratch_file(settings)
     try:
         return prepare_image(
             incoming.stream,
@@ -115,9 +119,7 @@ def _discard(prepared: Iterable[PreparedImage]) -> None:
         p.temp_path.unlink(missing_ok=True)
 
 
-def store_prepared(
-    db: Session, storage: LocalStorage, project: Project, prepared: Sequence[PreparedImage]
-) -> StoreResult:
+def store_prepared(db: Session, storage: Storage, project: Project, prepared: Sequence[PreparedImage]) -> StoreResult:
     """Move prepared files into storage and commit their rows together; duplicates are reported.
 
     A duplicate is content (sha256 of the stored bytes) already in the project, or repeated within
@@ -172,7 +174,7 @@ def store_prepared(
 
 def upload_images(
     db: Session,
-    storage: LocalStorage,
+    storage: Storage,
     settings: Settings,
     project: Project,
     files: Sequence[IncomingFile],
@@ -187,7 +189,7 @@ def upload_images(
     try:
         for incoming in files:
             try:
-                prepared.append(_prepare(storage, settings, incoming))
+                prepared.append(_prepare(settings, incoming))
             except ImageRejected as exc:
                 rejected.append(exc)
     except BaseException:
@@ -201,7 +203,7 @@ def upload_images(
 
 
 def import_folder(
-    db: Session, storage: LocalStorage, settings: Settings, project: Project, folder: Path, batch_size: int = 32
+    db: Session, storage: Storage, settings: Settings, project: Project, folder: Path, batch_size: int = 32
 ) -> ImportReport:
     """Import every image file under `folder` (recursively, sorted); bad files are skipped and reported."""
     if not folder.is_dir():
@@ -214,7 +216,7 @@ def import_folder(
             for path in paths[start : start + batch_size]:
                 with path.open("rb") as stream:
                     try:
-                        prepared.append(_prepare(storage, settings, IncomingFile(path.name, stream)))
+                        prepared.append(_prepare(settings, IncomingFile(path.name, stream)))
                     except ImageRejected as exc:
                         report.rejected.append(exc)
         except BaseException:
@@ -285,7 +287,7 @@ def assign_image(db: Session, image: Image, user_id: int | None) -> Image:
     return image
 
 
-def delete_image(db: Session, storage: LocalStorage, image: Image, thumbnail_size: int) -> None:
+def delete_image(db: Session, storage: Storage, image: Image, thumbnail_size: int) -> None:
     """Delete `image` and everything of it in one transaction, then its files.
 
     The database's ON DELETE CASCADE removes what refers to the row: masks (and their reviews),
@@ -306,7 +308,7 @@ def delete_image(db: Session, storage: LocalStorage, image: Image, thumbnail_siz
         storage.delete(thumbnail_key(image, thumbnail_size))
 
 
-def ensure_thumbnail(storage: LocalStorage, image: Image, size: int) -> str:
+def ensure_thumbnail(storage: Storage, image: Image, size: int) -> str:
     """The storage key of the image's JPEG thumbnail (longest side <= `size`), made on first request."""
     key = thumbnail_key(image, size)
     if storage.exists(key):
@@ -315,10 +317,7 @@ def ensure_thumbnail(storage: LocalStorage, image: Image, size: int) -> str:
         pil.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster for big photos
         thumb = pil.convert("RGB")
         thumb.thumbnail((size, size))
-        temp = storage.temp_path(".jpg")
-        try:
-            thumb.save(temp, format="JPEG", quality=85)
-            storage.put_file(key, temp)
-        finally:
-            temp.unlink(missing_ok=True)
+        encoded = io.BytesIO()  # a few KB
+        thumb.save(encoded, format="JPEG", quality=85)
+    storage.put_bytes(key, encoded.getvalue())
     return key

@@ -47,7 +47,7 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A validated image written to `temp_path` (on the storage filesystem), not yet in the database."""
+    """A validated image written to `temp_path` (a local scratch file), not yet stored or in the database."""
 
     file_name: str
     temp_path: Path

@@ -17,7 +17,6 @@ is not ready or a rollback without a parent.
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -30,15 +29,16 @@ from backend.api.deps import (
     SettingsDep,
     StorageDep,
 )
+from backend.api.stored_files import stored_object
 from backend.api.types import PathId
 from backend.clients.model_server import ModelServerClient
 from backend.core.config import Settings
 from backend.jobs.schemas import JobOut
 from backend.model_versions import promotion, service
 from backend.model_versions.schemas import ModelVersionOut, PromotionOut
-from backend.storage import LocalStorage
 from backend.tables import ModelVersion, Project, User
 from backend.tables.enums import ModelOrigin, ModelStatus
+from model_server.api import Storage
 
 router = APIRouter(tags=["models"])
 
@@ -96,21 +96,22 @@ def _graph_url(version: ModelVersion, file_name: str) -> str | None:
     return f"/api/model-versions/{version.id}/{file_name}"
 
 
-def _serve_graph(version: ModelVersion, file_name: str, request: Request, storage: LocalStorage) -> Response:
+def _serve_graph(version: ModelVersion, file_name: str, request: Request, storage: Storage) -> Response:
     artifact = DECODER_GRAPHS[file_name]
     key = version.artifacts.get(artifact)
+    missing = f"{file_name} of model version {version.id} not found"
     if not key or not storage.exists(key):
-        raise HTTPException(
-            status_code=status.HTTP_404_NOT_FOUND, detail=f"{file_name} of model version {version.id} not found"
-        )
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=missing)
     etag = f'"{version.artifacts.get(f"{artifact}_sha256") or version.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if etag in request.headers.get("If-None-Match", ""):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     stem = file_name.removesuffix(".onnx")
-    return FileResponse(
-        storage.path(key),
-        media_type="application/octet-stream",
+    return stored_object(
+        storage,
+        key,
+        "application/octet-stream",
+        missing=missing,
         headers=headers,
         filename=f"{stem}-{version.architecture}-{version.id}.onnx",
     )

@@ -324,11 +324,11 @@ def test_duplicate_file_names_are_kept_apart(client, db, project, manager_header
 def test_export_is_generated_image_by_image(db, project, filled, settings):
     """The archive leaves in pieces (one per image, then the end), so the response streams it."""
     from backend.exchange.archive import export_chunks
-    from backend.storage import LocalStorage
+    from backend.storage import storage_for
 
     a, b, _ = filled
     seen: list[float] = []
-    chunks = list(export_chunks(db, LocalStorage(settings.storage_path), project.id, "sa1b", True, seen.append))
+    chunks = list(export_chunks(db, storage_for(settings), project.id, "sa1b", True, seen.append))
     sizes = [len(c) for c in chunks]
     assert len([s for s in sizes if s]) >= 3 and seen == [0.5, 1.0]
     # The first piece (tar's 10 KiB records may hold back a tail) already carries image A, not B.
@@ -338,4 +338,4 @@ def test_export_is_generated_image_by_image(db, project, filled, settings):
         [f"sa1b/{a.id}.json", f"images/{a.id}_{a.file_name}", f"sa1b/{b.id}.json", f"images/{b.id}_{b.file_name}"]
     )
     with pytest.raises(ValueError, match="unknown export format"):
-        next(export_chunks(db, LocalStorage(settings.storage_path), project.id, "xml", False))
+        next(export_chunks(db, storage_for(settings), project.id, "xml", False))

@@ -95,6 +95,7 @@ def test_upload_many_list_get_and_file_round_trip(client, project, manager_heade
     assert np.array_equal(np.asarray(gray_file)[..., 0], np.asarray(PILImage.open(io.BytesIO(gray))))
     assert _image_rows(db) == 2
     assert not list((settings.storage_path / ".tmp").iterdir())
+    assert not list((settings.data_dir / "tmp").iterdir())  # the uploads' scratch files are consumed
 
 
 def test_exif_orientation_is_applied(client, project, manager_headers):
