@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,20 +37,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from backend.core.config import Settings  # noqa: E402
-from backend.core.db import make_engine, make_session_factory  # noqa: E402
-from backend.core.migrations import upgrade  # noqa: E402
-from backend.core.security import hash_password  # noqa: E402
-from backend.main import create_app  # noqa: E402
-from backend.tables import Role, User  # noqa: E402
+from tests.live_app import live_app  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "grabcut" / "images"
 CHROMIUM = Path("/usr/bin/chromium")
-ADMIN = ("admin", "admin password 1")
 
 # Timestamps in the page (they survive the previous page's rebuilds: it is one document).
 INSTRUMENT = """
@@ -85,12 +77,6 @@ class Site:
     file_names: list[str]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(name: str, dist: Path, workdir: Path, images: list[Path]) -> Iterator[Site]:
     """The app on a free port with `dist` as its frontend, an admin and a project of `images` (embedded)."""
@@ -103,33 +89,14 @@ def serve(name: str, dist: Path, workdir: Path, images: list[Path]) -> Iterator[
         bcrypt_rounds=4,
         frontend_dist=dist,
     )
-    upgrade(settings.db_url)
-    engine = make_engine(settings.db_url)
-    with make_session_factory(engine)() as db:
-        db.add(User(username=ADMIN[0], password_hash=hash_password(ADMIN[1], rounds=4), role=Role.admin))
-        db.commit()
-    engine.dispose()
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=600) as http:
-            token = http.post("/api/auth/token", data=dict(zip(("username", "password"), ADMIN))).json()["access_token"]
-            http.headers["Authorization"] = f"Bearer {token}"
-            project = http.post("/api/projects", json={"name": f"switch {name}"}).raise_for_status().json()
-            files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images]
-            uploaded = http.post(f"/api/projects/{project['id']}/images", files=files).raise_for_status().json()
-            ids = [i["id"] for i in uploaded["images"]]
-            with ThreadPoolExecutor(2) as pool:  # precomputed embeddings: what the embed job leaves
-                list(pool.map(lambda i: http.get(f"/api/images/{i}/embedding").raise_for_status(), ids))
-        yield Site(name, url, token, project["id"], [i["file_name"] for i in uploaded["images"]])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with live_app(settings) as app, httpx.Client(base_url=app.url, timeout=600, headers=app.auth) as http:
+        project = http.post("/api/projects", json={"name": f"switch {name}"}).raise_for_status().json()
+        files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images]
+        uploaded = http.post(f"/api/projects/{project['id']}/images", files=files).raise_for_status().json()
+        ids = [i["id"] for i in uploaded["images"]]
+        with ThreadPoolExecutor(2) as pool:  # precomputed embeddings: what the embed job leaves
+            list(pool.map(lambda i: http.get(f"/api/images/{i}/embedding").raise_for_status(), ids))
+        yield Site(name, app.url, app.token, project["id"], [i["file_name"] for i in uploaded["images"]])
 
 
 def open_page(browser, site: Site):

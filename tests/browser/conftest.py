@@ -13,10 +13,7 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +21,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
 from backend.core.config import Settings
-from backend.core.db import make_engine, make_session_factory
-from backend.core.migrations import upgrade
-from backend.core.security import hash_password
-from backend.main import create_app
-from backend.tables import Role, User
+from tests.live_app import live_app
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND = REPO / "frontend"
@@ -45,7 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ADMIN = ("admin", "admin password 1")
 IMAGE_NAME = "106024.jpg"
 
 
@@ -61,12 +52,6 @@ class LiveServer:
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ensure_frontend_built() -> Path:
@@ -102,52 +87,25 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> It
         secret_key="browser-test-secret-" + "x" * 32,
         bcrypt_rounds=4,
         frontend_dist=dist,
+        outbound_allowed_networks=["127.0.0.0/8"],  # the tests' webhook receiver listens on loopback
     )
-    upgrade(settings.db_url)
-    engine = make_engine(settings.db_url)
-    with make_session_factory(engine)() as db:
-        db.add(User(username=ADMIN[0], password_hash=hash_password(ADMIN[1], rounds=4), role=Role.admin))
-        db.commit()
-    engine.dispose()
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the live server did not start")
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=120) as http:
-            token = (
-                http.post("/api/auth/token", data={"username": ADMIN[0], "password": ADMIN[1]})
-                .raise_for_status()
-                .json()["access_token"]
+    with live_app(settings) as app, httpx.Client(base_url=app.url, timeout=120, headers=app.auth) as http:
+        project = (
+            http.post("/api/projects", json={"name": "GrabCut", "description": "browser test"})
+            .raise_for_status()
+            .json()
+        )
+        image_file = data_root / "grabcut" / "images" / IMAGE_NAME
+        uploaded = (
+            http.post(
+                f"/api/projects/{project['id']}/images",
+                files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))],
             )
-            auth = {"Authorization": f"Bearer {token}"}
-            project = (
-                http.post("/api/projects", json={"name": "GrabCut", "description": "browser test"}, headers=auth)
-                .raise_for_status()
-                .json()
-            )
-            image_file = data_root / "grabcut" / "images" / IMAGE_NAME
-            uploaded = (
-                http.post(
-                    f"/api/projects/{project['id']}/images",
-                    files=[("files", (IMAGE_NAME, image_file.read_bytes(), "image/jpeg"))],
-                    headers=auth,
-                )
-                .raise_for_status()
-                .json()
-            )
+            .raise_for_status()
+            .json()
+        )
         inside, outside = _inside_and_outside(data_root / "grabcut" / "masks" / f"{Path(IMAGE_NAME).stem}__0.png")
-        yield LiveServer(url, settings, token, project["id"], uploaded["images"][0]["id"], inside, outside)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        yield LiveServer(app.url, settings, app.token, project["id"], uploaded["images"][0]["id"], inside, outside)
 
 
 @pytest.fixture(scope="module")

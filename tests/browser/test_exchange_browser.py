@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backend.worker import celery_app
-from tests.browser.conftest import ADMIN, IMAGE_NAME
+from tests.browser.conftest import IMAGE_NAME
 from tests.browser.page_helpers import log_in
+from tests.live_app import ADMIN
 
 pytestmark = [pytest.mark.browser]
 

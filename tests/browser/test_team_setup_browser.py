@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from backend.worker import celery_app
-from tests.browser.conftest import ADMIN
 from tests.browser.page_helpers import DECODER_TIMEOUT_MS, client_point, log_in, session_token, wait_for_pixels
+from tests.live_app import ADMIN
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
