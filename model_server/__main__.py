@@ -81,8 +81,13 @@ def _run_export_onnx(args: argparse.Namespace) -> None:
 
 
 def _add_serve(commands) -> None:
-    parser = commands.add_parser("serve", help="run the HTTP embedding service (one model, micro-batching)")
-    _add_model_arguments(parser)
+    parser = commands.add_parser("serve", help="run the HTTP model service (every model operation, micro-batching)")
+    parser.add_argument(
+        "--storage", required=True, help="the object store shared with the backend: a folder, file:///path or s3://..."
+    )
+    parser.add_argument("--model", choices=MODEL_NAMES, help="serve this architecture only (default: any)")
+    parser.add_argument("--checkpoint", type=Path, help="serve these local weights only (needs --model)")
+    parser.add_argument("--cache-dir", type=Path, help="local folder for checkpoints read from storage")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8001)
@@ -97,12 +102,31 @@ def _run_serve(args: argparse.Namespace) -> None:
     serve(args)
 
 
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="run a training job (training.distributed.write_job) in N processes via torchrun"
+    )
+    parser.add_argument("job", type=Path, help="job folder holding job.pt")
+    parser.add_argument("--nproc-per-node", type=int, default=1, help="processes, one per GPU (default 1)")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from .training.distributed import JOB_FILE, launch
+
+    if not (args.job / JOB_FILE).is_file():
+        raise ValueError(f"{args.job}: no {JOB_FILE} (write one with model_server.training.distributed.write_job)")
+    _, result = launch(args.job, args.nproc_per_node)
+    print(f"trained {result.steps_done} steps; model in {args.job}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model_server", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_embed(commands)
     _add_export_onnx(commands)
     _add_serve(commands)
+    _add_train(commands)
     return parser
 
 

@@ -1,33 +1,19 @@
-"""The embedding service's public contract: constants, wire format and schemas, free of torch.
+"""The model side's public contract, free of torch: the `ModelService` protocol and its value types.
 
-The backend imports this module (never `service/server.py`, which imports torch) to talk to the model
-server over HTTP or to read what the in-process model returns, so everything here needs only
-numpy and pydantic.
+The backend imports only this module (never `model_server.service.*`, which imports torch): it gets a
+`ModelService` from `in_process_service(storage)` (the model in its own process) or
+`http_service(url)` (the model service, ``python -m model_server serve --storage URL``; its routes
+are in `model_server/service/http_schemas.py`), and `Storage`/`open_storage` to open the same
+object store as the model side. Everything here needs only numpy and pydantic.
 
-Wire format of ``POST /v1/embed`` (one image per request; the server batches concurrent requests):
-
-* request body: the image as raw RGB bytes, uint8, C-order HxWx3, with header
-  ``X-Image-Size: h,w``. Raw pixels rather than an encoded file so that the server computes
-  exactly what the caller's array holds (no second decode, no colour-mode surprises).
-* response body: the embedding as float16 little-endian C-order bytes, shape 1x256x64x64, with
-  headers ``X-Embedding-Shape: 1,256,64,64``, ``X-Embedding-Dtype: float16``,
-  ``X-Original-Size: h,w`` (the image) and ``X-Input-Size: h,w`` (the image resized so that its
-  longest side is 1024, before padding). These are the same headers the backend sends to the
-  browser with ``GET /api/images/{id}/embedding``.
-
-Wire format of ``POST /v1/automatic-masks`` (the automatic generator over one image):
-
-* request body: the image as for ``/v1/embed``; header ``X-Generator-Params``: a JSON object of
-  the generator's keyword arguments (points_per_side, pred_iou_thresh, ...; `output_mode` is
-  always ``coco_rle``).
-* response: JSON ``{"records": [...]}``, the generator's records (segmentation as COCO RLE with
-  string counts, area, bbox XYWH, predicted_iou, stability_score, point_coords, crop_box XYWH).
-  A parameter the generator refuses is a 422 whose detail names it.
+The browser gets an embedding as the bytes of `ModelService.embedding_wire` in one of
+`WIRE_ENCODINGS`, described by `embedding_headers` (``X-Embedding-Shape: 1,256,64,64``,
+``X-Embedding-Dtype``, ``X-Original-Size: h,w``, ``X-Input-Size: h,w``: the image resized so that
+its longest side is 1024, before padding).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,12 +31,10 @@ EMBEDDING_DTYPE = "float16"
 EMBEDDING_NBYTES = int(np.prod(EMBEDDING_SHAPE)) * 2
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
 
-HEADER_IMAGE_SIZE = "X-Image-Size"
 HEADER_SHAPE = "X-Embedding-Shape"
 HEADER_DTYPE = "X-Embedding-Dtype"
 HEADER_ORIGINAL_SIZE = "X-Original-Size"
 HEADER_INPUT_SIZE = "X-Input-Size"
-HEADER_GENERATOR_PARAMS = "X-Generator-Params"
 
 # Largest image the service accepts, in pixels (the backend's own upload limit is lower).
 MAX_IMAGE_PIXELS = 100_000_000
@@ -100,20 +84,6 @@ def format_size(size: tuple[int, int]) -> str:
     return f"{int(size[0])},{int(size[1])}"
 
 
-def parse_size(text: str | None, what: str) -> tuple[int, int]:
-    """``"h,w"`` → (h, w); a missing or malformed value raises ValueError naming ``what``."""
-    if not text:
-        raise ValueError(f"missing {what} (expected 'h,w')")
-    parts = text.split(",")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"malformed {what} {text!r} (expected 'h,w')") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"{what} must be positive, got {text!r}")
-    return h, w
-
-
 def validate_rgb(image: np.ndarray) -> np.ndarray:
     """Check that ``image`` is an HxWx3 uint8 RGB array of a sane size; return it C-contiguous."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
@@ -127,40 +97,6 @@ def validate_rgb(image: np.ndarray) -> np.ndarray:
     if h * w > MAX_IMAGE_PIXELS:
         raise ValueError(f"image of {h}x{w} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
     return np.ascontiguousarray(image)
-
-
-def encode_image_request(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of ``POST /v1/embed`` for an HxWx3 uint8 RGB image."""
-    image = validate_rgb(image)
-    headers = {HEADER_IMAGE_SIZE: format_size(image.shape[:2]), "Content-Type": "application/octet-stream"}
-    return image.tobytes(), headers
-
-
-def decode_image_request(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
-    """Inverse of `encode_image_request`: raw bytes + ``X-Image-Size`` → HxWx3 uint8 array."""
-    h, w = parse_size(headers.get(HEADER_IMAGE_SIZE), HEADER_IMAGE_SIZE)
-    if h * w > MAX_IMAGE_PIXELS:
-        raise ValueError(f"image of {h}x{w} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
-    if len(body) != h * w * 3:
-        raise ValueError(f"body has {len(body)} bytes, expected {h * w * 3} for an RGB {h}x{w} image")
-    return np.frombuffer(body, dtype=np.uint8).reshape(h, w, 3)
-
-
-def encode_generator_params(params: Mapping[str, Any]) -> dict[str, str]:
-    """The header of ``POST /v1/automatic-masks`` that carries the generator's keyword arguments."""
-    return {HEADER_GENERATOR_PARAMS: json.dumps(dict(params))}
-
-
-def decode_generator_params(headers: Mapping[str, str]) -> dict[str, Any]:
-    """Inverse of `encode_generator_params`; ValueError unless it holds a JSON object."""
-    text = headers.get(HEADER_GENERATOR_PARAMS, "{}")
-    try:
-        params = json.loads(text)
-    except ValueError:
-        raise ValueError(f"{HEADER_GENERATOR_PARAMS} is not JSON: {text[:200]!r}") from None
-    if not isinstance(params, dict):
-        raise ValueError(f"{HEADER_GENERATOR_PARAMS} must be a JSON object, got {text[:200]!r}")
-    return params
 
 
 def embedding_headers(original_size: tuple[int, int], input_size: tuple[int, int]) -> dict[str, str]:
@@ -179,26 +115,6 @@ def embedding_to_bytes(embedding: np.ndarray) -> bytes:
     if array.size != int(np.prod(EMBEDDING_SHAPE)):
         raise ValueError(f"expected an embedding of shape {EMBEDDING_SHAPE}, got {array.shape}")
     return np.ascontiguousarray(array.reshape(EMBEDDING_SHAPE), dtype="<f2").tobytes()
-
-
-def embedding_from_bytes(body: bytes) -> np.ndarray:
-    """Little-endian float16 bytes → 1x256x64x64 float16 array (read-only view)."""
-    if len(body) != EMBEDDING_NBYTES:
-        raise ValueError(f"embedding has {len(body)} bytes, expected {EMBEDDING_NBYTES}")
-    return np.frombuffer(body, dtype="<f2").reshape(EMBEDDING_SHAPE)
-
-
-def decode_embedding_response(body: bytes, headers: Mapping[str, str]) -> EmbeddingResult:
-    """Response of ``POST /v1/embed`` → `EmbeddingResult`, checking shape and dtype headers."""
-    shape = headers.get(HEADER_SHAPE)
-    dtype = headers.get(HEADER_DTYPE)
-    if shape != ",".join(str(s) for s in EMBEDDING_SHAPE) or dtype != EMBEDDING_DTYPE:
-        raise ValueError(f"unexpected embedding format: shape {shape!r}, dtype {dtype!r}")
-    return EmbeddingResult(
-        embedding=embedding_from_bytes(body),
-        original_size=parse_size(headers.get(HEADER_ORIGINAL_SIZE), HEADER_ORIGINAL_SIZE),
-        input_size=parse_size(headers.get(HEADER_INPUT_SIZE), HEADER_INPUT_SIZE),
-    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def save_untrained_checkpoint(architecture: str, path: str | Path, seed: int = U
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build_sam(architecture, seed=seed)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
+    with open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed, not the file's name
+        torch.save(model.state_dict(), f)
     os.replace(tmp, path)
     return file_sha256(path)
 
@@ -72,7 +73,8 @@ def save_model_checkpoint(model: torch.nn.Module, path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
+    with open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed, not the file's name
+        torch.save(model.state_dict(), f)
     os.replace(tmp, path)
     return file_sha256(path)
 

@@ -14,23 +14,34 @@ image) and ONNX export, a few of each per implementation.
 from __future__ import annotations
 
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
+import uvicorn
+from fastapi import FastAPI
 from PIL import Image
+from pydantic_core import to_jsonable_python
 
 from model_server import api
 from model_server.rle import coco_decode, coco_encode, masks_to_rle
 from model_server.service.embedding_file import parse_embedding
 from model_server.service.embedding_model import EmbeddingModel
+from model_server.service.http_client import HttpModelService
+from model_server.service.in_process import InProcessModelService
+from model_server.service.server import create_app
 from model_server.service.wire import decode_int8
 from model_server.storage.local import LocalStorage
 
-IMPLEMENTATIONS = ["in_process"]
+IMPLEMENTATIONS = ["in_process", "http"]
 IMAGES = ("images/ab/first.png", "images/cd/second.jpg")
 SIZE = (40, 56)  # (h, w) of the stored pictures; the second is stored rotated with an EXIF tag
 AMG_PARAMS = {"points_per_side": 2, "points_per_batch": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -102,18 +113,60 @@ class Env:
         return [api.MaskSample(info, _rle(mask)) for info in self.embeddings()]
 
 
-def _make_env(name: str, root: Path) -> Env:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Server:
+    """A real uvicorn server on 127.0.0.1 in a thread (same process: the same torch threads, so the
+    same floating-point results as in process)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "model service did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _make_env(name: str, root: Path, servers: list[_Server]) -> Env:
     storage = LocalStorage(root / "storage")
     _store_images(storage)
-    if name == "in_process":
-        service: Any = api.in_process_service(storage, str(root / "cache"))
+    service: Any
+    if name == "http":
+        # The service opens the same folder on its own; the test reaches it over HTTP only.
+        app = create_app(InProcessModelService(LocalStorage(root / "storage"), root / "cache"), max_wait_ms=20)
+        servers.append(_Server(app))
+        service = HttpModelService(servers[-1].url, poll_s=0.05)
+    else:
+        service = InProcessModelService(storage, root / "cache")
     info = service.create_untrained("vit_t", "models/untrained.pth")
     return Env(name, service, storage, info, api.ModelRef("vit_t", "models/untrained.pth", info.sha256))
 
 
 @pytest.fixture(scope="module")
-def envs(tmp_path_factory) -> dict[str, Env]:
-    return {name: _make_env(name, tmp_path_factory.mktemp(name)) for name in IMPLEMENTATIONS}
+def servers() -> Iterator[list[_Server]]:
+    running: list[_Server] = []
+    yield running
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def envs(tmp_path_factory, servers) -> dict[str, Env]:
+    return {name: _make_env(name, tmp_path_factory.mktemp(name), servers) for name in IMPLEMENTATIONS}
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -178,7 +231,7 @@ def test_embed_writes_each_embedding_once_under_the_encoder_identity(env, envs):
 
 def test_embeddings_are_the_encoders_output(envs):
     """One implementation against the model itself (the others equal it byte for byte, above)."""
-    env = next(iter(envs.values()))
+    env = envs["in_process"]
     model = EmbeddingModel("vit_t", env.service.cache_dir / f"{env.info.sha256}.pth", device="cpu")
     stored, original, inner = parse_embedding(env.storage.get(env.embeddings()[0].key), "first")
     expected = model.embed([_picture(0)])[0]
@@ -212,7 +265,6 @@ def test_automatic_masks(env, envs):
     )
     if len(envs) > 1:
         _equal_everywhere(
-            envs,
             {
                 n: e.once("amg", lambda e=e: e.service.automatic_masks(e.ref, IMAGES[0], AMG_PARAMS))
                 for n, e in envs.items()
@@ -284,19 +336,22 @@ def test_retrain_resumes_from_storage_and_keeps_the_encoder(env, envs):
     assert outcome.info.encoder_sha256 == env.info.encoder_sha256 and outcome.info.sha256 != env.info.sha256
     assert env.service.describe("vit_t", "models/r1.pth") == outcome.info
 
-    # Stopped after the first step: no model written, the run's state kept under work_prefix ...
+    # Stopped once a step is done (over HTTP the stop reaches the service a poll later, hence
+    # "a step or two" of a long run): no model written, the run's state kept under work_prefix ...
+    seen: list[int] = []
     stopped = env.service.retrain(
         env.ref,
         env.mask_samples(),
-        TRAIN_CONFIG,
+        {**TRAIN_CONFIG, "steps": 1000},
         "models/r2.pth",
         work_prefix="work/run",
-        progress=lambda step, total, loss: None,
-        should_stop=_after_calls(1),
+        progress=lambda step, total, loss: seen.append(step),
+        should_stop=lambda: bool(seen),
     )
-    assert stopped.stopped_early and stopped.info is None and stopped.steps_done == 1
+    assert stopped.stopped_early and stopped.info is None and stopped.steps_done in (1, 2)
+    assert stopped.losses == outcome.losses[: stopped.steps_done]
     assert not env.storage.exists("models/r2.pth")
-    assert list(env.storage.list("work/run/")) == ["work/run/checkpoint_0000001.pt"]
+    assert list(env.storage.list("work/run/")) == [f"work/run/checkpoint_{stopped.steps_done:07d}.pt"]
     # ... from which a rerun continues to the very model the uninterrupted run made.
     steps: list[int] = []
     resumed = env.service.retrain(
@@ -307,32 +362,13 @@ def test_retrain_resumes_from_storage_and_keeps_the_encoder(env, envs):
         work_prefix="work/run",
         progress=lambda step, total, loss: steps.append(step),
     )
-    assert steps == [2] and (resumed.steps_done, resumed.losses) == (outcome.steps_done, outcome.losses)
-    assert resumed.info is not None and resumed.info.encoder_sha256 == env.info.encoder_sha256
-    assert _weights(env.storage, "models/r2.pth") == _weights(env.storage, "models/r1.pth")
+    assert steps == [2][: 2 - stopped.steps_done] and resumed == outcome  # the same weights, byte for byte
 
     with pytest.raises(ValueError, match="no_such_field"):
         env.service.retrain(env.ref, env.mask_samples(), {"no_such_field": 1}, "models/x.pth")
     bad = api.MaskSample(env.embeddings()[0], _rle(np.ones((3, 3), bool)))
     with pytest.raises(ValueError, match="sample 0"):
         env.service.retrain(env.ref, [bad], TRAIN_CONFIG, "models/x.pth")
-
-
-def _weights(storage: LocalStorage, key: str) -> dict[str, bytes]:
-    """A stored checkpoint's tensors by name, as bytes (equal values; the files may differ in layout)."""
-    state = torch.load(io.BytesIO(storage.get(key)), map_location="cpu", weights_only=True)
-    return {name: tensor.numpy().tobytes() for name, tensor in state.items()}
-
-
-def _after_calls(n: int):
-    """A should_stop that turns true once it has been asked `n` times."""
-    asked = [0]
-
-    def should_stop() -> bool:
-        asked[0] += 1
-        return asked[0] > n
-
-    return should_stop
 
 
 def test_evaluate(env, envs):
@@ -358,3 +394,57 @@ def test_export_decoders(env):
         "decoder_click": "decoders/v1/decoder.click.onnx",
     }
     assert all(env.storage.size(key) > 1000 for key in keys.values())
+
+
+# -- HTTP only: the boundary's own failures ------------------------------------------------------------
+
+
+def test_service_down_is_a_clear_error_after_retries(envs):
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    down = HttpModelService(url, retries=2, backoff_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(api.ModelServiceError, match=f"model service at {url} is unreachable \\(3 attempts\\)"):
+        down.embed(envs["in_process"].ref, [IMAGES[0]])
+    assert time.monotonic() - started >= 0.03  # backed off between the attempts
+
+
+def test_a_pinned_service_refuses_other_weights(envs, servers, tmp_path):
+    env = envs["http"]
+    root = Path(env.storage.root)
+    local = tmp_path / "pinned.pth"
+    local.write_bytes(env.storage.get("models/untrained.pth"))
+    service = InProcessModelService(LocalStorage(root), tmp_path / "cache")
+    server = _Server(create_app(service, pinned=service.pin_local_checkpoint("vit_t", local)))
+    servers.append(server)
+    client = HttpModelService(server.url)
+    health = client.health()
+    assert (health.architecture, health.checkpoint_sha256) == ("vit_t", env.info.sha256)
+    assert client.embed(env.ref, [IMAGES[0]]) == env.embeddings()[:1]
+    other = api.ModelRef("vit_t", "models/untrained.pth", "f" * 64)
+    with pytest.raises(api.ModelServiceError, match="pinned to checkpoint sha256"):
+        client.embed(other, [IMAGES[0]])
+    with pytest.raises(api.ModelServiceError, match="serves vit_t only"):
+        client.automatic_masks(api.ModelRef("vit_b", "models/untrained.pth", env.info.sha256), IMAGES[0], {})
+
+
+def test_cancelling_a_long_operation_over_http_stops_it(envs, servers):
+    env = envs["http"]
+    epochs: list[int] = []
+    with pytest.raises(api.OperationCancelled):
+        env.service.train_detector(
+            env.ref,
+            env.detector_samples(),
+            {**DETECTOR_CONFIG, "epochs": 500},
+            "det/cancelled.pt",
+            progress=lambda epoch, total, loss: epochs.append(epoch),
+            should_stop=lambda: len(epochs) >= 1,
+        )
+    assert 1 <= len(epochs) < 500 and not env.storage.exists("det/cancelled.pt")
+    operations = servers[0].app.state.operations.values()
+    assert [op.state for op in operations if op.kind == "train_detector" and op.stop.is_set()][-1] == "cancelled"
+
+
+def test_a_malformed_request_is_a_422_naming_the_field(envs, servers):
+    body = {"model": to_jsonable_python(envs["http"].ref), "image_keys": "images/ab/first.png"}
+    answer = httpx.post(f"{servers[0].url}/v1/embed", json=body)
+    assert answer.status_code == 422 and "image_keys" in answer.text

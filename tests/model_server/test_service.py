@@ -1,18 +1,28 @@
-"""The embedding service: health, micro-batching of concurrent requests, parity with the predictor."""
+"""The model service's app: health, micro-batching of concurrent embed requests, parity with the predictor."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic_core import to_jsonable_python
 
 from model_server import api
 from model_server.predictor import Predictor
+from model_server.service.batcher import MicroBatcher
+from model_server.service.embedding_file import parse_embedding
 from model_server.service.embedding_model import EmbeddingModel
-from model_server.service.server import MicroBatcher, create_service
+from model_server.service.in_process import InProcessModelService
+from model_server.service.server import create_app
+from model_server.storage.local import LocalStorage
+
+NAMES = ("106024.jpg", "124080.jpg", "153077.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +31,24 @@ def model() -> EmbeddingModel:
 
 
 @pytest.fixture(scope="module")
-def images(data_root) -> list[np.ndarray]:
-    names = ["106024.jpg", "124080.jpg", "153077.jpg"]
-    return [np.asarray(Image.open(data_root / "grabcut" / "images" / n).convert("RGB")) for n in names]
+def served(tmp_path_factory, data_root: Path) -> tuple[InProcessModelService, api.ModelRef]:
+    """A service on a storage folder holding three real photographs and the untrained vit_t."""
+    root = tmp_path_factory.mktemp("served")
+    storage = LocalStorage(root / "storage")
+    for name in NAMES:
+        storage.put_bytes(f"images/{name}", (data_root / "grabcut" / "images" / name).read_bytes())
+    service = InProcessModelService(storage, root / "cache")
+    info = service.create_untrained("vit_t", "models/untrained.pth")
+    return service, api.ModelRef("vit_t", "models/untrained.pth", info.sha256)
 
 
-def test_health_names_the_model(model):
-    with TestClient(create_service("vit_t", model=model, max_batch=4, max_wait_ms=5)) as client:
+def test_health_of_an_unpinned_service(served):
+    service, _ = served
+    with TestClient(create_app(service, max_batch=4, max_wait_ms=5)) as client:
         health = client.get("/v1/health").json()
     assert health == {
         "status": "ok",
-        "architecture": "vit_t",
+        "architecture": None,
         "device": "cpu",
         "dtype": "float32",
         "checkpoint_sha256": None,
@@ -41,78 +58,103 @@ def test_health_names_the_model(model):
     }
 
 
-def test_concurrent_requests_share_one_batch_and_match_the_predictor(model, images):
-    app = create_service("vit_t", model=model, max_batch=len(images), max_wait_ms=5000)
-    responses: list = [None] * len(images)
+def test_concurrent_requests_share_one_batch_and_match_the_predictor(served, data_root):
+    service, ref = served
+    app = create_app(service, max_batch=len(NAMES), max_wait_ms=5000)
+    responses: list = [None] * len(NAMES)
     with TestClient(app) as client:
 
         def send(i: int) -> None:
-            body, headers = api.encode_image_request(images[i])
-            responses[i] = client.post("/v1/embed", content=body, headers=headers)
+            body = {"model": to_jsonable_python(ref), "image_keys": [f"images/{NAMES[i]}"]}
+            responses[i] = client.post("/v1/embed", json=body)
 
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(images))]
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(NAMES))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    assert app.state.batcher.batch_sizes == [len(images)]  # one forward for all three
+    assert app.state.batcher.batch_sizes == [len(NAMES)]  # one forward for all three
 
-    predictor = Predictor(model.sam)
-    for image, response in zip(images, responses):
+    predictor = Predictor(service._model(ref).sam)
+    for name, response in zip(NAMES, responses):
         assert response.status_code == 200, response.text
-        result = api.decode_embedding_response(response.content, response.headers)
+        [info] = response.json()["embeddings"]
+        embedding, original, inner = parse_embedding(service.storage.get(info["key"]), info["key"])
+        image = np.asarray(Image.open(io.BytesIO(service.storage.get(f"images/{name}"))).convert("RGB"))
         predictor.set_image(image)
-        assert result.original_size == predictor.original_size == image.shape[:2]
-        assert result.input_size == predictor.input_size
-        reference = predictor.embedding.numpy()
-        assert result.embedding.dtype == np.float16 and result.embedding.shape == (1, 256, 64, 64)
+        assert original == predictor.original_size == image.shape[:2] and inner == predictor.input_size
+        assert embedding.dtype == np.float16 and embedding.shape == (256, 64, 64)
         # float16 rounding only: half a unit in the last place of float16, relative to the value.
-        np.testing.assert_allclose(result.embedding.astype(np.float32), reference, rtol=2e-3, atol=2e-3)
+        reference = predictor.embedding.numpy()[0]
+        np.testing.assert_allclose(embedding.astype(np.float32), reference, rtol=2e-3, atol=2e-3)
 
 
-def test_bad_requests_are_4xx(model):
-    with TestClient(create_service("vit_t", model=model)) as client:
-        missing = client.post("/v1/embed", content=b"\x00" * 12)
-        assert missing.status_code == 400 and "X-Image-Size" in missing.json()["detail"]
-        short = client.post("/v1/embed", content=b"\x00" * 11, headers={"X-Image-Size": "2,2"})
-        assert short.status_code == 400 and "expected 12" in short.json()["detail"]
-        bad = client.post("/v1/embed", content=b"", headers={"X-Image-Size": "a,b"})
-        assert bad.status_code == 400
-        image = {"X-Image-Size": "2,2"}
-        for headers, status, detail in [
-            ({}, 400, "X-Image-Size"),
-            ({**image, "X-Generator-Params": "{points"}, 400, "not JSON"),
-            ({**image, "X-Generator-Params": "[1]"}, 400, "JSON object"),
-            ({**image, "X-Generator-Params": '{"pred_iou_thresh": 2}'}, 422, "pred_iou_thresh"),
-        ]:
-            answer = client.post("/v1/automatic-masks", content=b"\x00" * 12, headers=headers)
-            assert answer.status_code == status and detail in answer.json()["detail"], answer.text
+def test_one_bad_image_fails_only_its_own_request(served):
+    service, ref = served
+    service.storage.put_bytes("images/broken.jpg", b"not a picture")
+    app = create_app(service, max_batch=2, max_wait_ms=5000)
+    responses: dict[str, object] = {}
+    with TestClient(app) as client:
+
+        def send(key: str) -> None:
+            responses[key] = client.post("/v1/embed", json={"model": to_jsonable_python(ref), "image_keys": [key]})
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in ("images/broken.jpg", f"images/{NAMES[0]}")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert app.state.batcher.batch_sizes == [2]
+    bad, good = responses["images/broken.jpg"], responses[f"images/{NAMES[0]}"]
+    assert bad.status_code == 422 and "images/broken.jpg" in bad.json()["detail"]  # type: ignore[attr-defined]
+    assert good.status_code == 200  # type: ignore[attr-defined]
+
+
+def test_bad_requests_are_4xx(served):
+    service, ref = served
+    model = to_jsonable_python(ref)
+    with TestClient(create_app(service)) as client:
+        assert client.post("/v1/embed", json={"image_keys": []}).status_code == 422
+        missing = client.post("/v1/embed", json={"model": model, "image_keys": ["images/none.jpg"]})
+        assert missing.status_code == 422 and "images/none.jpg" in missing.json()["detail"]
+        refused = client.post(
+            "/v1/automatic-masks",
+            json={"model": model, "image_key": f"images/{NAMES[0]}", "params": {"pred_iou_thresh": 2}},
+        )
+        assert refused.status_code == 422 and "pred_iou_thresh" in refused.json()["detail"]
+        wrong = client.post(
+            "/v1/embed", json={"model": {**model, "sha256": "0" * 64}, "image_keys": [f"images/{NAMES[0]}"]}
+        )
+        assert wrong.status_code == 409 and "wrong weights" in wrong.json()["detail"]
+        assert client.post("/v1/operations/nope", json={}).status_code == 404
+        assert client.get("/v1/operations/none").status_code == 404
+        assert client.post("/v1/operations/evaluate", json={"model": model}).status_code == 422
 
 
 def test_batcher_gathers_up_to_max_batch_and_survives_a_failing_batch():
-    import asyncio
-
     calls: list[int] = []
 
     def embed(batch):
         calls.append(len(batch))
         if any(int(x) < 0 for x in batch):
             raise ValueError("bad image")
-        return [api.EmbeddingResult(np.zeros((1, 256, 64, 64), np.float16), (1, 1), (1024, 1024))] * len(batch)
+        return [ValueError("item 0") if x == 0 else x * 10 for x in batch]
 
     async def scenario():
         batcher = MicroBatcher(embed, max_batch=2, max_wait_ms=200)
         await batcher.start()
         ok = await asyncio.gather(*(batcher.embed(i) for i in (1, 2, 3)))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="bad image"):
             await batcher.embed(-1)
+        with pytest.raises(ValueError, match="item 0"):  # a result that is an error fails its item
+            await batcher.embed(0)
         again = await batcher.embed(4)
         await batcher.stop()
         return ok, again
 
     ok, again = asyncio.run(scenario())
-    assert len(ok) == 3 and again.original_size == (1, 1)
-    assert calls[:2] == [2, 1] and calls[2:] == [1, 1]
+    assert ok == [10, 20, 30] and again == 40
+    assert calls[:2] == [2, 1] and calls[2:] == [1, 1, 1]
 
 
 def test_embedding_model_rejects_bad_images(model):
