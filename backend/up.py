@@ -130,10 +130,10 @@ def create_default_model(settings: Settings, verbose: bool) -> str:
 
     Unless `verbose`, the warnings raised in model_server's code while the first run exports the
     browser decoder (torch's TracerWarnings: expected when tracing a model) are not shown."""
-    from backend.clients.model_server import ModelServerClient
+    from backend.clients.model_server import model_service
     from backend.core.db import make_engine, make_session_factory
     from backend.model_versions.service import default_version, ensure_default_version
-    from backend.storage import LocalStorage
+    from backend.storage import storage_for
     from backend.tables import ModelOrigin
 
     engine = make_engine(settings.db_url)
@@ -141,7 +141,8 @@ def create_default_model(settings: Settings, verbose: bool) -> str:
         with make_session_factory(engine)() as db, warnings.catch_warnings():
             if not verbose:
                 warnings.filterwarnings("ignore", module=r"model_server\.")
-            storage, client = LocalStorage(settings.storage_path), ModelServerClient()
+            storage = storage_for(settings)
+            client = model_service(settings, storage)
             ensure_default_version(db, storage, client, settings)
             version = default_version(db, storage, client, settings)
             if version.origin == ModelOrigin.untrained:
@@ -184,6 +185,10 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         "DATAENGINE_DATABASE_URL": settings.db_url,
         "DATAENGINE_SECRET_KEY": settings.ensure_secret_key(),
     }
+    if settings.storage_url is not None:
+        env["DATAENGINE_STORAGE_URL"] = settings.storage_url
+    if settings.model_server_url is not None:
+        env["DATAENGINE_MODEL_SERVER_URL"] = settings.model_server_url
     return env
 
 

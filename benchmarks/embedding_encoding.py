@@ -38,7 +38,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from backend.embeddings.encoding import WireEncoding, decode_int8, encode  # noqa: E402
+from model_server.api import WIRE_FLOAT16, WIRE_INT8  # noqa: E402
+from model_server.service.wire import decode_int8, encode  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -171,14 +172,14 @@ def browser_decode_ms(workdir: Path, bodies: dict[str, bytes]) -> dict[str, floa
         return times[times.length >> 1];
     }"""
     modules = {
-        WireEncoding.float16: ("/float16.js", "float16ToFloat32"),
-        WireEncoding.int8: ("/int8.js", "int8ToFloat32"),
+        WIRE_FLOAT16: ("/float16.js", "float16ToFloat32"),
+        WIRE_INT8: ("/int8.js", "int8ToFloat32"),
     }
     with serve(site) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
         page.goto(url + "/index.html")
-        result = {name: page.evaluate(script, [name, *modules[WireEncoding(name)]]) for name in bodies}
+        result = {name: page.evaluate(script, [name, *modules[name]]) for name in bodies}
         browser.close()
     return result
 
@@ -202,8 +203,8 @@ def main() -> None:
         for rgb, mask in items:
             result = model.embed([rgb])[0]
             f16 = result.embedding.astype("<f2").tobytes()
-            int8 = encode(f16, WireEncoding.int8)
-            bodies = {WireEncoding.float16.value: f16, WireEncoding.int8.value: int8}
+            int8 = encode(result.embedding, WIRE_INT8)
+            bodies = {WIRE_FLOAT16: f16, WIRE_INT8: int8}
             plan = clicks(mask, rng)
             reference = decoder.masks(
                 np.frombuffer(f16, "<f2").astype(np.float32), plan, result.original_size, result.input_size

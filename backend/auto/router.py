@@ -16,7 +16,7 @@ from fastapi import APIRouter, status
 
 from backend.api.deps import CurrentUser, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
 from backend.auto.schemas import AutoParams
-from backend.clients.model_server import ModelServerClient
+from backend.clients.model_server import model_service
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
 from backend.model_versions.service import active_version
@@ -36,7 +36,7 @@ def auto_annotate(
     chosen = params or AutoParams()
 
     def inputs() -> jobs.JobInputs:
-        version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+        version = active_version(db, project, storage, model_service(settings, storage), settings)
         return jobs.JobInputs(
             {"model_version_id": version.id, "params": chosen.model_dump()},
             f"automatic masks with model version {version.id}",

@@ -7,6 +7,8 @@ task is idempotent and resumable: a redelivered message, a requeued job (the swe
 continue with the images not done yet. An image that fails (its file unreadable, the generator
 refusing it) is recorded in the result's ``failed_images`` (`backend.jobs.failures`) and left not done,
 and the job goes on with the others; an image where the generator finds nothing is done with 0 masks.
+The generator runs on the model side over the stored image (`ModelService.automatic_masks`); a model
+service that is down or failing (`ModelServiceError`) fails the job at once with its message.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from typing import Any
 
 from backend.auto import service
 from backend.auto.schemas import AutoParams
-from backend.clients.model_server import ModelServerClient
-from backend.embeddings.service import load_image_rgb
+from backend.clients.model_server import ModelServiceError, model_service
 from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
-from backend.model_versions.service import model_spec
-from backend.storage import LocalStorage
+from backend.model_versions.service import model_ref
+from backend.storage import storage_for
 from backend.tables import Image, ModelVersion
 from backend.worker.celery_app import app
 
@@ -40,9 +41,8 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
         raise ValueError("the job's model version no longer exists")
     project = ctx.project()
     sampling = service.ReviewSampling.of(project)
-    storage = LocalStorage(settings.storage_path)
-    client = ModelServerClient.from_settings(settings)
-    spec = model_spec(version, storage)
+    client = model_service(settings, storage_for(settings))
+    ref = model_ref(version)
 
     total, todo = service.images_to_do(db, project.id)
     done = total - len(todo)
@@ -55,8 +55,7 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
             total -= 1
             continue
         try:
-            rgb = load_image_rgb(storage, image)
-            records = client.automatic_masks(rgb, spec, params.generator_kwargs())
+            records = client.automatic_masks(ref, image.storage_key, params.generator_kwargs())
             stored = service.store_image_masks(
                 db,
                 image,
@@ -65,6 +64,8 @@ def annotate_project(ctx: JobContext) -> dict[str, Any]:
                 params.max_mask_fraction,
                 {"model_version_id": version.id, "job_id": ctx.job_id},
             )
+        except ModelServiceError:
+            raise
         except Exception as error:
             db.rollback()
             failed.add(image_id, error)

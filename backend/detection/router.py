@@ -14,7 +14,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from backend.api.deps import CurrentUser, ProjectForJobStarter, ProjectForMember, SessionDep, SettingsDep, StorageDep
-from backend.clients.model_server import ModelServerClient
+from backend.clients.model_server import model_service
 from backend.detection import service
 from backend.detection.schemas import DetectorTrainParams, DetectorVersionOut, ProposeParams
 from backend.jobs import service as jobs
@@ -43,7 +43,7 @@ def train(
             service.check_enough(service.training_boxes(db, project.id), chosen.min_boxes)
         except service.NotEnoughData as error:
             raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
-        version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+        version = active_version(db, project, storage, model_service(settings, storage), settings)
         number = len(service.list_versions(db, project.id)) + 1
         detector = DetectorVersion(
             project_id=project.id,

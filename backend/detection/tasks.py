@@ -13,6 +13,11 @@
   result; the next run proposes them); an image that fails is recorded in ``failed_images``
   (`backend.jobs.failures`) and the job goes on with the others.
 
+Training and proposals run on the model side (`ModelService.train_detector` / `propose_masks`) over
+the stored embeddings, named by their keys; the detector's weights are written by it to
+``detectors/<project>/<version>/detector.pt``. A model service that is down or failing
+(`ModelServiceError`) fails either job at once with its message.
+
 Both run through `backend.jobs.runner.run_job` (claim, heartbeat, progress, cancel, honest end); the
 job's ``params`` name the detector version (``detector_version_id``) and hold the request's ``params``.
 """
@@ -21,18 +26,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.clients.model_server import ModelServerClient
+from backend.clients.model_server import DetectorSample, ModelService, ModelServiceError, model_service
+from backend.clients.model_server import ProposeParams as Thresholds
 from backend.detection import service
 from backend.detection.schemas import DetectorTrainParams, ProposeParams
-from backend.embeddings.service import get_or_compute
+from backend.embeddings import service as embeddings
 from backend.jobs.failures import FailedImages
 from backend.jobs.runner import JobContext, run_job
 from backend.masks.split import split_images
-from backend.model_versions.service import model_spec
-from backend.storage import LocalStorage
+from backend.model_versions.service import model_ref
+from backend.storage import storage_for
 from backend.tables import DetectorVersion, Image, ModelStatus, ModelVersion
 from backend.worker.celery_app import app
-from model_server.service.embedding_file import load_embedding
+from model_server.api import Storage
 
 # Progress of a training job, in thousandths: embeddings, then training, then evaluation.
 _EMBED_END, _TRAIN_END = 250, 950
@@ -50,23 +56,21 @@ def propose_masks(job_id: int) -> str:
 
 def _samples(
     ctx: JobContext,
-    storage: LocalStorage,
-    client: ModelServerClient,
+    storage: Storage,
+    client: ModelService,
     version: ModelVersion,
     boxes: dict[int, list[list[float]]],
     image_ids: list[int],
     start: int,
     end: int,
-) -> list[tuple]:
-    """(embedding 256x64x64 float16, original (h, w), input (h, w), boxes Kx4) per image, embedding
-    missing ones; progress moves from `start` to `end` thousandths."""
-    spec = model_spec(version, storage)
+) -> list[DetectorSample]:
+    """One `DetectorSample` per image (its stored embedding and boxes), embedding missing ones; progress
+    moves from `start` to `end` thousandths."""
     samples = []
     for n, image_id in enumerate(image_ids):
         image = ctx.db.get_one(Image, image_id)
-        row = get_or_compute(ctx.db, storage, client, version, spec, image)
-        embedding, original, inner = load_embedding(storage.path(row.storage_key))
-        samples.append((embedding, original, inner, boxes[image_id]))
+        row = embeddings.get_or_compute(ctx.db, storage, client, version, image)
+        samples.append(DetectorSample(embeddings.info(row), boxes[image_id]))
         ctx.progress(start + (end - start) * (n + 1) // len(image_ids), 1000, f"embeddings {n + 1}/{len(image_ids)}")
     return samples
 
@@ -95,8 +99,8 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
     version = db.get(ModelVersion, detector.model_version_id) if detector.model_version_id else None
     if version is None:
         raise ValueError("the detector's SAM model version no longer exists")
-    storage = LocalStorage(settings.storage_path)
-    client = ModelServerClient.from_settings(settings)
+    storage = storage_for(settings)
+    client = model_service(settings, storage)
     boxes = service.training_boxes(db, detector.project_id)
     service.check_enough(boxes, params.min_boxes)
     train_ids, heldout_ids = split_images(
@@ -115,14 +119,13 @@ def _train(ctx: JobContext, detector: DetectorVersion, params: DetectorTrainPara
         )
 
     key = f"detectors/{detector.project_id}/{detector.id}/detector.pt"
-    tmp = storage.temp_path(".pt")
     try:
-        training = client.train_detector(train, params.detector_config(), tmp, progress=progress)
+        training = client.train_detector(model_ref(version), train, params.detector_config(), key, progress=progress)
         ctx.progress(_TRAIN_END, 1000, f"evaluating on {len(heldout_ids)} held-out images")
-        heldout_metrics = client.evaluate_detector(tmp, heldout, score_thresh=params.score_thresh)
-        storage.put_file(key, tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+        heldout_metrics = client.evaluate_detector(key, heldout, score_thresh=params.score_thresh)
+    except BaseException:
+        storage.delete(key)  # a version that failed keeps no weights
+        raise
     detector = db.get_one(DetectorVersion, detector.id)
     detector.artifacts = {"weights": key}
     detector.metrics = {**heldout_metrics, "training": training}
@@ -148,10 +151,15 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
     version = db.get(ModelVersion, detector.model_version_id) if detector.model_version_id else None
     if version is None:
         raise ValueError("the detector's SAM model version no longer exists")
-    storage = LocalStorage(settings.storage_path)
-    client = ModelServerClient.from_settings(settings)
-    spec = model_spec(version, storage)
-    weights = storage.path(detector.artifacts["weights"])
+    storage = storage_for(settings)
+    client = model_service(settings, storage)
+    ref, weights = model_ref(version), detector.artifacts["weights"]
+    thresholds = Thresholds(
+        score_thresh=params.score_thresh,
+        pred_iou_thresh=params.pred_iou_thresh,
+        nms_thresh=params.nms_thresh,
+        max_boxes=params.max_boxes,
+    )
 
     total, todo = service.images_to_propose(db, detector.project_id)
     done = total - len(todo)
@@ -168,20 +176,12 @@ def propose_project(ctx: JobContext) -> dict[str, Any]:
             busy.append(image_id)
         else:
             try:
-                row = get_or_compute(db, storage, client, version, spec, image)
-                embedding, original, inner = load_embedding(storage.path(row.storage_key))
-                n_boxes, records = client.propose_masks(
-                    spec,
-                    weights,
-                    embedding,
-                    original,
-                    inner,
-                    score_thresh=params.score_thresh,
-                    pred_iou_thresh=params.pred_iou_thresh,
-                    nms_thresh=params.nms_thresh,
-                    max_boxes=params.max_boxes,
-                )
-                stored = service.store_proposals(db, image, detector, n_boxes, records)
+                row = embeddings.get_or_compute(db, storage, client, version, image)
+                found = client.propose_masks(ref, weights, embeddings.info(row), thresholds)
+                n_boxes = found.n_boxes
+                stored = service.store_proposals(db, image, detector, n_boxes, found.records)
+            except ModelServiceError:
+                raise
             except Exception as error:
                 db.rollback()
                 failed.add(image_id, error)

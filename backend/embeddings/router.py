@@ -2,7 +2,8 @@
 
 ``GET /api/images/{id}/embedding``: the embedding of the project's active model version as raw
 little-endian C-order bytes in the wire encoding asked for (``encoding``: ``float16``, the
-default, 1x256x64x64; or ``int8-per-channel``, half the bytes, see backend/embeddings/encoding.py),
+default, 1x256x64x64; or ``int8-per-channel``, half the bytes: 256 float32 scales, then int8 values;
+both made by the model side, `ModelService.embedding_wire`),
 with ``X-Embedding-Shape``, ``X-Embedding-Dtype`` (the encoding), ``X-Original-Size``,
 ``X-Input-Size`` and ``X-Model-Version`` headers and an ETag naming the version, image and
 encoding; computed on demand (in this request) if the embedding job has not reached it.
@@ -16,22 +17,29 @@ the project's active one is a 409 (the page then reloads the model).
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from backend.api.deps import CurrentUser, ImageForMember, ProjectForJobStarter, SessionDep, SettingsDep, StorageDep
 from backend.api.types import MAX_DB_ID
-from backend.clients.model_server import ModelServerClient, ModelServerError
+from backend.clients.model_server import ModelServiceError, model_service
 from backend.embeddings import service
-from backend.embeddings.encoding import WireEncoding, encode
 from backend.jobs import service as jobs
 from backend.jobs.schemas import JobOut
-from backend.model_versions.service import active_version, model_spec
+from backend.model_versions.service import active_version
 from backend.tables import Project
 from model_server import api
 
 router = APIRouter(tags=["embeddings"])
+
+
+class WireEncoding(StrEnum):
+    """The browser's encodings of an embedding (`ModelService.embedding_wire`)."""
+
+    float16 = api.WIRE_FLOAT16
+    int8 = api.WIRE_INT8
 
 
 @router.post("/api/projects/{project_id}/embed", status_code=status.HTTP_202_ACCEPTED)
@@ -39,7 +47,7 @@ def embed_project(
     project: ProjectForJobStarter, db: SessionDep, user: CurrentUser, storage: StorageDep, settings: SettingsDep
 ) -> JobOut:
     """Start (or return the already queued/running) job embedding the project's images."""
-    version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+    version = active_version(db, project, storage, model_service(settings, storage), settings)
     started = jobs.start_or_existing(
         db,
         settings,
@@ -74,7 +82,7 @@ def get_image_embedding(
     encoding: Annotated[WireEncoding, Query()] = WireEncoding.float16,
     model_version: Annotated[int | None, Query(ge=1, le=MAX_DB_ID)] = None,
 ) -> Response:
-    client = ModelServerClient.from_settings(settings)
+    client = model_service(settings, storage)
     project = db.get_one(Project, image.project_id)
     version = active_version(db, project, storage, client, settings)
     if model_version is not None and model_version != version.id:
@@ -96,11 +104,15 @@ def get_image_embedding(
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
     try:
-        row = service.get_or_compute(db, storage, client, version, model_spec(version, storage), image)
-    except ModelServerError as error:
+        found = service.info(service.get_or_compute(db, storage, client, version, image))
+        body = client.embedding_wire(found, encoding.value)
+    except ModelServiceError as error:
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
     except ValueError as error:
         raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
-    emb = service.read_embedding(storage, row)
-    headers = {**cache, **api.embedding_headers(emb.original_size, emb.input_size), api.HEADER_DTYPE: encoding.value}
-    return Response(content=encode(emb.data, encoding), media_type="application/octet-stream", headers=headers)
+    headers = {
+        **cache,
+        **api.embedding_headers(found.original_size, found.input_size),
+        api.HEADER_DTYPE: encoding.value,
+    }
+    return Response(content=body, media_type="application/octet-stream", headers=headers)

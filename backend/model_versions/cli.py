@@ -63,14 +63,13 @@ def _import(args: argparse.Namespace) -> int:
 
 def _register(settings: Settings, path: Path, arch: str, name: str | None, make_default: bool) -> None:
     """Import `path` as an official `arch` version (the one code path of import and download)."""
-    from backend.clients.model_server import ModelServerClient
+    from backend.clients.model_server import model_service
     from backend.model_versions.service import import_checkpoint
-    from backend.storage import LocalStorage
+    from backend.storage import storage_for
 
+    storage = storage_for(settings)
     with _session(settings) as db:
-        version, created = import_checkpoint(
-            db, LocalStorage(settings.storage_path), ModelServerClient(), path, arch, name
-        )
+        version, created = import_checkpoint(db, storage, model_service(settings, storage), path, arch, name)
         state = "imported" if created else "already registered as"
         print(
             f"{state} model version {version.id}: {version.name} ({version.architecture}, origin "

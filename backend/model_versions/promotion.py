@@ -6,10 +6,11 @@ A project's active version (``projects.active_model_version_id``) is what the an
 * must name a ready version of the project or a global one (official, untrained);
 * **rollback** is promoting an earlier version; `rollback_target` is the active version's parent;
 * if the new version's **image encoder** is the previous one's, the project's embeddings are still
-  valid: rows for the new version are added pointing at the same files (no recomputation). A
-  retraining round only trains the prompt encoder and mask decoder, so a trained version records
-  ``artifacts["encoder_from"]``: the version whose encoder weights it carries. Otherwise (another
-  architecture or other encoder weights) an embedding job is started for the new version.
+  valid: rows for the new version are added pointing at the same objects (no recomputation). The
+  encoder's identity is ``encoder_sha256`` (the model side's digest of its weights); for versions not
+  yet described, ``artifacts["encoder_from"]``: a retraining round only trains the prompt encoder and
+  mask decoder, so a trained version records the version whose encoder weights it carries. Otherwise
+  (another architecture or other encoder weights) an embedding job is started for the new version.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class PromotionError(ValueError):
 def encoder_identity(version: ModelVersion) -> int:
     """Id of the version whose image-encoder weights `version` has (its own id unless inherited)."""
     return int((version.artifacts or {}).get("encoder_from", version.id))
+
+
+def same_encoder(a: ModelVersion, b: ModelVersion) -> bool:
+    """Whether `a` and `b` compute the same embeddings (by their encoder digests when both are known)."""
+    if a.encoder_sha256 is not None and b.encoder_sha256 is not None:
+        return a.encoder_sha256 == b.encoder_sha256
+    return encoder_identity(a) == encoder_identity(b)
 
 
 def project_versions(db: Session, project: Project) -> list[ModelVersion]:
@@ -108,7 +116,7 @@ def promote(
     if previous is not None and previous.id == version.id:
         db.commit()
         return previous.id, None, 0
-    if previous is not None and encoder_identity(previous) == encoder_identity(version):
+    if previous is not None and same_encoder(previous, version):
         reused = reuse_embeddings(db, project.id, previous.id, version.id)
         db.commit()
         return previous.id, None, reused

@@ -31,7 +31,7 @@ from backend.api.deps import (
 )
 from backend.api.stored_files import stored_object
 from backend.api.types import PathId
-from backend.clients.model_server import ModelServerClient
+from backend.clients.model_server import model_service
 from backend.core.config import Settings
 from backend.jobs.schemas import JobOut
 from backend.model_versions import promotion, service
@@ -66,7 +66,7 @@ class ProjectModelOut(BaseModel):
 def get_project_model(
     project: ProjectForMember, db: SessionDep, storage: StorageDep, settings: SettingsDep
 ) -> ProjectModelOut:
-    version = service.active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+    version = service.active_version(db, project, storage, model_service(settings, storage), settings)
     return ProjectModelOut(
         id=version.id,
         name=version.name,
@@ -152,7 +152,7 @@ def list_model_versions(
     project: ProjectForMember, db: SessionDep, storage: StorageDep, settings: SettingsDep
 ) -> list[ModelVersionOut]:
     """The project's versions and the global ones, newest first, each with its held-out metrics."""
-    service.active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+    service.active_version(db, project, storage, model_service(settings, storage), settings)
     return [_version_out(v, project) for v in promotion.project_versions(db, project)]
 
 

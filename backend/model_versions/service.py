@@ -2,7 +2,9 @@
 
 Every version's artifacts live under the storage root (``artifacts``: ``checkpoint``, the one-graph
 browser decoder ``decoder_onnx`` and the split decoder's ``decoder_image_onnx`` + ``decoder_click_onnx``
-keys, each decoder with its ``<name>_sha256`` for HTTP caching), with the checkpoint's sha256.
+keys, each decoder with its ``<name>_sha256`` for HTTP caching), with the checkpoint's sha256 and its
+image encoder's (``encoder_sha256``: versions sharing it share embeddings). The model side writes them
+(`backend.clients.model_server`); this module names their keys.
 Versions stored before the split decoder existed have only ``decoder_onnx``; the annotator then
 runs that one graph.
 
@@ -11,8 +13,8 @@ runs that one graph.
   decoder exported. Later processes load that file, so what the browser decodes with and what the
   worker encodes with are the same weights.
 * **official** versions come from `import_checkpoint`: the file is loaded strictly as the named
-  architecture (a wrong or truncated file is refused with the reason), copied into storage and
-  recorded with its sha256. Importing the same file twice returns the existing version.
+  architecture by the model side (a wrong or truncated file is refused with the reason), once it is
+  copied into storage, and recorded with its sha256. Importing the same file twice returns the existing version.
 * The install's **default** is the global version flagged ``is_default`` (`make_default`; at most one,
   a unique index says so), else the untrained one. It is what a project without an active version
   gets (`active_version`). Importing a checkpoint does not change it by itself: the admin chooses
@@ -22,8 +24,6 @@ runs that one graph.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -32,11 +32,11 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.clients.model_server import ModelServerClient, ModelSpec
+from backend.clients.model_server import ModelInfo, ModelRef, ModelService
 from backend.core.config import Settings
-from backend.storage import TMP_DIR, LocalStorage
 from backend.tables import ModelVersion, Project
 from backend.tables.enums import ModelOrigin, ModelStatus
+from model_server.api import Storage
 
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
 
@@ -45,9 +45,32 @@ ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
 _default_version_lock = threading.Lock()
 
 
-def model_spec(version: ModelVersion, storage: LocalStorage) -> ModelSpec:
-    """What the model side needs to run `version`: architecture, checkpoint path, sha256."""
-    return ModelSpec(version.architecture, storage.path(version.artifacts["checkpoint"]), version.sha256)
+def model_ref(version: ModelVersion) -> ModelRef:
+    """What the model side needs to run `version`: architecture, checkpoint key, sha256."""
+    return ModelRef(version.architecture, version.artifacts["checkpoint"], version.sha256 or "")
+
+
+def record_info(version: ModelVersion, info: ModelInfo) -> None:
+    """Keep what the model side reported about `version`'s checkpoint (not committed)."""
+    version.sha256, version.encoder_sha256 = info.sha256, info.encoder_sha256
+
+
+def encoder_sha256(db: Session, client: ModelService, version: ModelVersion) -> str:
+    """`version`'s image-encoder identity, asked of the model side once (`describe`) for versions
+    registered before it was recorded, and kept (committed)."""
+    if version.encoder_sha256 is None:
+        record_info(version, client.describe(version.architecture, version.artifacts["checkpoint"]))
+        db.commit()
+    assert version.encoder_sha256 is not None  # record_info sets it
+    return version.encoder_sha256
+
+
+def _stored_sha256(storage: Storage, key: str) -> str:
+    digest = hashlib.sha256()
+    with storage.open(key) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _file_sha256(path: Path) -> str:
@@ -58,33 +81,23 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _store_decoder(version: ModelVersion, storage: LocalStorage, client: ModelServerClient, prefix: str) -> None:
-    """Export `version`'s browser decoder graphs and record each as ``<name>_onnx`` + ``<name>_onnx_sha256``
-    (``decoder``: the one graph; ``decoder_image`` + ``decoder_click``: the split pair)."""
-    folder = Path(tempfile.mkdtemp(dir=storage.root / TMP_DIR))  # same filesystem: put_file renames
-    artifacts = {}
-    try:
-        for name, path in client.export_decoders(model_spec(version, storage), folder).items():
-            key = f"{prefix}/{Path(path).name}"
-            artifacts[f"{name}_onnx_sha256"] = _file_sha256(path)
-            storage.put_file(key, Path(path))
-            artifacts[f"{name}_onnx"] = key
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def _store_decoder(version: ModelVersion, storage: Storage, client: ModelService, prefix: str) -> None:
+    """Export `version`'s browser decoder graphs under `prefix` and record each as ``<name>_onnx`` +
+    ``<name>_onnx_sha256`` (``decoder``: the one graph; ``decoder_image`` + ``decoder_click``: the split pair)."""
+    artifacts: dict[str, Any] = {}
+    for name, key in client.export_decoders(model_ref(version), prefix).items():
+        artifacts[f"{name}_onnx"] = key
+        artifacts[f"{name}_onnx_sha256"] = _stored_sha256(storage, key)
     version.artifacts = {**version.artifacts, **artifacts}
 
 
-def ensure_default_version(
-    db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings
-) -> ModelVersion:
+def ensure_default_version(db: Session, storage: Storage, client: ModelService, settings: Settings) -> ModelVersion:
     """The untrained global version of ``settings.default_model_arch``, created (and committed) if missing."""
     with _default_version_lock:
         return _ensure_default_version(db, storage, client, settings)
 
 
-def _ensure_default_version(
-    db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings
-) -> ModelVersion:
+def _ensure_default_version(db: Session, storage: Storage, client: ModelService, settings: Settings) -> ModelVersion:
     arch = settings.default_model_arch
     existing = db.scalar(
         select(ModelVersion)
@@ -97,13 +110,8 @@ def _ensure_default_version(
     )
     if existing is not None and storage.exists(existing.artifacts.get("checkpoint", "models/missing")):
         return existing
-    prefix = f"models/untrained/{arch}"
-    tmp = storage.temp_path(".pth")
-    try:
-        sha = client.save_untrained_checkpoint(arch, tmp)
-        storage.put_file(f"{prefix}/checkpoint.pth", tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    key = f"models/untrained/{arch}/checkpoint.pth"
+    info = client.create_untrained(arch, key)
     version = existing or ModelVersion(
         project_id=None,
         name=f"untrained {arch}",
@@ -113,9 +121,9 @@ def _ensure_default_version(
         metrics={},
         artifacts={},
     )
-    version.sha256 = sha
-    version.artifacts = {"checkpoint": f"{prefix}/checkpoint.pth"}
-    _store_decoder(version, storage, client, prefix)
+    record_info(version, info)
+    version.artifacts = {"checkpoint": key}
+    _store_decoder(version, storage, client, f"models/untrained/{arch}")
     db.add(version)
     db.commit()
     return version
@@ -132,13 +140,14 @@ def registered_checkpoint(db: Session, sha256: str, architecture: str) -> ModelV
 
 def import_checkpoint(
     db: Session,
-    storage: LocalStorage,
-    client: ModelServerClient,
+    storage: Storage,
+    client: ModelService,
     path: Path,
     architecture: str,
     name: str | None = None,
 ) -> tuple[ModelVersion, bool]:
-    """Register an official checkpoint file; return (version, created).
+    """Register an official checkpoint file; return (version, created). The file is copied into
+    storage and loaded there strictly by the model side; a refused file is removed again.
 
     Raises:
         ValueError: unknown architecture, or the file is not a valid `architecture` checkpoint.
@@ -149,31 +158,36 @@ def import_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    sha = client.verify_checkpoint(architecture, path)
+    sha = _file_sha256(path)
     existing = registered_checkpoint(db, sha, architecture)
     if existing is not None:
         return existing, False
     prefix = f"models/official/{architecture}-{sha[:16]}"
-    tmp = storage.temp_path(".pth")
-    shutil.copyfile(path, tmp)
-    storage.put_file(f"{prefix}/checkpoint.pth", tmp)
+    key = f"{prefix}/checkpoint.pth"
+    with open(path, "rb") as f:
+        storage.put_stream(key, f)
+    try:
+        info = client.describe(architecture, key)
+    except ValueError as error:
+        storage.delete(key)
+        raise ValueError(str(error).replace(repr(key), repr(str(path)))) from None  # name the user's file
     version = ModelVersion(
         project_id=None,
         name=name or path.name,
         architecture=architecture,
         origin=ModelOrigin.official,
         status=ModelStatus.ready,
-        sha256=sha,
         metrics={},
-        artifacts={"checkpoint": f"{prefix}/checkpoint.pth"},
+        artifacts={"checkpoint": key},
     )
+    record_info(version, info)
     _store_decoder(version, storage, client, prefix)
     db.add(version)
     db.commit()
     return version, True
 
 
-def default_version(db: Session, storage: LocalStorage, client: ModelServerClient, settings: Settings) -> ModelVersion:
+def default_version(db: Session, storage: Storage, client: ModelService, settings: Settings) -> ModelVersion:
     """The version flagged default if it is ready, else the untrained one."""
     chosen = db.scalar(select(ModelVersion).where(ModelVersion.is_default, ModelVersion.status == ModelStatus.ready))
     return chosen or ensure_default_version(db, storage, client, settings)
@@ -207,7 +221,7 @@ def make_default(db: Session, version: ModelVersion) -> int:
 
 
 def active_version(
-    db: Session, project: Project, storage: LocalStorage, client: ModelServerClient, settings: Settings
+    db: Session, project: Project, storage: Storage, client: ModelService, settings: Settings
 ) -> ModelVersion:
     """The version serving `project`; a project without one is given the default (committed)."""
     if project.active_model_version_id is not None:

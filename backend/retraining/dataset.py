@@ -16,18 +16,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from pycocotools import mask as mask_utils
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.clients.model_server import ModelServerClient, ModelSpec, TrainingArrays
+from backend.clients.model_server import MaskSample, ModelService
 from backend.embeddings import service as embeddings
 from backend.masks.split import split_images
-from backend.storage import LocalStorage
 from backend.tables import Image, Mask, ModelVersion
 from backend.tables.enums import ReviewStatus
-from model_server.service.embedding_file import load_embedding
+from model_server.api import Storage
 
 MAX_MASK_FRACTION = 0.9
 
@@ -89,28 +86,18 @@ def take_snapshot(db: Session, project_id: int, held_out_fraction: float, seed: 
     return snapshot
 
 
-def decode_mask(mask: Mask) -> np.ndarray:
-    """The mask as HxW bool in its image's pixel frame (from its COCO RLE)."""
-    rle = dict(mask.rle)
-    if isinstance(rle.get("counts"), str):
-        rle["counts"] = rle["counts"].encode("ascii")
-    return mask_utils.decode(rle).astype(bool)
-
-
 def load_samples(
     db: Session,
-    storage: LocalStorage,
-    client: ModelServerClient,
+    storage: Storage,
+    client: ModelService,
     version: ModelVersion,
-    spec: ModelSpec,
     masks_by_image: dict[int, list[Mask]],
-) -> list[TrainingArrays]:
-    """One `TrainingArrays` per mask, with its image's embedding by `version` (computed if missing)."""
-    samples: list[TrainingArrays] = []
+) -> list[MaskSample]:
+    """One `MaskSample` per mask (its stored RLE) with its image's embedding by `version` (computed if
+    missing); the model side reads both."""
+    samples: list[MaskSample] = []
     for image_id, masks in masks_by_image.items():
         image = db.get_one(Image, image_id)
-        row = embeddings.get_or_compute(db, storage, client, version, spec, image)
-        embedding, original, inner = load_embedding(storage.path(row.storage_key))
-        for mask in masks:
-            samples.append(TrainingArrays(embedding, original, inner, decode_mask(mask)))
+        found = embeddings.info(embeddings.get_or_compute(db, storage, client, version, image))
+        samples.extend(MaskSample(found, dict(mask.rle)) for mask in masks)
     return samples

@@ -18,15 +18,15 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.clients.model_server import ModelServerClient
+from backend.clients.model_server import model_service
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.model_versions.service import active_version
 from backend.projects.settings import project_settings
 from backend.retraining.dataset import accepted_masks_query
 from backend.retraining.schemas import RetrainParams
-from backend.storage import LocalStorage
 from backend.tables import Job, Mask, Project
+from model_server.api import Storage
 
 KIND = "train"
 MIN_NOC_GAIN = 0.01  # clicks: a smaller change of mean NoC@90 is a tie
@@ -76,7 +76,7 @@ def start_round(
     user_id: int | None,
     params: RetrainParams,
     settings: Settings,
-    storage: LocalStorage,
+    storage: Storage,
     reason: str = "started by hand",
 ) -> Job:
     """Create and send a `train` job for `project` (committed); it trains from the active version.
@@ -94,7 +94,7 @@ def start_round(
                 f"not enough masks to retrain: the project has {count} accepted mask(s), "
                 f"a round needs at least {params.min_masks} (min_masks)"
             )
-        version = active_version(db, project, storage, ModelServerClient.from_settings(settings), settings)
+        version = active_version(db, project, storage, model_service(settings, storage), settings)
         return jobs.JobInputs(
             {
                 "model_version_id": version.id,
@@ -111,7 +111,7 @@ def start_round(
     return job
 
 
-def start_due_rounds(db: Session, settings: Settings, storage: LocalStorage) -> list[tuple[int, int]]:
+def start_due_rounds(db: Session, settings: Settings, storage: Storage) -> list[tuple[int, int]]:
     """Start a round in every project whose `retrain_every_masks` new masks have come in.
 
     Returns (project id, job id) of each round started.

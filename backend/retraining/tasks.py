@@ -8,42 +8,44 @@ project's active version when the round was started), ``params`` (`RetrainParams
 
 1. snapshots the accepted masks and splits them by image (`dataset.take_snapshot`); too few → the
    job fails with a message saying how many there are and how many are needed;
-2. loads the parent's embeddings of those images (computing missing ones through the client);
-3. trains the prompt encoder + mask decoder from the parent's weights (progress 5%→85%): the job's
+2. names the parent's embeddings of those images (computing missing ones through the model service);
+3. the model side trains the prompt encoder + mask decoder from the parent's weights (progress 5%→85%,
+   reported back across the model-service boundary): the job's
    ``result`` shows ``step``, ``total_steps``, ``loss``, ``eta_seconds`` and a ``loss_curve`` of
    [step, loss] points (thinned to at most `MAX_CURVE_POINTS`), written at most every
    `REPORT_SECONDS`; a cancelled job stops training at the next step (``should_stop``);
 4. evaluates the new weights AND the parent on the held-out masks (85%→97%);
-5. registers the version (origin trained, parent, same architecture and image encoder, artifacts
-   checkpoint + browser decoder, hyper-parameters, both metrics, data snapshot) in the same commit
+5. registers the version (origin trained, parent, same architecture and image encoder, so the same
+   ``encoder_sha256`` and the parent's embeddings; artifacts checkpoint + browser decoder,
+   hyper-parameters, both metrics, data snapshot) in the same commit
    that records its id in the job's result, so a redelivered task does not register it twice;
 6. auto-promotes it if the round says so and it is better (`service.is_better`).
 
-Training state is checkpointed under ``training/job-<id>/`` in storage, so a requeued job (worker
-lost, see the jobs sweep) resumes where the checkpoint left off; it is removed when the round ends.
+Training state is checkpointed under ``training/job-<id>/`` in storage (the retrain call's
+``work_prefix``), so a requeued job (worker or model service lost, see the jobs sweep) resumes where the
+checkpoint left off, on any model service; it is removed when the round ends.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from backend.clients.model_server import ModelServerClient, ModelSpec, TrainOutcome
+from backend.clients.model_server import ModelRef, ModelService, TrainOutcome, model_service
 from backend.jobs import service as jobs
 from backend.jobs.runner import JobContext, run_job, worker_sessions
 from backend.jobs.service import STALE_AFTER, JobCancelled
 from backend.model_versions import promotion
-from backend.model_versions.service import _store_decoder, model_spec
+from backend.model_versions.service import _store_decoder, model_ref, record_info
 from backend.retraining import dataset, service
 from backend.retraining.schemas import RetrainParams
-from backend.storage import LocalStorage
+from backend.storage import storage_for
 from backend.tables import Job, ModelVersion, Project
 from backend.tables.enums import JobStatus, ModelOrigin, ModelStatus
 from backend.worker.celery_app import app, task_settings
+from model_server.api import Storage
 
 REPORT_SECONDS = 1.0
 MAX_CURVE_POINTS = 500
@@ -65,7 +67,7 @@ def start_due_retrain_rounds() -> list[tuple[int, int]]:
     """Start a round in each project that collected `retrain_every_masks` new masks (beat)."""
     settings = task_settings()
     with worker_sessions(settings)() as db:
-        return service.start_due_rounds(db, settings, LocalStorage(settings.storage_path))
+        return service.start_due_rounds(db, settings, storage_for(settings))
 
 
 class _Reporter:
@@ -166,14 +168,14 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     if parent is None:
         raise ValueError("the round's parent model version no longer exists")
     project = ctx.project()
-    storage = LocalStorage(settings.storage_path)
-    client = ModelServerClient.from_settings(settings)
-    work_dir = f"training/job-{job.id}"
+    storage = storage_for(settings)
+    client = model_service(settings, storage)
+    work_prefix = f"training/job-{job.id}/"
 
     registered = (job.result or {}).get("new_model_version_id")  # by an earlier delivery of this job
     version = db.get(ModelVersion, registered) if registered is not None else None
     if version is None:
-        version = _train_and_register(ctx, project, parent, params, storage, client, work_dir)
+        version = _train_and_register(ctx, project, parent, params, storage, client, work_prefix)
     result: dict[str, Any] = {
         **{key: inputs[key] for key in ("model_version_id", "params", "mask_watermark", "reason") if key in inputs},
         **{k: v for k, v in (ctx.job().result or {}).items() if k in ("step", "total_steps", "loss", "loss_curve")},
@@ -183,7 +185,7 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "eta_seconds": 0,
     }
     result.update(_maybe_promote(ctx, project, parent, version, params))
-    shutil.rmtree(storage.path(work_dir), ignore_errors=True)
+    storage.delete_prefix(work_prefix)
     return result
 
 
@@ -192,9 +194,9 @@ def _train_and_register(
     project: Project,
     parent: ModelVersion,
     params: RetrainParams,
-    storage: LocalStorage,
-    client: ModelServerClient,
-    work_dir: str,
+    storage: Storage,
+    client: ModelService,
+    work_prefix: str,
 ) -> ModelVersion:
     db = ctx.db
     snapshot = dataset.take_snapshot(db, project.id, params.held_out_fraction, params.seed)
@@ -210,35 +212,36 @@ def _train_and_register(
             f"masks on at least two images are needed (one to train on, one held out); "
             f"the project's {record['masks']} masks are on {record['images']} image(s)"
         )
-    spec = model_spec(parent, storage)
+    ref = model_ref(parent)
     if not _report(ctx, 0.0, f"loading embeddings of {record['images']} images", data_snapshot=record):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
-    train = dataset.load_samples(db, storage, client, parent, spec, snapshot.train)
-    held_out = dataset.load_samples(db, storage, client, parent, spec, snapshot.held_out)
+    train = dataset.load_samples(db, storage, client, parent, snapshot.train)
+    held_out = dataset.load_samples(db, storage, client, parent, snapshot.held_out)
 
     reporter = _Reporter(ctx, params.steps)
     if not _report(
         ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps, loss_curve=[]
     ):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
-    checkpoint = storage.temp_path(".pth")
+    prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
+    checkpoint = f"{prefix}/checkpoint.pth"
     try:
         started = time.monotonic()
         outcome = client.retrain(
-            spec,
+            ref,
             train,
             _train_config(params),
             checkpoint,
-            checkpoint_dir=storage.path(work_dir),
+            work_prefix=work_prefix,
             progress=reporter,
             should_stop=reporter.should_stop,
         )
         seconds = time.monotonic() - started
-        if outcome.stopped_early:
-            shutil.rmtree(storage.path(work_dir), ignore_errors=True)
+        if outcome.stopped_early or outcome.info is None:
+            storage.delete_prefix(work_prefix)
             raise JobCancelled(f"job {ctx.job_id} was cancelled at step {outcome.steps_done}")
         reporter.write(time.monotonic())
-        new_spec = ModelSpec(parent.architecture, checkpoint, outcome.sha256)
+        new_ref = ModelRef(parent.architecture, checkpoint, outcome.info.sha256)
 
         def eval_progress(start: float, end: float, label: str):
             def report(done: int, total: int) -> None:
@@ -253,28 +256,18 @@ def _train_and_register(
 
         mid = (TRAIN_END + EVAL_END) / 2
         new_metrics = client.evaluate(
-            new_spec, held_out, params.max_clicks, eval_progress(TRAIN_END, mid, "the new version")
+            new_ref, held_out, max_clicks=params.max_clicks, progress=eval_progress(TRAIN_END, mid, "the new version")
         )
         parent_metrics = client.evaluate(
-            spec, held_out, params.max_clicks, eval_progress(mid, EVAL_END, f"version {parent.id}")
+            ref, held_out, max_clicks=params.max_clicks, progress=eval_progress(mid, EVAL_END, f"version {parent.id}")
         )
         jobs.set_progress(db, ctx.job_id, EVAL_END, "storing the checkpoint and browser decoder")
         return _register(
-            ctx,
-            project,
-            parent,
-            params,
-            storage,
-            client,
-            checkpoint,
-            outcome,
-            record,
-            new_metrics,
-            parent_metrics,
-            seconds,
+            ctx, project, parent, params, storage, client, prefix, outcome, record, new_metrics, parent_metrics, seconds
         )
-    finally:
-        checkpoint.unlink(missing_ok=True)
+    except BaseException:
+        storage.delete_prefix(prefix + "/")  # a round that did not register keeps no artifacts
+        raise
 
 
 def _register(
@@ -282,19 +275,19 @@ def _register(
     project: Project,
     parent: ModelVersion,
     params: RetrainParams,
-    storage: LocalStorage,
-    client: ModelServerClient,
-    checkpoint: Path,
+    storage: Storage,
+    client: ModelService,
+    prefix: str,
     outcome: TrainOutcome,
     record: dict[str, Any],
     new_metrics: dict[str, float],
     parent_metrics: dict[str, float],
     seconds: float,
 ) -> ModelVersion:
-    """Store the artifacts, then add the version and record its id on the job in one commit."""
+    """Export the browser decoder next to the checkpoint the model side wrote under `prefix`, then add
+    the version and record its id on the job in one commit."""
     db = ctx.db
-    prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
-    storage.put_file(f"{prefix}/checkpoint.pth", checkpoint)
+    assert outcome.info is not None  # a round that stopped early raised before
     rounds = len(
         db.scalars(
             select(ModelVersion.id).where(
@@ -309,7 +302,6 @@ def _register(
         architecture=parent.architecture,
         origin=ModelOrigin.trained,
         status=ModelStatus.ready,
-        sha256=outcome.sha256,
         artifacts={"checkpoint": f"{prefix}/checkpoint.pth", "encoder_from": promotion.encoder_identity(parent)},
         metrics={
             "held_out": new_metrics,
@@ -328,6 +320,7 @@ def _register(
             "job_id": ctx.job_id,
         },
     )
+    record_info(version, outcome.info)
     _store_decoder(version, storage, client, prefix)
     db.add(version)
     db.flush()

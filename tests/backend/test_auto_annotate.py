@@ -3,20 +3,17 @@
 Celery runs eagerly (the task executes in the test process through Celery's ``apply``), as in the
 embedding tests: there is no broker-backed worker in the test suite. The model is the install's
 untrained vit_t (seeded random weights), run by our `model_server.amg` generator through
-`ModelServerClient.automatic_masks`. Random weights give few confident, stable masks, so the jobs use
+`ModelService.automatic_masks` (in process). Random weights give few confident, stable masks, so the jobs use
 LOW thresholds (pred_iou_thresh 0, stability_score_thresh 0) and a 4x4 grid; typically about one
 mask per image survives NMS.
 
 The generator takes ~20 s per image on the shared 2-core CPU, so its real output is computed once
-per (weights, image, parameters) and memoised for the session (`memo_generator`); every test still
+per (weights, image, parameters) and memoised for the session (`tests.backend.model_memo`); every test still
 runs the real task, the real storage transaction and the real database (SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,16 +23,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
 from backend.auto import service as auto_service
-from backend.clients.model_server import ModelServerClient, ModelSpec
+from backend.clients.model_server import model_service
 from backend.model_versions.service import ensure_default_version
-from backend.storage import LocalStorage
+from backend.storage import storage_for
 from backend.tables import Image, Job, Mask
 from backend.worker import celery_app
 from tests.backend.jobs_helpers import upload
+from tests.backend.model_memo import MemoService, memo_models_fixture, remembered_records  # noqa: F401
 
 LOW = {"points_per_side": 4, "points_per_batch": 16, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-_REAL = ModelServerClient.automatic_masks
-_MEMO: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
 
 
 @pytest.fixture
@@ -45,63 +41,23 @@ def eager(settings):
     celery_app.configure(settings, eager=False)
 
 
-class _CopyingClient(ModelServerClient):
-    """Writes the untrained weights and decoders by copying files made once per session (~20 s saved per test)."""
-
-    def __init__(self, checkpoint: Path, sha256: str, decoders: dict[str, Path]) -> None:
-        super().__init__()
-        self.files = (checkpoint, sha256, decoders)
-
-    def save_untrained_checkpoint(self, architecture: str, path: Path) -> str:
-        shutil.copyfile(self.files[0], path)
-        return self.files[1]
-
-    def export_decoders(self, spec, folder: Path) -> dict[str, Path]:
-        copies = {name: Path(folder) / path.name for name, path in self.files[2].items()}
-        for name, copy in copies.items():
-            shutil.copyfile(self.files[2][name], copy)
-        return copies
-
-
-@pytest.fixture(scope="session")
-def _untrained_files(tmp_path_factory) -> tuple[Path, str, dict[str, Path]]:
-    folder = tmp_path_factory.mktemp("untrained")
-    client = ModelServerClient()
-    sha = client.save_untrained_checkpoint("vit_t", folder / "checkpoint.pth")
-    decoders = client.export_decoders(ModelSpec("vit_t", folder / "checkpoint.pth", sha), folder / "decoders")
-    return folder / "checkpoint.pth", sha, decoders
-
-
 @pytest.fixture(autouse=True)
-def untrained_version(db, settings, _untrained_files):
-    """The install's untrained vit_t version, as `ensure_default_version` creates it (files copied)."""
-    return ensure_default_version(db, LocalStorage(settings.storage_path), _CopyingClient(*_untrained_files), settings)
+def untrained_version(db, settings, memo_models):
+    """The install's untrained vit_t version, as `ensure_default_version` creates it (its files made
+    once per session)."""
+    storage = storage_for(settings)
+    return ensure_default_version(db, storage, model_service(settings, storage), settings)
 
 
 @pytest.fixture
-def memo_generator(monkeypatch):
-    """`automatic_masks` computing each (weights, image, parameters) once per session; returns the calls."""
-    calls: list[str] = []
-
-    def memoised(self, image_rgb, spec, params):
-        key = (
-            spec.sha256,
-            hashlib.sha256(np.ascontiguousarray(image_rgb).tobytes()).hexdigest(),
-            repr(sorted(params.items())),
-        )
-        calls.append(key[1])
-        if key not in _MEMO:
-            _MEMO[key] = _REAL(self, image_rgb, spec, params)
-        return [dict(r) for r in _MEMO[key]]
-
-    monkeypatch.setattr(ModelServerClient, "automatic_masks", memoised)
-    return calls
+def memo_generator(memo_models) -> list[str]:
+    """The sha256 of each image given to the automatic generator (run once per weights, image and
+    parameters per session)."""
+    return memo_models.generator
 
 
 def _records_for(image_sha: str) -> list[dict[str, Any]]:
-    return next(
-        v for k, v in _MEMO.items() if k[1] == image_sha and k[2] == repr(sorted(_generator_kwargs(LOW).items()))
-    )
+    return remembered_records(image_sha, _generator_kwargs(LOW))
 
 
 def _generator_kwargs(params: dict[str, Any]) -> dict[str, Any]:
@@ -181,15 +137,15 @@ def test_crash_mid_job_leaves_whole_images_and_the_rerun_completes(
     client, db, project, manager_headers, data_root, eager, memo_generator, monkeypatch
 ):
     ids = upload(client, manager_headers, project.id, data_root, 2)
-    memoised = ModelServerClient.automatic_masks
+    memoised = MemoService.automatic_masks
 
     # 1. The model fails on the second image: recorded on it, the job goes on (and ends) without it.
-    def crash_on_second(self, image_rgb, spec, params):
+    def crash_on_second(self, model, image_key, params):
         if len(memo_generator) == 1:
             raise RuntimeError("simulated worker crash")
-        return memoised(self, image_rgb, spec, params)
+        return memoised(self, model, image_key, params)
 
-    monkeypatch.setattr(ModelServerClient, "automatic_masks", crash_on_second)
+    monkeypatch.setattr(MemoService, "automatic_masks", crash_on_second)
     partial = _start(client, project.id, manager_headers, LOW)
     assert partial["status"] == "succeeded" and partial["message"] == "done, 1 images failed", partial
     assert partial["result"]["processed"] == 1 and partial["result"]["failed_images"] == [
@@ -205,7 +161,7 @@ def test_crash_mid_job_leaves_whole_images_and_the_rerun_completes(
     assert _masks(db, ids[1]) == []
 
     # 2. The worker dies inside the second image's transaction, after its masks reached the database.
-    monkeypatch.setattr(ModelServerClient, "automatic_masks", memoised)
+    monkeypatch.setattr(MemoService, "automatic_masks", memoised)
     real_mark_done = auto_service.mark_done
 
     def crash_in_transaction(image):

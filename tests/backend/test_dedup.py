@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 
 from backend.auto.schemas import AutoParams
-from backend.clients.model_server import ModelServerClient
 from backend.detection.service import store_proposals
 from backend.masks import provenance
 from backend.masks.duplicates import without_duplicates
@@ -23,13 +22,9 @@ from backend.masks.rle import iou_matrix
 from backend.masks.writer import NewMask, add_mask
 from backend.tables import DetectorVersion, Image, Mask, MaskSource, ModelStatus, Stage
 from tests.backend.jobs_helpers import upload
+from tests.backend.model_memo import MemoService, memo_models_fixture  # noqa: F401 - fixtures
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, record, rle_of
-from tests.backend.test_auto_annotate import (  # noqa: F401 - fixtures
-    _CopyingClient,
-    _untrained_files,
-    eager,
-    untrained_version,
-)
+from tests.backend.test_auto_annotate import eager, untrained_version  # noqa: F401 - fixtures
 
 MANUAL = (20, 20, 80, 80)  # y0, x0, y1, x1
 NEAR = (21, 20, 80, 80)
@@ -135,7 +130,7 @@ def test_auto_annotate_job_result_counts_the_skipped(client, db, project, manage
     _manual(db, image, MANUAL)
     boxes = [NEAR, PART, APART]
     monkeypatch.setattr(
-        ModelServerClient, "automatic_masks", lambda self, rgb, spec, params: [record(_box(image, b)) for b in boxes]
+        MemoService, "automatic_masks", lambda self, model, key, params: [record(_box(image, b)) for b in boxes]
     )
     response = client.post(f"/api/projects/{project.id}/auto-annotate", json={}, headers=manager_headers)
     assert response.status_code == 202, response.text

@@ -12,14 +12,11 @@ and at most 3 boxes per image so that every stored-mask path runs.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
-from backend.clients.model_server import ModelServerClient
 from backend.detection.service import MIN_TRAIN_IMAGES
 from backend.detection.tasks import train_version
 from backend.jobs import service as jobs
@@ -27,11 +24,9 @@ from backend.jobs.runner import run_job
 from backend.masks.split import split_images
 from backend.tables import DetectorVersion, Job, Mask, ModelStatus, Role
 from backend.worker import celery_app
+from tests.backend.model_memo import memo_models_fixture  # noqa: F401 - the encoder runs once per (weights, image)
 from tests.backend.stage1_objects import SMALL, STAGE1, davis_images, mask_rle
-from tests.backend.test_auto_annotate import _CopyingClient, _untrained_files, untrained_version  # noqa: F401
-
-_REAL_EMBED = ModelServerClient.embed
-_EMBEDDINGS: dict[tuple[str | None, str], object] = {}
+from tests.backend.test_auto_annotate import untrained_version
 
 
 @pytest.fixture
@@ -39,22 +34,6 @@ def eager(settings):
     celery_app.configure(settings, eager=True)
     yield
     celery_app.configure(settings, eager=False)
-
-
-@pytest.fixture(autouse=True)
-def memo_embed(monkeypatch):
-    """The encoder runs once per (weights, image) per session (both databases reuse it)."""
-
-    def memoised(self, images_rgb, spec):
-        out = []
-        for image in images_rgb:
-            key = (spec.sha256, hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest())
-            if key not in _EMBEDDINGS:
-                _EMBEDDINGS[key] = _REAL_EMBED(self, [image], spec)[0]
-            out.append(_EMBEDDINGS[key])
-        return out
-
-    monkeypatch.setattr(ModelServerClient, "embed", memoised)
 
 
 def _job(client, headers, response) -> dict:

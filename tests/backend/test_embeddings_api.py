@@ -1,21 +1,26 @@
 """Embedding a project (eager Celery: the task runs in the test process) and serving embeddings.
 
-The model is the untrained vit_t the install creates on first use; on SQLite and PostgreSQL.
+The model is the untrained vit_t the install creates on first use, in process (its weights, decoders
+and embeddings computed once per session: `tests.backend.model_memo`); on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from backend.embeddings.encoding import decode_int8
-from backend.tables import Embedding, ModelVersion, Role
+from backend.tables import Embedding, ModelOrigin, ModelStatus, ModelVersion, Role
 from backend.worker import celery_app
 from model_server.service.embedding_file import load_embedding
+from model_server.service.wire import decode_int8
 from tests.backend.jobs_helpers import upload
+from tests.backend.model_memo import memo_models_fixture  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("memo_models")
 
 
 @pytest.fixture
@@ -56,6 +61,83 @@ def test_embed_job_embeds_every_image_once_and_is_idempotent(
 
     listed = client.get(f"/api/projects/{project.id}/jobs", headers=manager_headers).json()
     assert [j["id"] for j in listed] == [again["id"], job_id]
+
+
+def _embed(client, project_id: int, headers) -> dict:
+    response = client.post(f"/api/projects/{project_id}/embed", headers=headers)
+    assert response.status_code == 202, response.text
+    return client.get(f"/api/jobs/{response.json()['id']}", headers=headers).json()
+
+
+def test_versions_with_the_same_image_encoder_share_embeddings(
+    client, db, eager, project, manager_headers, data_root, memo_models
+):
+    """A decoder-only version (what a retraining round makes: same image encoder, other weights) is
+    given the embeddings its encoder already computed, without asking the model."""
+    image_ids = upload(client, manager_headers, project.id, data_root, 2)
+    assert client.get(f"/api/projects/{project.id}/model", headers=manager_headers).status_code == 200
+    version = db.scalar(select(ModelVersion))
+    encoder, version.encoder_sha256 = version.encoder_sha256, None  # as registered before migration 0015
+    db.commit()
+    assert _embed(client, project.id, manager_headers)["status"] == "succeeded"
+    db.refresh(version)
+    assert version.encoder_sha256 == encoder and len(encoder) == 64  # asked of the model side again
+    assert version.encoder_sha256 != version.sha256  # the encoder's identity, not the checkpoint's
+    twin = ModelVersion(
+        project_id=project.id,
+        parent_id=version.id,
+        name="decoder-only",
+        architecture=version.architecture,
+        origin=ModelOrigin.trained,
+        status=ModelStatus.ready,
+        sha256="0" * 64,  # no such checkpoint: the model side would refuse to run it
+        encoder_sha256=version.encoder_sha256,
+        artifacts=dict(version.artifacts),
+        metrics={},
+    )
+    db.add(twin)
+    db.flush()
+    db.get_one(type(project), project.id).active_model_version_id = twin.id
+    db.commit()
+    asked = len(memo_models.embed)
+
+    job = _embed(client, project.id, manager_headers)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["embedded"] == 2 and job["result"]["model_version_id"] == twin.id
+    assert len(memo_models.embed) == asked  # the model was not asked
+    db.expire_all()
+    keys = {
+        vid: [
+            r.storage_key
+            for r in db.scalars(select(Embedding).where(Embedding.model_version_id == vid).order_by(Embedding.image_id))
+        ]
+        for vid in (version.id, twin.id)
+    }
+    assert keys[twin.id] == keys[version.id] and len(keys[version.id]) == len(image_ids)
+    assert all(key.startswith(f"embeddings/{version.encoder_sha256}/") for key in keys[version.id])
+    served = client.get(f"/api/images/{image_ids[0]}/embedding", headers=manager_headers)
+    assert served.status_code == 200 and served.headers["x-model-version"] == str(twin.id)
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_embed_job_fails_clearly_when_the_model_service_is_down(
+    client, db, eager, project, manager_headers, data_root, settings
+):
+    image_ids = upload(client, manager_headers, project.id, data_root, 2)
+    assert client.get(f"/api/projects/{project.id}/model", headers=manager_headers).status_code == 200
+    settings.model_server_url = f"http://127.0.0.1:{_unused_port()}"  # nothing listens there
+
+    job = _embed(client, project.id, manager_headers)
+    assert job["status"] == "failed", job
+    assert settings.model_server_url in job["error"], job["error"]
+    assert db.scalar(select(func.count()).select_from(Embedding)) == 0
+    response = client.get(f"/api/images/{image_ids[0]}/embedding", headers=manager_headers)
+    assert response.status_code == 503 and settings.model_server_url in response.json()["detail"]
 
 
 def test_embedding_endpoint_binary_headers_etag_and_on_demand(client, db, project, manager_headers, data_root):

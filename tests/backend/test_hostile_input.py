@@ -186,7 +186,7 @@ def test_embed_job_embeds_a_strip_and_goes_on_past_a_broken_image(
     assert job["status"] == "succeeded", job
     assert job["result"]["embedded"] == 2 and job["result"]["failed"] == 1
     [failure] = job["result"]["failed_images"]
-    assert failure["image_id"] == broken.id and "stored file unreadable" in failure["error"]
+    assert failure["image_id"] == broken.id and "not a readable image" in failure["error"]
     assert job["message"] == "done, 1 images failed"
     db.expire_all()
     rows = {e.image_id: e for e in db.scalars(select(Embedding))}

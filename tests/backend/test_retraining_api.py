@@ -69,6 +69,9 @@ def test_round_registers_a_version_promotion_changes_the_decoder_and_rollback_re
     assert set(snapshot["held_out_image_ids"]) <= set(image_ids)
     assert new["hyperparameters"]["steps"] == 2 and new["hyperparameters"]["lr"] == pytest.approx(8e-4)
     assert new["sha256"] != client.get(f"/api/projects/{project.id}/model", headers=ml).json()["sha256"]
+    # Decoder-only training: the round keeps its parent's image encoder, so it shares its embeddings.
+    trained, parent = db.get(ModelVersion, new["id"]), db.get(ModelVersion, old_id)
+    assert trained.encoder_sha256 == parent.encoder_sha256 is not None
 
     promoted = client.post(f"/api/projects/{project.id}/model-versions/{new['id']}/promote", headers=ml)
     assert promoted.status_code == 200, promoted.text

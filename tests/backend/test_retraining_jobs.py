@@ -12,6 +12,7 @@ from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
 from backend.retraining import tasks
 from backend.retraining.schemas import RetrainParams
+from backend.storage import storage_for
 from backend.tables import Job, ModelVersion, Project
 from backend.tables.enums import JobStatus
 from backend.worker import celery_app
@@ -48,7 +49,7 @@ def test_cancel_stops_a_running_round(client, db, settings, project, manager_hea
     assert final["status"] == "cancelled" and final["result"]["step"] < 100_000
     db.expire_all()
     assert db.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)).all() == []
-    assert not (settings.storage_path / f"training/job-{job.id}").exists()
+    assert list(storage_for(settings).list(f"training/job-{job.id}/")) == []  # its resumable state too
 
 
 def test_beat_starts_a_round_after_n_new_masks(client, db, settings, project, manager_headers, data_root, monkeypatch):
