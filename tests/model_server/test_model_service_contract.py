@@ -448,3 +448,14 @@ def test_a_malformed_request_is_a_422_naming_the_field(envs, servers):
     body = {"model": to_jsonable_python(envs["http"].ref), "image_keys": "images/ab/first.png"}
     answer = httpx.post(f"{servers[0].url}/v1/embed", json=body)
     assert answer.status_code == 422 and "image_keys" in answer.text
+
+
+def test_score_images(env, envs):
+    pytest.importorskip("model_server.selection")  # issue 18's module, landing beside this one
+    scores = {n: e.service.score_images(e.ref, e.embeddings()) for n, e in envs.items()}
+    _equal_everywhere(scores)
+    assert len(scores[env.name]) == 2
+    for score in scores[env.name]:
+        assert len(score.pooled) == 256 and 0.0 <= score.uncertainty <= 1.0 and score.details
+    with pytest.raises(ValueError, match="embeddings/none.npz"):
+        env.service.score_images(env.ref, [api.EmbeddingInfo("embeddings/none.npz", SIZE, (731, 1024))])
