@@ -1,7 +1,7 @@
 """Dashboard latency, storage and bulk-load rate on PostgreSQL at several sizes in one run, through the real app.
 
 For each size (default 1 000 000 and 10 000 000 masks, 100 masks per image) it creates (drops first)
-the database `dataengine_bench` on the server named by `DATAENGINE_BENCH_POSTGRES_URL` (default: the
+the database `dataengine_bench_<masks>` on the server named by `DATAENGINE_BENCH_POSTGRES_URL` (default: the
 test server, postgresql+psycopg://postgres@127.0.0.1:5432/test), migrates it with Alembic, fills it in
 SQL (INSERT ... SELECT generate_series: one project, 20 annotators, the images, masks of all stages and
 sources 2.5 s apart, ~1.3 kB of RLE-like text each, 2% soft-deleted, review rows, model rounds, jobs)
@@ -11,14 +11,20 @@ then measures
 - GET latency of every dashboard endpoint through `create_app` + TestClient with a manager's token
   (an annotator's for /me): p50/p95/max over `--repeat` requests after warm-up;
 - the database's bytes per mask (all of it, the masks table, its RLE column, the rollups);
-- the bulk-load rate of the automatic stage's write path: `backend.masks.writer.insert_masks` (one
-  multi-row INSERT per image of 100 masks) plus the image's done mark and a commit per image, with
-  the rollup triggers on and off;
+- the bulk-load rate of the automatic stage's write path: `backend.masks.writer.insert_masks` (a
+  cached executemany that insertmanyvalues sends as one multi-row INSERT per image of 100 masks) plus
+  the image's done mark and a commit per image, with the rollup triggers on and off, and against the
+  reference of the writer before 2026-12-02 (`insert(Mask).values(rows)`, a new statement compiled per
+  image) with the triggers on;
 - what the triggers add to plain SQL INSERTs (one-row statements and one 20 000-row INSERT, rolled back).
 Prints one markdown table per size and one comparing the p95 across sizes (ratio to the first).
 Goal: every endpoint under 100 ms p95 at 10M masks and within 1.3x of its 1M figure.
 
     python benchmarks/dashboard.py [--sizes 1000000 10000000] [--repeat 30] [--keep]
+
+`--keep` reuses a size's database if an earlier run filled it (a 10M fill takes half an hour here):
+it is migrated to head first, so a later migration's rollups are built by that migration, as in a
+deployment, then VACUUM ANALYZE; a size without a database is built.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
 from pycocotools import mask as mask_util
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, insert, null, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -42,10 +49,12 @@ from backend.core.migrations import upgrade
 from backend.core.security import create_access_token
 from backend.dashboard.rollups import ROLLUPS, rebuild_rollups
 from backend.main import create_app
-from backend.masks import provenance
+from backend.masks import provenance, writer
+from backend.masks.coverage import refresh_coverage
 from backend.masks.rle import CheckedMask, checked_mask
 from backend.masks.writer import NewMask, insert_masks
-from backend.tables import Image, ImageStatus, MaskSource, Stage
+from backend.tables import Image, ImageStatus, Mask, MaskSource, Stage
+from backend.tables.base import utcnow
 
 SERVER = os.environ.get("DATAENGINE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NAME = "dataengine_bench"
@@ -114,12 +123,32 @@ ENDPOINTS = [
 ]
 
 
+def exists(server: str, name: str) -> bool:
+    admin = create_engine(server)
+    with admin.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is not None
+    admin.dispose()
+    return found
+
+
+def reuse(url: str) -> float:
+    """Migrate a kept database to head and VACUUM ANALYZE it; returns the seconds migrating."""
+    start = time.perf_counter()
+    upgrade(url)
+    seconds = time.perf_counter() - start
+    engine = make_engine(url)
+    vacuum(engine)
+    engine.dispose()
+    return seconds
+
+
 def build(server: str, url: str, images: int, masks: int) -> tuple[float, float]:
     """Create and fill the database; returns (seconds filling, seconds rebuilding the rollups)."""
+    name = make_url(url).database
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{NAME}"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     upgrade(url)
     start = time.perf_counter()
@@ -207,16 +236,32 @@ def auto_masks(count: int = MASKS_PER_IMAGE, seed: int = 0) -> list[CheckedMask]
     return out
 
 
+def values_insert(db: Session, image: Image, masks: Sequence[NewMask]) -> int:
+    """The reference: `insert_masks` as it was before 2026-12-02, one `insert(Mask).values(rows)` per image."""
+    now = utcnow()
+    rows = [writer._row(image, new, checked_mask(new.mask, image.height, image.width)) for new in masks]
+    for row in rows:
+        row.update({k: null() for k in ("point_coords", "crop_box") if row[k] is None}, created_at=now, updated_at=now)
+    db.execute(insert(Mask).values(rows))
+    refresh_coverage(db, image.id)
+    return len(rows)
+
+
 def bulk_load(url: str, images: int = 100) -> list[tuple[str, float]]:
-    """Masks/s through the automatic stage's write path, rollup triggers on and off: for each of `images`
-    fresh images, `insert_masks` of 100 masks, the image marked done, a commit. The rows are removed after."""
+    """Masks/s through the automatic stage's write path, rollup triggers on and off, and the previous
+    writer's form with them on: for each of `images` fresh images, 100 masks written, the image marked
+    done, a commit. The rows are removed after."""
     masks = [
         NewMask(mask=m, source=MaskSource.auto, stage=Stage.fully_automatic, provenance=provenance.auto({"job_id": 1}))
         for m in auto_masks()
     ]
     engine = make_engine(url)
     out = []
-    for label, replica in (("rollup triggers on", False), ("triggers off (replica)", True)):
+    for label, replica, write in (
+        ("insert_masks, rollup triggers on", False, insert_masks),
+        ("insert_masks, triggers off (replica)", True, insert_masks),
+        ("reference: insert(Mask).values(rows) per image, triggers on", False, values_insert),
+    ):
         with engine.connect() as conn, Session(bind=conn) as db:  # one connection: the SET holds throughout
             if replica:
                 db.execute(text("SET session_replication_role = replica"))
@@ -233,7 +278,7 @@ def bulk_load(url: str, images: int = 100) -> list[tuple[str, float]]:
             batch = db.scalars(select(Image).where(Image.id >= first).order_by(Image.id)).all()
             start = time.perf_counter()
             for image in batch:
-                insert_masks(db, image, masks)
+                write(db, image, masks)
                 image.status = ImageStatus.done
                 db.commit()
             seconds = time.perf_counter() - start
@@ -275,13 +320,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000], help="masks per run")
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--keep", action="store_true", help="reuse an existing filled dataengine_bench (one size)")
+    parser.add_argument("--keep", action="store_true", help="reuse the sizes' filled databases (migrated to head)")
     args = parser.parse_args()
-    url = make_url(SERVER).set(database=NAME).render_as_string(hide_password=False)
     p95s: dict[int, dict[str, float]] = {}
     for masks in args.sizes:
         images = max(1, masks // MASKS_PER_IMAGE)
-        if not args.keep:
+        url = make_url(SERVER).set(database=f"{NAME}_{masks}").render_as_string(hide_password=False)
+        if args.keep and exists(SERVER, f"{NAME}_{masks}"):
+            print(f"\nkept {images} images and {masks} masks; migrated to head in {reuse(url):.0f} s")
+        else:
             fill, rebuild = build(SERVER, url, images, masks)
             print(f"\nfilled {images} images and {masks} masks in {fill:.0f} s; rollups rebuilt in {rebuild:.0f} s")
         latency = endpoint_latency(url, args.repeat)
@@ -299,7 +346,7 @@ def main() -> None:
             print(f"| GET /api/projects/1{endpoint} | {p50:.1f} | {p95:.1f} | {worst:.1f} |")
         print("\n| bytes per mask | " + " | ".join(sizes) + " |\n| --- |" + " ---: |" * len(sizes))
         print("| | " + " | ".join(f"{v:.0f}" for v in sizes.values()) + " |")
-        print("\n| bulk load: insert_masks, 100 masks per image, a commit per image | masks/s |\n| --- | ---: |")
+        print("\n| bulk load: 100 masks per image, a commit per image | masks/s |\n| --- | ---: |")
         for label, rate in loads:
             print(f"| {label} | {rate:.0f} |")
         print("\n| SQL write (rolled back) | ms with rollup triggers | ms without |\n| --- | ---: | ---: |")
