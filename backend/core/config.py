@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # (`s3://bucket/prefix?endpoint_url=http://minio:9000&region=us-east-1`, credentials from the
     # standard AWS_* variables) or a folder (`file:///abs/path`). None: the folder `storage_root`.
     storage_url: str | None = Field(default=None, min_length=1)
+    # Stores images may be imported from (`POST .../images/from-bucket`), by name: a name -> a storage
+    # URL as above, e.g. `{"incoming": "s3://drop/cameras?endpoint_url=http://minio:9000"}`. Only these.
+    import_sources: dict[str, str] = Field(default_factory=dict, max_length=64)
     # SQLAlchemy URL; default `sqlite:///<data_dir>/dataengine.db`. PostgreSQL: `postgresql+psycopg://...`.
     database_url: str | None = None
 

@@ -37,7 +37,7 @@ from backend.api.errors import ErrorItem, ErrorOut
 from backend.api.stored_files import stored_object
 from backend.api.types import RequestModel
 from backend.core.outbound import BlockedTarget, check_target
-from backend.exchange import formats, source, url_images
+from backend.exchange import bucket_images, formats, source, url_images
 from backend.exchange.archive import export_chunks
 from backend.exchange.formats.common import DEFAULT_TOLERANCE, ExportOptions
 from backend.exchange.importing import ImportRefused, import_upload, read_upload
@@ -67,6 +67,11 @@ class ExportIn(RequestModel):
 
 class UrlsIn(RequestModel):
     urls: Annotated[list[Annotated[HttpUrl, Field(strict=False)]], Field(min_length=1, max_length=url_images.MAX_URLS)]
+
+
+class BucketIn(RequestModel):
+    source: Annotated[str, Field(min_length=1, max_length=64, description="a name of the server's import sources")]
+    prefix: Annotated[str, Field(max_length=1024, description='the keys to import start with it ("": all)')] = ""
 
 
 class FileOut(BaseModel):
@@ -165,6 +170,34 @@ def import_images_from_urls(
         project.id,
         user.id,
         lambda: jobs.JobInputs(params, f"importing {len(body.urls)} URLs"),
+        reuse=lambda pending: pending.params == params,
+    )
+    return JobOut.model_validate(started.job)
+
+
+@router.post("/api/projects/{project_id}/images/from-bucket", status_code=status.HTTP_202_ACCEPTED)
+def import_images_from_bucket(
+    project: ProjectForJobStarter, body: BucketIn, db: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> JobOut:
+    """A job that reads the images under `prefix` of one of the import sources the operator configured
+    and stores them as uploads (`backend.exchange.bucket_images`)."""
+    try:
+        bucket_images.source_storage(settings.import_sources, body.source, body.prefix)
+    except KeyError:
+        names = ", ".join(sorted(settings.import_sources)) or "none"
+        raise HTTPException(
+            status_code=422, detail=f"unknown import source {body.source!r} (configured: {names})"
+        ) from None
+    except ValueError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    params = body.model_dump()
+    started = jobs.start_or_existing(
+        db,
+        settings,
+        "import_bucket",
+        project.id,
+        user.id,
+        lambda: jobs.JobInputs(params, f"importing {body.source}:{body.prefix}"),
         reuse=lambda pending: pending.params == params,
     )
     return JobOut.model_validate(started.job)

@@ -52,6 +52,7 @@ TASK_FOR_KIND: dict[str, str] = {
     "auto": "auto.annotate",
     "export": "exchange.export_project",
     "import_urls": "exchange.import_urls",
+    "import_bucket": "exchange.import_bucket",
     "train": "retraining.retrain",
     "detect_train": "detection.train",
     "detect": "detection.propose",

@@ -62,6 +62,7 @@ TASK_QUEUES = {
     "detection.propose": "auto",
     "exchange.export_project": "auto",
     "exchange.import_urls": "embed",  # downloads: waiting on other servers, no model
+    "exchange.import_bucket": "embed",  # reads from an object store, no model
     "retraining.retrain": "train",
     "detection.train": "train",
     "jobs.sweep_stale_jobs": "embed",
@@ -76,6 +77,7 @@ TASK_MODULES = [
     "backend.auto.tasks",
     "backend.exchange.tasks",
     "backend.exchange.url_images",
+    "backend.exchange.bucket_images",
     "backend.retraining.tasks",
     "backend.detection.tasks",
     "backend.webhooks.delivery",

@@ -37,6 +37,7 @@ class LocalStorage:
         return path
 
     def _temp(self) -> Path:
+        (self.root / RESERVED).mkdir(parents=True, exist_ok=True)  # a long-lived process outlives a cleanup
         fd, name = tempfile.mkstemp(dir=self.root / RESERVED)
         os.close(fd)
         return Path(name)

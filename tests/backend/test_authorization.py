@@ -94,6 +94,7 @@ PROJECT_ROUTES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/exports/{job_id}/file"): STARTERS,
     ("POST", "/api/projects/{project_id}/import/{format}"): STARTERS,
     ("POST", "/api/projects/{project_id}/images/from-urls"): STARTERS,
+    ("POST", "/api/projects/{project_id}/images/from-bucket"): STARTERS,
     ("GET", "/api/projects/{project_id}/dashboard"): MEMBERS,
     ("GET", "/api/projects/{project_id}/dashboard/me"): MEMBERS,
     ("GET", "/api/projects/{project_id}/dashboard/annotators"): MEMBERS,
