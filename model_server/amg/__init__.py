@@ -12,7 +12,7 @@ Why it is faster than the official generator on the same weights, with the same 
 - prompts are decoded in batches with the folded decoder (model_server/decoding/): the image side
   is computed once per crop and broadcast (no per-prompt copy), every attention between the 7
   prompt tokens and the 4096 image rows folds its 4096-row projections into the tokens' side, and
-  the output upscaling runs channels last as plain matrix products, a block of image rows at a time;
+  the output upscaling runs channels last as plain matrix products, a few whole prompts per call;
 - the decoder's transformer and IoU head run for every prompt, but its costly output upscaling and
   mask products only for prompts with at least one mask above `pred_iou_thresh` (the IoU head does
   not depend on them: exact);

@@ -23,23 +23,23 @@ Why it is faster than the modules, with the same result:
 - The output upscaling runs channels last as plain matrix products, not ConvTranspose2d (slow on
   the CPU): each kernel-2, stride-2 transposed convolution is one product per input pixel
   (in -> (dy, dx, out)), and LayerNorm2d normalises each output pixel's channels, so every input
-  row is upscaled on its own, a block of rows at a time so that the intermediates stay in the CPU's
-  cache. The first of the two products (4096x256x256 per prompt) is carried through the two norm4
+  row is upscaled on its own: one prompt's a block of rows at a time, so that the intermediates stay
+  in the CPU's cache. The first of the two products (4096x256x256 per prompt) is carried through the two norm4
   layer norms as low-rank updates of one per-image product (`_upscale_input`).
 - The output upscaling, the costliest part, runs only for the prompts and mask tokens asked for
   (`masks`), so the automatic generator can skip prompts whose predicted IoUs all fail first.
 - Several prompts (batched decoding on the CPU, the automatic generator) take a second form of the
   first block and the upscaling input (`transform`): per head, all prompts folded into one query
   sequence against the shared image side (the block rows of one prompt cost h times the products
-  there, and broadcasting the image side copies it per prompt), then the direct first upscaling
-  product of the kept image rows, written in place (benchmarks/README.md, issue 14). One prompt
+  there, and broadcasting the image side copies it per prompt), then the direct upscaling of the
+  kept image rows, blocks of whole prompts in few operator calls (`_masks_batched`; on a shared CPU
+  the call count, not the cache, sets its time: benchmarks/README.md, issue 14). One prompt
   and every traced graph keep the form above, which onnxruntime's wasm kernels need.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import NamedTuple, cast
 
 import torch
@@ -60,7 +60,8 @@ from .attention import (
     token_to_image,
 )
 
-UPSCALE_ROWS = 1024  # image rows upscaled together: 1-2 MB of intermediates, cache-sized
+UPSCALE_ROWS = 1024  # one prompt's image rows upscaled together: 1-2 MB of intermediates, cache-sized
+PROMPT_BLOCK = 4  # several prompts are upscaled this many at a time: few calls (`_masks_batched`)
 
 
 class ImageSide(NamedTuple):
@@ -357,16 +358,18 @@ class FoldedDecoder(nn.Module):
         rows: int | None = UPSCALE_ROWS,
     ) -> torch.Tensor:
         """KxMx256x256 low-res logits of the mask tokens `mask_tokens` (M of 0-3) for the prompts
-        `prompts` (K indices into the B prompts; None: all of them). rows: image rows upscaled
-        together (None: all at once, as a traced graph does)."""
+        `prompts` (K indices into the B prompts; None: all of them). rows: one prompt's image rows
+        upscaled together (None: all at once, as a traced graph does); several prompts are upscaled
+        `PROMPT_BLOCK` whole prompts at a time (None: all at once)."""
         outputs = transformed.outputs if prompts is None else transformed.outputs[prompts]
         mlps = self.decoder.output_hypernetworks_mlps
         hyper = torch.stack([mlps[i](outputs[:, 1 + i]) for i in mask_tokens], dim=1)  # KxMx32
+        if isinstance(transformed.image, torch.Tensor):
+            image = transformed.image if prompts is None else transformed.image[prompts]
+            return self._masks_batched(image, hyper, image.shape[0] if rows is None else PROMPT_BLOCK)
         chosen = range(outputs.shape[0]) if prompts is None else prompts.tolist()
         n = side.tokens.shape[1]
         side_out = int(math.isqrt(n)) * 4
-        if isinstance(transformed.image, torch.Tensor):
-            return self._masks_in_place(side, transformed, hyper, chosen, UPSCALE_ROWS if rows is None else rows)
         step = n if rows is None else rows
         per_prompt = []
         for k, prompt in enumerate(chosen):
@@ -378,21 +381,25 @@ class FoldedDecoder(nn.Module):
         logits = torch.stack(per_prompt).transpose(1, 2)  # KxMx(4096·16), products' pixel order
         return logits[..., self.raster_order].reshape(len(per_prompt), -1, side_out, side_out)
 
-    def _masks_in_place(
-        self, side: ImageSide, transformed: Transformed, hyper: torch.Tensor, chosen: Sequence[int], rows: int
-    ) -> torch.Tensor:
-        """`masks` for several prompts, eagerly: every block's logits are written in place into one
-        tensor, put in raster order by one permutation (collecting the blocks and gathering the
-        pixels, the traced graph's way, cost a quarter of the upscaling on the CPU)."""
-        n = side.tokens.shape[1]
+    def _masks_batched(self, image: torch.Tensor, hyper: torch.Tensor, block: int) -> torch.Tensor:
+        """`masks` for several prompts, eagerly, from their final image rows (Kx4096x256): `block`
+        whole prompts upscaled together, each product one call over all their rows, and the logits
+        written in place into one tensor put in raster order by one permutation.
+
+        Why whole prompts and not cache-sized row blocks: on a CPU shared with other processes every
+        operator call waits for its slowest thread, so the call count sets the time; 64 prompts
+        upscaled per prompt and 1024-row block (256 blocks of seven calls) took about 4x the time of
+        16 blocks of four prompts (benchmarks/README.md, issue 14). A block of four prompts holds
+        about 200 MB of intermediates."""
+        k, n, channels = image.shape
         grid, m = int(math.isqrt(n)), hyper.shape[1]
-        out = torch.empty(len(chosen), n * 16, m, dtype=hyper.dtype, device=hyper.device)
-        for k, prompt in enumerate(chosen):
-            for start in range(0, n, rows):
-                up = self._upscale_input(side, transformed, prompt, slice(start, start + rows))
-                self._upscale(up, hyper[k], out[k, start * 16 : (start + rows) * 16])
+        out = torch.empty(k, n * 16, m, dtype=hyper.dtype, device=hyper.device)
+        for start in range(0, k, block):
+            stop = min(k, start + block)
+            up = torch.addmm(self.up1_bias, image[start:stop].reshape(-1, channels), self.up1_w)
+            self._upscale(up, hyper[start:stop], out[start:stop])
         pixels = out.view(-1, grid, grid, 2, 2, 2, 2, m)  # y, x, dy, dx, dy2, dx2, M
-        return pixels.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(len(chosen), m, grid * 4, grid * 4)
+        return pixels.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(k, m, grid * 4, grid * 4)
 
     def _upscale_input(self, side: ImageSide, transformed: Transformed, prompt: int, rows: slice) -> torch.Tensor:
         """The first upscaling product keys2 W + b for image rows `rows` of one prompt, carried
@@ -405,11 +412,10 @@ class FoldedDecoder(nn.Module):
         product per prompt.
 
         With several prompts the transformer kept the final image rows instead (`transform`): their
-        direct product, one pass over memory, is faster on the CPU than the low-rank updates.
+        direct product (`_masks_batched`), one pass over memory, is faster on the CPU than these
+        low-rank updates.
         """
-        if isinstance(transformed.image, torch.Tensor):
-            return torch.addmm(self.up1_bias, transformed.image[prompt, rows], self.up1_w)
-        norms, attended = transformed.image
+        norms, attended = cast(Factors, transformed.image)
         (mean0, inv0), (mean1, inv1) = ((m[prompt, rows], i[prompt, rows]) for m, i in norms)
         (probs0, v_out0), (probs1, v_out1) = ((p[prompt, :, rows], v[prompt]) for p, v in attended)
         mask = transformed.mask
@@ -421,15 +427,16 @@ class FoldedDecoder(nn.Module):
         return inv1 * (z1 - mean1 * self.g2_colsum) + self.up1_b
 
     def _upscale(self, up: torch.Tensor, hyper: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Rx(2·2·64) first-product rows -> (R·16)xM logits (into `out` if given): LayerNorm2d and
-        GELU per output pixel, the second transposed convolution as a product, GELU, and the
-        hypernetworks' weights Mx32."""
+        """Rx(2·2·64) first-product rows -> logits: LayerNorm2d and GELU per output pixel, the second
+        transposed convolution as a product, GELU, and the hypernetworks' weights. One prompt: hyper
+        Mx32 -> (R·16)xM; K whole prompts' rows: hyper KxMx32 -> Kx(R/K·16)xM, into `out` if given."""
         norm = self.upscale_norm
         channels = norm.weight.shape[0]
         x = F.gelu(F.layer_norm(up.reshape(-1, channels), (channels,), norm.weight, norm.bias, norm.eps))
         x = F.gelu(torch.addmm(self.up2_b, x.reshape(up.shape[0] * 4, -1), self.up2_w))
-        x = x.reshape(-1, hyper.shape[1])
-        return x @ hyper.T if out is None else torch.mm(x, hyper.T, out=out)
+        if hyper.ndim == 3:
+            return torch.bmm(x.view(hyper.shape[0], -1, hyper.shape[2]), hyper.transpose(1, 2), out=out)
+        return x.reshape(-1, hyper.shape[1]) @ hyper.T
 
     # -- everything at once --------------------------------------------------------------------------
 

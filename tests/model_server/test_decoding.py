@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from model_server.decoding import FoldedDecoder
+from model_server.decoding.decoder import PROMPT_BLOCK
 from model_server.sam.build import build_sam
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}
@@ -106,3 +107,30 @@ def test_masks_of_a_subset_of_prompts(case):
         some = folded.masks(side, transformed, range(1, 4), torch.tensor([3, 0]))
     assert some.shape == (2, 3, 256, 256)
     torch.testing.assert_close(some, every[[3, 0]])
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_many_prompts_batched_equal_one_at_a_time(case, with_mask):
+    """Several prompts are upscaled in blocks of whole prompts (`PROMPT_BLOCK`, the last one partial
+    here) from the batched form's image rows: each prompt's masks and IoUs equal the one-prompt form's
+    (the browser graphs' form), for all prompts and for an unordered subset across blocks."""
+    model, folded, embedding, _, _, _ = case
+    gen = torch.Generator().manual_seed(2)
+    count = 2 * PROMPT_BLOCK + 1
+    coords = torch.rand(count, 2, 2, generator=gen) * 1024
+    labels = torch.tensor([[1, -1], [1, 0], [2, 3]]).repeat(count, 1)[:count]
+    mask_input = 3 * torch.randn(count, 1, 256, 256, generator=gen) if with_mask else None
+    subset = torch.tensor([count - 1, 0, PROMPT_BLOCK + 1])
+    with torch.inference_mode():
+        side = folded.image_side(embedding)
+        batched, iou = folded.decode(side, coords, labels, folded.mask_prompt(mask_input), range(4))
+        transformed = folded.transform(side, folded.prompt_tokens(coords, labels), folded.mask_prompt(mask_input))
+        some = folded.masks(side, transformed, range(1, 4), subset)
+        for i in range(count):
+            one = slice(i, i + 1)
+            mask = folded.mask_prompt(None if mask_input is None else mask_input[one])
+            masks, one_iou = folded.decode(side, coords[one], labels[one], mask, range(4))
+            torch.testing.assert_close(batched[one], masks, **TOL)
+            torch.testing.assert_close(iou[one], one_iou, **TOL)
+    assert batched.abs().max() > 0.1
+    torch.testing.assert_close(some, batched[subset][:, 1:], **TOL)
