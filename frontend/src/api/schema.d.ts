@@ -321,7 +321,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Image File */
+        /**
+         * Get Image File
+         * @description The stored image: streamed, or a redirect to the object store (`backend.api.stored_files`).
+         */
         get: operations["get_image_file_api_images__image_id__file_get"];
         put?: never;
         post?: never;
@@ -338,7 +341,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Thumbnail */
+        /**
+         * Get Thumbnail
+         * @description The JPEG thumbnail (made on first request): streamed, or a redirect to the object store.
+         */
         get: operations["get_thumbnail_api_images__image_id__thumbnail_get"];
         put?: never;
         post?: never;
@@ -833,8 +839,30 @@ export interface paths {
         /**
          * Import Images From Urls
          * @description A job that downloads the images and stores them as uploads (`backend.exchange.url_images`).
+         *     Each host is checked once here (a private one is a 422); each request is checked again when made.
          */
         post: operations["import_images_from_urls_api_projects__project_id__images_from_urls_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/images/from-bucket": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Images From Bucket
+         * @description A job that reads the images under `prefix` of one of the import sources the operator configured
+         *     and stores them as uploads (`backend.exchange.bucket_images`).
+         */
+        post: operations["import_images_from_bucket_api_projects__project_id__images_from_bucket_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1231,6 +1259,20 @@ export interface components {
              * @default []
              */
             files?: string[];
+        };
+        /** BucketIn */
+        BucketIn: {
+            /**
+             * Source
+             * @description a name of the server's import sources
+             */
+            source: string;
+            /**
+             * Prefix
+             * @description the keys to import start with it ("": all)
+             * @default
+             */
+            prefix?: string;
         };
         /** DashboardOut */
         DashboardOut: {
@@ -2416,6 +2458,7 @@ export interface components {
         };
         /**
          * WireEncoding
+         * @description The browser's encodings of an embedding (`ModelService.embedding_wire`).
          * @enum {string}
          */
         WireEncoding: "float16" | "int8-per-channel";
@@ -4683,8 +4726,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description the stored bytes */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": unknown;
+                    "image/png": unknown;
+                };
+            };
+            /** @description redirect to a short-lived URL of the object store (S3 storage) */
+            307: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4775,8 +4828,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description the stored bytes */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": unknown;
+                    "image/png": unknown;
+                };
+            };
+            /** @description redirect to a short-lived URL of the object store (S3 storage) */
+            307: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7543,6 +7606,104 @@ export interface operations {
             };
         };
     };
+    import_images_from_bucket_api_projects__project_id__images_from_bucket_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BucketIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOut"];
+                };
+            };
+            /** @description the body cannot be parsed (not the JSON or form the operation reads) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description not logged in, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description logged in, but the role (in this project) does not allow it */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description no such object, or it belongs to a project the caller is not a member of */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the object's state does not allow it now (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request body or upload is larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request is malformed or out of bounds (`errors` lists each problem) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description too many attempts; retry after the `Retry-After` header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     download_export_api_exports__job_id__file_get: {
         parameters: {
             query?: never;
@@ -7554,8 +7715,17 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description the archive, streamed */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-tar": unknown;
+                };
+            };
+            /** @description redirect to a short-lived URL of the object store (S3 storage) */
+            307: {
                 headers: {
                     [name: string]: unknown;
                 };
