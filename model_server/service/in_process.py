@@ -378,7 +378,10 @@ class InProcessModelService:
 
         with self._work_file(".pt") as tmp:
             self._download(key, tmp, "detector")
-            return Detector.load(tmp)
+            try:
+                return Detector.load(tmp)
+            except ValueError as error:
+                raise ValueError(str(error).replace(str(tmp), repr(key))) from None
 
     def _detection_samples(self, samples: Sequence[api.DetectorSample]) -> list[tuple[Any, Any, Any, Any]]:
         embeddings = _EmbeddingReader(self.storage)

@@ -229,8 +229,8 @@ def create_app(
 
 
 def _embed_batch(service: InProcessModelService) -> Callable[[Sequence[Any]], list[Any]]:
-    """(model, image key) items → their `EmbeddingInfo`s: one `service.embed` per model; if that
-    fails, each image alone, so a bad image fails only its own request (its result is the error)."""
+    """(model, image key) items → their `EmbeddingInfo`s: one `service.embed` per model; if an image
+    is bad, each image alone, so it fails only its own request (its result is the error)."""
 
     def embed_batch(items: Sequence[Any]) -> list[Any]:
         by_model: dict[api.ModelRef, list[int]] = {}
@@ -241,8 +241,10 @@ def _embed_batch(service: InProcessModelService) -> Callable[[Sequence[Any]], li
             keys = [items[i][1] for i in indices]
             try:
                 infos: list[Any] = service.embed(model, keys)
-            except Exception:
+            except ValueError:  # a bad image: find it, so the others still get theirs
                 infos = [_embed_one(service, model, key) for key in keys]
+            except Exception as error:  # the model itself failed (e.g. other weights): every request
+                infos = [error] * len(keys)
             for i, info in zip(indices, infos):
                 results[i] = info
         return results

@@ -276,21 +276,24 @@ def test_automatic_masks(env, envs):
         env.service.automatic_masks(env.ref, IMAGES[0], {"no_such_param": 1})
 
 
-def _train_detector(env: Env) -> dict[str, Any]:
-    return env.once(
-        "detector", lambda: env.service.train_detector(env.ref, env.detector_samples(), DETECTOR_CONFIG, "det/d.pt")
-    )
+def _train_detector(env: Env) -> tuple[dict[str, Any], list[tuple[int, int, float]]]:
+    """The detector `det/d.pt` of `env`, trained once: its metrics and the progress calls."""
+
+    def train() -> tuple[dict[str, Any], list[tuple[int, int, float]]]:
+        steps: list[tuple[int, int, float]] = []
+        metrics = env.service.train_detector(
+            env.ref, env.detector_samples(), DETECTOR_CONFIG, "det/d.pt", progress=lambda *a: steps.append(a)
+        )
+        return metrics, steps
+
+    return env.once("detector", train)
 
 
 def test_detector_train_evaluate_propose(env, envs):
-    steps: list[tuple[int, int, float]] = []
-    metrics = env.service.train_detector(
-        env.ref, env.detector_samples(), DETECTOR_CONFIG, "det/progress.pt", progress=lambda *a: steps.append(a)
-    )
+    metrics, steps = _train_detector(env)
     assert [s[:2] for s in steps] == [(1, 2), (2, 2)] and metrics["epochs_done"] == 2
-    assert metrics == _train_detector(env)  # fixed seed: the same run twice
-    assert env.storage.exists("det/d.pt")
-    _equal_everywhere({n: _train_detector(e) for n, e in envs.items()})
+    assert [s[2] for s in steps] == metrics["losses"] and env.storage.exists("det/d.pt")
+    _equal_everywhere({n: _train_detector(e) for n, e in envs.items()})  # fixed seed: the same run
 
     scores = {n: e.service.evaluate_detector("det/d.pt", e.detector_samples(), 0.0) for n, e in envs.items()}
     _equal_everywhere(scores)
@@ -303,6 +306,9 @@ def test_detector_train_evaluate_propose(env, envs):
 
     with pytest.raises(ValueError, match="det/none.pt"):
         env.service.evaluate_detector("det/none.pt", env.detector_samples(), 0.5)
+    env.storage.put_bytes("det/junk.pt", b"not a detector")
+    with pytest.raises(ValueError, match="'det/junk.pt': not a readable detector file"):
+        env.service.propose_masks(env.ref, "det/junk.pt", env.embeddings()[0], params)
     with pytest.raises(ValueError, match="too few training boxes"):
         env.service.train_detector(env.ref, env.detector_samples(), {**DETECTOR_CONFIG, "min_boxes": 50}, "det/x.pt")
     with pytest.raises(ValueError, match="unknown detector config"):
@@ -372,11 +378,16 @@ def test_retrain_resumes_from_storage_and_keeps_the_encoder(env, envs):
 
 
 def test_evaluate(env, envs):
-    counts: list[tuple[int, int]] = []
-    metrics = env.service.evaluate(env.ref, env.mask_samples(), max_clicks=1, progress=lambda *a: counts.append(a))
+    def evaluate(e: Env) -> tuple[dict[str, float], list[tuple[int, int]]]:
+        counts: list[tuple[int, int]] = []
+        metrics = e.service.evaluate(e.ref, e.mask_samples(), max_clicks=1, progress=lambda *a: counts.append(a))
+        return metrics, counts
+
+    results = {n: e.once("evaluate", lambda e=e: evaluate(e)) for n, e in envs.items()}
+    _equal_everywhere(results)
+    metrics, counts = results[env.name]
     assert counts == [(1, 2), (2, 2)] and metrics["n_samples"] == 2.0
     assert {"miou_1pt", "miou_at_1", "noc85", "noc90"} <= set(metrics)
-    _equal_everywhere({n: e.service.evaluate(e.ref, e.mask_samples(), max_clicks=1) for n, e in envs.items()})
     with pytest.raises(api.OperationCancelled):
         env.service.evaluate(env.ref, env.mask_samples(), max_clicks=1, should_stop=lambda: True)
     with pytest.raises(ValueError, match="no samples"):
