@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from model_server.predictor import Predictor
 from model_server.service.batcher import MicroBatcher
 from model_server.service.embedding_file import parse_embedding
 from model_server.service.embedding_model import EmbeddingModel
+from model_server.service.http_client import HttpModelService
 from model_server.service.in_process import InProcessModelService
 from model_server.service.server import create_app
 from model_server.storage.local import LocalStorage
@@ -166,3 +171,33 @@ def test_embedding_model_rejects_bad_images(model):
         model.embed([np.zeros((0, 4, 3), np.uint8)])
     with pytest.raises(ValueError, match="unknown architecture"):
         EmbeddingModel("vit_x")
+
+
+def test_serve_command_opens_the_storage_it_is_given(served, tmp_path):
+    """``python -m model_server serve --storage file:///...`` as a process: it reads what another
+    process stored there, and pinning needs the architecture."""
+    service, ref = served
+    root = Path(service.storage.root)  # type: ignore[attr-defined]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = [sys.executable, "-m", "model_server", "serve", "--storage", root.as_uri(), "--device", "cpu"]
+    command = [*base, "--host", "127.0.0.1", "--port", str(port), "--cache-dir", str(tmp_path / "cache")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = HttpModelService(f"http://127.0.0.1:{port}", retries=0)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = client.health()
+                break
+            except api.ModelServiceError:
+                assert process.poll() is None and time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.2)
+        assert health.architecture is None and health.checkpoint_sha256 is None
+        assert client.describe("vit_t", ref.checkpoint_key).sha256 == ref.sha256
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    refused = subprocess.run([*base, "--checkpoint", str(tmp_path / "x.pth")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--checkpoint needs --model" in refused.stderr
