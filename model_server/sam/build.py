@@ -29,6 +29,13 @@ SAM_CONFIGS: dict[str, dict[str, Any]] = {
     "vit_t": {"embed_dim": 192, "depth": 8, "num_heads": 3, "global_attn_indexes": (3, 7)},
 }
 
+# Not a product variant (not in `available_models`): the smallest encoder with the real module
+# layout, for tests of encoder training on a CPU (two windowed blocks of width 32; the 256-channel
+# neck is most of its cost).
+TEST_CONFIGS: dict[str, dict[str, Any]] = {
+    "vit_test": {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": ()},
+}
+
 
 def available_models() -> list[str]:
     """Names accepted by `build_sam`."""
@@ -57,13 +64,14 @@ def build_sam(
     plus its bias): with 4 of them it was 1.6–1.8, with embed_dim 256 and 2 global blocks 1.6–1.9,
     with depth 12 and 3 global blocks 2.2–2.3.
     """
-    if name not in SAM_CONFIGS:
+    configs = {**SAM_CONFIGS, **TEST_CONFIGS}
+    if name not in configs:
         raise ValueError(f"unknown SAM variant {name!r}; available: {', '.join(available_models())}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     if checkpoint is not None:
         state_dict = _read_state_dict(Path(checkpoint))
         with torch.device("meta"):
-            model = _build(SAM_CONFIGS[name])
+            model = _build(configs[name])
         _check_state_dict(model, state_dict, name, Path(checkpoint))
         model.load_state_dict(state_dict, strict=True, assign=True)
         # Non-persistent buffers are not in the file: materialise them from a fresh module.
@@ -72,11 +80,11 @@ def build_sam(
         return model.to(device).eval()
     if device.type == "meta":
         with torch.device("meta"):
-            return _build(SAM_CONFIGS[name]).eval()
+            return _build(configs[name]).eval()
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        model = _build(SAM_CONFIGS[name])
+        model = _build(configs[name])
     return model.to(device).eval()
 
 

@@ -1,4 +1,4 @@
-"""Resumable training state: the batch sampler and the checkpoint files of a decoder training run.
+"""Resumable training state: the batch sampler and the checkpoint files of a training round.
 
 A checkpoint (every `checkpoint_every` steps and at the end) holds the trainable weights, the
 optimiser, the schedule, the sampler's RNG and the losses so far; a later run with the same
@@ -78,6 +78,8 @@ def save_checkpoint(
         "step": result.steps_done,
         "prompt_encoder": model.prompt_encoder.state_dict(),
         "mask_decoder": model.mask_decoder.state_dict(),
+        # With the encoder trained: its weights (and LoRA adapters, unmerged) are training state too.
+        "image_encoder": model.image_encoder.state_dict() if config.trains_encoder else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "sampler": sampler.state(),
@@ -119,6 +121,8 @@ def restore_checkpoint(
         )
     model.prompt_encoder.load_state_dict(state["prompt_encoder"])
     model.mask_decoder.load_state_dict(state["mask_decoder"])
+    if config.trains_encoder:
+        model.image_encoder.load_state_dict(state["image_encoder"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     sampler.load(state["sampler"])

@@ -1,9 +1,24 @@
-"""What a decoder training run is asked (`TrainConfig`) and what it answers (`TrainResult`)."""
+"""What a training round is asked (`TrainConfig`) and what it answers (`TrainResult`).
+
+`encoder_mode` says what of the image encoder a round trains (the prompt encoder and mask decoder
+are always trained): "frozen" (train on cached embeddings, the default and the only mode a CPU
+runs), "full" (every encoder weight), "last_k" (the last `encoder_last_k` transformer blocks and
+the neck) or "lora" (rank-`lora_rank` adapters on every attention's qkv and proj, merged into the
+weights when the round ends, so the result is a plain model). A trained encoder changes every
+embedding: the caller re-embeds (keyed by the new encoder's identity) before the new decoder is used.
+
+`batch_size` is the effective batch: masks per optimiser step, whatever the hardware. Each of the
+`world_size` processes (DDP) runs `accumulation_steps` micro-batches of
+batch_size / (world_size · accumulation_steps) masks per step, so a round gives the same result
+(within float rounding) on one GPU or eight.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ENCODER_MODES = ("frozen", "full", "last_k", "lora")
 
 
 @dataclass
@@ -25,8 +40,18 @@ class TrainConfig:
     iou_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 100
-    train_image_encoder: bool = False
     max_mask_fraction: float = 0.9  # masks covering more of the image are skipped
+    encoder_mode: str = "frozen"  # one of ENCODER_MODES, see the module docstring
+    encoder_last_k: int = 0  # blocks trained in "last_k" mode
+    lora_rank: int = 8
+    lora_alpha: float = 16.0  # the adapter's output is scaled by lora_alpha / lora_rank
+    accumulation_steps: int = 1  # micro-batches per optimiser step and process
+    # None: on when training on CUDA. bfloat16 autocast of the forward passes (weights stay float32).
+    mixed_precision: bool | None = None
+    # None: on when training the encoder on CUDA. Recompute each encoder block in the backward pass.
+    activation_checkpointing: bool | None = None
+    # Encoder training on a CPU takes days for a real encoder; tests set this with a tiny one.
+    allow_cpu_encoder_training: bool = False
 
     def __post_init__(self) -> None:
         self.lr_decay_steps = tuple(int(s) for s in self.lr_decay_steps)
@@ -42,8 +67,28 @@ class TrainConfig:
         for name in ("warmup_steps", "clicks_per_sample", "no_point_rounds", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.encoder_mode not in ENCODER_MODES:
+            raise ValueError(f"encoder_mode must be one of {', '.join(ENCODER_MODES)}, got {self.encoder_mode!r}")
+        if self.encoder_mode == "last_k" and self.encoder_last_k < 1:
+            raise ValueError(f"encoder_mode last_k needs encoder_last_k >= 1, got {self.encoder_last_k}")
+        if self.lora_rank < 1 or self.accumulation_steps < 1:
+            raise ValueError("lora_rank and accumulation_steps must be at least 1")
         if not 0 <= self.box_probability <= 1 or not 0 < self.max_mask_fraction <= 1:
             raise ValueError("box_probability must be in [0, 1] and max_mask_fraction in (0, 1]")
+
+    @property
+    def trains_encoder(self) -> bool:
+        return self.encoder_mode != "frozen"
+
+    def micro_batch(self, world_size: int) -> int:
+        """Masks per forward pass and process; ValueError unless the effective batch splits evenly."""
+        parts = world_size * self.accumulation_steps
+        if self.batch_size % parts:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split into {world_size} processes x "
+                f"{self.accumulation_steps} accumulation steps"
+            )
+        return self.batch_size // parts
 
     @property
     def rounds(self) -> int:

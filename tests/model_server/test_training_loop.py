@@ -122,8 +122,10 @@ def test_masks_covering_most_of_the_image_are_skipped_and_no_data_is_an_error(sa
 def test_bad_configs_and_samples_are_refused(samples):
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
-    with pytest.raises(ValueError, match="train_image_encoder"):
-        train_decoder(fresh_model(), samples, TrainConfig(**TINY, train_image_encoder=True))
+    with pytest.raises(ValueError, match="on a CPU takes days"):
+        train_decoder(fresh_model(), samples, TrainConfig(**TINY, encoder_mode="full"))
+    with pytest.raises(ValueError, match="encoder_mode"):
+        TrainConfig(encoder_mode="half")
     with pytest.raises(ValueError, match="empty"):
         MaskSample(samples[0].embedding, (4, 4), preprocess_shape(4, 4), np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="256x64x64"):
