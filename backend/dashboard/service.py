@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from backend.dashboard.schemas import (
@@ -149,13 +149,14 @@ def percentiles(
 def many_percentiles(
     db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]], qs: Sequence[float]
 ) -> list[list[float | None]]:
-    """`percentiles` of several scopes (each with its `mask_seconds` buckets) in one UNION ALL query.
+    """`percentiles` of several scopes of one project (each with its `mask_seconds` buckets) in one query.
 
     For each percentile: the ranks wanted are low = floor(q*(n-1)) and low + 1; the bucket holding rank
     low (and `below` it, the masks of lower buckets) comes from the bucket counts, and the values of that
-    bucket, or of it and the next non-empty one when rank low + 1 lies beyond it, from `mask_seconds_values`.
+    bucket, or of it and the next non-empty one when rank low + 1 lies beyond it, from `mask_seconds_values`:
+    one SELECT of those seconds ranges (an OR of primary-key ranges), summed per value here.
     """
-    reads: list[tuple[int, int, float, int, int, Select[Any]]] = []  # (scope, q, position, low, below, read)
+    reads: list[tuple[int, int, float, int, int, int | None, float, float]] = []
     for i, (scope, buckets) in enumerate(scopes):
         n = sum(count for _, count in buckets)
         for j, q in enumerate(qs):
@@ -168,30 +169,29 @@ def many_percentiles(
                 below += buckets[at][1]
                 at += 1
             last = at + 1 if below + buckets[at][1] <= low + 1 < n else at  # the bucket holding rank low + 1
-            where = [
-                MaskSecondsValue.project_id == scope.project_id,
-                MaskSecondsValue.masks > 0,
-                # exact: a power-of-two divisor
-                MaskSecondsValue.seconds >= buckets[at][0] / SECONDS_BUCKETS_PER_SECOND,
-                MaskSecondsValue.seconds < (buckets[last][0] + 1) / SECONDS_BUCKETS_PER_SECOND,
-            ]
-            if scope.author_id is not None:
-                where.append(MaskSecondsValue.author_key == scope.author_id)
-            values = (
-                select(MaskSecondsValue.seconds.label("v"), func.sum(MaskSecondsValue.masks).label("n"))
-                .where(*where)
-                .group_by(MaskSecondsValue.seconds)
-                .subquery()
-            )
-            reads.append((i, j, position, low, below, select(literal(len(reads)).label("k"), values.c.v, values.c.n)))
+            start = buckets[at][0] / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
+            end = (buckets[last][0] + 1) / SECONDS_BUCKETS_PER_SECOND
+            reads.append((i, j, position, low, below, scope.author_id, start, end))
     out: list[list[float | None]] = [[None] * len(qs) for _ in scopes]
     if not reads:
         return out
-    found: dict[int, list[tuple[float, int]]] = {}
-    for k, v, count in db.execute(union_all(*[r[5] for r in reads])):
-        found.setdefault(k, []).append((float(v), int(count)))
-    for k, (i, j, position, low, below, _) in enumerate(reads):
-        ranked = sorted(found.get(k, []))
+    ranges = []
+    for *_, author, start, end in reads:
+        where = [MaskSecondsValue.seconds >= start, MaskSecondsValue.seconds < end]
+        if author is not None:
+            where.append(MaskSecondsValue.author_key == author)
+        ranges.append(and_(*where))
+    rows = db.execute(
+        select(MaskSecondsValue.author_key, MaskSecondsValue.seconds, MaskSecondsValue.masks).where(
+            MaskSecondsValue.project_id == scopes[0][0].project_id, MaskSecondsValue.masks > 0, or_(*ranges)
+        )
+    ).all()
+    for i, j, position, low, below, author, start, end in reads:
+        counts: dict[float, int] = {}
+        for a, v, count in rows:
+            if (author is None or a == author) and start <= v < end:
+                counts[float(v)] = counts.get(float(v), 0) + int(count)
+        ranked = sorted(counts.items())
         value = _at_rank(ranked, low - below)
         if position > low:
             value += (position - low) * (_at_rank(ranked, low + 1 - below) - value)
