@@ -9,7 +9,8 @@ with the triggers off (`session_replication_role = replica`: a bulk load), build
 `rebuild_rollups` (what `dataengine rebuild-rollups` does), runs VACUUM ANALYZE (as autovacuum would),
 then measures
 - GET latency of every dashboard endpoint through `create_app` + TestClient with a manager's token
-  (an annotator's for /me): p50/p95/max over `--repeat` requests after warm-up;
+  (an annotator's for /me): p50/p95/max over `--repeat` requests after warm-up, the sizes' requests
+  interleaved (one app per size, one request to each in turn) so that all sizes share the same load;
 - the database's bytes per mask (all of it, the masks table, its RLE column, the rollups);
 - the bulk-load rate of the automatic stage's write path: `backend.masks.writer.insert_masks` (a
   cached executemany that insertmanyvalues sends as one multi-row INSERT per image of 100 masks) plus
@@ -17,7 +18,7 @@ then measures
   reference of the writer before 2026-12-02 (`insert(Mask).values(rows)`, a new statement compiled per
   image) with the triggers on;
 - what the triggers add to plain SQL INSERTs (one-row statements and one 20 000-row INSERT, rolled back).
-Prints one markdown table per size and one comparing the p95 across sizes (ratio to the first).
+Prints one markdown table per size and one comparing the p95 and p50 across sizes (ratio to the first).
 Goal: every endpoint under 100 ms p95 at 10M masks and within 1.3x of its 1M figure.
 
     python benchmarks/dashboard.py [--sizes 1000000 10000000] [--repeat 30] [--keep]
@@ -34,6 +35,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -199,26 +201,36 @@ def storage(url: str) -> dict[str, float]:
     }
 
 
-def endpoint_latency(url: str, repeat: int) -> list[tuple[str, float, float, float]]:
-    settings = Settings(database_url=url, secret_key="bench-" + "x" * 40, data_dir="/tmp/dataengine_bench")
-    app = create_app(settings)
-    manager = {"Authorization": "Bearer " + create_access_token(1, settings.ensure_secret_key(), 60)}
-    annotator = {"Authorization": "Bearer " + create_access_token(2, settings.ensure_secret_key(), 60)}
-    rows = []
-    with TestClient(app) as client:
+def endpoint_latency(urls: list[str], repeat: int) -> list[list[tuple[str, float, float, float]]]:
+    """(endpoint, p50, p95, max ms) per database in `urls`, their requests interleaved (one to each database
+    in turn), so every size sees the same load from whatever else runs on the machine meanwhile."""
+    settings = [
+        Settings(database_url=u, secret_key="bench-" + "x" * 40, data_dir="/tmp/dataengine_bench") for u in urls
+    ]
+    apps = [create_app(s) for s in settings]
+    key = settings[0].ensure_secret_key()
+    manager = {"Authorization": "Bearer " + create_access_token(1, key, 60)}
+    annotator = {"Authorization": "Bearer " + create_access_token(2, key, 60)}
+    rows: list[list[tuple[str, float, float, float]]] = [[] for _ in urls]
+    with ExitStack() as stack:
+        clients = [stack.enter_context(TestClient(app)) for app in apps]
         for endpoint in ENDPOINTS:
             auth = annotator if endpoint.endswith("/me") else manager
-            for _ in range(3):  # warm-up: connections, plans, caches
-                client.get(f"/api/projects/1{endpoint}", headers=auth).raise_for_status()
-            times = []
+            for client in clients:
+                for _ in range(3):  # warm-up: connections, plans, caches
+                    client.get(f"/api/projects/1{endpoint}", headers=auth).raise_for_status()
+            times: list[list[float]] = [[] for _ in urls]
             for _ in range(repeat):
-                t = time.perf_counter()
-                client.get(f"/api/projects/1{endpoint}", headers=auth).raise_for_status()
-                times.append((time.perf_counter() - t) * 1000)
-            times.sort()
-            p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-            rows.append((endpoint, statistics.median(times), p95, times[-1]))
-    app.state.engine.dispose()
+                for i, client in enumerate(clients):
+                    t = time.perf_counter()
+                    client.get(f"/api/projects/1{endpoint}", headers=auth).raise_for_status()
+                    times[i].append((time.perf_counter() - t) * 1000)
+            for i, ts in enumerate(times):
+                ts.sort()
+                p95 = ts[min(len(ts) - 1, round(0.95 * (len(ts) - 1)))]
+                rows[i].append((endpoint, statistics.median(ts), p95, ts[-1]))
+    for app in apps:
+        app.state.engine.dispose()
     return rows
 
 
@@ -322,7 +334,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="reuse the sizes' filled databases (migrated to head)")
     args = parser.parse_args()
-    p95s: dict[int, dict[str, float]] = {}
+    urls = {}
     for masks in args.sizes:
         images = max(1, masks // MASKS_PER_IMAGE)
         url = make_url(SERVER).set(database=f"{NAME}_{masks}").render_as_string(hide_password=False)
@@ -331,18 +343,22 @@ def main() -> None:
         else:
             fill, rebuild = build(SERVER, url, images, masks)
             print(f"\nfilled {images} images and {masks} masks in {fill:.0f} s; rollups rebuilt in {rebuild:.0f} s")
-        latency = endpoint_latency(url, args.repeat)
+        urls[masks] = url
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    latencies = dict(zip(urls, endpoint_latency(list(urls.values()), args.repeat), strict=True))
+    print(f"\nlatency measured with the sizes' requests interleaved; load average {load} on {os.cpu_count()} CPUs")
+    for masks, url in urls.items():
+        images = max(1, masks // MASKS_PER_IMAGE)
         sizes = storage(url)
         loads = bulk_load(url)
         costs = write_costs(url, images)
-        p95s[masks] = {e: p95 for e, _, p95, _ in latency}
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
             f"\n{images} images, {masks} masks, PostgreSQL, {args.repeat} requests each; "
             f"load average {load} on {os.cpu_count()} CPUs\n"
         )
         print("| endpoint | p50 ms | p95 ms | max ms |\n| --- | ---: | ---: | ---: |")
-        for endpoint, p50, p95, worst in latency:
+        for endpoint, p50, p95, worst in latencies[masks]:
             print(f"| GET /api/projects/1{endpoint} | {p50:.1f} | {p95:.1f} | {worst:.1f} |")
         print("\n| bytes per mask | " + " | ".join(sizes) + " |\n| --- |" + " ---: |" * len(sizes))
         print("| | " + " | ".join(f"{v:.0f}" for v in sizes.values()) + " |")
@@ -352,14 +368,25 @@ def main() -> None:
         print("\n| SQL write (rolled back) | ms with rollup triggers | ms without |\n| --- | ---: | ---: |")
         for what, on, off in costs:
             print(f"| {what} | {on:.2f} | {off:.2f} |")
-    if len(p95s) > 1:
-        sizes_run = list(p95s)
-        print("\n| endpoint | " + " | ".join(f"p95 ms at {n:,}" for n in sizes_run) + " | ratio |")
-        print("| --- |" + " ---: |" * (len(sizes_run) + 1))
-        for endpoint in ENDPOINTS:
-            values = [p95s[n][endpoint] for n in sizes_run]
+    if len(urls) > 1:
+        sizes_run = list(urls)
+        print(
+            "\n| endpoint | "
+            + " | ".join(f"p95 ms at {n:,}" for n in sizes_run)
+            + " | ratio | "
+            + " | ".join(f"p50 ms at {n:,}" for n in sizes_run)
+            + " | ratio |"
+        )
+        print("| --- |" + " ---: |" * (2 * len(sizes_run) + 2))
+        for k, endpoint in enumerate(ENDPOINTS):
+            p95 = [latencies[n][k][2] for n in sizes_run]
+            p50 = [latencies[n][k][1] for n in sizes_run]
             print(
-                f"| GET {endpoint} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {values[-1] / values[0]:.2f}x |"
+                f"| GET {endpoint} | "
+                + " | ".join(f"{v:.1f}" for v in p95)
+                + f" | {p95[-1] / p95[0]:.2f}x | "
+                + " | ".join(f"{v:.1f}" for v in p50)
+                + f" | {p50[-1] / p50[0]:.2f}x |"
             )
 
 
