@@ -5,7 +5,7 @@ Every service is a process of its own in its own empty folder (tests/system/proc
 moto S3 server (tests/s3_server.py) and, for the API, a new PostgreSQL database on 127.0.0.1:5432.
 
 **Embedding** (images/s): ``python -m model_server serve --storage s3://...`` processes with untrained
-vit_t on the CPU, and ONE client (`HttpModelService`) spreading the project's images over them in
+vit_t on the CPU, and ONE client (`model_server.api.http_service`) spreading the project's images over them in
 batches of `--batch` keys, round-robin, each service's batches sent from a thread of their own. Why one
 client and not two workers: a project's embedding is one job, run by one Celery task that holds the
 job's row and progress, so a second worker on the ``embed`` queue takes a second project, not half of
@@ -55,7 +55,7 @@ from backend.core.migrations import upgrade
 from model_server import api
 from tests.backend.conftest import create_postgres_database, drop_postgres_database
 from tests.s3_server import CREDENTIALS, S3Server, start_s3_server
-from tests.system.processes import Processes, api_argv, free_port, model_service_argv
+from tests.system.processes import Processes, api_argv, create_admin_argv, free_port, model_service_argv
 
 PASSWORD = "correct horse battery"
 IMAGE_SIDE = 64  # the encoder resizes every image to 1024 px: its cost does not depend on the size
@@ -64,7 +64,9 @@ CHECKPOINT_KEY = "models/bench/vit_t.pth"
 
 @dataclass(frozen=True)
 class Row:
-    what: str
+    measure: str  # "embed" or "mask saves": each row is compared with the first of its measure and round
+    round: int
+    processes: int
     setting: str
     count: int
     seconds: float
@@ -79,6 +81,12 @@ def _image_bytes(seed: int) -> bytes:
     out = io.BytesIO()
     PILImage.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
+
+
+def _rounds(rounds: int, settings: Sequence) -> list[tuple]:
+    """(round, *setting) for every setting, all of them once per round: the rows alternate, so that a
+    change of the machine's load during the run hits every setting alike."""
+    return [(r, *(s if isinstance(s, tuple) else (s,))) for r in range(1, rounds + 1) for s in settings]
 
 
 # ---------------------------------------------------------------------------------------------- embed
@@ -118,9 +126,7 @@ def _embed_spread(clients: Sequence[api.ModelService], model: api.ModelRef, keys
     return time.perf_counter() - start
 
 
-def embedding_rows(s3: S3Server, root: Path, images: int, threads: int, batch: int) -> list[Row]:
-    from model_server.service.http_client import HttpModelService
-
+def embedding_rows(s3: S3Server, root: Path, images: int, threads: int, batch: int, rounds: int) -> list[Row]:
     storage_url = s3.storage_url(s3.create_bucket())
     storage = api.open_storage(storage_url)
     keys = [f"images/bench/{i:04d}.png" for i in range(images)]
@@ -132,10 +138,10 @@ def embedding_rows(s3: S3Server, root: Path, images: int, threads: int, batch: i
     rows = []
     with Processes(root / "embed", root / "logs", s3.env) as processes:
         model = None
-        for count, per_service in ((1, threads), (2, threads), (1, 2 * threads)):
-            tag = f"{count}x{per_service}"
+        for round_, count, per_service in _rounds(rounds, ((1, threads), (2, threads), (1, 2 * threads))):
+            tag = f"{round_}-{count}x{per_service}"
             with _model_services(processes, storage_url, count, per_service, tag) as urls:
-                clients = [HttpModelService(url, storage) for url in urls]
+                clients = [api.http_service(url) for url in urls]
                 if model is None:
                     info = clients[0].create_untrained("vit_t", CHECKPOINT_KEY)
                     model = api.ModelRef("vit_t", CHECKPOINT_KEY, info.sha256)
@@ -143,8 +149,10 @@ def embedding_rows(s3: S3Server, root: Path, images: int, threads: int, batch: i
                     client.embed(model, [warm])  # loads the model: not timed
                 storage.delete_prefix("embeddings/")
                 seconds = _embed_spread(clients, model, keys, batch)
-            setting = f"{count} service(s) x {per_service} torch thread(s), batches of {batch}"
-            rows.append(Row(f"embed: {count} model service(s)", setting, images, seconds))
+            setting = f"{per_service} torch thread(s) each, {batch} image keys per request"
+            if per_service != threads:
+                setting += " (the cores of the 2-service row)"
+            rows.append(Row("embed (model services)", round_, count, setting, images, seconds))
     return rows
 
 
@@ -214,10 +222,10 @@ def _timed_saves(
         return sum(counts), time.perf_counter() - start
 
 
-def mask_save_rows(s3: S3Server, root: Path, masks: int, clients: int, per_image: int) -> list[Row]:
+def mask_save_rows(s3: S3Server, root: Path, masks: int, clients: int, per_image: int, rounds: int) -> list[Row]:
     images_per_client = max(1, masks // (clients * per_image))
     rows = []
-    for workers in (1, 2):
+    for round_, workers in _rounds(rounds, (1, 2)):
         database_url = create_postgres_database()
         try:
             upgrade(database_url)
@@ -228,21 +236,8 @@ def mask_save_rows(s3: S3Server, root: Path, masks: int, clients: int, per_image
                 "DATAENGINE_SECRET_KEY": "scale-out-benchmark-" + "x" * 32,
                 "DATAENGINE_BCRYPT_ROUNDS": "4",
             }
-            with Processes(root / f"api-{workers}", root / "logs", env) as processes:
-                processes.run(
-                    "cli",
-                    [
-                        sys.executable,
-                        "-m",
-                        "backend.cli",
-                        "create-user",
-                        "admin",
-                        "--role",
-                        "admin",
-                        "--password",
-                        PASSWORD,
-                    ],
-                )
+            with Processes(root / f"api-{round_}-{workers}", root / "logs", env) as processes:
+                processes.run("cli", create_admin_argv(PASSWORD))
                 port = free_port()
                 service = processes.start("api", api_argv(port, workers))
                 base_url = f"http://127.0.0.1:{port}"
@@ -252,19 +247,24 @@ def mask_save_rows(s3: S3Server, root: Path, masks: int, clients: int, per_image
                 count, seconds = _timed_saves(base_url, headers, owned, per_image)
         finally:
             drop_postgres_database(database_url)
-        setting = f"uvicorn --workers {workers}, {clients} client threads, {per_image} masks per image"
-        rows.append(Row(f"mask saves: {workers} API process(es)", setting, count, seconds))
+        setting = f"uvicorn --workers {workers}, {clients} annotators at once, {per_image} masks per image"
+        rows.append(Row("mask saves (API processes)", round_, workers, setting, count, seconds))
     return rows
 
 
 def _table(rows: list[Row]) -> str:
-    lines = ["| what | setting | items | seconds | per second | vs the 1-process row |", "|---|---|---|---|---|---|"]
-    references: dict[str, float] = {}
+    lines = [
+        f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+        "",
+        "| measure | round | processes | setting | items | seconds | per second | vs the round's first row |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    references: dict[tuple[str, int], float] = {}
     for row in rows:
-        kind = row.what.split(":")[0]
-        reference = references.setdefault(kind, row.rate)
+        reference = references.setdefault((row.measure, row.round), row.rate)
         lines.append(
-            f"| {row.what} | {row.setting} | {row.count} | {row.seconds:.1f} | {row.rate:.2f} | {row.rate / reference:.2f}x |"
+            f"| {row.measure} | {row.round} | {row.processes} | {row.setting} | {row.count} | {row.seconds:.1f} | {row.rate:.2f} "
+            f"| {row.rate / reference:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -277,6 +277,8 @@ def main() -> None:
     parser.add_argument("--masks", type=int, default=480, help="masks saved per row")
     parser.add_argument("--clients", type=int, default=8, help="annotators saving at once")
     parser.add_argument("--masks-per-image", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1, help="embedding rounds (each row once per round)")
+    parser.add_argument("--mask-rounds", type=int, default=3, help="mask-save rounds (cheap: repeat them)")
     parser.add_argument("--skip-embed", action="store_true")
     parser.add_argument("--skip-masks", action="store_true")
     args = parser.parse_args()
@@ -286,9 +288,9 @@ def main() -> None:
         s3 = stack.enter_context(start_s3_server())
         rows = []
         if not args.skip_embed:
-            rows += embedding_rows(s3, root, args.images, args.threads, args.batch)
+            rows += embedding_rows(s3, root, args.images, args.threads, args.batch, args.rounds)
         if not args.skip_masks:
-            rows += mask_save_rows(s3, root, args.masks, args.clients, args.masks_per_image)
+            rows += mask_save_rows(s3, root, args.masks, args.clients, args.masks_per_image, args.mask_rounds)
     print(_table(rows))
 
 

@@ -167,6 +167,11 @@ def api_argv(port: int, workers: int = 1) -> list[str]:
     ]
 
 
+def create_admin_argv(password: str) -> list[str]:
+    """The CLI creating the first admin, ``admin`` (a one-shot process: `Processes.run`)."""
+    return [sys.executable, "-m", "backend.cli", "create-user", "admin", "--role", "admin", "--password", password]
+
+
 def worker_argv(queues: str, name: str) -> list[str]:
     """One Celery worker process (solo pool) serving `queues` (comma-separated)."""
     return [

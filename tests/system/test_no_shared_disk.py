@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -50,6 +49,7 @@ from tests.system.processes import (
     Processes,
     Service,
     api_argv,
+    create_admin_argv,
     free_port,
     model_service_argv,
     worker_argv,
@@ -211,10 +211,7 @@ def test_the_whole_engine_runs_on_processes_that_share_no_disk(engine: Engine, d
     root = data_root / "davis345"
 
     with engine.step("first admin (CLI), users and login"):
-        engine.processes.run(
-            "cli",
-            [sys.executable, "-m", "backend.cli", "create-user", "admin", "--role", "admin", "--password", PASSWORD],
-        )
+        engine.processes.run("cli", create_admin_argv(PASSWORD))
         admin = _bearer(http, "admin")
         users = {}
         for role in ("manager", "annotator", "ml_engineer"):
