@@ -26,6 +26,7 @@ from backend.model_versions.router import router as model_versions_router
 from backend.projects.router import router as projects_router
 from backend.retraining.router import router as retraining_router
 from backend.review.router import router as review_router
+from backend.selection.router import router as selection_router
 from backend.stages.router import router as stages_router
 from backend.storage import storage_for
 from backend.users.router import router as users_router
@@ -49,6 +50,7 @@ ROUTERS: list[APIRouter] = [
     retraining_router,
     detection_router,
     webhooks_router,
+    selection_router,
 ]
 
 

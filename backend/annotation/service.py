@@ -36,6 +36,7 @@ from backend.masks import provenance
 from backend.masks.coverage import refresh_coverage
 from backend.masks.rle import check_rle
 from backend.masks.writer import NewMask, add_mask
+from backend.selection.service import next_order, with_scores
 from backend.tables import Image, ImageStatus, Mask, MaskSource, PrefillOutcome, Project, Role, Stage, User
 from backend.webhooks.events import emit
 
@@ -127,7 +128,8 @@ def claim_next_image(db: Session, project: Project, user: User, expiry: timedelt
     """Lock the next unfinished image of the project's current stage for `user`, or None if none is free.
 
     The user's own live lock comes first (a reload resumes the same image), then the images assigned
-    to them, then unassigned ones, each in upload order; images assigned to others never.
+    to them, then unassigned ones, each in the order of the project's selection strategy
+    (`backend.selection.service.next_order`: upload order unless set); images assigned to others never.
     """
     _refuse_archived(project)
     if project.stage == Stage.done:
@@ -135,14 +137,17 @@ def claim_next_image(db: Session, project: Project, user: User, expiry: timedelt
     while True:
         now = _now()
         candidates = db.scalars(
-            select(Image.id)
+            with_scores(select(Image.id))
             .where(
                 Image.project_id == project.id,
                 Image.status.in_(UNFINISHED),
                 or_(Image.locked_until.is_(None), Image.locked_until < now, Image.assignee_id == user.id),
                 _not_assigned_to_others(user),
             )
-            .order_by(case((Image.assignee_id == user.id, 0), (Image.assigned_to == user.id, 1), else_=2), Image.id)
+            .order_by(
+                case((Image.assignee_id == user.id, 0), (Image.assigned_to == user.id, 1), else_=2),
+                *next_order(project),
+            )
             .limit(CLAIM_BATCH)
         ).all()
         if not candidates:

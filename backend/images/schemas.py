@@ -24,6 +24,7 @@ class ImageOut(BaseModel):
     assigned_username: str | None
     mask_count: int  # live masks (not deleted)
     uncovered_fraction: float  # share of the image no live mask covers: what is still missing (0..1)
+    near_duplicate_of: int | None  # an earlier image of the project it nearly repeats (flagged, not refused)
     created_at: datetime
 
     @computed_field  # type: ignore[prop-decorator]

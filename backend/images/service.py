@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, undefer_group
 
 from backend.core.config import Settings
 from backend.images.validation import ImageRejected, PreparedImage, prepare_image
+from backend.selection.service import next_order, with_scores
 from backend.storage import scratch_file
 from backend.tables import Embedding, Image, ImageStatus, Project, ProjectMember, Stage, User
 from model_server.api import Storage
@@ -252,7 +253,8 @@ def peek_next_image(db: Session, project: Project, user: User, exclude: int | No
     it while the current one is worked on); `exclude`: the image the caller holds and is about to finish.
 
     The same candidates in the same order as `backend.annotation.service.claim_next_image`: the
-    user's own live lock first, then images assigned to them, then unassigned ones, by upload order;
+    user's own live lock first, then images assigned to them, then unassigned ones, in the project's
+    selection order (`backend.selection.service.next_order`);
     a guess, not a promise (someone may claim it first): the claim decides."""
     if project.archived_at is not None or project.stage == Stage.done:
         return None
@@ -266,10 +268,12 @@ def peek_next_image(db: Session, project: Project, user: User, exclude: int | No
     if exclude is not None:
         where.append(Image.id != exclude)
     return db.scalar(
-        select(Image)
+        with_scores(select(Image))
         .where(*where)
         .options(undefer_group("image_out"))
-        .order_by(case((Image.assignee_id == user.id, 0), (Image.assigned_to == user.id, 1), else_=2), Image.id)
+        .order_by(
+            case((Image.assignee_id == user.id, 0), (Image.assigned_to == user.id, 1), else_=2), *next_order(project)
+        )
         .limit(1)
     )
 

@@ -56,6 +56,7 @@ TASK_FOR_KIND: dict[str, str] = {
     "train": "retraining.retrain",
     "detect_train": "detection.train",
     "detect": "detection.propose",
+    "score": "selection.score_images",
 }
 
 

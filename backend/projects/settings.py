@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError
 
 from backend.api.types import RequestModel
 from backend.retraining.schemas import RetrainParams
+from backend.selection.settings import SelectionSettings
 from backend.tables import Project
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class ProjectSettings(_Settings):
         default_factory=RetrainParams, description="the parameters of the rounds beat starts"
     )
     gates: GateSettings = Field(default_factory=GateSettings, description="stage gate thresholds")
+    selection: SelectionSettings = Field(
+        default_factory=SelectionSettings, description="which image claim next gives (backend/selection/)"
+    )
 
 
 def project_settings(project: Project) -> ProjectSettings:

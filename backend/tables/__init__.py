@@ -34,6 +34,7 @@ from backend.tables.masks import AnnotationSession, Mask
 from backend.tables.model_versions import ModelVersion
 from backend.tables.projects import Project, ProjectMember
 from backend.tables.reviews import MaskReview, ReviewDecision
+from backend.tables.selection import ImageScore
 from backend.tables.users import User
 from backend.tables.webhooks import Webhook, WebhookDelivery
 
@@ -46,6 +47,7 @@ __all__ = [
     "Image",
     "ImageMaskCount",
     "ImageMaskTotal",
+    "ImageScore",
     "ImageStat",
     "ImageStatus",
     "Job",

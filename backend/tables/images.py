@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, column_property, mapped_column
 from backend.tables.base import Base, str_enum, utcnow
 from backend.tables.enums import ImageStatus
 from backend.tables.masks import Mask
+from backend.tables.selection import ImageScore
 from backend.tables.users import User
 
 
@@ -57,10 +58,20 @@ class Image(Base):
         deferred=True,
         group="image_out",
     )
+    # The earlier image this one nearly repeats (`backend.selection.service.flag_near_duplicates`).
+    near_duplicate_of: Mapped[int | None] = column_property(
+        select(ImageScore.near_duplicate_of)
+        .where(ImageScore.image_id == id)
+        .correlate_except(ImageScore)
+        .scalar_subquery(),
+        deferred=True,
+        group="image_out",
+    )
 
 
 class Embedding(Base):
-    """An image embedding (float16 array under `storage_key`) computed by one model version."""
+    """An image embedding of one model version: where the model side stored it (`storage_key`, the
+    `EmbeddingInfo` key, shared by every version with the same image encoder) and the image's sizes."""
 
     __tablename__ = "embeddings"
     __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)

@@ -68,6 +68,8 @@ TASK_QUEUES = {
     "jobs.sweep_stale_jobs": "embed",
     "retraining.start_due_rounds": "embed",
     "webhooks.deliver": "webhooks",  # deliveries: a slow receiver waits on this queue only
+    "selection.score_images": "embed",  # a few decoder calls per image, beside the embeddings they read
+    "selection.start_due_scoring": "embed",
 }
 TASK_ROUTES = {name: {"queue": queue} for name, queue in TASK_QUEUES.items()}
 # Modules that define tasks; a new domain appends its tasks module here.
@@ -81,9 +83,11 @@ TASK_MODULES = [
     "backend.retraining.tasks",
     "backend.detection.tasks",
     "backend.webhooks.delivery",
+    "backend.selection.tasks",
 ]
 BEAT_LOCK_FILE = "celerybeat.lock"
 RETRAIN_CHECK_SECONDS = 60.0  # how often beat looks for projects due a retraining round
+SCORE_CHECK_SECONDS = 60.0  # how often beat looks for embedded images without selection scores
 REDIS_VISIBILITY_TIMEOUT = 12 * 3600
 
 app = Celery("dataengine", include=TASK_MODULES)
@@ -151,6 +155,7 @@ def configure(settings: Settings, eager: bool | None = None) -> Celery:
                     "task": "retraining.start_due_rounds",
                     "schedule": RETRAIN_CHECK_SECONDS,
                 },
+                "start-due-scoring": {"task": "selection.start_due_scoring", "schedule": SCORE_CHECK_SECONDS},
             },
         )
         _configured_for = (broker, backend, eager)

@@ -96,6 +96,8 @@ PROJECT_ROUTES: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/projects/{project_id}/images/from-urls"): STARTERS,
     ("POST", "/api/projects/{project_id}/images/from-bucket"): STARTERS,
     ("GET", "/api/projects/{project_id}/dashboard"): MEMBERS,
+    ("GET", "/api/projects/{project_id}/selection"): MEMBERS,
+    ("POST", "/api/projects/{project_id}/selection/score"): STARTERS,
     ("GET", "/api/projects/{project_id}/dashboard/me"): MEMBERS,
     ("GET", "/api/projects/{project_id}/dashboard/annotators"): MEMBERS,
     ("GET", "/api/projects/{project_id}/dashboard/timeline"): MEMBERS,

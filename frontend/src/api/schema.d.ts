@@ -1148,6 +1148,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/selection": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Selection */
+        get: operations["get_selection_api_projects__project_id__selection_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/selection/score": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Score Project
+         * @description Start (or return the pending) job scoring the project's embedded images with its serving model
+         *     version and ranking them again (also after a change of `selection.seed`).
+         */
+        post: operations["score_project_api_projects__project_id__selection_score_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1564,6 +1602,8 @@ export interface components {
             mask_count: number;
             /** Uncovered Fraction */
             uncovered_fraction: number;
+            /** Near Duplicate Of */
+            near_duplicate_of: number | null;
             /**
              * Created At
              * Format: date-time
@@ -2011,6 +2051,8 @@ export interface components {
             retrain_params?: components["schemas"]["RetrainParams"];
             /** @description stage gate thresholds */
             gates?: components["schemas"]["GateSettings"];
+            /** @description which image claim next gives (backend/selection/) */
+            selection?: components["schemas"]["SelectionSettings"];
         };
         /**
          * ProjectUpdate
@@ -2263,6 +2305,51 @@ export interface components {
          */
         Role: "admin" | "manager" | "annotator" | "ml_engineer";
         /**
+         * SelectionOut
+         * @description What the dashboard shows of the project's selection: the strategy, the scores' distribution and
+         *     the next images.
+         */
+        SelectionOut: {
+            /**
+             * Strategy
+             * @enum {string}
+             */
+            strategy: "upload_order" | "random" | "uncertainty" | "diversity" | "mix";
+            /** Uncertainty Histogram */
+            uncertainty_histogram: number[];
+            /** Unscored */
+            unscored: number;
+            /** Near Duplicates */
+            near_duplicates: number;
+            /** Upcoming */
+            upcoming: components["schemas"]["UpcomingImage"][];
+        };
+        /**
+         * SelectionSettings
+         * @description How `claim next`, the annotate page's peek and the automatic stage's queue order the images.
+         */
+        SelectionSettings: {
+            /**
+             * Strategy
+             * @description upload_order | random (seeded) | uncertainty (the served model is least sure first) | diversity (k-center greedy over pooled embeddings: near-duplicate frames last) | mix (both)
+             * @default upload_order
+             * @enum {string}
+             */
+            strategy?: "upload_order" | "random" | "uncertainty" | "diversity" | "mix";
+            /**
+             * Seed
+             * @description seed of the random order
+             * @default 0
+             */
+            seed?: number;
+            /**
+             * Near Duplicate Similarity
+             * @description an image whose pooled embedding has this cosine similarity or more with an earlier one is flagged as its near duplicate (flagged, not refused)
+             * @default 0.99
+             */
+            near_duplicate_similarity?: number;
+        };
+        /**
          * SemiAutomaticGate
          * @description Thresholds to enter the semi-automatic stage (conditions in backend/stages/gates.py).
          */
@@ -2352,6 +2439,20 @@ export interface components {
              * @default bearer
              */
             token_type?: string;
+        };
+        /**
+         * UpcomingImage
+         * @description One image in the order claim next follows (the first is what the next claim gets).
+         */
+        UpcomingImage: {
+            /** Image Id */
+            image_id: number;
+            /** File Name */
+            file_name: string;
+            /** Uncertainty */
+            uncertainty: number | null;
+            /** Near Duplicate Of */
+            near_duplicate_of: number | null;
         };
         /** UploadOut */
         UploadOut: {
@@ -9270,6 +9371,197 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeliveryOut"][];
+                };
+            };
+            /** @description the body cannot be parsed (not the JSON or form the operation reads) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description not logged in, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description logged in, but the role (in this project) does not allow it */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description no such object, or it belongs to a project the caller is not a member of */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the object's state does not allow it now (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request body or upload is larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request is malformed or out of bounds (`errors` lists each problem) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description too many attempts; retry after the `Retry-After` header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_selection_api_projects__project_id__selection_get: {
+        parameters: {
+            query?: {
+                /** @description how many of the next images to list */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SelectionOut"];
+                };
+            };
+            /** @description the body cannot be parsed (not the JSON or form the operation reads) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description not logged in, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description logged in, but the role (in this project) does not allow it */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description no such object, or it belongs to a project the caller is not a member of */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the object's state does not allow it now (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request body or upload is larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request is malformed or out of bounds (`errors` lists each problem) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description too many attempts; retry after the `Retry-After` header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    score_project_api_projects__project_id__selection_score_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOut"];
                 };
             };
             /** @description the body cannot be parsed (not the JSON or form the operation reads) */
