@@ -29,6 +29,7 @@ from backend.masks.duplicates import without_duplicates
 from backend.masks.rle import EmptyMask, checked_mask
 from backend.masks.writer import NewMask, insert_masks
 from backend.projects.settings import project_settings
+from backend.selection.service import next_order, with_scores
 from backend.tables import Image, MaskSource, Project, ReviewStatus, Stage
 
 STAGE = Stage.fully_automatic
@@ -66,8 +67,13 @@ def is_done(image: Image) -> bool:
 
 
 def images_to_do(db: Session, project_id: int) -> tuple[int, list[int]]:
-    """(number of the project's images, ids of those not yet done for the stage, in id order)."""
-    rows = db.execute(select(Image.id, Image.stage_done).where(Image.project_id == project_id).order_by(Image.id)).all()
+    """(number of the project's images, ids of those not yet done for the stage, in the project's
+    selection order: `backend.selection.service.next_order`, the order of claim next)."""
+    project = db.get(Project, project_id)
+    order = next_order(project) if project is not None else [Image.id]
+    rows = db.execute(
+        with_scores(select(Image.id, Image.stage_done)).where(Image.project_id == project_id).order_by(*order)
+    ).all()
     return len(rows), [image_id for image_id, done in rows if STAGE.value not in (done or {})]
 
 

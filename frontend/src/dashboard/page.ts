@@ -22,6 +22,7 @@ import {
   type TimelineRow,
 } from "./api";
 import { histogramChart, imagesChart, masksChart, modelsChart, timelineChart } from "./charts";
+import { selectionPanel } from "./selection";
 
 const JOB_POLL_MS = 2000;
 
@@ -141,6 +142,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     h("button", { onclick: () => void downloadCsv(path, file).catch((e: Error) => (message.textContent = e.message)) }, label);
 
   const controls = managing ? stageControls(projectId, d, act) : null;
+  const selection = await selectionPanel(projectId, managing, (text) => (message.textContent = text));
 
   main.classList.add("dashboard");
   append(main, 
@@ -151,6 +153,7 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
       h("div", { class: "charts" }, ...boxes.map(([box]) => box)),
       h("section", { class: "card" }, h("h3", {}, "Jobs"), jobList),
       controls,
+      selection,
       h("section", { class: "card" }, h("h3", {}, "Annotators"),
         csvButton("Export CSV", `/api/projects/${projectId}/dashboard/annotators?format=csv`, `project-${projectId}-annotators.csv`),
         table("annotators", annotators, annotatorColumns)),

@@ -72,6 +72,8 @@ export async function imagesPage(root: HTMLElement, params: Record<string, strin
       h("td", { "data-mask-count": "" }, String(image.mask_count ?? "–")),
       // What is still missing: the share of the image no mask covers yet.
       h("td", { "data-uncovered": image.uncovered_fraction }, `${Math.round(image.uncovered_fraction * 100)}%`),
+      // Flagged, not refused: a frame that nearly repeats an earlier upload (pooled embeddings).
+      h("td", { "data-near-duplicate": image.near_duplicate_of ?? "" }, image.near_duplicate_of === null ? "" : `#${image.near_duplicate_of}`),
       h("td", {}, managing ? deleteButton(image) : null),
     );
   };
@@ -164,7 +166,7 @@ export async function imagesPage(root: HTMLElement, params: Record<string, strin
     h("section", { class: "card" },
       h("div", { class: "row toolbar" }, h("h2", {}, "All images"), statusFilter, assigneeFilter, h("span", { class: "spacer" }), range, previous, next),
       h("table", { class: "table images", "data-table": "images" },
-        h("thead", {}, h("tr", {}, ...["", "file", "status", "assigned to", "masks", "uncovered", ""].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ...["", "file", "status", "assigned to", "masks", "uncovered", "near duplicate of", ""].map((t) => h("th", {}, t)))),
         body)),
   );
   await reload();
