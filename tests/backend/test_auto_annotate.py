@@ -14,6 +14,7 @@ runs the real task, the real storage transaction and the real database (SQLite a
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import numpy as np
@@ -246,3 +247,16 @@ def test_who_may_start_it(client, db, project, manager, manager_headers, make_us
         == 404
     )
     assert db.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_a_model_service_that_is_down_fails_the_job_at_once(
+    client, db, project, manager_headers, data_root, eager, settings
+):
+    """Not one failure per image: the first image's `ModelServiceError` ends the job with its message."""
+    upload(client, manager_headers, project.id, data_root, 2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        settings.model_server_url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    job = _start(client, project.id, manager_headers, LOW)
+    assert job["status"] == "failed" and settings.model_server_url in job["error"], job
+    assert db.scalar(select(func.count()).select_from(Mask)) == 0
