@@ -298,13 +298,15 @@ def delete_image(db: Session, storage: Storage, image: Image, thumbnail_size: in
     embeddings, annotation sessions, detector proposals and the per-image rollup rows (every foreign
     key to images cascades; tests/backend/test_hostile_input.py checks the migrated schema); the
     dashboard triggers see the cascaded mask deletes, so the rollups stay exact. Files go after the
-    commit, so a failed commit loses nothing; a file another image shares by content (the same bytes
-    uploaded to another project) stays.
+    commit, so a failed commit loses nothing; an object another image still uses stays: the stored
+    file of the same bytes uploaded to another project, and an embedding object, which every row of
+    the same encoder and content shares (`model_server.service.stored.embedding_key`).
     """
-    embedding_keys = list(db.scalars(select(Embedding.storage_key).where(Embedding.image_id == image.id)))
+    embedding_keys = set(db.scalars(select(Embedding.storage_key).where(Embedding.image_id == image.id)))
     db.delete(image)
     db.commit()
-    for key in embedding_keys:
+    still_used = set(db.scalars(select(Embedding.storage_key).where(Embedding.storage_key.in_(embedding_keys))))
+    for key in embedding_keys - still_used:
         storage.delete(key)
     if db.scalar(select(Image.id).where(Image.storage_key == image.storage_key).limit(1)) is None:
         storage.delete(image.storage_key)

@@ -256,6 +256,11 @@ def test_delete_image_removes_everything_of_it_and_keeps_the_rollups_exact(
     )
     assert copy.status_code == 201, copy.text
     shared_with = copy.json()["images"][0]["id"]
+    # ...and so does its embedding object: one per encoder and content, shared by both images' rows.
+    for image_id in (b_id, shared_with):
+        assert client.get(f"/api/images/{image_id}/embedding", headers=manager_headers).status_code == 200
+    shared_embedding = db.scalar(select(Embedding.storage_key).where(Embedding.image_id == shared_with))
+    assert shared_embedding == db.scalar(select(Embedding.storage_key).where(Embedding.image_id == b_id))
 
     annotator = make_user(Role.annotator)
     client.post(f"/api/projects/{project.id}/members", json={"user_id": annotator.id}, headers=manager_headers)
@@ -282,6 +287,7 @@ def test_delete_image_removes_everything_of_it_and_keeps_the_rollups_exact(
         assert db.execute(text(f"SELECT count(*) FROM {table} WHERE image_id IN ({a_id}, {b_id})")).scalar() == 0
     assert not embedding_file.exists() and not image_file.exists() and not thumbnail.exists()
     assert (settings.storage_path / db.get(Image, shared_with).storage_key).is_file()
+    assert (settings.storage_path / shared_embedding).is_file()
 
     incremental = snapshot(db)
     rebuild_rollups(db, project.id)
