@@ -105,8 +105,12 @@ def flag_near_duplicates(db: Session, project: Project, image_ids: Sequence[int]
 
 
 def rank_project(db: Session, project: Project) -> int:
-    """Recompute the stored random, diversity and mix ranks of the project's images not done, with
-    the done images as the chosen set of k-center greedy; not committed. Returns the images ranked."""
+    """Recompute the stored random, diversity and mix ranks of the project's scored images; not
+    committed. Returns the images ranked.
+
+    The images not done come first, in k-center greedy order with the done images as the chosen set;
+    the done ones follow in the greedy order that continues from there, so that when a stage change
+    opens them again the order is still a diversity order until the next scoring run."""
     seed = project_settings(project).selection.seed
     rows = db.execute(
         select(ImageScore.image_id, ImageScore.pooled, ImageScore.uncertainty, Image.status)
@@ -115,22 +119,26 @@ def rank_project(db: Session, project: Project) -> int:
         .order_by(ImageScore.image_id)
     ).all()
     open_rows = [r for r in rows if r.status != ImageStatus.done]
-    done = pooled_array([r.pooled for r in rows if r.status == ImageStatus.done])
-    vectors = pooled_array([r.pooled for r in open_rows])
-    ids = [r.image_id for r in open_rows]
-    uncertainty = np.array([r.uncertainty for r in open_rows])
-    ranks: dict[str, list[int]] = {
+    done_rows = [r for r in rows if r.status == ImageStatus.done]
+    ids = [r.image_id for r in open_rows] + [r.image_id for r in done_rows]
+    open_vectors, done_vectors = (
+        pooled_array([r.pooled for r in open_rows]),
+        pooled_array([r.pooled for r in done_rows]),
+    )
+    open_weights = np.array([r.uncertainty for r in open_rows])
+    done_weights = np.array([r.uncertainty for r in done_rows])
+
+    def greedy(weighted: bool) -> list[int]:
+        first = ranking.greedy_order(open_vectors, done_vectors, open_weights if weighted else None)
+        then = ranking.greedy_order(done_vectors, open_vectors, done_weights if weighted else None)
+        return first + [len(open_rows) + index for index in then]
+
+    ranks = {
         "random_rank": ranking.random_order(ids, seed),
-        "diversity_rank": ranking.greedy_order(vectors, done),
-        "mix_rank": ranking.greedy_order(vectors, done, uncertainty),
+        "diversity_rank": greedy(False),
+        "mix_rank": greedy(True),
     }
     positions = {column: {ids[index]: place for place, index in enumerate(order)} for column, order in ranks.items()}
-    db.execute(
-        update(ImageScore)
-        .where(ImageScore.project_id == project.id)
-        .values(random_rank=None, diversity_rank=None, mix_rank=None)
-        .execution_options(synchronize_session=False)
-    )
     for image_id in ids:
         db.execute(
             update(ImageScore)

@@ -149,3 +149,16 @@ def test_two_annotators_never_get_the_same_image_under_a_scored_strategy(
     run_parallel(client, [claimant(user_id, headers) for user_id, headers in annotators])
     handed_out = [image_id for ids in answers.values() for image_id in ids]
     assert len(handed_out) == len(set(handed_out)) == 6
+
+
+def test_done_images_are_ranked_after_the_open_ones(client, db, project, manager_headers, scored):
+    set_strategy(client, project.id, manager_headers, "upload_order")
+    claimed = client.post(f"/api/projects/{project.id}/claim", headers=manager_headers).json()["id"]
+    assert client.post(f"/api/images/{claimed}/done", headers=manager_headers).status_code == 200
+    service.rank_project(db, db.get(Project, project.id))
+    db.commit()
+    for column in (ImageScore.random_rank, ImageScore.diversity_rank, ImageScore.mix_rank):
+        ranks = dict(db.execute(select(ImageScore.image_id, column)).all())
+        assert sorted(ranks.values()) == [0, 1, 2, 3, 4]
+        if column is not ImageScore.random_rank:
+            assert ranks[claimed] == 4  # the done image last: a stage change reopens it last
