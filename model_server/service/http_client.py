@@ -16,6 +16,7 @@ storage keys (`http_schemas`); both sides open the same object store from their 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -186,6 +187,24 @@ class HttpModelService:
         should_stop: api.ShouldStop | None,
     ) -> Any:
         operation = self._post(f"/v1/operations/{kind}", body)["id"]
+        try:
+            return self._follow(kind, operation, progress, should_stop)
+        except BaseException:
+            # The caller gave up (its progress callback raised, e.g. its job was cancelled, or it was
+            # interrupted): the operation must not go on holding the model side. A DELETE of an operation
+            # that has ended is a no-op there.
+            with contextlib.suppress(api.ModelServiceError, httpx.HTTPError):
+                self._call("DELETE", f"/v1/operations/{operation}")
+            raise
+
+    def _follow(
+        self,
+        kind: str,
+        operation: str,
+        progress: Callable[..., None] | None,
+        should_stop: api.ShouldStop | None,
+    ) -> Any:
+        """Poll the operation until it ends: its result, or the exception its end stands for."""
         since, cancelled = 0, False
         while True:
             view = s.OperationOut.model_validate(

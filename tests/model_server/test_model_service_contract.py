@@ -455,6 +455,29 @@ def test_cancelling_a_long_operation_over_http_stops_it(envs, servers):
     assert [op.state for op in operations if op.kind == "train_detector" and op.stop.is_set()][-1] == "cancelled"
 
 
+def test_a_caller_that_gives_up_cancels_the_operation_on_the_service(envs, servers):
+    """The product's jobs learn of a cancel from their progress call (it raises): the operation on the
+    model side must stop too, not train on for nobody."""
+    env = envs["http"]
+
+    class JobCancelled(Exception):
+        pass
+
+    def progress(epoch: int, total: int, loss: float) -> None:
+        raise JobCancelled
+
+    with pytest.raises(JobCancelled):
+        env.service.train_detector(
+            env.ref, env.detector_samples(), {**DETECTOR_CONFIG, "epochs": 500}, "det/abandoned.pt", progress=progress
+        )
+    (operation,) = [op for op in servers[0].app.state.operations.values() if op.kind == "train_detector"][-1:]
+    deadline = time.monotonic() + 60
+    while operation.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert operation.stop.is_set() and operation.state == "cancelled"
+    assert not env.storage.exists("det/abandoned.pt")
+
+
 def test_a_malformed_request_is_a_422_naming_the_field(envs, servers):
     body = {"model": to_jsonable_python(envs["http"].ref), "image_keys": "images/ab/first.png"}
     answer = httpx.post(f"{servers[0].url}/v1/embed", json=body)
