@@ -42,8 +42,3 @@ def scratch_file(settings: Settings, suffix: str = "") -> Path:
     os.close(fd)
     return Path(name)
 
-
-def LocalStorage(root: Path) -> Storage:
-    """Transitional (issue 15): the old ``LocalStorage(settings.storage_path)`` spelling, for the
-    callers not yet moved to `storage_for`; removed once none is left."""
-    return open_storage(str(root))
