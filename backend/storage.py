@@ -41,4 +41,3 @@ def scratch_file(settings: Settings, suffix: str = "") -> Path:
     fd, name = tempfile.mkstemp(dir=folder, suffix=suffix)
     os.close(fd)
     return Path(name)
-
