@@ -130,12 +130,16 @@ def test_lora_starts_as_the_identity_trains_qkv_and_proj_and_merges_into_a_plain
     assert changed == {f"blocks.{b}.attn.{p}.weight" for b in (0, 1) for p in ("qkv", "proj")}
 
 
-def assert_same_weights(model, reference) -> None:
-    """Equal up to float rounding as AdamW amplifies it: a weight whose gradient is near zero moves
-    by up to lr·m/√v, so gradients equal to float precision can still move it a fraction of lr
-    differently (measured: 8e-5 at lr 1e-3). A wrong batch or prompt changes the losses instead."""
-    for key, value in reference.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[key], value, atol=TINY["lr"] / 5, rtol=0)
+def assert_same_weights(model, reference, steps: int = 2) -> None:
+    """Equal up to float rounding as AdamW amplifies it: a weight whose true gradient is zero
+    (attention key biases: softmax ignores them) gets float noise as gradient and AdamW moves it by
+    ~lr whatever the noise's size (measured: 2e-4 at lr 1e-3 on the decoder's k_proj biases). So:
+    every element within the update bound, and on average over all weights within lr/100 (halves of
+    a batch trained apart move most elements apart by a good fraction of lr; losses are compared too)."""
+    lr = TINY["lr"]
+    trained = model.state_dict()
+    diff = torch.cat([(trained[k].double() - v.double()).abs().flatten() for k, v in reference.state_dict().items()])
+    assert diff.max() <= steps * lr and diff.mean() <= lr / 100, (float(diff.max()), float(diff.mean()))
 
 
 class Crash(RuntimeError):
