@@ -13,7 +13,9 @@ Prints a markdown table with three parts:
    `SamOnnxModel`, float32 and int8, 1-3 clicks, p50/p95 over many calls.
 3. Decoding 64 single-point prompts on one image: our batched `Predictor.decode` (one call,
    low-res logits) and `Predictor.predict_batch`, against the official `SamPredictor.predict`
-   looped 64 times (full-resolution masks, the official way to do it).
+   looped 64 times (full-resolution masks, the official way to do it); also the trainable `sam/`
+   modules batched in one call (what `decode` ran before the folded decoder, commit 8d07ac5), so
+   that a change of the folded decoder is compared with it in the same run.
 
 Speed is the comparison within this run; the shared 2-core machine makes absolute numbers noisy.
 """
@@ -206,6 +208,12 @@ def bench_batched_decode(model, image: np.ndarray, quick: bool) -> list[str]:
     def ours_decode():
         predictor.decode(coords_1024, labels, None, multimask_output=True)
 
+    def modules_decode():
+        # 8d07ac5's `Predictor.decode`: the trainable `sam/` modules, all prompts in one call.
+        encoder = model.prompt_encoder
+        sparse, dense = encoder(coords_1024, labels, None)
+        model.mask_decoder(predictor.embedding, encoder.get_dense_pe(), sparse, dense, True)
+
     def ours_predict_batch():
         predictor.predict_batch(point_coords=points[:, None], point_labels=np.ones((64, 1)))
 
@@ -214,13 +222,18 @@ def bench_batched_decode(model, image: np.ndarray, quick: bool) -> list[str]:
             reference.predict(point_coords=point[None], point_labels=np.array([1]), multimask_output=True)
 
     with torch.inference_mode():
-        times = interleaved({"decode": ours_decode, "batch": ours_predict_batch, "loop": official_loop}, repeats)
-    t_decode, t_batch, t_loop = (statistics.median(times[k]) for k in ("decode", "batch", "loop"))
+        times = interleaved(
+            {"decode": ours_decode, "batch": ours_predict_batch, "modules": modules_decode, "loop": official_loop},
+            repeats,
+        )
+    t_decode, t_batch, t_modules, t_loop = (statistics.median(times[k]) for k in ("decode", "batch", "modules", "loop"))
     return [
         f"| 64 prompts: ours `Predictor.decode` batched, low-res (ms, median of {repeats}) "
         f"| {1e3 * t_decode:.0f} | {1e3 * t_loop:.0f} | {t_loop / t_decode:.1f}x |",
         f"| 64 prompts: ours `Predictor.predict_batch`, full-res (ms, median of {repeats}) "
         f"| {1e3 * t_batch:.0f} | {1e3 * t_loop:.0f} | {t_loop / t_batch:.1f}x |",
+        f"| 64 prompts: the `sam/` modules batched, low-res (8d07ac5's `decode`; ms, median of {repeats}) "
+        f"| {1e3 * t_modules:.0f} | {1e3 * t_loop:.0f} | {t_loop / t_modules:.1f}x |",
     ]
 
 
