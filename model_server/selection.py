@@ -17,9 +17,11 @@ product scores a whole project after embedding, and again after each promoted mo
     measure) of each point's best mask;
   - ``disagreement``: 1 - the mean pairwise IoU of each point's three ambiguity masks.
 
-  `UNCERTAINTY` names the one reported as `uncertainty`; it was chosen by measurement
-  (benchmarks/selection.py prints, per figure, the rank correlation between the figure and the
-  model's actual 1-click error on the pool images, and the engine loop under each).
+  `UNCERTAINTY` names the one reported as `uncertainty`, chosen by measurement: benchmarks/selection.py
+  prints each figure's rank correlation with the model's actual 1-click error on pool images. On the
+  seeded random vit_t, disagreement was the only one positive in both runs (+0.38 on 29 DAVIS frames,
+  +0.12 on 66), the predicted IoU flipped sign (-0.32, +0.18), instability stayed weaker (+0.31,
+  +0.06); all are weak on random weights, so measure again on a trained model.
 
 Deterministic: the same embedding and weights give the same scores (one CPU decoder call, no
 sampling).
