@@ -5,11 +5,7 @@ annotator table read the rollup tables of backend/tables/dashboard.py, which dat
 exact in the same transaction as every mask or image write: thousands of rows per request, not a walk over
 millions of masks. All figures stay exact (the tests check hand-worked values):
 
-- median / p90 of seconds per mask are `percentile_cont(q)` exactly: `mask_seconds` (counts per
-  quarter-second bucket) says which bucket holds rank floor(q*(n-1)) and how many values lie below it;
-  the value itself (and the next one, to interpolate) is read from `mask_seconds_values` (live masks per
-  exact value) within that bucket and, when the next rank lies beyond it, the next non-empty one: a walk
-  over the distinct values of one or two buckets, whatever the number of masks sharing them.
+- median / p90 of seconds per mask: `backend.dashboard.percentiles`, exact from two rollups.
 - the masks-per-image histogram sums `image_mask_histogram` (images per masks-per-image count), or
   `author_mask_histogram` for one annotator: one row per distinct count, not one per image.
 - floating sums of seconds are maintained by adding and subtracting, so after deletions they can differ
@@ -22,14 +18,13 @@ without it the figures are the whole project's.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, literal, or_, select
 from sqlalchemy.orm import Session
 
+from backend.dashboard.percentiles import author_buckets, many_percentiles, percentiles
 from backend.dashboard.schemas import (
     AnnotatorRow,
     DashboardOut,
@@ -44,6 +39,7 @@ from backend.dashboard.schemas import (
     TimelineRow,
     TimingOut,
 )
+from backend.dashboard.scope import Scope
 from backend.jobs.schemas import JobOut
 from backend.stages import gates
 from backend.stages.schemas import GateOut
@@ -53,7 +49,6 @@ from backend.tables import (
     Job,
     JobStatus,
     Mask,
-    MaskSecondsBucket,
     MaskSource,
     MaskTotal,
     ModelVersion,
@@ -69,10 +64,8 @@ from backend.tables import (
 )
 from backend.tables.dashboard import (
     REVIEW_IOU_THRESHOLD,
-    SECONDS_BUCKETS_PER_SECOND,
     AuthorMaskHistogram,
     ImageMaskHistogram,
-    MaskSecondsValue,
 )
 
 # Masks per image histogram: inclusive [low, high] bounds, the last one open.
@@ -87,125 +80,6 @@ def histogram_bucket(masks: int) -> int:
 
 Bucket = Literal["hour", "day"]
 TIMELINE_ROWS = 720  # buckets a timeline request returns by default: 30 days of hours, about 2 years of days
-
-
-@dataclass(frozen=True)
-class Scope:
-    project_id: int
-    author_id: int | None = None  # None: the whole project
-
-    @property
-    def name(self) -> Literal["project", "me"]:
-        return "project" if self.author_id is None else "me"
-
-
-def live_masks(scope: Scope) -> list[ColumnElement[bool]]:
-    """WHERE clauses of the scope's masks that still exist (soft-deleted ones excluded)."""
-    where = [Mask.project_id == scope.project_id, Mask.deleted_at.is_(None)]
-    if scope.author_id is not None:
-        where.append(Mask.author_id == scope.author_id)
-    return where
-
-
-def _scope_buckets(db: Session, scope: Scope) -> list[tuple[int, int]]:
-    """The scope's [(bucket, live timed masks)] ascending, from `mask_seconds`."""
-    where = [MaskSecondsBucket.project_id == scope.project_id, MaskSecondsBucket.masks > 0]
-    if scope.author_id is not None:
-        where.append(MaskSecondsBucket.author_key == scope.author_id)
-    rows = db.execute(
-        select(MaskSecondsBucket.bucket, func.sum(MaskSecondsBucket.masks))
-        .where(*where)
-        .group_by(MaskSecondsBucket.bucket)
-        .order_by(MaskSecondsBucket.bucket)
-    ).all()
-    return [(b, int(n)) for b, n in rows]
-
-
-def _author_buckets(db: Session, project_id: int) -> dict[int, list[tuple[int, int]]]:
-    """Every author's [(bucket, live timed masks)] ascending (author_key 0, masks without author, included)."""
-    rows = db.execute(
-        select(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket, MaskSecondsBucket.masks)
-        .where(MaskSecondsBucket.project_id == project_id, MaskSecondsBucket.masks > 0)
-        .order_by(MaskSecondsBucket.author_key, MaskSecondsBucket.bucket)
-    ).all()
-    out: dict[int, list[tuple[int, int]]] = {}
-    for author, b, n in rows:
-        out.setdefault(author, []).append((b, int(n)))
-    return out
-
-
-def percentiles(
-    db: Session, scope: Scope, qs: Sequence[float], buckets: list[tuple[int, int]] | None = None
-) -> list[float | None]:
-    """Exactly `percentile_cont(q)` of the scope's live masks' seconds_spent, for each q in `qs`.
-
-    `buckets` are the scope's [(bucket, count)] from `mask_seconds` if the caller already has them.
-    """
-    if buckets is None:
-        buckets = _scope_buckets(db, scope)
-    return many_percentiles(db, [(scope, buckets)], qs)[0]
-
-
-def many_percentiles(
-    db: Session, scopes: Sequence[tuple[Scope, list[tuple[int, int]]]], qs: Sequence[float]
-) -> list[list[float | None]]:
-    """`percentiles` of several scopes of one project (each with its `mask_seconds` buckets) in one query.
-
-    For each percentile: the ranks wanted are low = floor(q*(n-1)) and low + 1; the bucket holding rank
-    low (and `below` it, the masks of lower buckets) comes from the bucket counts, and the values of that
-    bucket, or of it and the next non-empty one when rank low + 1 lies beyond it, from `mask_seconds_values`:
-    one SELECT of those seconds ranges (an OR of primary-key ranges), summed per value here.
-    """
-    reads: list[tuple[int, int, float, int, int, int | None, float, float]] = []
-    for i, (scope, buckets) in enumerate(scopes):
-        n = sum(count for _, count in buckets)
-        for j, q in enumerate(qs):
-            if n == 0:
-                continue
-            position = q * (n - 1)
-            low = math.floor(position)
-            below, at = 0, 0
-            while below + buckets[at][1] <= low:  # the bucket holding rank `low`
-                below += buckets[at][1]
-                at += 1
-            last = at + 1 if below + buckets[at][1] <= low + 1 < n else at  # the bucket holding rank low + 1
-            start = buckets[at][0] / SECONDS_BUCKETS_PER_SECOND  # exact: a power-of-two divisor
-            end = (buckets[last][0] + 1) / SECONDS_BUCKETS_PER_SECOND
-            reads.append((i, j, position, low, below, scope.author_id, start, end))
-    out: list[list[float | None]] = [[None] * len(qs) for _ in scopes]
-    if not reads:
-        return out
-    ranges = []
-    for *_, author, start, end in reads:
-        where = [MaskSecondsValue.seconds >= start, MaskSecondsValue.seconds < end]
-        if author is not None:
-            where.append(MaskSecondsValue.author_key == author)
-        ranges.append(and_(*where))
-    rows = db.execute(
-        select(MaskSecondsValue.author_key, MaskSecondsValue.seconds, MaskSecondsValue.masks).where(
-            MaskSecondsValue.project_id == scopes[0][0].project_id, MaskSecondsValue.masks > 0, or_(*ranges)
-        )
-    ).all()
-    for i, j, position, low, below, author, start, end in reads:
-        counts: dict[float, int] = {}
-        for a, v, count in rows:
-            if (author is None or a == author) and start <= v < end:
-                counts[float(v)] = counts.get(float(v), 0) + int(count)
-        ranked = sorted(counts.items())
-        value = _at_rank(ranked, low - below)
-        if position > low:
-            value += (position - low) * (_at_rank(ranked, low + 1 - below) - value)
-        out[i][j] = value
-    return out
-
-
-def _at_rank(ranked: list[tuple[float, int]], rank: int) -> float:
-    """The value of 0-based `rank` among ascending (value, count) pairs."""
-    for value, count in ranked:
-        if rank < count:
-            return value
-        rank -= count
-    raise LookupError("mask_seconds and mask_seconds_values disagree: run `dataengine rebuild-rollups`")
 
 
 def image_stats(db: Session, project: Project, scope: Scope) -> ImagesOut:
@@ -428,7 +302,7 @@ def annotators(db: Session, scope: Scope) -> list[AnnotatorRow]:
             )
         )
     }
-    buckets = _author_buckets(db, scope.project_id)
+    buckets = author_buckets(db, scope.project_id)
     authors = [row[0] for row in rows]
     times = many_percentiles(db, [(Scope(scope.project_id, a), buckets.get(a, [])) for a in authors], [0.5, 0.9])
     span = {}
