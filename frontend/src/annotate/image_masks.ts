@@ -39,19 +39,19 @@ export class ImageMasks {
     return [...this.unsaved.keys()].filter((clientId) => !confirmed.has(clientId));
   }
 
-  /** The layers to draw; `correcting` (the id of the mask being corrected) stays underneath, dashed, to compare with. */
-  layers(correcting: number | null): SavedLayer[] {
+  /** The layers to draw (`all`: every live mask, hidden ones too: what covers the image); `correcting` (the id of the mask being corrected) stays underneath, dashed, to compare with. */
+  layers(correcting: number | null, all = false): SavedLayer[] {
     const layers: SavedLayer[] = [];
-    if (this.allHidden) return layers;
+    if (this.allHidden && !all) return layers;
     for (const mask of this.current()) {
       const key = savedKey(mask);
-      if (this.hidden.has(key)) continue;
+      if (!all && this.hidden.has(key)) continue;
       const unsaved = mask.client_id ? this.unsaved.get(mask.client_id) : undefined;
       const dashed = mask.source !== "manual" || correcting === mask.id;
       layers.push({ key, mask: unsaved ? () => unsaved : rleMask(mask.rle), colourIndex: colourIndex(key), prefilled: dashed });
     }
     for (const clientId of this.unconfirmed()) {
-      if (this.hidden.has(clientId)) continue;
+      if (!all && this.hidden.has(clientId)) continue;
       const mask = this.unsaved.get(clientId)!;
       layers.push({ key: clientId, mask: () => mask, colourIndex: colourIndex(clientId), prefilled: false });
     }

@@ -280,6 +280,7 @@ class AnnotateSession {
         h("button", { class: "primary", title: "Enter", "data-testid": "accept", onclick: () => this.accept() }, "Accept"),
       ),
       this.saveStatus,
+      h("div", { class: "row" }, editor.coverageButton, editor.uncoveredText),
       h("div", {}, h("div", { class: "row" }, h("strong", {}, "Masks"), h("button", { class: "link", title: "H", onclick: () => this.toggleAll() }, "hide/show all")), this.maskList),
       h("div", { class: "row" }, previous, next),
     );
@@ -301,6 +302,7 @@ class AnnotateSession {
     if (!shown) return;
     const correcting = this.editor.store.correcting?.maskId ?? null;
     this.editor.drawSaved(shown.masks.layers(correcting));
+    this.editor.drawCoverage(shown.masks.layers(null, true));
     renderMaskList(this.maskList, shown.masks, correcting, {
       correct: (mask) => this.correct(mask),
       remove: (mask) => void this.deleteSaved(mask),
@@ -471,6 +473,7 @@ class AnnotateSession {
         case "Tab": editor.cycleCandidate(); return true;
         case "1": case "2": case "3": editor.selectCandidate(Number(key)); return true;
         case "h": case "H": this.toggleAll(); return true;
+        case "u": case "U": editor.toggleUncovered(); return true;
         case "c": case "C": {
           const cursor = editor.cursor;
           const shown = this.shown;

@@ -14,6 +14,7 @@ export const SHORTCUTS: [keys: string, action: string][] = [
   ["B / E", "brush / eraser"],
   ["[ / ]", "smaller / larger brush"],
   ["H", "hide or show all accepted masks"],
+  ["U", "show or hide the uncovered area (tints what no mask covers)"],
   ["N", "next image (marks this one done)"],
   ["Shift+N", "previous image"],
   ["?", "this help"],

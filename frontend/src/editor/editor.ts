@@ -3,6 +3,8 @@
  * undo/redo, the point/brush/eraser tools, clicks chained through the decoder, the hover preview,
  * and the editing shortcuts (Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y, V B E, [ ]). A page keeps what is its
  * own (which masks are saved and how, the review queue) and draws its saved masks on `view.masks`.
+ * "Show uncovered" (`coverageButton`, `toggleUncovered`) tints what none of the masks a page hands
+ * to `drawCoverage` covers, and `uncoveredText` gives the uncovered share.
  *
  * The editor lives as long as its page (the annotate page's: its whole session of images); `open`
  * shows the next image in it (the store starts afresh, the tool stays), and the decoder it is given
@@ -50,6 +52,16 @@ export class MaskEditor {
   readonly candidates = h("div", { class: "row candidates" });
   readonly undoButton = h("button", { title: "Ctrl+Z", onclick: () => this.store.undo() }, "Undo");
   readonly redoButton = h("button", { title: "Ctrl+Shift+Z", onclick: () => this.store.redo() }, "Redo");
+  /** "Show uncovered": tints every pixel no live mask covers (the page's key: U). */
+  readonly coverageButton = h(
+    "button",
+    { title: "U", "aria-pressed": "false", "data-testid": "coverage-toggle", onclick: () => this.toggleUncovered() },
+    "Show uncovered",
+  );
+  /** The uncovered share of the image, in `data-fraction` too (0..1). */
+  readonly uncoveredText = h("span", { class: "muted", "data-testid": "uncovered" });
+  private showUncovered = false;
+  private coverageLayers: SavedLayer[] = [];
   private image: EditorImage | null = null;
   private canvases: EditorView | null = null;
   private gestures: Gestures | null = null;
@@ -118,6 +130,9 @@ export class MaskEditor {
     this.gestures = null;
     this.canvases = null;
     this.image = null;
+    this.coverageLayers = [];
+    this.uncoveredText.textContent = "";
+    delete this.uncoveredText.dataset.fraction;
     this.stage.replaceChildren();
   }
 
@@ -149,6 +164,26 @@ export class MaskEditor {
 
   drawSaved(layers: SavedLayer[]): void {
     this.canvases?.drawSaved(layers);
+  }
+
+  /** The masks that count as covering the image (every live one, hidden or not), for "Show uncovered" and the share. */
+  drawCoverage(layers: SavedLayer[]): void {
+    this.coverageLayers = layers;
+    this.paintCoverage();
+  }
+
+  toggleUncovered(): void {
+    this.showUncovered = !this.showUncovered;
+    this.coverageButton.setAttribute("aria-pressed", String(this.showUncovered));
+    this.paintCoverage();
+  }
+
+  private paintCoverage(): void {
+    const view = this.canvases;
+    if (!view) return;
+    const fraction = view.drawCoverage(this.coverageLayers, this.showUncovered);
+    this.uncoveredText.textContent = `uncovered ${(fraction * 100).toFixed(1)}%`;
+    this.uncoveredText.dataset.fraction = fraction.toFixed(5);
   }
 
   /** Resolves once every click made so far is decoded (or failed): accept and submit wait for it. */

@@ -1,6 +1,7 @@
 /**
  * The editor's canvases, stacked over one another in the stage element:
  *   image   the picture, fitted to the stage;
+ *   coverage "Show uncovered": a tint on every pixel no live mask covers (hidden while off);
  *   masks   accepted masks (distinct colours) and pre-filled ones (dashed outline, faint fill);
  *   overlay the working mask, or the hover preview (id "overlay", checked by the browser test);
  *   ui      clicks, the box being dragged, the brush outline; it receives the pointer events.
@@ -22,21 +23,28 @@ export interface SavedLayer {
 }
 
 const WORKING_COLOUR: Rgb = [30, 144, 255];
+/** RGBA of the tint on uncovered pixels. */
+const UNCOVERED_TINT = [255, 0, 170, 110] as const;
 
 export class EditorView {
   readonly image = this.canvas("image");
+  readonly coverage = this.canvas("coverage");
   readonly masks = this.canvas("masks");
   readonly overlay = this.canvas("overlay");
   readonly ui = this.canvas("ui");
   scale = 1;
   private displayCache = new Map<string, Uint8Array>();
+  /** What the coverage canvas was computed for (display size and layer keys), and its uncovered share. */
+  private coverageKey = "";
+  private uncovered = 1;
 
   constructor(
     readonly stage: HTMLElement,
     readonly originalSize: Size,
     readonly inputSize: Size,
   ) {
-    stage.append(this.image, this.masks, this.overlay, this.ui);
+    this.coverage.hidden = true;
+    stage.append(this.image, this.coverage, this.masks, this.overlay, this.ui);
   }
 
   private canvas(id: string): HTMLCanvasElement {
@@ -57,13 +65,14 @@ export class EditorView {
     const [dh, dw] = this.displaySize;
     const left = Math.floor((box.width - dw) / 2);
     const top = Math.floor((box.height - dh) / 2);
-    for (const el of [this.image, this.masks, this.overlay, this.ui]) {
+    for (const el of [this.image, this.coverage, this.masks, this.overlay, this.ui]) {
       el.width = dw;
       el.height = dh;
       el.style.left = `${left}px`;
       el.style.top = `${top}px`;
     }
     this.displayCache.clear();
+    this.coverageKey = ""; // resizing cleared the canvas
   }
 
   /** Client (CSS) coordinates -> original image pixels, clamped inside the image. */
@@ -85,17 +94,60 @@ export class EditorView {
     const ctx = this.masks.getContext("2d")!;
     const pixels = ctx.createImageData(dw, dh);
     for (const layer of layers) {
-      let display = this.displayCache.get(layer.key);
-      if (!display) {
-        display = resampleMask(layer.mask(), this.originalSize, dh, dw);
-        this.displayCache.set(layer.key, display);
-      }
+      const display = this.display(layer);
       paintMask(pixels.data, display, dh, dw, maskColour(layer.colourIndex), {
         fillAlpha: layer.prefilled ? 40 : 90,
         dashed: layer.prefilled,
       });
     }
     ctx.putImageData(pixels, 0, 0);
+  }
+
+  /** A layer's mask on the display grid (resampled once per layer and size). */
+  private display(layer: SavedLayer): Uint8Array {
+    let display = this.displayCache.get(layer.key);
+    if (!display) {
+      const [dh, dw] = this.displaySize;
+      display = resampleMask(layer.mask(), this.originalSize, dh, dw);
+      this.displayCache.set(layer.key, display);
+    }
+    return display;
+  }
+
+  /**
+   * The share of the image that none of `layers` covers (on the display grid), and on the coverage
+   * canvas a tint over those pixels, shown when `show`. The union is recomputed only when the layers
+   * (their keys: a mask's pixels never change under its key) or the display size change.
+   */
+  drawCoverage(layers: SavedLayer[], show: boolean): number {
+    const [dh, dw] = this.displaySize;
+    const key = `${dh}x${dw}:${layers.map((layer) => layer.key).join(",")}`;
+    if (key !== this.coverageKey) {
+      this.coverageKey = key;
+      const covered = new Uint8Array(dh * dw);
+      for (const layer of layers) {
+        const display = this.display(layer);
+        for (let i = 0; i < covered.length; i++) covered[i] |= display[i];
+      }
+      const ctx = this.coverage.getContext("2d")!;
+      const pixels = ctx.createImageData(dw, dh);
+      const data = pixels.data;
+      const [red, green, blue, alpha] = UNCOVERED_TINT;
+      let uncovered = 0;
+      for (let i = 0; i < covered.length; i++) {
+        if (covered[i]) continue;
+        uncovered++;
+        const p = i * 4;
+        data[p] = red;
+        data[p + 1] = green;
+        data[p + 2] = blue;
+        data[p + 3] = alpha;
+      }
+      ctx.putImageData(pixels, 0, 0);
+      this.uncovered = uncovered / covered.length;
+    }
+    this.coverage.hidden = !show;
+    return this.uncovered;
   }
 
   /**
