@@ -49,7 +49,10 @@ def test_show_uncovered_overlay(page, live_server):
         posted = (
             api.post(
                 f"/api/images/{live_server.image_id}/masks",
-                json={"client_id": str(uuid.uuid4()), "rle": {"size": [height, width], "counts": rle["counts"].decode()}},
+                json={
+                    "client_id": str(uuid.uuid4()),
+                    "rle": {"size": [height, width], "counts": rle["counts"].decode()},
+                },
             )
             .raise_for_status()
             .json()
@@ -92,7 +95,8 @@ def test_show_uncovered_overlay(page, live_server):
         after = _expected_uncovered(masks, height, width)
         assert after < before, (before, after)  # (other tests' masks may cover most of the image already)
         page.wait_for_function(
-            f"Number(document.querySelector('[data-testid=uncovered]').dataset.fraction) < {shown_before}", timeout=10_000
+            f"Number(document.querySelector('[data-testid=uncovered]').dataset.fraction) < {shown_before}",
+            timeout=10_000,
         )
         assert abs(_shown_uncovered(page) - after) < TOLERANCE, (_shown_uncovered(page), after)
         assert abs(opaque_pixels(page, "coverage") / size - after) < TOLERANCE
