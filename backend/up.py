@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -192,8 +193,9 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def worker_command() -> list[str]:
-    """One worker for every queue, one task at a time (the CPU model uses every core)."""
+def worker_command(queues: Sequence[str] | None = None, name: str | None = None) -> list[str]:
+    """A worker for `queues` (default: every queue), one task at a time (the CPU model uses every core),
+    named ``<name>@<host>`` when `name` is given; the one form `up` and the tests' workers start."""
     from backend.worker.celery_app import QUEUES
 
     return [
@@ -204,9 +206,10 @@ def worker_command() -> list[str]:
         "backend.worker.celery_app",
         "worker",
         "-Q",
-        ",".join(QUEUES),
+        ",".join(QUEUES if queues is None else queues),
         "-P",
         "solo",
+        *(["-n", f"{name}@%h"] if name else []),
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",

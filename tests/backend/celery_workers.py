@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from backend.core.config import Settings
+from backend.up import worker_command
 from backend.worker import celery_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -73,24 +74,7 @@ def worker_processes(settings: Settings, queue: str, log_dir: Path) -> Iterator[
         }
         log = open(log_dir / f"{name}.log", "wb")
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "backend.worker.celery_app",
-                "worker",
-                "-Q",
-                queue,
-                "-P",
-                "solo",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "info",
-            ],
+            worker_command([queue], name),
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

@@ -485,7 +485,6 @@ def test_a_malformed_request_is_a_422_naming_the_field(envs, servers):
 
 
 def test_score_images(env, envs):
-    pytest.importorskip("model_server.selection")  # issue 18's module, landing beside this one
     scores = {n: e.service.score_images(e.ref, e.embeddings()) for n, e in envs.items()}
     _equal_everywhere(scores)
     assert len(scores[env.name]) == 2

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from backend.up import worker_command
+
 NOT_INHERITED = ("DATAENGINE_", "AWS_")
 STOP_GRACE_SECONDS = 20.0
 
@@ -173,25 +175,8 @@ def create_admin_argv(password: str) -> list[str]:
 
 
 def worker_argv(queues: str, name: str) -> list[str]:
-    """One Celery worker process (solo pool) serving `queues` (comma-separated)."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "backend.worker.celery_app",
-        "worker",
-        "-Q",
-        queues,
-        "-P",
-        "solo",
-        "-n",
-        f"{name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "info",
-    ]
+    """One Celery worker process (solo pool) serving `queues` (comma-separated), as `dataengine up` starts it."""
+    return worker_command(queues.split(","), name)
 
 
 def model_service_argv(storage_url: str, port: int) -> list[str]:
