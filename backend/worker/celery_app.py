@@ -86,6 +86,7 @@ TASK_MODULES = [
     "backend.selection.tasks",
 ]
 BEAT_LOCK_FILE = "celerybeat.lock"
+BROKER_LOCK_FILE = "broker.lock"  # held while a process makes the embedded broker ready
 RETRAIN_CHECK_SECONDS = 60.0  # how often beat looks for projects due a retraining round
 SCORE_CHECK_SECONDS = 60.0  # how often beat looks for embedded images without selection scores
 REDIS_VISIBILITY_TIMEOUT = 12 * 3600
@@ -94,6 +95,7 @@ app = Celery("dataengine", include=TASK_MODULES)
 _configured_for: tuple[str, str, bool] | None = None
 _lock = threading.Lock()
 _beat_lock: IO[str] | None = None  # the beat lock this process holds (see LockedScheduler)
+_broker_prepared_for: str | None = None  # the embedded broker this process made ready
 
 
 def broker_urls(settings: Settings) -> tuple[str, str]:
@@ -178,20 +180,37 @@ def enqueue(task_name: str, *args: object, task_id: str | None = None) -> str:
     if app.conf.task_always_eager:
         app.loader.import_default_modules()
         return app.tasks[task_name].apply(args=list(args), task_id=task_id).id
-    _ensure_data_dir()
+    prepare_embedded_broker()
     return app.send_task(task_name, args=list(args), task_id=task_id).id
 
 
-def _ensure_data_dir() -> None:
-    """The embedded broker's SQLite files live in `data_dir`, which must exist before connecting."""
+def prepare_embedded_broker() -> None:
+    """Make the embedded broker ready before this process first publishes or consumes: its data dir,
+    its tables and one row per queue, made by one process at a time (an exclusive `fcntl.flock` on
+    ``<data_dir>/broker.lock``); once per process and broker. Nothing to do with Redis.
+
+    kombu's SQLAlchemy transport makes a queue's row the first time a process uses the queue, and two
+    processes doing so at the same moment fail, one with ``UNIQUE constraint failed:
+    kombu_queue.name``, an IntegrityError kombu does not catch: `dataengine up` starts the API, a
+    worker and beat at once, so the API's first job could answer 500.
+    """
+    global _broker_prepared_for
     settings = getattr(app, "dataengine_settings", None)
-    if settings is not None and not settings.broker_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings is None or settings.broker_url or _broker_prepared_for == app.conf.broker_url:
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.data_dir / BROKER_LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with app.connection_for_write() as connection:
+            for queue in QUEUES:
+                connection.default_channel.queue_declare(queue)
+    _broker_prepared_for = app.conf.broker_url
 
 
 @signals.celeryd_init.connect
-def _on_worker_init(**_: object) -> None:
-    _ensure_data_dir()
+@signals.beat_init.connect
+def _on_worker_or_beat_init(**_: object) -> None:
+    prepare_embedded_broker()
 
 
 class BeatLocked(SystemExit):

@@ -45,7 +45,9 @@ def test_up_serves_embeds_with_a_real_worker_and_stops_cleanly(tmp_path, data_ro
             )
             assert upload.status_code == 201, upload.text
             assert http.get(f"/api/projects/{project['id']}/model", headers=headers).json()["origin"] == "untrained"
-            job = http.post(f"/api/projects/{project['id']}/embed", headers=headers).json()
+            started = http.post(f"/api/projects/{project['id']}/embed", headers=headers)
+            assert started.status_code == 202, f"{started.text}\noutput:\n{up.output.text()}"
+            job = started.json()
             deadline = time.monotonic() + 300
             while job["status"] not in ("succeeded", "failed", "cancelled"):
                 assert time.monotonic() < deadline, f"job stuck: {job}\noutput:\n{up.output.text()}"
