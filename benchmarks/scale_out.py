@@ -54,8 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.core.migrations import upgrade
 from model_server import api
 from tests.backend.conftest import create_postgres_database, drop_postgres_database
+from tests.ports import free_port
 from tests.s3_server import CREDENTIALS, S3Server, start_s3_server
-from tests.system.processes import Processes, api_argv, create_admin_argv, free_port, model_service_argv
+from tests.system.processes import Processes, api_argv, create_admin_argv, model_service_argv
 
 PASSWORD = "correct horse battery"
 IMAGE_SIDE = 64  # the encoder resizes every image to 1024 px: its cost does not depend on the size

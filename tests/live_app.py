@@ -9,7 +9,6 @@ leaving the block stops the server.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from backend.core.migrations import upgrade
 from backend.core.security import hash_password
 from backend.main import create_app
 from backend.tables import Role, User
+from tests.ports import free_port
 
 ADMIN = ("admin", "admin password 1")
 START_SECONDS = 30
@@ -37,12 +37,6 @@ class LiveApp:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.ports import free_port
 
 REGION = "us-east-1"
 CREDENTIALS = {
@@ -68,16 +69,10 @@ def _client(endpoint_url: str) -> Any:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def start_s3_server() -> Iterator[S3Server]:
     """moto's server (``python -m moto.server``) on a free loopback port, stopped on exit."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

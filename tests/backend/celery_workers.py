@@ -11,7 +11,6 @@ import functools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import pytest
 from backend.core.config import Settings
 from backend.up import worker_command
 from backend.worker import celery_app
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("DATAENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -106,12 +106,6 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def up_environment(tmp_path: Path, **settings: str) -> dict[str, str]:

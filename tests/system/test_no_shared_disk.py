@@ -43,6 +43,7 @@ from tests.backend.celery_workers import process_tree, redis_database
 from tests.backend.conftest import _postgres_reachable, create_postgres_database, drop_postgres_database
 from tests.backend.retraining_helpers import TINY
 from tests.backend.stage1_objects import SMALL, davis_images, mask_rle
+from tests.ports import free_port
 from tests.s3_server import S3Server
 from tests.system.processes import (
     WORKER_READY,
@@ -50,7 +51,6 @@ from tests.system.processes import (
     Service,
     api_argv,
     create_admin_argv,
-    free_port,
     model_service_argv,
     worker_argv,
 )
