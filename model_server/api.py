@@ -30,6 +30,9 @@ EMBEDDING_SHAPE: tuple[int, int, int, int] = (1, 256, 64, 64)
 EMBEDDING_DTYPE = "float16"
 EMBEDDING_NBYTES = int(np.prod(EMBEDDING_SHAPE)) * 2
 ARCHITECTURES = ("vit_t", "vit_b", "vit_l", "vit_h")
+# Accepted by the model side besides `ARCHITECTURES`: a tiny encoder that trains on a CPU in seconds,
+# for tests only (the backend's import and download commands keep refusing it).
+TEST_ARCHITECTURES = ("vit_test",)
 
 HEADER_SHAPE = "X-Embedding-Shape"
 HEADER_DTYPE = "X-Embedding-Dtype"
@@ -141,7 +144,7 @@ class ModelRef:
     """Which SAM weights to run.
 
     Attributes:
-        architecture: one of `ARCHITECTURES`.
+        architecture: one of `ARCHITECTURES` (or `TEST_ARCHITECTURES`, tests only).
         checkpoint_key: storage key of the weights file.
         sha256: hex sha256 of that file; the model side refuses weights whose digest differs.
     """
@@ -197,8 +200,19 @@ class MaskSample:
 
 
 @dataclass(frozen=True)
+class ImageMaskSample:
+    """One object for a round that trains the image encoder: its stored image (any format PIL opens,
+    EXIF orientation applied; the model side resizes it into the 1024 frame) and its mask as COCO RLE
+    (image pixel frame, not empty)."""
+
+    image_key: str
+    rle: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TrainOutcome:
-    """What a retraining run produced: `info` of the checkpoint written, None if it stopped early."""
+    """What a retraining run produced: `info` of the checkpoint written, None if it stopped early
+    (when the round trained the image encoder, `info.encoder_sha256` is the new encoder's)."""
 
     steps_done: int
     losses: list[float]
@@ -302,7 +316,7 @@ class ModelService(Protocol):
     def retrain(
         self,
         model: ModelRef,
-        samples: Sequence[MaskSample],
+        samples: Sequence[MaskSample] | Sequence[ImageMaskSample],
         config: Mapping[str, Any],
         out_key: str,
         *,
@@ -312,7 +326,13 @@ class ModelService(Protocol):
     ) -> TrainOutcome:
         """Train from `model` on `samples` (`model_server.training.TrainConfig` fields in `config`);
         write the whole model to `out_key`. `work_prefix` keeps the run's resumable state in storage
-        (a rerun on any model service continues from it). Stopping early writes nothing."""
+        (a rerun on any model service continues from it). Stopping early writes nothing.
+
+        ``config["encoder_mode"]`` "frozen" (the default) trains the decoder side on cached
+        embeddings: `MaskSample`s. Any other mode trains the image encoder too, on the images:
+        `ImageMaskSample`s; on a CPU that is refused (ValueError) unless
+        ``allow_cpu_encoder_training`` is set (tests, with a tiny encoder). The model service trains
+        with as many processes as it was started with (DDP over its GPUs)."""
         ...
 
     def evaluate(
@@ -337,12 +357,15 @@ class ModelService(Protocol):
         ...
 
 
-def in_process_service(storage: Storage, cache_dir: str | None = None) -> ModelService:
+def in_process_service(
+    storage: Storage, cache_dir: str | None = None, train_processes: int | None = None
+) -> ModelService:
     """The embedded implementation: the model in this process, on `storage`. Torch is imported here,
-    on the first call, so importing this module never loads it."""
+    on the first call, so importing this module never loads it. `train_processes`: processes of a
+    retraining round (DDP under torchrun when more than one); None = one per CUDA device (1 on CPU)."""
     from model_server.service.in_process import InProcessModelService
 
-    return InProcessModelService(storage, cache_dir)
+    return InProcessModelService(storage, cache_dir, train_processes=train_processes)
 
 
 def http_service(url: str, *, timeout: float = 300.0, retries: int = 3) -> ModelService:

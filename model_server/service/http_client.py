@@ -115,7 +115,7 @@ class HttpModelService:
     def retrain(
         self,
         model: api.ModelRef,
-        samples: Sequence[api.MaskSample],
+        samples: Sequence[api.MaskSample] | Sequence[api.ImageMaskSample],
         config: Mapping[str, Any],
         out_key: str,
         *,
