@@ -85,6 +85,18 @@ class ModelVersionStats(BaseModel):
     parent_id: int | None
     metrics: dict[str, Any]
     created_at: datetime
+    architecture_change: str | None  # "vit_b → vit_h": the round started from another architecture
+    encoder_trained: bool  # the round trained the image encoder too ("whole model"), not only the decoder
+
+
+class EmbeddingCoverageOut(BaseModel):
+    """How many of the project's images have an embedding of the serving (active) version; the others
+    are served with the previous version's embedding while `job` (its embed job) is queued or running."""
+
+    model_version_id: int | None  # the active version; None before the project's first use of a model
+    embedded: int
+    images: int
+    job: JobOut | None  # the queued or running embed job of that version
 
 
 class JobsOut(BaseModel):
@@ -101,6 +113,7 @@ class DashboardOut(BaseModel):
     prefill: PrefillOut
     review: ReviewOut
     models: list[ModelVersionStats]
+    embeddings: EmbeddingCoverageOut
     jobs: JobsOut
     gate: GateOut
 

@@ -28,6 +28,7 @@ from backend.dashboard.percentiles import author_buckets, many_percentiles, perc
 from backend.dashboard.schemas import (
     AnnotatorRow,
     DashboardOut,
+    EmbeddingCoverageOut,
     HistogramBucket,
     ImagesOut,
     JobsOut,
@@ -41,9 +42,12 @@ from backend.dashboard.schemas import (
 )
 from backend.dashboard.scope import Scope
 from backend.jobs.schemas import JobOut
+from backend.model_versions.promotion import pending_embed_job
 from backend.stages import gates
 from backend.stages.schemas import GateOut
 from backend.tables import (
+    Embedding,
+    Image,
     ImageStat,
     ImageStatus,
     Job,
@@ -234,9 +238,45 @@ def model_rounds(db: Session, project: Project) -> list[ModelVersionStats]:
             parent_id=v.parent_id,
             metrics=v.metrics or {},
             created_at=v.created_at,
+            architecture_change=architecture_change(v),
+            encoder_trained=(v.hyperparameters or {}).get("encoder_mode", "frozen") != "frozen",
         )
         for i, v in enumerate(versions)
     ]
+
+
+def architecture_change(version: ModelVersion) -> str | None:
+    """ "vit_b → vit_h" when the version's round started from another architecture than the one serving
+    the project then (``metrics.architecture_change``, recorded by the round), else None."""
+    change = (version.metrics or {}).get("architecture_change")
+    if not isinstance(change, dict) or not change.get("from") or not change.get("to"):
+        return None
+    return f"{change['from']} → {change['to']}"
+
+
+def embedding_coverage(db: Session, project: Project) -> EmbeddingCoverageOut:
+    """The project's images with an embedding of its active version, out of all its images, and that
+    version's pending embed job. One COUNT walking the images' project index and probing the
+    embeddings' (image, version) unique index per image; the image total is the `image_stats` rollup."""
+    images = int(
+        db.scalar(select(func.coalesce(func.sum(ImageStat.images), 0)).where(ImageStat.project_id == project.id)) or 0
+    )
+    version_id = project.active_model_version_id
+    if version_id is None:
+        return EmbeddingCoverageOut(model_version_id=None, embedded=0, images=images, job=None)
+    embedded = db.scalar(
+        select(func.count())
+        .select_from(Image)
+        .join(Embedding, (Embedding.image_id == Image.id) & (Embedding.model_version_id == version_id))
+        .where(Image.project_id == project.id)
+    )
+    job = pending_embed_job(db, project.id, version_id)
+    return EmbeddingCoverageOut(
+        model_version_id=version_id,
+        embedded=int(embedded or 0),
+        images=images,
+        job=JobOut.model_validate(job) if job is not None else None,
+    )
 
 
 def job_stats(db: Session, project_id: int) -> JobsOut:
@@ -266,6 +306,7 @@ def dashboard(db: Session, project: Project, scope: Scope) -> DashboardOut:
         prefill=prefill,
         review=review_stats(db, scope),
         models=model_rounds(db, project),
+        embeddings=embedding_coverage(db, project),
         jobs=job_stats(db, project.id),
         gate=GateOut.model_validate(gates.evaluate(db, project)),
     )

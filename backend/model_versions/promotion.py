@@ -10,7 +10,12 @@ A project's active version (``projects.active_model_version_id``) is what the an
   encoder's identity is ``encoder_sha256`` (the model side's digest of its weights); for versions not
   yet described, ``artifacts["encoder_from"]``: a retraining round only trains the prompt encoder and
   mask decoder, so a trained version records the version whose encoder weights it carries. Otherwise
-  (another architecture or other encoder weights) an embedding job is started for the new version.
+  (another architecture or other encoder weights, e.g. a round that trained the image encoder: it
+  records its new ``encoder_sha256`` and no ``encoder_from``) an embedding job is started for the new
+  version. It embeds only the images without a row of the version, so the held-out images the round
+  already embedded with its new encoder are not embedded again. Until the job reaches an image, the
+  image is served with the embedding of the version that served it before (`pending_embed_job`,
+  ``GET /api/images/{id}/embedding``), and the browser decodes it with that version's decoder.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy.orm import Session
 from backend.core.config import Settings
 from backend.jobs import service as jobs
 from backend.tables import Embedding, Image, Job, ModelVersion, Project
-from backend.tables.enums import ModelStatus
+from backend.tables.enums import JobStatus, ModelStatus
 from backend.webhooks.events import emit
 
 
@@ -39,6 +44,20 @@ def same_encoder(a: ModelVersion, b: ModelVersion) -> bool:
     if a.encoder_sha256 is not None and b.encoder_sha256 is not None:
         return a.encoder_sha256 == b.encoder_sha256
     return encoder_identity(a) == encoder_identity(b)
+
+
+def pending_embed_job(db: Session, project_id: int, version_id: int) -> Job | None:
+    """The project's queued or running embed job for version `version_id`, if any (newest first)."""
+    pending = db.scalars(
+        select(Job)
+        .where(
+            Job.project_id == project_id,
+            Job.kind == "embed",
+            Job.status.in_((JobStatus.queued, JobStatus.running)),
+        )
+        .order_by(Job.id.desc())
+    )
+    return next((job for job in pending if job.params.get("model_version_id") == version_id), None)
 
 
 def project_versions(db: Session, project: Project) -> list[ModelVersion]:

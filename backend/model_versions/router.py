@@ -2,6 +2,8 @@
 
 ``GET /api/projects/{id}/model`` names the version and its origin plainly: ``untrained`` means
 random weights (masks are meaningless) and the `notice` says how to import real ones.
+``GET /api/model-versions/{id}`` is the same answer for any version by id (the page decodes each
+embedding with the decoder of the version ``X-Model-Version`` names, see backend/embeddings/router.py).
 ``GET /api/model-versions/{id}/decoder.onnx`` serves the one-graph decoder, and
 ``decoder.image.onnx`` + ``decoder.click.onnx`` the split decoder the annotator prefers (per-image
 graph run once per image, per-click graph per click; `image_graph_url` / `click_graph_url` in the
@@ -62,11 +64,9 @@ class ProjectModelOut(BaseModel):
     notice: str | None
 
 
-@router.get("/api/projects/{project_id}/model")
-def get_project_model(
-    project: ProjectForMember, db: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> ProjectModelOut:
-    version = service.active_version(db, project, storage, model_service(settings, storage), settings)
+def project_model_out(version: ModelVersion) -> ProjectModelOut:
+    """What the annotate page needs to decode with `version`: its identity and its decoder graphs'
+    URLs (one builder for the project's active model and for any version named by id)."""
     return ProjectModelOut(
         id=version.id,
         name=version.name,
@@ -79,6 +79,21 @@ def get_project_model(
         click_graph_url=_graph_url(version, "decoder.click.onnx"),
         notice=UNTRAINED_NOTICE if version.origin == ModelOrigin.untrained else None,
     )
+
+
+@router.get("/api/projects/{project_id}/model")
+def get_project_model(
+    project: ProjectForMember, db: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> ProjectModelOut:
+    """The version serving the project (given the install's default on first use)."""
+    return project_model_out(service.active_version(db, project, storage, model_service(settings, storage), settings))
+
+
+@router.get("/api/model-versions/{version_id}")
+def get_model_version(version: ModelVersionForMember) -> ProjectModelOut:
+    """A version by id, as the project's model: the decoder of the version named by an embedding's
+    ``X-Model-Version`` (which may be the previously serving one while the project is re-embedded)."""
+    return project_model_out(version)
 
 
 # Served decoder graphs: URL file name -> artifact name in `ModelVersion.artifacts`.

@@ -77,6 +77,7 @@ PROJECT_ROUTES: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/jobs/{job_id}/events/ticket"): MEMBERS,
     ("GET", "/api/jobs/{job_id}/events"): MEMBERS,
     ("GET", "/api/projects/{project_id}/model"): MEMBERS,
+    ("GET", "/api/model-versions/{version_id}"): MEMBERS,
     ("GET", "/api/model-versions/{version_id}/decoder.onnx"): MEMBERS,
     ("GET", "/api/model-versions/{version_id}/decoder.image.onnx"): MEMBERS,
     ("GET", "/api/model-versions/{version_id}/decoder.click.onnx"): MEMBERS,
