@@ -93,6 +93,12 @@ def _add_serve(commands) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--max-batch", type=int, default=8, help="most images per encoder forward")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="longest wait for a batch to fill")
+    parser.add_argument(
+        "--train-processes",
+        type=int,
+        help="processes of a retraining round, one per GPU: more than 1 trains with DDP under torchrun "
+        "(default: the number of CUDA devices, 1 on a CPU)",
+    )
     parser.set_defaults(run=_run_serve)
 
 

@@ -49,7 +49,7 @@ class EmbeddingModel:
         half: bool | None = None,
         seed: int = 0,
     ) -> None:
-        if architecture not in api.ARCHITECTURES:
+        if architecture not in api.ARCHITECTURES + api.TEST_ARCHITECTURES:
             raise ValueError(f"unknown architecture {architecture!r}; expected one of {api.ARCHITECTURES}")
         self.architecture = architecture
         self.device = pick_device(device)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from model_server import api
 
@@ -23,6 +23,10 @@ OPERATION_KINDS = ("train_detector", "retrain", "evaluate")
 OperationState = Literal["running", "done", "failed", "cancelled"]
 # How a failed operation's error is raised again on the client's side.
 ErrorKind = Literal["value", "model_service"]
+
+MAX_KEY_LENGTH = 1024  # characters of a storage key
+MAX_RLE_COUNTS = 10_000_000  # characters of a compressed COCO RLE (a detailed mask of a 100 MP image fits)
+MAX_TRAIN_SAMPLES = 1_000_000  # masks of one round
 
 
 class WeightsIn(BaseModel):
@@ -70,12 +74,38 @@ class ProposeIn(BaseModel):
     params: api.ProposeParams
 
 
+class RleIn(BaseModel):
+    """A compressed COCO RLE on the wire: ``{"size": [h, w], "counts": str}``, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: tuple[int, int]
+    counts: str = Field(max_length=MAX_RLE_COUNTS)
+
+
+class ImageMaskSampleIn(BaseModel):
+    """An `api.ImageMaskSample` on the wire: a stored image's key and its object's RLE."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    rle: RleIn
+
+
 class RetrainIn(BaseModel):
+    """A round's request: `MaskSample`s (a frozen encoder) or `ImageMaskSample`s (the encoder trained
+    too), never a mix; which kind the config's ``encoder_mode`` needs is the model side's check."""
+
     model: api.ModelRef
-    samples: list[api.MaskSample]
+    samples: list[api.MaskSample] | list[ImageMaskSampleIn] = Field(min_length=1, max_length=MAX_TRAIN_SAMPLES)
     config: dict[str, Any] = Field(default_factory=dict)
-    out_key: str
-    work_prefix: str | None = None
+    out_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    work_prefix: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
+
+    def api_samples(self) -> list[api.MaskSample] | list[api.ImageMaskSample]:
+        """The samples as the `api` value types `ModelService.retrain` takes."""
+        images = [s for s in self.samples if isinstance(s, ImageMaskSampleIn)]
+        if images:  # the union is of lists: all or none
+            return [api.ImageMaskSample(s.image_key, s.rle.model_dump(mode="json")) for s in images]
+        return [s for s in self.samples if isinstance(s, api.MaskSample)]
 
 
 class EvaluateIn(BaseModel):

@@ -53,18 +53,29 @@ class InProcessModelService:
             default a folder under the system's temporary directory.
         device: ``cuda``, ``cpu``...; None picks CUDA when available.
         max_batch: images per encoder forward when embedding.
+        train_processes: processes of a retraining round: more than one trains under torchrun (DDP,
+            one GPU each, or gloo on a CPU); None = the number of CUDA devices (1 on a CPU).
     """
 
     def __init__(
-        self, storage: Storage, cache_dir: str | Path | None = None, *, device: str | None = None, max_batch: int = 8
+        self,
+        storage: Storage,
+        cache_dir: str | Path | None = None,
+        *,
+        device: str | None = None,
+        max_batch: int = 8,
+        train_processes: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if train_processes is not None and train_processes < 1:
+            raise ValueError(f"train_processes must be >= 1, got {train_processes}")
         self.storage = storage
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(device)
         self.max_batch = max_batch
+        self.train_processes = train_processes if train_processes is not None else _cuda_devices()
         self._lock = threading.Lock()
         self._loaded: tuple[str, EmbeddingModel] | None = None  # (checkpoint sha256, model)
         self._encoders: dict[str, str] = {}  # checkpoint sha256 -> encoder sha256
@@ -227,7 +238,7 @@ class InProcessModelService:
     def retrain(
         self,
         model: api.ModelRef,
-        samples: Sequence[api.MaskSample],
+        samples: Sequence[api.MaskSample] | Sequence[api.ImageMaskSample],
         config: Mapping[str, Any],
         out_key: str,
         *,
@@ -236,27 +247,32 @@ class InProcessModelService:
         should_stop: api.ShouldStop | None = None,
     ) -> api.TrainOutcome:
         from model_server.sam.build import build_sam
-        from model_server.training import TrainConfig, train_decoder
 
-        try:
-            train_config = TrainConfig(**config)
-        except TypeError as error:
-            raise ValueError(f"training config: {error}") from None
-        masks = self._mask_samples(samples)
+        train_config = self._train_config(config)
+        if train_config.trains_encoder:
+            train_samples: list[Any] = self._image_samples(samples, train_config.encoder_mode)
+        else:
+            train_samples = self._mask_samples(_frozen_samples(samples))
         checkpoint = self._checkpoint(model)
-        sam = build_sam(model.architecture, checkpoint=checkpoint, device=self.device)
+        # Several processes train on their own devices: here the model is only written out and saved.
+        device = self.device if self.train_processes == 1 else "cpu"
+        sam = build_sam(model.architecture, checkpoint=checkpoint, device=device)
         with tempfile.TemporaryDirectory(dir=self.cache_dir) as work:
-            state = _WorkState(self.storage, work_prefix, Path(work))
+            state = _WorkState(self.storage, work_prefix, Path(work) / "checkpoints")
             state.restore()
-
-            def report(step: int, total: int, loss: float) -> None:
-                state.sync()
-                if progress is not None:
-                    progress(step, total, loss)
-
-            result = train_decoder(
-                sam, masks, train_config, checkpoint_dir=state.folder, progress=report, should_stop=should_stop
-            )
+            if self.train_processes > 1:
+                sam, result = self._train_distributed(
+                    model.architecture,
+                    sam,
+                    train_samples,
+                    train_config,
+                    state,
+                    Path(work) / "job",
+                    progress,
+                    should_stop,
+                )
+            else:
+                result = self._train_here(sam, train_samples, train_config, state, progress, should_stop)
             state.sync()
         info = None
         if not result.stopped_early:
@@ -265,6 +281,7 @@ class InProcessModelService:
                 with tmp.open("rb") as f:
                     self.storage.put_stream(out_key, f)
                 os.replace(tmp, self._cached(sha))
+            # The trained model's own encoder: a new identity when the round trained the encoder.
             self._encoders[sha] = encoder_sha256(sam.image_encoder)
             info = api.ModelInfo(model.architecture, sha, self._encoders[sha])
         return api.TrainOutcome(
@@ -273,6 +290,74 @@ class InProcessModelService:
             stopped_early=bool(result.stopped_early),
             info=info,
         )
+
+    def _train_config(self, config: Mapping[str, Any]) -> Any:
+        """The round's `TrainConfig`; ValueError for unknown fields, bad values, an effective batch
+        that does not split over the training processes, or encoder training on a CPU unasked."""
+        from model_server.training import TrainConfig
+
+        if not isinstance(config, Mapping):
+            raise ValueError(f"training config must be an object, got {config!r}")
+        try:
+            train_config = TrainConfig(**config)
+        except TypeError as error:
+            raise ValueError(f"training config: {error}") from None
+        train_config.micro_batch(self.train_processes)
+        if train_config.trains_encoder and self.device.type != "cuda" and not train_config.allow_cpu_encoder_training:
+            raise ValueError(
+                f"encoder_mode {train_config.encoder_mode!r} trains the image encoder, and this model service "
+                f"runs on a CPU ({self.device}), where that takes days for a real encoder: run the round on a "
+                "model service with a GPU, or train the decoder only (encoder_mode 'frozen'); tests with the "
+                "tiny vit_test encoder set allow_cpu_encoder_training (the backend's "
+                "DATAENGINE_ALLOW_CPU_ENCODER_TRAINING)"
+            )
+        return train_config
+
+    def _train_here(
+        self,
+        sam: Any,
+        samples: list[Any],
+        config: Any,
+        state: _WorkState,
+        progress: api.TrainProgress | None,
+        should_stop: api.ShouldStop | None,
+    ) -> Any:
+        """One process: `train_round` in this thread, each new checkpoint written to the work prefix."""
+        from model_server.training import train_round
+
+        def report(step: int, total: int, loss: float) -> None:
+            state.sync()
+            if progress is not None:
+                progress(step, total, loss)
+
+        return train_round(sam, samples, config, checkpoint_dir=state.folder, progress=report, should_stop=should_stop)
+
+    def _train_distributed(
+        self,
+        architecture: str,
+        sam: Any,
+        samples: list[Any],
+        config: Any,
+        state: _WorkState,
+        job: Path,
+        progress: api.TrainProgress | None,
+        should_stop: api.ShouldStop | None,
+    ) -> tuple[Any, Any]:
+        """`train_processes` processes under torchrun (DDP, one GPU each); the trained model (on the CPU).
+
+        Progress is what rank 0 last wrote to the job's progress file, read while the processes
+        run (coarse: steps between two polls are reported once, by the newest); a stop request
+        becomes the job's stop file (`distributed.request_stop`)."""
+        from model_server.training.distributed import launch, write_job
+
+        write_job(job, architecture, sam, samples, config, state.folder)
+
+        def report(step: int, total: int, loss: float) -> None:
+            state.sync()
+            if progress is not None:
+                progress(step, total, loss)
+
+        return launch(job, self.train_processes, progress=report, should_stop=should_stop)
 
     def evaluate(
         self,
@@ -392,7 +477,6 @@ class InProcessModelService:
         return out
 
     def _mask_samples(self, samples: Sequence[api.MaskSample]) -> list[Any]:
-        from model_server.rle import coco_decode
         from model_server.samples import MaskSample
 
         if not samples:
@@ -401,18 +485,70 @@ class InProcessModelService:
         out = []
         for i, sample in enumerate(samples):
             values, original, inner = embeddings.read(sample.embedding.key)
-            rle = sample.rle
-            if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-                raise ValueError(f"sample {i}: rle must be a COCO RLE {{'size': [h, w], 'counts': ...}}")
-            try:
-                mask = coco_decode(dict(rle))
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"sample {i}: unreadable RLE ({error})") from None
+            mask = _decode_rle(sample.rle, i)
             try:
                 out.append(MaskSample(values, original, inner, mask))
             except ValueError as error:
                 raise ValueError(f"sample {i}: {error}") from None
         return out
+
+    def _image_samples(self, samples: Sequence[Any], mode: str) -> list[Any]:
+        """`training.ImageSample`s of `api.ImageMaskSample`s: each stored image read once (as `embed`
+        reads it, EXIF orientation applied) and resized into the 1024 frame once, shared by its masks."""
+        from model_server.training import ImageSample
+        from model_server.transforms import resize_longest_side
+
+        if not samples:
+            raise ValueError("no samples given")
+        resized: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+        out = []
+        for i, sample in enumerate(samples):
+            if not isinstance(sample, api.ImageMaskSample):
+                raise ValueError(
+                    f"encoder_mode {mode!r} trains the image encoder on the images: every sample must be an "
+                    f"ImageMaskSample (image_key, rle), but sample {i} is a {type(sample).__name__}"
+                )
+            if not isinstance(sample.image_key, str):
+                raise ValueError(f"sample {i}: image_key must be a storage key, got {sample.image_key!r}")
+            if sample.image_key not in resized:
+                image = stored.read_image(self.storage, sample.image_key)
+                resized[sample.image_key] = (resize_longest_side(image), (image.shape[0], image.shape[1]))
+            pixels, original = resized[sample.image_key]
+            mask = _decode_rle(sample.rle, i)
+            if mask.shape != original:
+                raise ValueError(
+                    f"sample {i}: mask of {mask.shape[0]}x{mask.shape[1]} does not match image "
+                    f"{sample.image_key!r} of {original[0]}x{original[1]}"
+                )
+            try:
+                out.append(ImageSample(pixels, original, pixels.shape[:2], mask))
+            except ValueError as error:
+                raise ValueError(f"sample {i}: {error}") from None
+        return out
+
+
+def _frozen_samples(samples: Sequence[Any]) -> Sequence[api.MaskSample]:
+    """`samples` as the `MaskSample`s a frozen-encoder round trains on (ValueError naming the first other)."""
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, api.MaskSample):
+            raise ValueError(
+                "encoder_mode 'frozen' trains the decoder on cached embeddings: every sample must be a "
+                f"MaskSample (embedding, rle), but sample {i} is a {type(sample).__name__}; "
+                "ImageMaskSamples are for rounds that train the image encoder"
+            )
+    return samples
+
+
+def _decode_rle(rle: Any, i: int) -> np.ndarray:
+    """The HxW bool mask of sample `i`'s COCO RLE (ValueError naming the sample when malformed)."""
+    from model_server.rle import coco_decode
+
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"sample {i}: rle must be a COCO RLE {{'size': [h, w], 'counts': ...}}")
+    try:
+        return coco_decode(dict(rle))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"sample {i}: unreadable RLE ({error})") from None
 
 
 class _EmbeddingReader:
@@ -440,6 +576,7 @@ class _WorkState:
         self._synced: str | None = None
 
     def restore(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         if self.prefix is None:
             return
         from model_server.training.checkpoints import CHECKPOINT_GLOB
@@ -459,7 +596,11 @@ class _WorkState:
         newest = latest_checkpoint(self.folder)
         if newest is None or newest.name == self._synced:
             return
-        with newest.open("rb") as f:
+        try:
+            f = newest.open("rb")
+        except FileNotFoundError:  # torchrun's rank 0 replaced it meanwhile: the next sync writes that one
+            return
+        with f:
             self.storage.put_stream(self.prefix + newest.name, f)
         for key in list(self.storage.list(self.prefix)):
             if key != self.prefix + newest.name:
@@ -467,8 +608,14 @@ class _WorkState:
         self._synced = newest.name
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return max(torch.cuda.device_count(), 1) if torch.cuda.is_available() else 1
+
+
 def _check_architecture(architecture: str) -> None:
-    if architecture not in api.ARCHITECTURES:
+    if architecture not in api.ARCHITECTURES + api.TEST_ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {api.ARCHITECTURES}")
 
 

@@ -12,6 +12,8 @@ types, storage keys, never paths). `HttpModelService` is its client.
   cancels it (its ``should_stop()`` turns true at the next check).
 * Errors: bad input (a ValueError of the model side, or a malformed body) is a 422 whose detail names
   the problem; other weights than asked for, or than the service is pinned to, a 409.
+* Retraining rounds run in ``--train-processes N`` processes (default: one per CUDA device, 1 on a
+  CPU): with N > 1 under torchrun, DDP over the machine's GPUs (`InProcessModelService`).
 * Pinning: ``--checkpoint PATH`` (with ``--model``) serves that local file for requests naming its
   sha256 and refuses any other weights; ``--model`` alone refuses other architectures.
 """
@@ -265,7 +267,7 @@ def _operation_call(service: InProcessModelService, kind: str, body: Any) -> Cal
         return lambda **hooks: service.train_detector(body.model, body.samples, body.config, body.out_key, **hooks)
     if kind == "retrain":
         return lambda **hooks: service.retrain(
-            body.model, body.samples, body.config, body.out_key, work_prefix=body.work_prefix, **hooks
+            body.model, body.api_samples(), body.config, body.out_key, work_prefix=body.work_prefix, **hooks
         )
     return lambda **hooks: service.evaluate(body.model, body.samples, max_clicks=body.max_clicks, **hooks)
 
@@ -301,7 +303,11 @@ def serve(args: argparse.Namespace) -> None:
     from model_server.storage import open_storage
 
     service = InProcessModelService(
-        open_storage(args.storage), args.cache_dir, device=args.device, max_batch=args.max_batch
+        open_storage(args.storage),
+        args.cache_dir,
+        device=args.device,
+        max_batch=args.max_batch,
+        train_processes=args.train_processes,
     )
     pinned = None
     if args.checkpoint is not None:

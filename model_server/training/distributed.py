@@ -9,15 +9,22 @@ does the same from a shell. Resuming works as in one process: the checkpoints ar
 `checkpoint_dir`, and a process count change keeps the result (the effective batch is the config's).
 
 A stop request is a file: `request_stop(job)` creates `JOB/stop`, rank 0 sees it before the next
-step and every process stops there (after a checkpoint).
+step and every process stops there (after a checkpoint). Progress is a file too: rank 0 writes
+``JOB/progress.json`` (``[step, total, loss]``) after each step, and `launch` polls it while the
+processes run, calling its `progress` with the newest (coarse: steps finished between two polls are
+reported once, as the last of them) and turning its `should_stop` into `request_stop`. A ValueError
+of the round (bad input: no usable mask, a batch that does not split, a foreign checkpoint to resume
+from) is written by rank 0 to ``JOB/error.txt`` and raised again by `launch` as a ValueError.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +39,9 @@ from .loop import Sample, train_round
 JOB_FILE = "job.pt"
 RESULT_FILE = "result.pt"
 STOP_FILE = "stop"
+PROGRESS_FILE = "progress.json"
+ERROR_FILE = "error.txt"
+LOG_FILE = "torchrun.log"
 
 
 def write_job(
@@ -50,11 +60,25 @@ def write_job(
     torch.save(payload, job / JOB_FILE)
 
 
-def launch(job: Path, nproc_per_node: int, timeout_s: float | None = None) -> tuple[Sam, TrainResult]:
-    """Run the job in `nproc_per_node` processes (torchrun, on this machine) and read its result;
-    ChildProcessError with the processes' last output if they fail."""
+def launch(
+    job: Path,
+    nproc_per_node: int,
+    timeout_s: float | None = None,
+    *,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_s: float = 0.2,
+) -> tuple[Sam, TrainResult]:
+    """Run the job in `nproc_per_node` processes (torchrun, on this machine) and read its result.
+
+    While they run, every `poll_s`: `progress(step, total, loss)` for a step newer than the last
+    reported, and `request_stop` once `should_stop()` is true. ValueError with the round's message
+    if it refused its input; ChildProcessError with the processes' last output if they fail;
+    TimeoutError (the processes killed) after `timeout_s`."""
     if nproc_per_node < 1:
         raise ValueError(f"nproc_per_node must be at least 1, got {nproc_per_node}")
+    for stale in (STOP_FILE, PROGRESS_FILE, ERROR_FILE, RESULT_FILE):
+        (job / stale).unlink(missing_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -65,10 +89,39 @@ def launch(job: Path, nproc_per_node: int, timeout_s: float | None = None) -> tu
         "model_server.training.distributed",
         str(job),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    if done.returncode != 0:
-        raise ChildProcessError(f"distributed training failed (exit {done.returncode}): {done.stderr[-3000:]}")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    reported = 0
+    with (job / LOG_FILE).open("w") as log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT) as child:
+        try:
+            while child.poll() is None:
+                reported = _report(job, reported, progress)
+                if should_stop is not None and not (job / STOP_FILE).exists() and should_stop():
+                    request_stop(job)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"distributed training ran past {timeout_s} s; its processes were stopped")
+                time.sleep(poll_s)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    _report(job, reported, progress)
+    if child.returncode != 0:
+        if (job / ERROR_FILE).is_file():
+            raise ValueError((job / ERROR_FILE).read_text())
+        output = (job / LOG_FILE).read_text()[-3000:]
+        raise ChildProcessError(f"distributed training failed (exit {child.returncode}): {output}")
     return read_result(job)
+
+
+def _report(job: Path, reported: int, progress: Callable[[int, int, float], None] | None) -> int:
+    """Forward rank 0's newest progress if it is past step `reported`; the step reported now."""
+    try:
+        step, total, loss = json.loads((job / PROGRESS_FILE).read_text())
+    except (FileNotFoundError, ValueError):  # not written yet (it is replaced atomically, never torn)
+        return reported
+    if step > reported and progress is not None:
+        progress(int(step), int(total), float(loss))
+    return max(reported, int(step))
 
 
 def read_result(job: Path) -> tuple[Sam, TrainResult]:
@@ -97,13 +150,23 @@ def run_worker(job: Path) -> None:
         model.load_state_dict(spec["state_dict"])
         model.to(device)
         config = TrainConfig(**spec["config"])
-        result = train_round(
-            model,
-            spec["samples"],
-            config,
-            checkpoint_dir=Path(spec["checkpoint_dir"]),
-            should_stop=lambda: (job / STOP_FILE).exists(),
-        )
+
+        def write_progress(step: int, total: int, loss: float) -> None:
+            _write_atomically(job / PROGRESS_FILE, json.dumps([step, total, loss]))
+
+        try:
+            result = train_round(
+                model,
+                spec["samples"],
+                config,
+                checkpoint_dir=Path(spec["checkpoint_dir"]),
+                progress=write_progress,
+                should_stop=lambda: (job / STOP_FILE).exists(),
+            )
+        except ValueError as error:  # the same input in every process: each refuses it alike
+            if dist.get_rank() == 0:
+                _write_atomically(job / ERROR_FILE, str(error))
+            raise
         if dist.get_rank() == 0:
             state = {k: v.cpu() for k, v in model.state_dict().items()}
             tmp = job / (RESULT_FILE + ".tmp")
@@ -112,6 +175,12 @@ def run_worker(job: Path) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
