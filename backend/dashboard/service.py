@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, ScalarSelect, func, literal, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from backend.dashboard.percentiles import author_buckets, many_percentiles, percentiles
@@ -254,22 +254,28 @@ def architecture_change(version: ModelVersion) -> str | None:
     return f"{change['from']} → {change['to']}"
 
 
+def embedded_count(project_id: int, version_id: int) -> Select[int]:
+    """COUNT of the project's images with an embedding of the version: the images' project index, then
+    one probe of the embeddings' unique (image, version) index per image (tests check the plan)."""
+    return (
+        select(func.count())
+        .select_from(Image)
+        .join(Embedding, (Embedding.image_id == Image.id) & (Embedding.model_version_id == version_id))
+        .where(Image.project_id == project_id)
+    )
+
+
 def embedding_coverage(db: Session, project: Project) -> EmbeddingCoverageOut:
     """The project's images with an embedding of its active version, out of all its images, and that
-    version's pending embed job. One COUNT walking the images' project index and probing the
-    embeddings' (image, version) unique index per image; the image total is the `image_stats` rollup."""
+    version's pending embed job: one indexed COUNT (`embedded_count`); the image total is the
+    `image_stats` rollup."""
     images = int(
         db.scalar(select(func.coalesce(func.sum(ImageStat.images), 0)).where(ImageStat.project_id == project.id)) or 0
     )
     version_id = project.active_model_version_id
     if version_id is None:
         return EmbeddingCoverageOut(model_version_id=None, embedded=0, images=images, job=None)
-    embedded = db.scalar(
-        select(func.count())
-        .select_from(Image)
-        .join(Embedding, (Embedding.image_id == Image.id) & (Embedding.model_version_id == version_id))
-        .where(Image.project_id == project.id)
-    )
+    embedded = db.scalar(embedded_count(project.id, version_id))
     job = pending_embed_job(db, project.id, version_id)
     return EmbeddingCoverageOut(
         model_version_id=version_id,

@@ -74,12 +74,20 @@ export function timelineChart(canvas: HTMLCanvasElement, rows: TimelineRow[]): C
   });
 }
 
+type Round = Dashboard["models"][number];
+
+/** A round's label: its number, "whole model" when it trained the image encoder, and the architecture
+ * change when it started from another architecture ("round 3 · whole model · vit_b → vit_h"). */
+export function roundLabel(m: Round): string {
+  return [`round ${m.round}`, m.encoder_trained ? "whole model" : null, m.architecture_change].filter((part) => part).join(" · ");
+}
+
 export function modelsChart(canvas: HTMLCanvasElement, d: Dashboard): Chart {
   const keys = [...new Set(d.models.flatMap((m) => Object.keys(m.metrics).filter((k) => typeof m.metrics[k] === "number")))];
   return chart(canvas, {
     type: "line",
     data: {
-      labels: d.models.map((m) => `round ${m.round}`),
+      labels: d.models.map(roundLabel),
       datasets: keys.map((k, i) => ({
         label: k,
         data: d.models.map((m) => (typeof m.metrics[k] === "number" ? (m.metrics[k] as number) : null)),

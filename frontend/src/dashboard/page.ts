@@ -21,7 +21,7 @@ import {
   type Dashboard,
   type TimelineRow,
 } from "./api";
-import { histogramChart, imagesChart, masksChart, modelsChart, timelineChart } from "./charts";
+import { histogramChart, imagesChart, masksChart, modelsChart, roundLabel, timelineChart } from "./charts";
 import { selectionPanel } from "./selection";
 
 const JOB_POLL_MS = 2000;
@@ -45,6 +45,44 @@ function table<T>(name: string, rows: T[], columns: [string, (row: T) => string]
     h("thead", {}, h("tr", {}, ...columns.map(([title]) => h("th", {}, title)))),
     h("tbody", {}, ...rows.map((row) => h("tr", {}, ...columns.map(([, cell]) => h("td", {}, cell(row)))))),
   );
+}
+
+/**
+ * "Embedded with the serving model: x / N" and, while the serving version's embed job is pending (after
+ * promoting a version with a new image encoder), that job's progress bar. Images not embedded yet are
+ * annotated with the previous version (its embedding and its decoder) until the job reaches them.
+ * `update` takes the polled jobs; when the job is no longer among the pending ones, `refresh` re-reads
+ * the figures once.
+ */
+function coveragePanel(d: Dashboard, refresh: () => Promise<Dashboard>): { element: HTMLElement; update: (jobs: Job[]) => void } {
+  const count = h("strong", { "data-figure": "embedded" });
+  const bar = h("progress", { max: 1, "data-embed-progress": "" });
+  const note = h("span", { class: "muted" });
+  const element = h("section", { class: "card", "data-embeddings": "" },
+    h("div", {}, "Embedded with the serving model: ", count), bar, note);
+  let pendingJob: number | null = null;
+  const show = (coverage: Dashboard["embeddings"], job: Job | null) => {
+    count.textContent = `${coverage.embedded} / ${coverage.images}`;
+    element.dataset.modelVersion = String(coverage.model_version_id ?? "");
+    pendingJob = job?.id ?? null;
+    bar.hidden = job === null;
+    bar.value = job?.progress ?? 0;
+    note.textContent = job === null
+      ? ""
+      : ` embed job #${job.id} · ${job.status} · ${job.message} — images not embedded yet are annotated with the previous model until it reaches them`;
+  };
+  show(d.embeddings, d.embeddings.job);
+  const update = (jobs: Job[]) => {
+    if (pendingJob === null) return;
+    const job = jobs.find((j) => j.id === pendingJob);
+    if (job !== undefined && (job.status === "queued" || job.status === "running")) {
+      bar.value = job.progress;
+      return;
+    }
+    pendingJob = null;
+    void refresh().then((fresh) => show(fresh.embeddings, fresh.embeddings.job)).catch(() => undefined);
+  };
+  return { element, update };
 }
 
 function jobRow(job: Job): HTMLElement {
@@ -112,16 +150,26 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
     chartBox("models", "Model rounds: held-out metrics"),
   ];
 
+  const coverage = coveragePanel(d, () => getDashboard(projectId));
   const jobList = h("ul", { class: "jobs", "data-jobs": "" }, ...[...d.jobs.active, ...d.jobs.recent].map(jobRow));
   const pollJobs = async () => {
     try {
-      jobList.replaceChildren(...(await listJobs(projectId, undefined, 20)).map(jobRow));
+      const jobs = await listJobs(projectId, undefined, 20);
+      jobList.replaceChildren(...jobs.map(jobRow));
+      coverage.update(jobs);
     } catch (error) {
       message.textContent = (error as Error).message;
     }
   };
   timer = window.setInterval(() => void pollJobs(), JOB_POLL_MS);
 
+  const roundColumns: [string, (m: Dashboard["models"][number]) => string][] = [
+    ["round", roundLabel],
+    ["name", (m) => m.name],
+    ["architecture", (m) => m.architecture],
+    ["trained", (m) => (m.origin !== "trained" ? m.origin : m.encoder_trained ? "whole model" : "decoder only")],
+    ["serving", (m) => (m.active ? "active" : "")],
+  ];
   const annotatorColumns: [string, (r: AnnotatorRow) => string][] = [
     ["annotator", (r) => r.username],
     ["masks", (r) => String(r.masks)],
@@ -150,7 +198,9 @@ export async function dashboardPage(root: HTMLElement, params: Record<string, st
         h("span", { class: "muted" }, `${d.scope === "me" ? "your own figures" : "whole project"} · stage ${d.images.current_stage}`)),
       message,
       figures,
+      coverage.element,
       h("div", { class: "charts" }, ...boxes.map(([box]) => box)),
+      h("section", { class: "card" }, h("h3", {}, "Model rounds"), table("rounds", d.models, roundColumns)),
       h("section", { class: "card" }, h("h3", {}, "Jobs"), jobList),
       controls,
       selection,
