@@ -12,6 +12,12 @@ the two give the same results by construction.
   an image whose embedding object exists is not computed again.
 * Long operations call `progress` and poll `should_stop`: the detector and evaluation raise
   `api.OperationCancelled`; retraining returns an outcome with ``stopped_early`` and writes no model.
+* Retraining trains the decoder side on stored embeddings (`api.MaskSample`, encoder_mode "frozen")
+  or the image encoder too on the stored images (`api.ImageMaskSample`, read as `embed` reads them),
+  in this process or, with ``train_processes`` > 1, in that many DDP processes under torchrun
+  (`training.distributed`; progress is rank 0's progress file, polled, so it may skip steps). The
+  run's checkpoints go to ``work_prefix`` in storage either way, so a rerun resumes on any service
+  with any process count.
 """
 
 from __future__ import annotations
