@@ -93,3 +93,57 @@ def test_models_page_shows_metrics_curve_and_promotes_then_rolls_back(live_serve
     assert "rolled back" in page.text_content("[data-status]")
     with live_server.api() as http:
         assert http.get(f"/api/projects/{project_id}/model").json()["id"] == parent
+
+
+def test_round_form_sends_the_encoder_mode_and_start_from(live_server, page):
+    """The round form's "Train" and "Start from" choices reach the server as RetrainParams fields, and
+    the versions list says what each round trained and an architecture change. (A whole-model round
+    cannot run on the CPU box: only the request is checked.)"""
+    with live_server.api() as http:
+        project = http.post("/api/projects", json={"name": "Round options"}).raise_for_status().json()
+        parent = http.get(f"/api/projects/{project['id']}/model").raise_for_status().json()["id"]
+    engine = make_engine(live_server.settings.db_url)
+    with make_session_factory(engine)() as db:
+        lora = ModelVersion(
+            project_id=project["id"],
+            parent_id=parent,
+            name="lora round",
+            architecture="vit_h",
+            origin=ModelOrigin.trained,
+            artifacts={},
+            metrics={"held_out": HELD_OUT, "architecture_change": {"from": "vit_t", "from_id": parent, "to": "vit_h"}},
+            hyperparameters={"steps": 50, "encoder_mode": "lora", "lora_rank": 4},
+        )
+        db.add(lora)
+        db.commit()
+        lora_id = lora.id
+    engine.dispose()
+    page.goto(f"{live_server.url}/login")
+    page.evaluate("token => localStorage.setItem('dataengine.token', token)", live_server.token)
+    page.goto(f"{live_server.url}/models/{project['id']}")
+    row = f"[data-version='{lora_id}']"
+    page.wait_for_selector(row, timeout=30_000)
+    assert page.text_content(f"{row} [data-trained]") == "whole model (LoRA rank 4)"
+    assert page.text_content(f"{row} [data-architecture-change]") == "vit_t → vit_h"
+
+    assert page.is_hidden("input[name=encoder_last_k]") and page.is_hidden("input[name=lora_rank]")
+    page.select_option("select[name=encoder_mode]", "last_k")
+    page.fill("input[name=encoder_last_k]", "3")
+    assert page.is_hidden("input[name=lora_rank]")
+    page.select_option("select[name=from_model_version_id]", str(lora_id))
+    page.fill("input[name=batch_size]", "4")
+    page.fill("input[name=accumulation_steps]", "2")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/retrain")) as sent:
+        page.click("form[data-retrain] button[type=submit]")
+    body = sent.value.post_data_json
+    assert body["encoder_mode"] == "last_k" and body["encoder_last_k"] == 3 and "lora_rank" not in body
+    assert body["from_model_version_id"] == lora_id and body["accumulation_steps"] == 2 and body["batch_size"] == 4
+
+    page.select_option("select[name=encoder_mode]", "lora")
+    page.fill("input[name=lora_rank]", "16")
+    page.select_option("select[name=from_model_version_id]", "")  # the active version
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/retrain")) as sent:
+        page.click("form[data-retrain] button[type=submit]")
+    body = sent.value.post_data_json
+    assert body["encoder_mode"] == "lora" and body["lora_rank"] == 16 and "encoder_last_k" not in body
+    assert body["from_model_version_id"] is None

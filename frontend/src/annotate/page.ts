@@ -14,6 +14,12 @@
  * once. While an image is worked on, the next one (what `claim next` would give, peeked without
  * locking) and the previous one are fetched (bitmap, embedding, masks) and their per-image graph
  * is run in the worker, so *Done, next* shows the next image ready to click at once.
+ *
+ * Each image decodes with the decoder of the version its embedding came from (editor/decoder.ts).
+ * After a promotion to a new image encoder the project is re-embedded in the background; until the
+ * job reaches an image, the server still sends the previous version's embedding of it, and the panel
+ * says so ("re-embedding" notice): that image decodes with the previous version, the others with
+ * the new one, never one version's decoder on the other's embedding.
  */
 import * as api from "../api/client";
 import type { Embedding, ImageInfo, MaskOut, ModelVersion } from "../api/types";
@@ -108,19 +114,29 @@ class AnnotateSession {
   /** What `claim next` would give after the image shown, as peeked while prefetching. */
   private peeked: ImageInfo | null = null;
   private closed = false;
+  /** The version serving the project, as last asked (the page asks again when an embedding names a version it has not seen). */
+  private serving: ModelVersion;
+  private readonly versionsSeen = new Set<number>();
+  private readonly modelLine = h("div", { "data-testid": "model-version" });
+  /** Shown while the image's embedding is another version's than the serving one (the project is being re-embedded). */
+  private readonly reembedNotice = h("div", { role: "status", "data-testid": "reembedding", hidden: true });
 
   constructor(
     private readonly root: HTMLElement,
     private readonly projectId: number,
-    private readonly model: ModelVersion,
+    model: ModelVersion,
   ) {
-    this.cache = new ImageCache(model.id);
+    this.serving = model;
+    this.versionsSeen.add(model.id);
+    this.cache = new ImageCache();
     const stage = h("div", { class: "stage", "data-testid": "stage" });
-    this.decoders = new DecoderHost(async () => model);
+    this.decoders = new DecoderHost();
+    this.decoders.know(model);
     this.editor = new MaskEditor(stage, this.decoders, { boxes: true, editing: true });
     this.layout = h("div", { class: "annotate" }, stage, this.sidePanel());
+    this.showModel();
     this.disposers.push(this.editor.subscribe(() => this.render()));
-    void this.decoders.load().catch(() => undefined); // the graphs load while the first image does
+    void this.decoders.load(model.id).catch(() => undefined); // the serving version's graphs load while the first image does
 
     const onKey = (e: KeyboardEvent) => this.onKey(e);
     window.addEventListener("keydown", onKey);
@@ -215,6 +231,42 @@ class AnnotateSession {
     this.saveStatus.dataset.state = "";
     this.editor.open({ id: image.id, bitmap, originalSize: size, inputSize: embedding.inputSize, embedding: fetched });
     this.editor.loadDecoder();
+    this.showEmbeddingVersion(image.id, embedding.modelVersionId);
+    void this.checkServing(image.id, embedding.modelVersionId);
+  }
+
+  /**
+   * An embedding of a version the page has not seen: the project was promoted (or re-embedded) since
+   * the page asked which version serves it; it asks again, once per version seen.
+   */
+  private async checkServing(imageId: number, versionId: number): Promise<void> {
+    if (this.versionsSeen.has(versionId)) return;
+    this.versionsSeen.add(versionId);
+    const model = await api.getModel(this.projectId).catch(() => null);
+    if (model === null || this.closed) return;
+    this.serving = model;
+    this.versionsSeen.add(model.id);
+    this.decoders.know(model);
+    this.showModel();
+    if (this.shown?.image.id === imageId) this.showEmbeddingVersion(imageId, versionId);
+  }
+
+  private showModel(): void {
+    const model = this.serving;
+    this.modelLine.textContent = `Model: #${model.id} ${model.name} · ${model.architecture} · ${model.origin}`;
+    this.modelLine.dataset.modelVersion = String(model.id);
+  }
+
+  /** The re-embedding notice, when image `imageId`'s embedding is not the serving version's. */
+  private showEmbeddingVersion(imageId: number, versionId: number): void {
+    const notice = this.reembedNotice;
+    notice.hidden = versionId === this.serving.id;
+    notice.className = notice.hidden ? "" : "banner"; // styled as a banner only while shown
+    notice.dataset.modelVersion = String(versionId);
+    notice.dataset.imageId = String(imageId);
+    notice.textContent = notice.hidden
+      ? ""
+      : `The project is being re-embedded for model #${this.serving.id}; this image's new embedding is not ready yet, so it decodes with model #${versionId}, whose encoder made the embedding it has.`;
   }
 
   private fail(message: string): void {
@@ -245,7 +297,7 @@ class AnnotateSession {
   // ---- side panel -------------------------------------------------------------------------------
 
   private sidePanel(): HTMLElement {
-    const model = this.model;
+    const model = this.serving;
     const editor = this.editor;
     const banner =
       model.origin === "untrained"
@@ -266,8 +318,9 @@ class AnnotateSession {
       {},
       h("div", { class: "row" }, h("button", { class: "link", title: "?", onclick: () => this.toggleHelp() }, "Shortcuts (?)")),
       h("div", {}, this.fileName, this.imageSize),
-      h("div", { "data-testid": "model-version" }, `Model: ${model.name} · ${model.architecture} · ${model.origin}`),
+      this.modelLine,
       banner,
+      this.reembedNotice,
       editor.status,
       editor.toolbar,
       h("div", {}, h("div", { class: "muted" }, "Candidates (Tab, 1 2 3)"), editor.candidates),

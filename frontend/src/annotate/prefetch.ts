@@ -5,8 +5,10 @@
  * bitmaps closed). A fetch that fails is forgotten, so asking again retries.
  *
  * Masks change while an image is worked on: they are fetched again after the session leaves an image
- * (`left`), by then with every save of it flushed; bitmap and embedding never change (the embedding's
- * URL names its model version, and the browser's HTTP cache keeps it too).
+ * (`left`), by then with every save of it flushed. The bitmap never changes; the embedding is the one
+ * the server chose when it was fetched (tagged with its version: the serving one's, or during a
+ * re-embedding the previous one's) and is kept with its entry, so an image decodes with one version
+ * for as long as it is kept; fetched again after eviction, it may be the new version's by then.
  */
 import * as api from "../api/client";
 import type { Embedding, MaskOut } from "../api/types";
@@ -29,15 +31,13 @@ interface Entry {
 export class ImageCache {
   private readonly entries = new Map<number, Entry>();
 
-  constructor(private readonly modelVersionId: number) {}
-
   /** Starts (or reuses) the fetches of image `imageId`; the promises reject as their fetch does. */
   get(imageId: number): Prefetched {
     let entry = this.entries.get(imageId);
     if (entry === undefined) {
       entry = {
         bitmap: this.fetching(imageId, "bitmap", api.fetchImageBitmap(imageId)),
-        embedding: this.fetching(imageId, "embedding", api.fetchEmbedding(imageId, this.modelVersionId)),
+        embedding: this.fetching(imageId, "embedding", api.fetchEmbedding(imageId)),
         masks: null,
       };
     }

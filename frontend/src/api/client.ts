@@ -102,6 +102,8 @@ export const me = () => json<User>("/api/users/me");
 export const getProject = (id: number) => json<Project>(`/api/projects/${id}`);
 export const getImage = (id: number) => json<ImageInfo>(`/api/images/${id}`);
 export const getModel = (projectId: number) => json<ModelVersion>(`/api/projects/${projectId}/model`);
+/** Any version by id in the same shape (its decoder graphs' URLs): the one an embedding names. */
+export const getModelVersion = (versionId: number) => json<ModelVersion>(`/api/model-versions/${versionId}`);
 export const listMasks = (imageId: number) => json<MaskOut[]>(`/api/images/${imageId}/masks`);
 
 /** Claims the next unfinished image of the project for the current user; null when none is left. */
@@ -157,17 +159,20 @@ function sizeHeader(response: Response, name: string): [number, number] {
 
 /**
  * The image's embedding in the smaller wire encoding (per-channel int8, benchmarks/README.md says
- * what the masks lose). With the model version (the session's), the URL names the embedding itself
- * and the server sends it `immutable`: a revisit is answered by the browser's cache, no request.
+ * what the masks lose), as the server chooses it: the serving version's, or while the project is
+ * re-embedded after a new image encoder, the previously serving version's until the new one exists.
+ * `modelVersionId` (`X-Model-Version`) names the version whose encoder made these bytes: only that
+ * version's decoder may decode them. Sent `no-cache`: a revisit revalidates (a 304 is cheap).
  */
-export async function fetchEmbedding(imageId: number, modelVersionId?: number): Promise<Embedding> {
+export async function fetchEmbedding(imageId: number): Promise<Embedding> {
   const query = new URLSearchParams({ encoding: "int8-per-channel" });
-  if (modelVersionId !== undefined) query.set("model_version", String(modelVersionId));
   const response = await request(`/api/images/${imageId}/embedding?${query}`);
   const originalSize = sizeHeader(response, "X-Original-Size");
   const inputSize = sizeHeader(response, "X-Input-Size");
   const dtype = response.headers.get("X-Embedding-Dtype");
   if (dtype !== "float16" && dtype !== "int8-per-channel") throw new ApiError(response.status, `embedding of unknown dtype ${dtype}`);
-  const modelVersionIdServed = Number(response.headers.get("X-Model-Version"));
-  return { data: await response.arrayBuffer(), dtype, originalSize, inputSize, modelVersionId: modelVersionIdServed };
+  const modelVersionId = Number(response.headers.get("X-Model-Version") ?? "");
+  // Without it the page could not know which decoder fits: better no decoder than a wrong one.
+  if (!Number.isInteger(modelVersionId) || modelVersionId <= 0) throw new ApiError(response.status, "embedding response lacks a valid X-Model-Version header");
+  return { data: await response.arrayBuffer(), dtype, originalSize, inputSize, modelVersionId };
 }

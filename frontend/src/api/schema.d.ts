@@ -555,8 +555,32 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Project Model */
+        /**
+         * Get Project Model
+         * @description The version serving the project (given the install's default on first use).
+         */
         get: operations["get_project_model_api_projects__project_id__model_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/model-versions/{version_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Model Version
+         * @description A version by id, as the project's model: the decoder of the version named by an embedding's
+         *     ``X-Model-Version`` (which may be the previously serving one while the project is re-embedded).
+         */
+        get: operations["get_model_version_api_model_versions__version_id__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -712,7 +736,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Image Embedding */
+        /**
+         * Get Image Embedding
+         * @description The image's embedding and the version whose encoder made it (`X-Model-Version`); see the module docstring.
+         */
         get: operations["get_image_embedding_api_images__image_id__embedding_get"];
         put?: never;
         post?: never;
@@ -1328,6 +1355,7 @@ export interface components {
             review: components["schemas"]["backend__dashboard__schemas__ReviewOut"];
             /** Models */
             models: components["schemas"]["ModelVersionStats"][];
+            embeddings: components["schemas"]["EmbeddingCoverageOut"];
             jobs: components["schemas"]["JobsOut"];
             gate: components["schemas"]["GateOut"];
         };
@@ -1453,6 +1481,20 @@ export interface components {
             file_name: string;
             /** Image Id */
             image_id: number;
+        };
+        /**
+         * EmbeddingCoverageOut
+         * @description How many of the project's images have an embedding of the serving (active) version; the others
+         *     are served with the previous version's embedding while `job` (its embed job) is queued or running.
+         */
+        EmbeddingCoverageOut: {
+            /** Model Version Id */
+            model_version_id: number | null;
+            /** Embedded */
+            embedded: number;
+            /** Images */
+            images: number;
+            job: components["schemas"]["JobOut"] | null;
         };
         /** ErrorItem */
         ErrorItem: {
@@ -1922,6 +1964,10 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Architecture Change */
+            architecture_change: string | null;
+            /** Encoder Trained */
+            encoder_trained: boolean;
         };
         /**
          * PasswordChange
@@ -2175,6 +2221,15 @@ export interface components {
          *     `min_masks`: a round with fewer usable masks fails up front (a model "trained" on three masks
          *     would only look like progress). `seed` fixes the train/held-out split (by image, see
          *     `dataset.split_images`) and the prompt simulation.
+         *
+         *     `encoder_mode` says what of the image encoder the round trains besides the prompt encoder and
+         *     mask decoder: nothing ("frozen": on the stored embeddings, the default), every weight ("full"),
+         *     the last `encoder_last_k` blocks ("last_k") or rank-`lora_rank` adapters ("lora"); the last three
+         *     train on the images themselves and need a GPU worker (or `Settings.allow_cpu_encoder_training`).
+         *     `batch_size` is the effective batch of each step; `accumulation_steps` micro-batches make it up,
+         *     so it must divide evenly. `from_model_version_id` starts the round from another ready version of
+         *     the project or a global one (e.g. an imported vit_h after rounds on vit_b); by default it starts
+         *     from the project's active version.
          */
         RetrainParams: {
             /**
@@ -2217,6 +2272,36 @@ export interface components {
              * @default 0
              */
             seed?: number;
+            /**
+             * Encoder Mode
+             * @description what of the image encoder the round trains (frozen = decoder side only)
+             * @default frozen
+             * @enum {string}
+             */
+            encoder_mode?: "frozen" | "full" | "last_k" | "lora";
+            /**
+             * Encoder Last K
+             * @description blocks trained when encoder_mode is last_k
+             * @default 2
+             */
+            encoder_last_k?: number;
+            /**
+             * Lora Rank
+             * @description adapter rank when encoder_mode is lora
+             * @default 8
+             */
+            lora_rank?: number;
+            /**
+             * Accumulation Steps
+             * @description micro-batches per step; batch_size must be a multiple of it
+             * @default 1
+             */
+            accumulation_steps?: number;
+            /**
+             * From Model Version Id
+             * @description start from this ready version of the project or a global one; None = the active version
+             */
+            from_model_version_id?: number | null;
         };
         /**
          * ReviewDecision
@@ -6261,6 +6346,100 @@ export interface operations {
             };
         };
     };
+    get_model_version_api_model_versions__version_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                version_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectModelOut"];
+                };
+            };
+            /** @description the body cannot be parsed (not the JSON or form the operation reads) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description not logged in, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description logged in, but the role (in this project) does not allow it */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description no such object, or it belongs to a project the caller is not a member of */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the object's state does not allow it now (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request body or upload is larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description the request is malformed or out of bounds (`errors` lists each problem) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description too many attempts; retry after the `Retry-After` header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     get_decoder_api_model_versions__version_id__decoder_onnx_get: {
         parameters: {
             query?: never;
@@ -6986,7 +7165,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description `model_version` is not the project's active version */
+            /** @description `model_version` may not answer: not the active version, nor one whose stored embedding of the image is served while the active version's is missing */
             409: {
                 headers: {
                     [name: string]: unknown;

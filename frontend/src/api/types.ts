@@ -18,7 +18,8 @@ export type ImageStatus = Schemas["ImageStatus"];
 export type ImageInfo = Schemas["ImageOut"];
 /** A project member: `role_in_project` null means their global `role` applies there. */
 export type Member = Schemas["MemberOut"];
-/** The project's active version as the annotate page loads it (GET /api/projects/{id}/model). */
+/** A version with its decoder graphs, as the annotate page loads it: the project's active one
+ * (GET /api/projects/{id}/model) or any by id (GET /api/model-versions/{id}). */
 export type ModelVersion = Schemas["ProjectModelOut"];
 /** One click, in the ORIGINAL image frame (pixels, x right, y down); label 1 fg, 0 bg. */
 export type Point = Schemas["PromptPoint"];
@@ -42,5 +43,6 @@ export interface Embedding {
   /** [h, w] of the original image and of the resized (pre-padding) encoder input. */
   originalSize: [number, number];
   inputSize: [number, number];
+  /** The version whose image encoder made it (`X-Model-Version`): the only one whose decoder fits it. */
   modelVersionId: number;
 }

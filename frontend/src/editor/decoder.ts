@@ -1,9 +1,16 @@
 /**
- * The decoder of one model version, for as long as its owner lives: the Web Worker and its
- * onnxruntime sessions are loaded once (and warmed up with a throw-away run), and each image only
- * hands over its embedding. The annotate page keeps one for its whole session (the router keeps the
- * page when only the image changes) and `prepare`s the next and previous images while the annotator
- * works, so `forImage` on them runs no graph; the review page keeps one per visit.
+ * The decoders of the model versions a page's embeddings come from, for as long as the page lives.
+ * An embedding is only ever decoded by the decoder of the version whose image encoder made it (its
+ * `modelVersionId`, the server's `X-Model-Version`): while a project is re-embedded after a new
+ * encoder, some images are served the new version's embedding and others still the previous
+ * version's, and a decoder of one version on the other's embedding gives masks of no meaning.
+ *
+ * Per version: one Web Worker with its onnxruntime sessions, loaded once (the graphs' URLs from
+ * `GET /api/model-versions/{id}`, or from `know` for the model the page has already), and at most
+ * `KEPT_VERSIONS` at a time. Each image only hands its embedding to its version's worker. The annotate
+ * page keeps one host for its whole session (the router keeps the page when only the image changes)
+ * and `prepare`s the next and previous images while the annotator works, so `forImage` on them runs
+ * no graph; the review page keeps one per visit.
  *
  * A failed load or embedding is forgotten, so the next call tries again (a click after a network
  * hiccup works), while `current` never starts one (a hover preview must not retry in a loop).
@@ -12,6 +19,9 @@ import * as api from "../api/client";
 import type { Embedding, ModelVersion } from "../api/types";
 import { DecoderClient } from "../inference/decoder_client";
 
+/** Versions whose worker stays loaded: during a re-embedding the previous and the new one. */
+const KEPT_VERSIONS = 2;
+
 export interface DecoderInfo {
   /** "split": the per-image graph runs once per embedding and the per-click graph per click; "single": one graph. */
   mode: "split" | "single";
@@ -19,66 +29,92 @@ export interface DecoderInfo {
   numThreads: number;
 }
 
+/** One version's loaded decoder; `client` decodes only embeddings of `model`'s encoder. */
+export interface VersionDecoder {
+  model: ModelVersion;
+  client: DecoderClient;
+  info: DecoderInfo;
+}
+
+interface Prepared {
+  /** The embedding it was prepared from (a page that fetches the image's embedding anew prepares again). */
+  source: Promise<Embedding>;
+  decoder: VersionDecoder | null;
+  ready: Promise<VersionDecoder>;
+}
+
 export class DecoderHost {
-  private loaded: Promise<{ client: DecoderClient; info: DecoderInfo }> | null = null;
-  private image: { id: number; ready: Promise<DecoderClient> } | null = null;
-  private client: DecoderClient | null = null;
-  /** Images prepared in (or on their way to) the worker; `client.has` says whether it still keeps one. */
-  private readonly prepared = new Map<number, { done: boolean; ready: Promise<DecoderClient> }>();
-  private version: Promise<ModelVersion> | null = null;
+  private readonly described = new Map<number, Promise<ModelVersion>>();
+  /** Loaded (or loading) workers by version id, least recently used first. */
+  private readonly loaded = new Map<number, { client: DecoderClient; ready: Promise<VersionDecoder> }>();
+  private image: { id: number; source: Promise<Embedding> | undefined; ready: Promise<VersionDecoder>; versionId: number | null } | null = null;
+  /** Images prepared in (or on their way to) their version's worker. */
+  private readonly prepared = new Map<number, Prepared>();
 
-  /** @param model the project's active version, asked for once, when first needed. */
-  constructor(private readonly model: () => Promise<ModelVersion>) {}
+  /** @param describe a version's identity and graph URLs by id (default: `GET /api/model-versions/{id}`). */
+  constructor(private readonly describe: (versionId: number) => Promise<ModelVersion> = api.getModelVersion) {}
 
-  private async versionId(): Promise<number> {
-    return (await this.activeModel()).id;
+  /** Takes `model` as what version `model.id` is (the project's model as the page loaded it): no request for it. */
+  know(model: ModelVersion): void {
+    this.described.set(model.id, Promise.resolve(model));
   }
 
-  private activeModel(): Promise<ModelVersion> {
-    if (this.version === null) {
-      const version = this.model();
-      this.version = version;
-      version.catch(() => this.version === version && (this.version = null));
+  /** Loads version `versionId`'s graphs into a worker, once (again, in a fresh worker, only after a failure). */
+  load(versionId: number): Promise<VersionDecoder> {
+    let entry = this.loaded.get(versionId);
+    if (entry === undefined) {
+      const client = new DecoderClient();
+      const ready = this.fetchAndLoad(versionId, client).then(({ model, info }) => ({ model, client, info }));
+      const made = { client, ready };
+      ready.catch(() => {
+        client.terminate();
+        if (this.loaded.get(versionId) === made) this.loaded.delete(versionId);
+      });
+      entry = made;
     }
-    return this.version;
-  }
-
-  /** Loads the graphs into a worker, once (again, in a fresh worker, only after a failure). */
-  load(): Promise<DecoderInfo> {
-    return this.loadClient().then(({ info }) => info);
+    this.loaded.delete(versionId); // most recently used last
+    this.loaded.set(versionId, entry);
+    this.evict(versionId);
+    return entry.ready;
   }
 
   /**
    * The decoder set to image `imageId`: its embedding (`embedding`, or fetched when not given) is
-   * prepared in the worker once (unless `prepare` did it already); every decode after that refers to it.
+   * prepared in the worker of the embedding's version once (unless `prepare` did it already); every
+   * decode through the returned client refers to it.
    */
-  forImage(imageId: number, embedding?: Promise<Embedding>): Promise<DecoderClient> {
-    if (this.image?.id !== imageId) {
-      const ready = this.prepare(imageId, embedding).then(async (client) => {
-        await client.use(imageId);
-        return client;
+  forImage(imageId: number, embedding?: Promise<Embedding>): Promise<VersionDecoder> {
+    const shown = this.image;
+    if (shown === null || shown.id !== imageId || (embedding !== undefined && shown.source !== embedding)) {
+      const image = { id: imageId, source: embedding, versionId: null as number | null, ready: Promise.resolve(null!) as Promise<VersionDecoder> };
+      image.ready = this.prepare(imageId, embedding).then(async (decoder) => {
+        image.versionId = decoder.model.id;
+        await decoder.client.use(imageId);
+        return decoder;
       });
-      const image = { id: imageId, ready };
       this.image = image;
-      ready.catch(() => this.image === image && (this.image = null));
+      image.ready.catch(() => this.image === image && (this.image = null));
     }
     return this.image!.ready;
   }
 
   /**
-   * Runs image `imageId`'s per-image graph in the worker, in the background, unless it is kept there
-   * already: the switch to it is then instant. Loads the graphs first if need be.
+   * Runs image `imageId`'s per-image graph in its version's worker, in the background, unless it is
+   * kept there already: the switch to it is then instant. Loads that version's graphs first if need be.
    */
-  prepare(imageId: number, embedding?: Promise<Embedding>): Promise<DecoderClient> {
+  prepare(imageId: number, embedding?: Promise<Embedding>): Promise<VersionDecoder> {
     const known = this.prepared.get(imageId);
-    // Done and since evicted by the worker (it keeps the last few): prepare it again.
-    if (known && (!known.done || this.client?.has(imageId))) return known.ready;
-    const entry: { done: boolean; ready: Promise<DecoderClient> } = { done: false, ready: Promise.resolve(null!) };
+    const sameSource = known !== undefined && (embedding === undefined || known.source === embedding);
+    // Done and since evicted (the worker keeps the last few images; a version's worker may be gone): prepare it again.
+    if (known && sameSource && (known.decoder === null || this.keeps(known.decoder, imageId))) return known.ready;
+    const source = embedding ?? known?.source ?? api.fetchEmbedding(imageId);
+    const entry: Prepared = { source, decoder: null, ready: Promise.resolve(null!) };
     entry.ready = (async () => {
-      const [{ client }, emb] = await Promise.all([this.loadClient(), embedding ?? this.versionId().then((v) => api.fetchEmbedding(imageId, v))]);
-      await client.prepare(imageId, emb.data.slice(0), emb.dtype, emb.originalSize, emb.inputSize);
-      entry.done = true;
-      return client;
+      const emb = await source;
+      const decoder = await this.load(emb.modelVersionId);
+      await decoder.client.prepare(imageId, emb.data.slice(0), emb.dtype, emb.originalSize, emb.inputSize);
+      entry.decoder = decoder;
+      return decoder;
     })();
     this.prepared.set(imageId, entry);
     entry.ready.catch(() => this.prepared.get(imageId) === entry && this.prepared.delete(imageId));
@@ -86,42 +122,57 @@ export class DecoderHost {
   }
 
   /** The decoder for `imageId` if it is set or being set to it, without starting anything. */
-  current(imageId: number): Promise<DecoderClient> | null {
+  current(imageId: number): Promise<VersionDecoder> | null {
     return this.image?.id === imageId ? this.image.ready : null;
   }
 
-  /** Stops the worker; pending decodes reject. */
+  /** Stops every worker; pending decodes reject. */
   terminate(): void {
-    this.client?.terminate();
+    for (const { client } of this.loaded.values()) client.terminate();
+    this.loaded.clear();
+    this.prepared.clear();
+    this.image = null;
   }
 
-  private loadClient(): Promise<{ client: DecoderClient; info: DecoderInfo }> {
-    if (this.loaded === null) {
-      const client = new DecoderClient();
-      this.client = client;
-      const loaded = this.fetchAndLoad(client).then((info) => ({ client, info }));
-      this.loaded = loaded;
-      loaded.catch(() => {
-        client.terminate();
-        if (this.loaded === loaded) this.loaded = null;
-      });
+  private keeps(decoder: VersionDecoder, imageId: number): boolean {
+    return this.loaded.get(decoder.model.id)?.client === decoder.client && decoder.client.has(imageId);
+  }
+
+  /** Stops the least recently used workers beyond `KEPT_VERSIONS`, never `wanted`'s nor the shown image's. */
+  private evict(wanted: number): void {
+    for (const versionId of [...this.loaded.keys()]) {
+      if (this.loaded.size <= KEPT_VERSIONS) return;
+      if (versionId === wanted || versionId === this.image?.versionId) continue;
+      this.loaded.get(versionId)!.client.terminate();
+      this.loaded.delete(versionId);
     }
-    return this.loaded;
+  }
+
+  private description(versionId: number): Promise<ModelVersion> {
+    let described = this.described.get(versionId);
+    if (described === undefined) {
+      const asked = this.describe(versionId);
+      asked.catch(() => this.described.get(versionId) === asked && this.described.delete(versionId));
+      this.described.set(versionId, asked);
+      described = asked;
+    }
+    return described;
   }
 
   /**
    * The worker cannot send our bearer token: the graphs are fetched here and handed over as blob
    * URLs. The split pair (per-image graph, per-click graph) when the version has it, else the one graph.
    */
-  private async fetchAndLoad(client: DecoderClient): Promise<DecoderInfo> {
-    const model = await this.activeModel();
+  private async fetchAndLoad(versionId: number, client: DecoderClient): Promise<{ model: ModelVersion; info: DecoderInfo }> {
+    const model = await this.description(versionId);
+    if (model.id !== versionId) throw new Error(`asked for model version ${versionId}, got ${model.id}`);
     const { click_graph_url: clickUrl, image_graph_url: imageUrl } = model;
     const split = clickUrl !== null && imageUrl !== null;
     const graphs = await Promise.all((split ? [clickUrl, imageUrl] : [model.decoder_url]).map(api.fetchBytes));
     const urls = graphs.map((bytes) => URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" })));
     try {
       const { numThreads } = await client.load(urls[0], { imageGraphUrl: urls[1] });
-      return { mode: split ? "split" : "single", numThreads };
+      return { model, info: { mode: split ? "split" : "single", numThreads } };
     } finally {
       urls.forEach((url) => URL.revokeObjectURL(url));
     }

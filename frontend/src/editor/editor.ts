@@ -12,8 +12,8 @@
  */
 import type { Embedding, Point } from "../api/types";
 import { h } from "../dom";
-import { DecodeSuperseded, type DecoderClient } from "../inference/decoder_client";
-import type { DecoderHost, DecoderInfo } from "./decoder";
+import { DecodeSuperseded } from "../inference/decoder_client";
+import type { DecoderHost, VersionDecoder } from "./decoder";
 import { maskLogits } from "./mask_input";
 import type { Size } from "./masks";
 import { renderCandidates, renderTools } from "./panel";
@@ -45,8 +45,8 @@ export interface EditorOptions {
 
 export class MaskEditor {
   readonly store = new EditorStore();
-  /** The decoder's state and errors ("decoder-status": the browser tests wait for `data-ready`, and
-   * `data-image-id` names the image it is ready for). */
+  /** The decoder's state and errors ("decoder-status": the browser tests wait for `data-ready`,
+   * `data-image-id` names the image it is ready for and `data-model-version` the version decoding it). */
   readonly status = h("div", { class: "muted", "data-testid": "decoder-status" });
   readonly toolbar = h("div", { class: "row tools" });
   readonly candidates = h("div", { class: "row candidates" });
@@ -72,7 +72,6 @@ export class MaskEditor {
   /** Prompts clicked but not decoded yet, drawn at once so a click never feels lost. */
   private pending: { points: Point[]; box: Box | null } | null = null;
   private promptsInFlight = 0;
-  private decoderShown: "loading" | "ready" | "failed" = "loading";
   private lastHover = 0;
   private hoverTimer = 0;
   private hoverToken = 0;
@@ -203,14 +202,13 @@ export class MaskEditor {
   loadDecoder(): void {
     const image = this.image;
     if (!image) return;
-    this.decoderShown = "loading";
     this.status.textContent = "decoder: loading…";
     this.status.className = "muted";
     delete this.status.dataset.ready;
     delete this.status.dataset.imageId;
+    delete this.status.dataset.modelVersion;
     this.decoderFor(image).catch((error: Error) => {
       if (this.image !== image) return;
-      this.decoderShown = "failed";
       this.status.textContent = `decoder failed (clicks do nothing; brush and eraser work): ${error.message}`;
       this.status.className = "error";
     });
@@ -323,23 +321,27 @@ export class MaskEditor {
 
   // ---- decoding ---------------------------------------------------------------------------------
 
-  /** The decoder set to `image`; a failure is retried by the next call. Marks the status ready once it is. */
-  private decoderFor(image: EditorImage): Promise<DecoderClient> {
+  /**
+   * The decoder set to `image`: the one of the version its embedding came from. A failure is retried
+   * by the next call. Shows in the status which version decodes it, once it is ready.
+   */
+  private decoderFor(image: EditorImage): Promise<VersionDecoder> {
     const ready = this.decoders.forImage(image.id, image.embedding);
-    void Promise.all([this.decoders.load(), ready]).then(
-      ([info]) => this.image === image && this.decoderShown !== "ready" && this.showReady(info, image.id),
+    void ready.then(
+      (decoder) => this.image === image && this.showReady(decoder, image.id),
       () => undefined,
     );
     return ready;
   }
 
-  private showReady({ mode, numThreads }: DecoderInfo, imageId: number): void {
-    this.decoderShown = "ready";
-    this.status.textContent = `decoder: ready (${mode} graph, ${numThreads} thread${numThreads > 1 ? "s" : ""})`;
+  private showReady({ model, info: { mode, numThreads } }: VersionDecoder, imageId: number): void {
+    const threads = `${numThreads} thread${numThreads > 1 ? "s" : ""}`;
+    this.status.textContent = `decoder: ready (model #${model.id} ${model.name}, ${model.architecture}; ${mode} graph, ${threads})`;
     this.status.className = "muted";
     this.status.dataset.decoderMode = mode;
     this.status.dataset.ready = "true";
     this.status.dataset.imageId = String(imageId);
+    this.status.dataset.modelVersion = String(model.id);
   }
 
   /** Previews the mask a click here would give, while nothing is prompted yet (throttled, latest wins). */
@@ -361,7 +363,7 @@ export class MaskEditor {
     const [x, y] = cursor;
     const prompt = { points: [{ x, y, label: 1 as const }] };
     void decoder
-      .then((d) => d.decode(prompt, { hover: true }))
+      .then((d) => d.client.decode(prompt, { hover: true }))
       .then((decoded) => {
         if (token !== this.hoverToken || this.image !== image || !isEmpty(this.store.working) || this.pending) return;
         const state = { ...EMPTY, ...prompt, decoded, candidate: defaultCandidate({ ...prompt, box: null }, decoded) };
@@ -394,7 +396,7 @@ export class MaskEditor {
         const previous = this.store.working;
         const correcting = this.store.correcting;
         const next = { points: add.point ? [...previous.points, add.point] : previous.points, box: add.box ?? previous.box };
-        const decoded = await decoder.decode({ points: next.points, box: next.box ?? undefined, maskInput: this.maskInput(image, previous) });
+        const decoded = await decoder.client.decode({ points: next.points, box: next.box ?? undefined, maskInput: this.maskInput(image, previous) });
         if (this.store.epoch !== epoch) return;
         // With the corrected mask as mask input a prompt is not ambiguous: the single-mask token refines it.
         this.store.push({ ...previous, ...next, decoded, candidate: correcting ? 0 : defaultCandidate(next, decoded) });

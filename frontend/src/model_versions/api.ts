@@ -9,15 +9,31 @@ import type { Schema } from "../api/types";
 
 export type Metrics = Record<string, number>;
 
-/** A retrained version's metrics: on the round's held-out images, and its parent's on the same images. */
+/** A retrained version's metrics: on the round's held-out images, and its parent's on the same images;
+ * `architecture_change` when the round started from a version of another architecture than the
+ * project's active one (the paper's scale-up, e.g. vit_b to an imported vit_h). */
 interface VersionMetrics {
   held_out?: Metrics;
   parent_held_out?: Metrics;
   final_loss?: number | null;
   training_seconds?: number;
+  architecture_change?: { from: string; from_id: number; to: string };
 }
 
-export type ModelVersionRow = Omit<Schema<"ModelVersionOut">, "metrics"> & { metrics: VersionMetrics };
+export type EncoderMode = NonNullable<RetrainParams["encoder_mode"]>;
+
+/** What a round trained, as backend/retraining/ records it in `hyperparameters`. */
+interface Hyperparameters {
+  encoder_mode?: EncoderMode;
+  encoder_last_k?: number;
+  lora_rank?: number;
+  accumulation_steps?: number;
+}
+
+export type ModelVersionRow = Omit<Schema<"ModelVersionOut">, "metrics" | "hyperparameters"> & {
+  metrics: VersionMetrics;
+  hyperparameters: Hyperparameters | null;
+};
 
 /** A training round's progress while it runs, then its outcome (the new version, promoted or why not). */
 interface TrainResult {

@@ -5,6 +5,11 @@
  *
  * A trained version's numbers come from its round's held-out images; the parent's numbers on the
  * same images are shown next to them (Δ), since only those two are comparable.
+ *
+ * A round trains the decoder side only (on the stored embeddings), or the image encoder too: all of
+ * it, its last k blocks, or LoRA adapters of rank r (GPU workers only, see README); it starts from
+ * the active version or any other ready one, of another architecture too. The versions list says
+ * what each round trained ("whole model") and an architecture change ("vit_b → vit_h").
  */
 import { Chart, LinearScale, LineController, LineElement, PointElement, Tooltip } from "chart.js";
 import { ApiError } from "../api/client";
@@ -18,6 +23,7 @@ import {
   promote,
   rollback,
   startRound,
+  type EncoderMode,
   type Metrics,
   type ModelVersionRow,
   type RetrainParams,
@@ -33,6 +39,34 @@ const METRICS: [key: string, label: string, lowerIsBetter: boolean][] = [
   ["noc85", "NoC@85", true],
   ["noc90", "NoC@90", true],
 ];
+/** The "Train" choices of the round form, in the words the versions list uses too. */
+const ENCODER_MODES: [mode: EncoderMode, label: string][] = [
+  ["frozen", "decoder only"],
+  ["full", "whole model"],
+  ["last_k", "whole model, last k encoder blocks"],
+  ["lora", "whole model, LoRA adapters in the encoder"],
+];
+
+/** What a version's round trained: "decoder only", "whole model" (+ which part of the encoder); "–" for no round. */
+function trainedText(v: ModelVersionRow): string {
+  const hp = v.hyperparameters;
+  if (v.origin !== "trained" || hp === null) return "–";
+  switch (hp.encoder_mode ?? "frozen") {
+    case "frozen": return "decoder only";
+    case "full": return "whole model";
+    case "last_k": return `whole model (last ${hp.encoder_last_k ?? "?"} blocks)`;
+    case "lora": return `whole model (LoRA rank ${hp.lora_rank ?? "?"})`;
+  }
+}
+
+/** The architecture, with the change when the round started from another one than the serving version's. */
+function architectureCell(v: ModelVersionRow): HTMLElement {
+  const change = v.metrics.architecture_change;
+  if (!change) return h("td", {}, v.architecture);
+  return h("td", { "data-architecture-change": `${change.from}>${change.to}`, title: `the project was served by #${change.from_id} (${change.from}) when the round started` },
+    `${change.from} → ${change.to}`);
+}
+
 function metricCell(m: Metrics | undefined, parent: Metrics | undefined, key: string, lowerIsBetter: boolean): HTMLElement {
   const value = m?.[key];
   if (value === undefined) return h("td", {}, "–");
@@ -57,9 +91,25 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
   const field = (name: string, value: string, attrs: Record<string, string> = {}) =>
     h("label", {}, `${name} `, h("input", { type: "number", name, value, ...attrs }));
   const autoPromote = h("input", { type: "checkbox", name: "auto_promote" });
+  const encoderMode = h("select", { name: "encoder_mode" },
+    ...ENCODER_MODES.map(([mode, label]) => h("option", { value: mode }, label)));
+  const lastK = field("encoder_last_k", "2", { min: "1", max: "64" });
+  const loraRank = field("lora_rank", "8", { min: "1", max: "256" });
+  const showEncoderFields = () => {
+    lastK.hidden = encoderMode.value !== "last_k";
+    loraRank.hidden = encoderMode.value !== "lora";
+  };
+  encoderMode.addEventListener("change", showEncoderFields);
+  showEncoderFields();
+  /** "Start from": "" is the active version (whichever serves when the round starts), else a ready version's id. */
+  const startFrom = h("select", { name: "from_model_version_id" });
   const form = h("form", { "data-retrain": "" },
+    h("label", { title: "the image encoder trains on GPU workers only" }, "Train ", encoderMode), lastK, loraRank,
+    h("label", {}, "Start from ", startFrom),
     field("steps", "200", { min: "1" }), field("lr", "0.0008", { step: "any", min: "0" }),
-    field("batch_size", "4", { min: "1" }), field("held_out_fraction", "0.2", { step: "any", min: "0.01", max: "0.99" }),
+    field("batch_size", "4", { min: "1" }),
+    field("accumulation_steps", "1", { min: "1", title: "micro-batches per step; batch_size must be a multiple of it" }),
+    field("held_out_fraction", "0.2", { step: "any", min: "0.01", max: "0.99" }),
     field("min_masks", "10", { min: "2" }),
     h("label", {}, autoPromote, " auto-promote if better"),
     h("button", { type: "submit" }, "Start round"));
@@ -115,10 +165,21 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
     const byId = new Map(versions.map((v) => [v.id, v]));
     const active = versions.find((v) => v.active);
     table.replaceChildren(
-      h("tr", {}, h("th", {}, "version"), h("th", {}, "origin"), h("th", {}, "arch"), h("th", {}, "parent"),
+      h("tr", {}, h("th", {}, "version"), h("th", {}, "origin"), h("th", {}, "arch"), h("th", {}, "trained"), h("th", {}, "parent"),
         ...METRICS.map(([, label]) => h("th", {}, label)), h("th", {}, "masks"), h("th", {}, "")),
       ...versions.map((v) => versionRow(v, byId, active)),
     );
+    fillStartFrom(versions, active);
+  };
+
+  /** The ready versions a round may start from, the choice kept across refreshes while it still exists. */
+  const fillStartFrom = (versions: ModelVersionRow[], active: ModelVersionRow | undefined) => {
+    const chosen = startFrom.value;
+    const activeText = active ? `the active version (#${active.id} ${active.name}, ${active.architecture})` : "the active version";
+    startFrom.replaceChildren(h("option", { value: "" }, activeText),
+      ...versions.filter((v) => v.status === "ready" && !v.active)
+        .map((v) => h("option", { value: String(v.id) }, `#${v.id} ${v.name} (${v.architecture}, ${v.origin})`)));
+    startFrom.value = [...startFrom.options].some((o) => o.value === chosen) ? chosen : "";
   };
 
   const versionRow = (v: ModelVersionRow, byId: Map<number, ModelVersionRow>, active: ModelVersionRow | undefined) => {
@@ -129,7 +190,8 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
       : h("button", { type: "button", "data-promote": String(v.id), onclick: () => void doPromote(v.id) },
         isEarlier ? "Roll back to this" : "Promote");
     return h("tr", { class: v.active ? "active" : "", "data-version": String(v.id) },
-      h("td", {}, `#${v.id} ${v.name}`), h("td", {}, v.origin), h("td", {}, v.architecture),
+      h("td", {}, `#${v.id} ${v.name}`), h("td", {}, v.origin), architectureCell(v),
+      h("td", { "data-trained": v.hyperparameters?.encoder_mode ?? "" }, trainedText(v)),
       h("td", {}, v.parent_id === null ? "–" : `#${v.parent_id}${byId.has(v.parent_id) ? "" : " (gone)"}`),
       ...METRICS.map(([key, , lower]) => metricCell(held, parentHeld, key, lower)),
       h("td", {}, v.data_snapshot ? String(v.data_snapshot.masks ?? "") : "–"),
@@ -160,9 +222,14 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const value = (name: string) => Number((form.elements.namedItem(name) as HTMLInputElement).value);
+    const mode = encoderMode.value as EncoderMode;
     const body: RetrainParams = {
-      steps: value("steps"), lr: value("lr"), batch_size: value("batch_size"),
+      steps: value("steps"), lr: value("lr"), batch_size: value("batch_size"), accumulation_steps: value("accumulation_steps"),
       held_out_fraction: value("held_out_fraction"), min_masks: value("min_masks"), auto_promote: autoPromote.checked,
+      encoder_mode: mode,
+      ...(mode === "last_k" ? { encoder_last_k: value("encoder_last_k") } : {}),
+      ...(mode === "lora" ? { lora_rank: value("lora_rank") } : {}),
+      from_model_version_id: startFrom.value === "" ? null : Number(startFrom.value),
     };
     try {
       follow(await startRound(projectId, body));

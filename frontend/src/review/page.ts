@@ -12,7 +12,9 @@
  * long as the page: each mask opens in it, and the decoder loads at the first fix.
  *
  * While a mask is reviewed, the next one's image (bitmap) and embedding are fetched, and once the
- * decoder is loaded its per-image graph is run too, so the next mask shows (and fixes) at once.
+ * decoder is loaded its per-image graph is run too, so the next mask shows (and fixes) at once. As on
+ * the annotate page, each image decodes with the decoder of the version its embedding came from
+ * (editor/decoder.ts): during a re-embedding, the previous version's for images not reached yet.
  */
 import * as api from "../api/client";
 import { ApiError } from "../api/client";
@@ -54,7 +56,6 @@ class ReviewController {
   private base: Uint8Array | null = null;
   /** Bitmaps and embeddings by image id, least recently used first (a failed fetch is forgotten). */
   private readonly images = new Map<number, ImageData>();
-  private readonly modelVersion: Promise<number>;
   /** Whether a fix loaded the decoder: from then on the next mask's image is prepared in it too. */
   private decoderWanted = false;
   private shownAt = 0;
@@ -80,10 +81,7 @@ class ReviewController {
     main: HTMLElement,
     private readonly projectId: number,
   ) {
-    const model = api.getModel(projectId);
-    model.catch(() => undefined); // reported where it is awaited
-    this.modelVersion = model.then((m) => m.id);
-    this.decoders = new DecoderHost(() => model);
+    this.decoders = new DecoderHost();
     this.editor = new MaskEditor(this.stage, this.decoders, { boxes: false, editing: false, paused: () => this.busy });
     main.append(
       h(
@@ -152,7 +150,7 @@ class ReviewController {
     if (data === undefined) {
       const fetched: ImageData = {
         bitmap: api.fetchImageBitmap(imageId),
-        embedding: this.modelVersion.then((version) => api.fetchEmbedding(imageId, version)),
+        embedding: api.fetchEmbedding(imageId),
       };
       const forget = () => this.images.get(imageId) === fetched && this.images.delete(imageId);
       fetched.bitmap.catch(forget);
