@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # Model server. None = in process (embedded mode); production: "http://model-server:8001".
     model_server_url: str | None = None
     default_model_arch: str = "vit_t"
+    # Retraining rounds that train the image encoder (encoder_mode full/last_k/lora) are refused on a
+    # CPU, where a real encoder takes days; tests set this to train the tiny `vit_test` encoder there.
+    allow_cpu_encoder_training: bool = False
     # Where `dataengine models download` fetches official checkpoints (the only command that goes online);
     # tests point it at a loopback server.
     weights_base_url: str = "https://dl.fbaipublicfiles.com/segment_anything"

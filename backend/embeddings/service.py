@@ -76,10 +76,13 @@ def compute_embeddings(
     return [_insert(db, version, image, infos[image.id]) for image in images]
 
 
-def _insert(db: Session, version: ModelVersion, image: Image, found: EmbeddingInfo) -> Embedding:
-    row = Embedding(
-        image_id=image.id,
-        model_version_id=version.id,
+def embedding_row(model_version_id: int, image_id: int, found: EmbeddingInfo) -> Embedding:
+    """A new (not added) row recording `found` as the image's embedding by the version: for a caller
+    that inserts it in its own commit, e.g. a retraining round registering its version together with
+    the held-out embeddings it computed with the version's new encoder."""
+    return Embedding(
+        image_id=image_id,
+        model_version_id=model_version_id,
         storage_key=found.key,
         dtype=api.EMBEDDING_DTYPE,
         shape=list(api.EMBEDDING_SHAPE),
@@ -88,6 +91,10 @@ def _insert(db: Session, version: ModelVersion, image: Image, found: EmbeddingIn
         input_h=found.input_size[0],
         input_w=found.input_size[1],
     )
+
+
+def _insert(db: Session, version: ModelVersion, image: Image, found: EmbeddingInfo) -> Embedding:
+    row = embedding_row(version.id, image.id, found)
     db.add(row)
     try:
         db.commit()

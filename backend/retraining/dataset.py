@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.clients.model_server import MaskSample, ModelService
+from backend.clients.model_server import EmbeddingInfo, MaskSample, ModelRef, ModelService
 from backend.embeddings import service as embeddings
 from backend.masks.split import split_images
 from backend.tables import Image, Mask, ModelVersion
 from backend.tables.enums import ReviewStatus
-from model_server.api import Storage
+from model_server.api import ImageMaskSample, Storage
 
 MAX_MASK_FRACTION = 0.9
 
@@ -101,3 +101,27 @@ def load_samples(
         found = embeddings.info(embeddings.get_or_compute(db, storage, client, version, image))
         samples.extend(MaskSample(found, dict(mask.rle)) for mask in masks)
     return samples
+
+
+def image_samples(db: Session, masks_by_image: dict[int, list[Mask]]) -> list[ImageMaskSample]:
+    """One `ImageMaskSample` per mask (its image's storage key and its stored RLE): what a round that
+    trains the image encoder learns from; no embedding is computed for these images."""
+    samples: list[ImageMaskSample] = []
+    for image_id, masks in masks_by_image.items():
+        image = db.get_one(Image, image_id)
+        samples.extend(ImageMaskSample(image.storage_key, dict(mask.rle)) for mask in masks)
+    return samples
+
+
+def embed_held_out(
+    db: Session, client: ModelService, model: ModelRef, masks_by_image: dict[int, list[Mask]]
+) -> tuple[dict[int, EmbeddingInfo], list[MaskSample]]:
+    """The images embedded by `model` in one model call (image id -> its `EmbeddingInfo`) and one
+    `MaskSample` per mask on those embeddings: a new encoder's view of the held-out images, before
+    the version it belongs to is registered."""
+    images = [db.get_one(Image, image_id) for image_id in masks_by_image]
+    found = dict(zip(masks_by_image, client.embed(model, [image.storage_key for image in images])))
+    samples = [
+        MaskSample(found[image_id], dict(mask.rle)) for image_id, masks in masks_by_image.items() for mask in masks
+    ]
+    return found, samples

@@ -2,7 +2,9 @@
 
 Body: `RetrainParams` (every field optional; bad values are a 422 and no job is made). ML engineers
 (and admins) who are members may start one. 409 if a round of the project is already queued or
-running; 422 if the project has fewer accepted masks than ``min_masks``. 202 with the `JobOut`;
+running; 422 if the project has fewer accepted masks than ``min_masks``, if ``batch_size`` does not
+split into ``accumulation_steps`` micro-batches, or if ``from_model_version_id`` is not a ready version of
+the project or a global one. 202 with the `JobOut`;
 follow it with ``GET /api/jobs/{id}`` or its SSE events (``result`` carries step, loss, ETA and the
 loss curve), stop it with ``POST /api/jobs/{id}/cancel``.
 """
@@ -32,7 +34,7 @@ def start_retrain(
         job = service.start_round(db, project, user.id, params or RetrainParams(), settings, storage)
     except service.RoundConflict as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
-    except service.NotEnoughMasks as error:
+    except (service.NotEnoughMasks, service.BadStartingVersion) as error:
         raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(error)) from None
     db.refresh(job)
     return JobOut.model_validate(job)

@@ -8,8 +8,8 @@ Project settings read here (typed and bounded by `backend.projects.settings.Proj
   started), whatever that round's outcome: a failed or cancelled round waits for N more masks
   instead of being retried every minute.
 * ``auto_promote`` (bool, default false): a finished round becomes the project's active version
-  only if it beats the active one on the held-out images (`is_better`) and the active version is
-  still the round's parent (someone may have promoted another version meanwhile).
+  only if it beats the version that was active when the round started on the held-out images
+  (`is_better`) and that version still serves (someone may have promoted another one meanwhile).
 * ``retrain_params`` (object, default {}): the `RetrainParams` of rounds beat starts.
 """
 
@@ -25,7 +25,8 @@ from backend.model_versions.service import active_version
 from backend.projects.settings import project_settings
 from backend.retraining.dataset import accepted_masks_query
 from backend.retraining.schemas import RetrainParams
-from backend.tables import Job, Mask, Project
+from backend.tables import Job, Mask, ModelVersion, Project
+from backend.tables.enums import ModelStatus
 from model_server.api import Storage
 
 KIND = "train"
@@ -39,6 +40,10 @@ class RoundConflict(Exception):
 
 class NotEnoughMasks(ValueError):
     """The project has fewer accepted masks than the round needs."""
+
+
+class BadStartingVersion(ValueError):
+    """`from_model_version_id` names no ready version of the project or a global one."""
 
 
 def is_better(new: dict[str, float], active: dict[str, float]) -> bool:
@@ -79,12 +84,16 @@ def start_round(
     storage: Storage,
     reason: str = "started by hand",
 ) -> Job:
-    """Create and send a `train` job for `project` (committed); it trains from the active version.
+    """Create and send a `train` job for `project` (committed); it trains from the active version, or
+    from ``params.from_model_version_id``. The job records both: ``model_version_id`` is the version
+    the round starts from (its parent), ``active_model_version_id`` the one serving the project now,
+    which the new version must beat to be auto-promoted.
 
     Raises:
         RoundConflict: a round of the project is queued or running.
         NotEnoughMasks: fewer accepted masks than ``params.min_masks`` (checked again by the task,
             which also drops masks covering most of their image).
+        BadStartingVersion: ``from_model_version_id`` is not a ready version of the project or a global one.
     """
 
     def inputs() -> jobs.JobInputs:
@@ -94,21 +103,38 @@ def start_round(
                 f"not enough masks to retrain: the project has {count} accepted mask(s), "
                 f"a round needs at least {params.min_masks} (min_masks)"
             )
-        version = active_version(db, project, storage, model_service(settings, storage), settings)
+        active = active_version(db, project, storage, model_service(settings, storage), settings)
+        start = active if params.from_model_version_id is None else starting_version(db, project, params)
         return jobs.JobInputs(
             {
-                "model_version_id": version.id,
+                "model_version_id": start.id,
+                "active_model_version_id": active.id,
                 "params": params.model_dump(),
                 "mask_watermark": _max_mask_id(db, project.id),
                 "reason": reason,
             },
-            f"retraining from model version {version.id} ({reason})",
+            f"retraining from model version {start.id} ({reason})",
         )
 
     job, created = jobs.start_or_existing(db, settings, KIND, project.id, user_id, inputs)
     if not created:
         raise RoundConflict(f"a retraining round of project {project.id} is already {job.status} (job {job.id})")
     return job
+
+
+def starting_version(db: Session, project: Project, params: RetrainParams) -> ModelVersion:
+    """The version ``params.from_model_version_id`` names, if a round of `project` may start from it."""
+    version = db.get(ModelVersion, params.from_model_version_id)
+    if version is None or version.project_id not in (None, project.id):
+        raise BadStartingVersion(
+            f"from_model_version_id {params.from_model_version_id}: no such model version in this project "
+            "(a round starts from a version of the project or a global one)"
+        )
+    if version.status != ModelStatus.ready:
+        raise BadStartingVersion(
+            f"from_model_version_id {version.id}: the version is {version.status}, a round starts from a ready one"
+        )
+    return version
 
 
 def start_due_rounds(db: Session, settings: Settings, storage: Storage) -> list[tuple[int, int]]:
@@ -135,7 +161,7 @@ def start_due_rounds(db: Session, settings: Settings, storage: Storage) -> list[
                 storage,
                 reason=f"{new} new masks since the last round (retrain_every_masks={every})",
             )
-        except (RoundConflict, NotEnoughMasks):
+        except (RoundConflict, NotEnoughMasks, BadStartingVersion):
             db.rollback()
             continue
         started.append((project.id, job.id))

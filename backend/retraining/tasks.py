@@ -2,24 +2,38 @@
 (`retraining.start_due_rounds`, queue ``embed``).
 
 `retraining.retrain(job_id)` runs one round through `backend.jobs.runner.run_job` (claim, heartbeat,
-honest end state). The job's ``params`` are its inputs: ``model_version_id`` (the parent: the
-project's active version when the round was started), ``params`` (`RetrainParams`),
-``mask_watermark`` and ``reason``. The round:
+honest end state). The job's ``params`` are its inputs: ``model_version_id`` (the parent: the version
+the round starts from, the project's active one unless ``from_model_version_id`` chose another),
+``active_model_version_id`` (the version serving the project when the round was started; rounds
+queued before it was recorded started from it), ``params`` (`RetrainParams`), ``mask_watermark`` and
+``reason``. The round:
 
 1. snapshots the accepted masks and splits them by image (`dataset.take_snapshot`); too few → the
    job fails with a message saying how many there are and how many are needed;
-2. names the parent's embeddings of those images (computing missing ones through the model service);
-3. the model side trains the prompt encoder + mask decoder from the parent's weights (progress 5%→85%,
-   reported back across the model-service boundary): the job's
-   ``result`` shows ``step``, ``total_steps``, ``loss``, ``eta_seconds`` and a ``loss_curve`` of
-   [step, loss] points (thinned to at most `MAX_CURVE_POINTS`), written at most every
-   `REPORT_SECONDS`; a cancelled job stops training at the next step (``should_stop``);
-4. evaluates the new weights AND the parent on the held-out masks (85%→97%);
-5. registers the version (origin trained, parent, same architecture and image encoder, so the same
-   ``encoder_sha256`` and the parent's embeddings; artifacts checkpoint + browser decoder,
-   hyper-parameters, both metrics, data snapshot) in the same commit
-   that records its id in the job's result, so a redelivered task does not register it twice;
-6. auto-promotes it if the round says so and it is better (`service.is_better`).
+2. a decoder-only round (``encoder_mode`` frozen) names the parent's embeddings of those images
+   (computing missing ones through the model service); a round that trains the image encoder sends
+   the images themselves (`ImageMaskSample`: storage key + RLE) and embeds no training image. Either
+   way the held-out images' embeddings by the parent (and by the active version, when it is another)
+   are named for their evaluation;
+3. the model side trains from the parent's weights (the prompt encoder + mask decoder, and the image
+   encoder as ``encoder_mode`` says; on a CPU that is refused unless
+   `Settings.allow_cpu_encoder_training`) with progress 5%→85%, reported back across the
+   model-service boundary: the job's ``result`` shows ``step``, ``total_steps``, ``loss``,
+   ``eta_seconds`` and a ``loss_curve`` of [step, loss] points (thinned to at most
+   `MAX_CURVE_POINTS`), written at most every `REPORT_SECONDS`; a cancelled job stops training at the
+   next step (``should_stop``);
+4. evaluates the new weights, the parent and (if another) the active version on the held-out masks,
+   each with the embeddings of its own image encoder: after an encoder round the held-out images are
+   first embedded with the NEW encoder (85%→97%);
+5. registers the version (origin trained, parent, the parent's architecture; a decoder-only round keeps
+   the parent's image encoder, so the same ``encoder_sha256`` and embeddings, recorded as
+   ``artifacts["encoder_from"]``; an encoder round records the new encoder's digest, ``metrics
+   ["held_out_encoder_sha256"]`` and its held-out embedding rows; artifacts checkpoint + browser
+   decoder, hyper-parameters, metrics, data snapshot, ``metrics["architecture_change"]`` when the
+   parent's architecture is not the active version's) in the same commit that records its id in the
+   job's result, so a redelivered task does not register it twice;
+6. auto-promotes it if the round says so and it beats the version that was active when the round
+   started (`service.is_better`), provided that version still serves.
 
 Training state is checkpointed under ``training/job-<id>/`` in storage (the retrain call's
 ``work_prefix``), so a requeued job (worker or model service lost, see the jobs sweep) resumes where the
@@ -32,8 +46,10 @@ import time
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from backend.clients.model_server import ModelRef, ModelService, TrainOutcome, model_service
+from backend.clients.model_server import EmbeddingInfo, MaskSample, ModelRef, ModelService, TrainOutcome, model_service
+from backend.embeddings import service as embeddings
 from backend.jobs import service as jobs
 from backend.jobs.runner import JobContext, run_job, worker_sessions
 from backend.jobs.service import STALE_AFTER, JobCancelled
@@ -42,10 +58,10 @@ from backend.model_versions.service import _store_decoder, model_ref, record_inf
 from backend.retraining import dataset, service
 from backend.retraining.schemas import RetrainParams
 from backend.storage import storage_for
-from backend.tables import Job, ModelVersion, Project
+from backend.tables import Embedding, Job, ModelVersion, Project
 from backend.tables.enums import JobStatus, ModelOrigin, ModelStatus
 from backend.worker.celery_app import app, task_settings
-from model_server.api import Storage
+from model_server.api import ImageMaskSample, Storage
 
 REPORT_SECONDS = 1.0
 MAX_CURVE_POINTS = 500
@@ -145,8 +161,8 @@ def _report(ctx: JobContext, fraction: float, message: str, **result: Any) -> bo
 def _train_config(params: RetrainParams) -> dict[str, Any]:
     """The library's TrainConfig fields of a round: warm-up and checkpoints scale with short rounds;
     the learning rate drops tenfold for the last quarter (the paper's step decay, and what made
-    benchmarks/engine_loop.py improve every round)."""
-    return {
+    benchmarks/engine_loop.py improve every round). The encoder's own knobs only where its mode uses them."""
+    config: dict[str, Any] = {
         "steps": params.steps,
         "lr": params.lr,
         "batch_size": params.batch_size,
@@ -155,7 +171,14 @@ def _train_config(params: RetrainParams) -> dict[str, Any]:
         "lr_decay_steps": [params.steps * 3 // 4],
         "checkpoint_every": max(1, min(100, params.steps // 5)),
         "max_mask_fraction": dataset.MAX_MASK_FRACTION,
+        "encoder_mode": params.encoder_mode,
+        "accumulation_steps": params.accumulation_steps,
     }
+    if params.encoder_mode == "last_k":
+        config["encoder_last_k"] = params.encoder_last_k
+    if params.encoder_mode == "lora":
+        config["lora_rank"] = params.lora_rank
+    return config
 
 
 def run_round(ctx: JobContext) -> dict[str, Any]:
@@ -167,6 +190,9 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     parent = db.get(ModelVersion, int(inputs["model_version_id"]))
     if parent is None:
         raise ValueError("the round's parent model version no longer exists")
+    active = db.get(ModelVersion, int(inputs.get("active_model_version_id", parent.id)))
+    if active is None:
+        raise ValueError("the model version that was active when the round started no longer exists")
     project = ctx.project()
     storage = storage_for(settings)
     client = model_service(settings, storage)
@@ -175,16 +201,17 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     registered = (job.result or {}).get("new_model_version_id")  # by an earlier delivery of this job
     version = db.get(ModelVersion, registered) if registered is not None else None
     if version is None:
-        version = _train_and_register(ctx, project, parent, params, storage, client, work_prefix)
+        version = _train_and_register(ctx, project, parent, active, params, storage, client, work_prefix)
+    kept = ("model_version_id", "active_model_version_id", "params", "mask_watermark", "reason")
     result: dict[str, Any] = {
-        **{key: inputs[key] for key in ("model_version_id", "params", "mask_watermark", "reason") if key in inputs},
+        **{key: inputs[key] for key in kept if key in inputs},
         **{k: v for k, v in (ctx.job().result or {}).items() if k in ("step", "total_steps", "loss", "loss_curve")},
         "new_model_version_id": version.id,
         "metrics": version.metrics,
         "data_snapshot": version.data_snapshot,
         "eta_seconds": 0,
     }
-    result.update(_maybe_promote(ctx, project, parent, version, params))
+    result.update(_maybe_promote(ctx, project, active, version, params))
     storage.delete_prefix(work_prefix)
     return result
 
@@ -193,6 +220,7 @@ def _train_and_register(
     ctx: JobContext,
     project: Project,
     parent: ModelVersion,
+    active: ModelVersion,
     params: RetrainParams,
     storage: Storage,
     client: ModelService,
@@ -213,10 +241,18 @@ def _train_and_register(
             f"the project's {record['masks']} masks are on {record['images']} image(s)"
         )
     ref = model_ref(parent)
-    if not _report(ctx, 0.0, f"loading embeddings of {record['images']} images", data_snapshot=record):
+    embedded = record["held_out_images"] if params.trains_encoder else record["images"]
+    if not _report(ctx, 0.0, f"loading embeddings of {embedded} images", data_snapshot=record):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
-    train = dataset.load_samples(db, storage, client, parent, snapshot.train)
+    train: list[MaskSample] | list[ImageMaskSample]
+    if params.trains_encoder:  # trained on the images: the parent's embeddings of them are of no use
+        train = dataset.image_samples(db, snapshot.train)
+    else:
+        train = dataset.load_samples(db, storage, client, parent, snapshot.train)
     held_out = dataset.load_samples(db, storage, client, parent, snapshot.held_out)
+    active_held_out = (
+        dataset.load_samples(db, storage, client, active, snapshot.held_out) if active.id != parent.id else None
+    )
 
     reporter = _Reporter(ctx, params.steps)
     if not _report(
@@ -225,12 +261,16 @@ def _train_and_register(
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
     prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
     checkpoint = f"{prefix}/checkpoint.pth"
+    config = _train_config(params)
+    if params.trains_encoder:
+        config["allow_cpu_encoder_training"] = ctx.settings.allow_cpu_encoder_training
+    new_embeddings: dict[int, EmbeddingInfo] = {}  # held-out image id -> its embedding by the new encoder
     try:
         started = time.monotonic()
         outcome = client.retrain(
             ref,
             train,
-            _train_config(params),
+            config,
             checkpoint,
             work_prefix=work_prefix,
             progress=reporter,
@@ -242,50 +282,88 @@ def _train_and_register(
             raise JobCancelled(f"job {ctx.job_id} was cancelled at step {outcome.steps_done}")
         reporter.write(time.monotonic())
         new_ref = ModelRef(parent.architecture, checkpoint, outcome.info.sha256)
+        new_held_out = held_out
+        if params.trains_encoder:
+            jobs.set_progress(
+                db, ctx.job_id, TRAIN_END, f"embedding {len(snapshot.held_out)} held-out images with the new encoder"
+            )
+            new_embeddings, new_held_out = dataset.embed_held_out(db, client, new_ref, snapshot.held_out)
 
-        def eval_progress(start: float, end: float, label: str):
-            def report(done: int, total: int) -> None:
-                jobs.set_progress(
-                    db,
-                    ctx.job_id,
-                    start + (end - start) * done / max(total, 1),
-                    f"evaluating {label} on {total} held-out masks: {done}/{total}",
-                )
-
-            return report
-
-        mid = (TRAIN_END + EVAL_END) / 2
-        new_metrics = client.evaluate(
-            new_ref, held_out, max_clicks=params.max_clicks, progress=eval_progress(TRAIN_END, mid, "the new version")
-        )
-        parent_metrics = client.evaluate(
-            ref, held_out, max_clicks=params.max_clicks, progress=eval_progress(mid, EVAL_END, f"version {parent.id}")
-        )
+        evaluations = [("held_out", new_ref, new_held_out, "the new version")]
+        evaluations.append(("parent_held_out", ref, held_out, f"version {parent.id}"))
+        if active_held_out is not None:
+            evaluations.append(("active_held_out", model_ref(active), active_held_out, f"active version {active.id}"))
+        metrics: dict[str, Any] = {}
+        share = (EVAL_END - TRAIN_END) / len(evaluations)
+        for k, (name, model, samples, label) in enumerate(evaluations):
+            start = TRAIN_END + k * share
+            metrics[name] = client.evaluate(
+                model, samples, max_clicks=params.max_clicks, progress=_eval_progress(ctx, start, start + share, label)
+            )
         jobs.set_progress(db, ctx.job_id, EVAL_END, "storing the checkpoint and browser decoder")
         return _register(
-            ctx, project, parent, params, storage, client, prefix, outcome, record, new_metrics, parent_metrics, seconds
+            ctx,
+            project,
+            parent,
+            active,
+            params,
+            storage,
+            client,
+            prefix,
+            outcome,
+            record,
+            metrics,
+            seconds,
+            new_embeddings,
         )
     except BaseException:
         storage.delete_prefix(prefix + "/")  # a round that did not register keeps no artifacts
+        _drop_unrecorded(db, storage, [found.key for found in new_embeddings.values()])
         raise
+
+
+def _eval_progress(ctx: JobContext, start: float, end: float, label: str):
+    def report(done: int, total: int) -> None:
+        jobs.set_progress(
+            ctx.db,
+            ctx.job_id,
+            start + (end - start) * done / max(total, 1),
+            f"evaluating {label} on {total} held-out masks: {done}/{total}",
+        )
+
+    return report
+
+
+def _drop_unrecorded(db: Session, storage: Storage, keys: list[str]) -> None:
+    """Delete the embedding objects a failed encoder round wrote that no row records (an encoder that
+    came out unchanged shares its objects with the versions that have it)."""
+    if not keys:
+        return
+    db.rollback()
+    recorded = set(db.scalars(select(Embedding.storage_key).where(Embedding.storage_key.in_(keys))))
+    db.rollback()
+    for key in set(keys) - recorded:
+        storage.delete(key)
 
 
 def _register(
     ctx: JobContext,
     project: Project,
     parent: ModelVersion,
+    active: ModelVersion,
     params: RetrainParams,
     storage: Storage,
     client: ModelService,
     prefix: str,
     outcome: TrainOutcome,
     record: dict[str, Any],
-    new_metrics: dict[str, float],
-    parent_metrics: dict[str, float],
+    held_out_metrics: dict[str, Any],
     seconds: float,
+    new_embeddings: dict[int, EmbeddingInfo],
 ) -> ModelVersion:
     """Export the browser decoder next to the checkpoint the model side wrote under `prefix`, then add
-    the version and record its id on the job in one commit."""
+    the version (with an encoder round's held-out embedding rows) and record its id on the job in one
+    commit."""
     db = ctx.db
     assert outcome.info is not None  # a round that stopped early raised before
     rounds = len(
@@ -295,35 +373,48 @@ def _register(
             )
         ).all()
     )
+    metrics: dict[str, Any] = {
+        **held_out_metrics,
+        "parent_id": parent.id,
+        "final_loss": outcome.losses[-1] if outcome.losses else None,
+        "training_seconds": round(seconds, 3),
+    }
+    if active.id != parent.id:
+        metrics["active_id"] = active.id
+    name = f"round {rounds + 1} (from #{parent.id})"
+    if active.architecture != parent.architecture:
+        metrics["architecture_change"] = {"from": active.architecture, "from_id": active.id, "to": parent.architecture}
+        name = f"round {rounds + 1} (from #{parent.id}, {active.architecture} → {parent.architecture})"
+    artifacts: dict[str, Any] = {"checkpoint": f"{prefix}/checkpoint.pth"}
+    if params.trains_encoder:
+        metrics["held_out_encoder_sha256"] = outcome.info.encoder_sha256
+    else:  # the parent's image encoder, untouched
+        artifacts["encoder_from"] = promotion.encoder_identity(parent)
+    hyperparameters: dict[str, Any] = {
+        **_train_config(params),
+        "held_out_fraction": params.held_out_fraction,
+        "min_masks": params.min_masks,
+        "max_clicks": params.max_clicks,
+        "steps_done": outcome.steps_done,
+        "job_id": ctx.job_id,
+    }
     version = ModelVersion(
         project_id=project.id,
         parent_id=parent.id,
-        name=f"round {rounds + 1} (from #{parent.id})",
+        name=name,
         architecture=parent.architecture,
         origin=ModelOrigin.trained,
         status=ModelStatus.ready,
-        artifacts={"checkpoint": f"{prefix}/checkpoint.pth", "encoder_from": promotion.encoder_identity(parent)},
-        metrics={
-            "held_out": new_metrics,
-            "parent_held_out": parent_metrics,
-            "parent_id": parent.id,
-            "final_loss": outcome.losses[-1] if outcome.losses else None,
-            "training_seconds": round(seconds, 3),
-        },
+        artifacts=artifacts,
+        metrics=metrics,
         data_snapshot=record,
-        hyperparameters={
-            **_train_config(params),
-            "held_out_fraction": params.held_out_fraction,
-            "min_masks": params.min_masks,
-            "max_clicks": params.max_clicks,
-            "steps_done": outcome.steps_done,
-            "job_id": ctx.job_id,
-        },
+        hyperparameters=hyperparameters,
     )
     record_info(version, outcome.info)
     _store_decoder(version, storage, client, prefix)
     db.add(version)
     db.flush()
+    db.add_all(embeddings.embedding_row(version.id, image_id, found) for image_id, found in new_embeddings.items())
     job = ctx.job()
     job.result = {**(job.result or {}), "new_model_version_id": version.id}
     db.commit()
@@ -331,15 +422,21 @@ def _register(
 
 
 def _maybe_promote(
-    ctx: JobContext, project: Project, parent: ModelVersion, version: ModelVersion, params: RetrainParams
+    ctx: JobContext, project: Project, active: ModelVersion, version: ModelVersion, params: RetrainParams
 ) -> dict[str, Any]:
+    """Promote `version` if the round asks for it and it beats `active`, the version it would replace
+    (the one serving when the round started), on the same held-out images."""
     db = ctx.db
     db.refresh(project)
     if not service.round_auto_promote(project, params):
         return {"promoted": False, "promotion": "auto-promotion is off: promote by hand"}
-    if project.active_model_version_id != parent.id:
-        return {"promoted": False, "promotion": f"not promoted: the active version is no longer the parent {parent.id}"}
-    new, old = version.metrics["held_out"], version.metrics["parent_held_out"]
+    if project.active_model_version_id != active.id:
+        return {
+            "promoted": False,
+            "promotion": f"not promoted: the active version is no longer {active.id}, the one the round was to replace",
+        }
+    new = version.metrics["held_out"]
+    old = version.metrics.get("active_held_out", version.metrics["parent_held_out"])
     if not service.is_better(new, old):
         return {
             "promoted": False,
