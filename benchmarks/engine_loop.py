@@ -1,4 +1,4 @@
-"""The data engine's assisted-manual loop, simulated on DAVIS-345: annotate → retrain → evaluate.
+r"""The data engine's assisted-manual loop, simulated on DAVIS-345: annotate → retrain → evaluate.
 
 A simulated annotator (`evaluation.click_session`: clicks from the ground truth, each at the point
 of the error region farthest from its boundary) labels every object of a batch of new images with
@@ -8,7 +8,8 @@ masks collected so far become training data: a round (`training.train_round`) fi
 current weights, then the model is evaluated on a fixed held-out split (`evaluation.evaluate`).
 The split is by video sequence (DAVIS frames of one sequence are near-duplicates; the data set
 names none, so `sequences` recovers them by colour-histogram linkage). Starts from seeded random
-weights (absolute numbers are low: the tables are about the trend).
+weights unless `--checkpoint` is given (random weights: absolute numbers are low, the tables are
+about the trend).
 
 Every run trains the decoder only (encoder frozen, cached embeddings); `--train-image-encoder
 full|last_k|lora` runs the same loop a second time from the same initial model and split with the
@@ -17,15 +18,26 @@ the new encoder each round). On a CPU that needs the tiny test encoder (`--model
 
 Per round it prints: masks collected so far, the annotator's mean clicks per mask in that round
 (with the model of the previous round), training steps, seconds for the round (annotate + train +
-re-embed), and on the held-out masks NoC@85, NoC@90 (max `--max-clicks`), single-point mIoU and mIoU
-after 3 clicks. Frozen-encoder embeddings are cached under --cache-dir.
+re-embed), masks trained on per second (with a trained encoder each is one encoder pass of its
+image), the peak GPU memory of the training (on CUDA), and on the held-out masks NoC@85, NoC@90
+(max `--max-clicks`), single-point mIoU and mIoU after 3 clicks. Frozen-encoder embeddings are
+cached under --cache-dir. `--device cuda` trains under bfloat16 autocast with activation
+checkpointing (the `TrainConfig` defaults on CUDA); `--checkpoint` starts from real weights.
 
 The defaults are 1 sampled click per training session, no no-point rounds and focal : dice 1 : 1,
 NOT the product's round defaults (`TrainConfig`: 8 clicks, 2 no-point rounds, 20 : 1); pass
 `--focal-weight 20 --clicks-per-sample 8 --no-point-rounds 2` for those. Measured results, with
-their settings, are in benchmarks/README.md ("Retraining rounds").
+their exact commands and settings, are in benchmarks/README.md ("Retraining rounds (issue 16)").
+The CPU runs there (tiny encoder; each was also run with the product-default flags above):
 
-    .venv/bin/python benchmarks/engine_loop.py --model vit_test --train-image-encoder full
+    .venv/bin/python benchmarks/engine_loop.py --model vit_test --rounds 3 --images-per-round 4 \
+        --held-out 8 --steps-per-round 15 --batch-size 4 --max-clicks 10 --train-image-encoder full
+
+The vit_b whole-model measurement on a GPU (not run yet: no GPU was available):
+
+    .venv/bin/python benchmarks/engine_loop.py --model vit_b --checkpoint sam_vit_b_01ec64.pth \
+        --device cuda --train-image-encoder full --rounds 1 --images-per-round 40 --held-out 30 \
+        --steps-per-round 100 --batch-size 8 --focal-weight 20 --clicks-per-sample 8 --no-point-rounds 2
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -145,10 +158,11 @@ def annotate(model, samples: list[MaskSample], stop_iou: float, max_clicks: int)
 
 def run_mode(args: argparse.Namespace, mode: str, held_items: list[Item], rounds: list[list[Item]]) -> list[str]:
     """The whole loop from the seeded initial model with `mode` (an encoder_mode); table rows."""
-    model = build_sam(args.model, seed=args.seed)
+    model = build_sam(args.model, checkpoint=args.checkpoint, device=args.device, seed=args.seed)
     frozen = mode == "frozen"
     predictor = Predictor(model)
-    tag = f"{args.model}/{args.seed}"
+    tag = f"{args.model}/{args.checkpoint.resolve() if args.checkpoint else args.seed}"
+    cuda = model.device.type == "cuda"
 
     def embedded(items: list[Item]) -> list[MaskSample]:
         """MaskSamples of `items` with the current encoder (cached while it is the initial one)."""
@@ -159,15 +173,15 @@ def run_mode(args: argparse.Namespace, mode: str, held_items: list[Item], rounds
     held = embedded(held_items)
     rows = []
 
-    def report(round_: int, collected: int, clicks: str, steps: str, seconds: str) -> None:
+    def report(round_: int, collected: int, clicks: str, steps: str, seconds: str, rate: str, peak: str) -> None:
         m = evaluate(model, held, max_clicks=args.max_clicks)
         rows.append(
-            f"| {mode} | {round_} | {collected} | {clicks} | {steps} | {seconds} | {m['noc85']:.2f} "
-            f"| {m['noc90']:.2f} | {m['miou_1pt']:.3f} | {m['miou_at_3']:.3f} |"
+            f"| {mode} | {round_} | {collected} | {clicks} | {steps} | {seconds} | {rate} | {peak} "
+            f"| {m['noc85']:.2f} | {m['noc90']:.2f} | {m['miou_1pt']:.3f} | {m['miou_at_3']:.3f} |"
         )
         print(rows[-1], file=sys.stderr, flush=True)
 
-    report(0, 0, "–", "–", "–")
+    report(0, 0, "–", "–", "–", "–", "–")
     collected: list[MaskSample | ImageSample] = []
     for r, items in enumerate(rounds, start=1):
         t = time.perf_counter()
@@ -179,10 +193,18 @@ def run_mode(args: argparse.Namespace, mode: str, held_items: list[Item], rounds
             images = image_samples_of(items, args.max_side)
             collected += [ImageSample(s.image, s.original_size, s.input_size, m) for s, m in zip(images, masks)]
         config = round_config(args, mode, len(collected))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(model.device)
+        t_train = time.perf_counter()
         train_round(model, collected, config)
+        if cuda:
+            torch.cuda.synchronize(model.device)
+        # Masks trained on per second: with a trained encoder each is one encoder pass of its image.
+        rate = f"{config.steps * config.batch_size / (time.perf_counter() - t_train):.2f}"
+        peak = f"{torch.cuda.max_memory_allocated(model.device) / 2**30:.1f}" if cuda else "–"
         held = held if frozen else embedded(held_items)  # a trained encoder: new held-out embeddings
         seconds = f"{time.perf_counter() - t:.0f}"
-        report(r, len(collected), f"{clicks:.1f}", str(config.steps), seconds)
+        report(r, len(collected), f"{clicks:.1f}", str(config.steps), seconds, rate, peak)
     return rows
 
 
@@ -244,12 +266,16 @@ def main() -> None:
         "--focal-weight",
         type=float,
         default=1.0,
-        help="focal : dice weight; the paper's 20 : 1 collapses refinement here (see above)",
+        help="focal : dice weight (the product's round default and the paper's: 20 : 1)",
     )
     parser.add_argument("--dice-weight", type=float, default=1.0)
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--max-side", type=int, default=480, help="downscale images (masks, clicks) to this side")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="initial weights (e.g. sam_vit_b_01ec64.pth)")
+    parser.add_argument(
+        "--device", default="cpu", help="cuda: train with bfloat16 autocast and activation checkpointing"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/dataengine-engine-loop"))
     args = parser.parse_args()
 
@@ -260,16 +286,20 @@ def main() -> None:
     rounds = [pool[r * args.images_per_round : (r + 1) * args.images_per_round] for r in range(args.rounds)]
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     header = (
-        "| encoder | round | masks collected | annotator clicks/mask | train steps | round s | NoC@85 | NoC@90 "
-        "| 1-point mIoU | mIoU@3 clicks |"
+        "| encoder | round | masks collected | annotator clicks/mask | train steps | round s | train masks/s "
+        "| peak GPU GiB | NoC@85 | NoC@90 | 1-point mIoU | mIoU@3 clicks |"
     )
-    rows = [header, "|" + "---|" * 10]
+    rows = [header, "|" + "---|" * 12]
     modes = ["frozen"] + ([args.train_image_encoder] if args.train_image_encoder else [])
     for mode in modes:
         rows += run_mode(args, mode, held_items, rounds)
+    weights = f"checkpoint {args.checkpoint.name}" if args.checkpoint else f"seed {args.seed}, random weights"
+    cuda = torch.device(args.device).type == "cuda"
     print(
-        f"\n{args.model} (seed {args.seed}, random weights), DAVIS-345 split by sequence, held-out "
-        f"{len(held_items)} frames; batch {args.batch_size}, lr {args.lr}, focal : dice {args.focal_weight:g} : "
+        f"\n{args.model} ({weights}) on {args.device}"
+        f"{' (bfloat16 autocast, activation checkpointing)' if cuda else ''}, DAVIS-345 split by sequence, held-out "
+        f"{len(held_items)} frames, max {args.max_clicks} clicks; {args.rounds} rounds of {args.images_per_round} "
+        f"images; batch {args.batch_size}, lr {args.lr}, focal : dice {args.focal_weight:g} : "
         f"{args.dice_weight:g}, {args.clicks_per_sample} clicks + {args.no_point_rounds} no-point rounds per "
         f"session, lr cut tenfold after {args.lr_decay_at:.0%} of each round's steps; each round continued from "
         f"the previous round's weights; 'round s' = annotate + train + re-embed (a trained encoder) seconds\n"
