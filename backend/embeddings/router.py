@@ -117,14 +117,17 @@ def _serving(
         return active, stored
     version = db.get(ModelVersion, pinned)
     row = _stored(db, storage, image.id, pinned) if stored is None else None
-    usable = version is not None and version.status == ModelStatus.ready and version.project_id in (None, project.id)
-    if not usable or row is None:
+    if (
+        version is None
+        or row is None
+        or version.status != ModelStatus.ready
+        or version.project_id not in (None, project.id)
+    ):
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
             detail=f"model version {pinned} is not the project's active one ({active.id})"
             + ("" if stored is not None else " and has no stored embedding of this image"),
         )
-    assert version is not None  # usable
     return version, row
 
 
