@@ -111,7 +111,12 @@ def test_round_form_sends_the_encoder_mode_and_start_from(live_server, page):
             architecture="vit_h",
             origin=ModelOrigin.trained,
             artifacts={},
-            metrics={"held_out": HELD_OUT, "architecture_change": {"from": "vit_t", "from_id": parent, "to": "vit_h"}},
+            metrics={
+                "held_out": HELD_OUT,
+                "parent_held_out": PARENT,
+                "active_held_out": {**PARENT, "miou_1pt": 0.5},
+                "architecture_change": {"from": "vit_t", "from_id": parent, "to": "vit_h"},
+            },
             hyperparameters={"steps": 50, "encoder_mode": "lora", "lora_rank": 4},
         )
         db.add(lora)
@@ -125,6 +130,9 @@ def test_round_form_sends_the_encoder_mode_and_start_from(live_server, page):
     page.wait_for_selector(row, timeout=30_000)
     assert page.text_content(f"{row} [data-trained]") == "whole model (LoRA rank 4)"
     assert page.text_content(f"{row} [data-architecture-change]") == "vit_t → vit_h"
+    assert "serving at the round's start (what auto-promotion compares with): 0.500" in page.get_attribute(
+        f"{row} [data-metric='miou_1pt']", "title"
+    )
 
     assert page.is_hidden("input[name=encoder_last_k]") and page.is_hidden("input[name=lora_rank]")
     page.select_option("select[name=encoder_mode]", "last_k")

@@ -15,6 +15,8 @@ export type Metrics = Record<string, number>;
 interface VersionMetrics {
   held_out?: Metrics;
   parent_held_out?: Metrics;
+  /** The version serving the project when the round started, on the same images, when it is not the parent. */
+  active_held_out?: Metrics;
   final_loss?: number | null;
   training_seconds?: number;
   architecture_change?: { from: string; from_id: number; to: string };

@@ -67,7 +67,7 @@ function architectureCell(v: ModelVersionRow): HTMLElement {
     `${change.from} → ${change.to}`);
 }
 
-function metricCell(m: Metrics | undefined, parent: Metrics | undefined, key: string, lowerIsBetter: boolean): HTMLElement {
+function metricCell(m: Metrics | undefined, parent: Metrics | undefined, key: string, lowerIsBetter: boolean, active?: Metrics): HTMLElement {
   const value = m?.[key];
   if (value === undefined) return h("td", {}, "–");
   const digits = key.startsWith("noc") ? 2 : 3;
@@ -76,7 +76,10 @@ function metricCell(m: Metrics | undefined, parent: Metrics | undefined, key: st
   const delta = value - base;
   const good = lowerIsBetter ? delta < 0 : delta > 0;
   const cls = Math.abs(delta) < 1e-9 ? "" : good ? "better" : "worse";
-  return h("td", { "data-metric": key, title: `parent on the same held-out images: ${base.toFixed(digits)}` },
+  const serving = active?.[key];
+  const title = `parent on the same held-out images: ${base.toFixed(digits)}`
+    + (serving === undefined ? "" : `; the version serving at the round's start (what auto-promotion compares with): ${serving.toFixed(digits)}`);
+  return h("td", { "data-metric": key, title },
     value.toFixed(digits), " ", h("span", { class: cls }, `(${delta >= 0 ? "+" : ""}${delta.toFixed(digits)})`));
 }
 
@@ -193,7 +196,7 @@ export async function modelsPage(root: HTMLElement, params: Record<string, strin
       h("td", {}, `#${v.id} ${v.name}`), h("td", {}, v.origin), architectureCell(v),
       h("td", { "data-trained": v.hyperparameters?.encoder_mode ?? "" }, trainedText(v)),
       h("td", {}, v.parent_id === null ? "–" : `#${v.parent_id}${byId.has(v.parent_id) ? "" : " (gone)"}`),
-      ...METRICS.map(([key, , lower]) => metricCell(held, parentHeld, key, lower)),
+      ...METRICS.map(([key, , lower]) => metricCell(held, parentHeld, key, lower, v.metrics.active_held_out)),
       h("td", {}, v.data_snapshot ? String(v.data_snapshot.masks ?? "") : "–"),
       h("td", {}, button));
   };
