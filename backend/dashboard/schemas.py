@@ -90,11 +90,14 @@ class ModelVersionStats(BaseModel):
 
 
 class EmbeddingCoverageOut(BaseModel):
-    """How many of the project's images have an embedding of the serving (active) version; the others
-    are served with the previous version's embedding while `job` (its embed job) is queued or running."""
+    """How many of the project's images have an embedding of the serving (active) version while `job`
+    (its embed job) is queued or running; until the job reaches them, the others are served with the
+    previous version's embedding. `embedded` is counted only while the job is pending (None otherwise):
+    the count walks the project's images, and the summary's other figures are rollups whose cost does
+    not grow with the project."""
 
     model_version_id: int | None  # the active version; None before the project's first use of a model
-    embedded: int
+    embedded: int | None
     images: int
     job: JobOut | None  # the queued or running embed job of that version
 

@@ -266,22 +266,22 @@ def embedded_count(project_id: int, version_id: int) -> Select[int]:
 
 
 def embedding_coverage(db: Session, project: Project) -> EmbeddingCoverageOut:
-    """The project's images with an embedding of its active version, out of all its images, and that
-    version's pending embed job: one indexed COUNT (`embedded_count`); the image total is the
-    `image_stats` rollup."""
+    """The project's images and, while the active version's embed job is pending (a re-embedding after
+    a promotion, or new images being embedded), that job and how many images the version has embedded
+    so far (`embedded_count`, the one figure of the summary whose cost grows with the project, so it is
+    counted only then); the image total is the `image_stats` rollup."""
     images = int(
         db.scalar(select(func.coalesce(func.sum(ImageStat.images), 0)).where(ImageStat.project_id == project.id)) or 0
     )
     version_id = project.active_model_version_id
-    if version_id is None:
-        return EmbeddingCoverageOut(model_version_id=None, embedded=0, images=images, job=None)
-    embedded = db.scalar(embedded_count(project.id, version_id))
-    job = pending_embed_job(db, project.id, version_id)
+    job = pending_embed_job(db, project.id, version_id) if version_id is not None else None
+    if job is None:
+        return EmbeddingCoverageOut(model_version_id=version_id, embedded=None, images=images, job=None)
     return EmbeddingCoverageOut(
         model_version_id=version_id,
-        embedded=int(embedded or 0),
+        embedded=int(db.scalar(embedded_count(project.id, job.params["model_version_id"])) or 0),
         images=images,
-        job=JobOut.model_validate(job) if job is not None else None,
+        job=JobOut.model_validate(job),
     )
 
 

@@ -112,7 +112,7 @@ def test_promoting_a_new_encoder_re_embeds_and_never_mixes_versions(
     assert on_demand[0] == b.id and on_demand[1] != before[image_ids[2]][1]
     assert _served(client, manager_headers, image_ids[2]) == on_demand
 
-    # The dashboard: coverage of the serving model and its job.
+    # The dashboard: coverage of the serving model while its job is pending.
     coverage = client.get(f"/api/projects/{project.id}/dashboard", headers=manager_headers).json()["embeddings"]
     assert coverage["model_version_id"] == b.id and (coverage["embedded"], coverage["images"]) == (2, 3)
     assert coverage["job"]["id"] == job["id"] and coverage["job"]["status"] == "queued"
@@ -127,7 +127,7 @@ def test_promoting_a_new_encoder_re_embeds_and_never_mixes_versions(
         assert _get(client, manager_headers, image_id, model_version=a_id).status_code == 409
     assert _get(client, {**manager_headers, "If-None-Match": fallback.headers["etag"]}, image_ids[1]).status_code == 200
     coverage = client.get(f"/api/projects/{project.id}/dashboard", headers=manager_headers).json()["embeddings"]
-    assert (coverage["embedded"], coverage["images"], coverage["job"]) == (3, 3, None)
+    assert (coverage["embedded"], coverage["images"], coverage["job"]) == (None, 3, None)  # counted only while pending
 
 
 def test_without_a_pending_job_the_active_version_answers(
@@ -171,7 +171,7 @@ def test_a_version_with_the_same_encoder_reuses_embeddings(client, db, project, 
     assert body["embed_job"] is None and body["embeddings_reused"] == 2
     assert {_served(client, manager_headers, image_id)[0] for image_id in image_ids} == {twin.id}
     coverage = client.get(f"/api/projects/{project.id}/dashboard", headers=manager_headers).json()["embeddings"]
-    assert coverage == {"model_version_id": twin.id, "embedded": 2, "images": 2, "job": None}
+    assert coverage == {"model_version_id": twin.id, "embedded": None, "images": 2, "job": None}
 
 
 def test_dashboard_rounds_show_whole_model_and_architecture_change(client, db, project, manager_headers):
@@ -203,7 +203,7 @@ def test_dashboard_rounds_show_whole_model_and_architecture_change(client, db, p
     shown = {m["name"]: (m["encoder_trained"], m["architecture_change"]) for m in models}
     assert shown == {"decoder round": (False, None), "old round": (False, None), "scaled up": (True, "vit_b → vit_h")}
     coverage = client.get(f"/api/projects/{project.id}/dashboard", headers=manager_headers).json()["embeddings"]
-    assert coverage == {"model_version_id": None, "embedded": 0, "images": 0, "job": None}
+    assert coverage == {"model_version_id": None, "embedded": None, "images": 0, "job": None}
 
 
 def test_coverage_count_uses_indexes(db):

@@ -48,11 +48,11 @@ function table<T>(name: string, rows: T[], columns: [string, (row: T) => string]
 }
 
 /**
- * "Embedded with the serving model: x / N" and, while the serving version's embed job is pending (after
- * promoting a version with a new image encoder), that job's progress bar. Images not embedded yet are
- * annotated with the previous version (its embedding and its decoder) until the job reaches them.
- * `update` takes the polled jobs; when the job is no longer among the pending ones, `refresh` re-reads
- * the figures once.
+ * While the serving version's embed job is pending (after promoting a version with a new image encoder,
+ * or embedding new images): "Embedded with the serving model: x / N" and that job's progress bar; hidden
+ * otherwise (the server counts only then). Images not embedded yet are annotated with the previous
+ * version (its embedding and its decoder) until the job reaches them. `update` takes the polled jobs;
+ * when the job is no longer among the pending ones, `refresh` re-reads the figures once.
  */
 function coveragePanel(d: Dashboard, refresh: () => Promise<Dashboard>): { element: HTMLElement; update: (jobs: Job[]) => void } {
   const count = h("strong", { "data-figure": "embedded" });
@@ -62,7 +62,8 @@ function coveragePanel(d: Dashboard, refresh: () => Promise<Dashboard>): { eleme
     h("div", {}, "Embedded with the serving model: ", count), bar, note);
   let pendingJob: number | null = null;
   const show = (coverage: Dashboard["embeddings"], job: Job | null) => {
-    count.textContent = `${coverage.embedded} / ${coverage.images}`;
+    element.hidden = job === null;
+    count.textContent = `${coverage.embedded ?? "–"} / ${coverage.images}`;
     element.dataset.modelVersion = String(coverage.model_version_id ?? "");
     pendingJob = job?.id ?? null;
     bar.hidden = job === null;
