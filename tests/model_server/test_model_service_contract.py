@@ -14,7 +14,6 @@ image) and ONNX export, a few of each per implementation.
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from model_server.service.in_process import InProcessModelService
 from model_server.service.server import create_app
 from model_server.service.wire import decode_int8
 from model_server.storage.local import LocalStorage
+from tests.ports import free_port
 
 IMPLEMENTATIONS = ["in_process", "http"]
 IMAGES = ("images/ab/first.png", "images/cd/second.jpg")
@@ -135,19 +135,13 @@ def _object_mask() -> np.ndarray:
     return mask
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Server:
     """A real uvicorn server on 127.0.0.1 in a thread (same process: the same torch threads, so the
     same floating-point results as in process)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
         )
@@ -480,7 +474,7 @@ def test_export_decoders(env):
 
 
 def test_service_down_is_a_clear_error_after_retries(envs):
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     down = HttpModelService(url, retries=2, backoff_s=0.01)
     started = time.monotonic()
     with pytest.raises(api.ModelServiceError, match=f"model service at {url} is unreachable \\(3 attempts\\)"):
