@@ -42,6 +42,7 @@ checkpoint left off, on any model service; it is removed when the round ends.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -90,12 +91,14 @@ class _Reporter:
     """Live training progress on the job row, and the cancel flag read back from it.
 
     Writes at most every `REPORT_SECONDS` (and at the last step) so a fast step loop does not
-    hammer the database; reading the cancel flag is rate-limited the same way.
+    hammer the database; reading the cancel flag is rate-limited the same way. A requeued job's
+    delivery continues the `curve` of the earlier one from the step its checkpoint resumes at.
+    A non-finite loss (a diverging round) is written as null: JSON (PostgreSQL's) has no NaN.
     """
 
-    def __init__(self, ctx: JobContext, total_steps: int) -> None:
+    def __init__(self, ctx: JobContext, total_steps: int, curve: list[list[Any]]) -> None:
         self.ctx, self.total = ctx, total_steps
-        self.curve: list[list[float]] = []
+        self.curve: list[list[Any]] = [list(point) for point in curve]
         self.stride = 1
         self.first_step: int | None = None
         self.started = time.monotonic()
@@ -109,9 +112,10 @@ class _Reporter:
         now = time.monotonic()
         if self.first_step is None:  # a resumed run starts past step 1
             self.first_step = step - 1
+            self.curve = [point for point in self.curve if point[0] < step]
         self.step, self.loss = step, float(loss)
         if step % self.stride == 0:
-            self.curve.append([step, round(self.loss, 6)])
+            self.curve.append([step, _finite(round(self.loss, 6))])
             if len(self.curve) > MAX_CURVE_POINTS:
                 self.curve, self.stride = self.curve[::2], self.stride * 2
         done_here = step - self.first_step
@@ -119,6 +123,15 @@ class _Reporter:
         if now - self.last_write >= REPORT_SECONDS or step == total:
             self.last_write = now
             self.write(now)
+
+    def finish(self, outcome: TrainOutcome) -> None:
+        """The last write of training. A delivery that resumed after the last step trained none: it
+        reports the steps done and the earlier delivery's last loss."""
+        if self.first_step is None:
+            self.step = outcome.steps_done
+            losses = [point[1] for point in self.curve if point[1] is not None] or outcome.losses
+            self.loss = float(losses[-1]) if losses else float("nan")
+        self.write(time.monotonic())
 
     def write(self, now: float) -> None:
         eta = f", about {self.eta:.0f} s left" if self.eta is not None else ""
@@ -130,7 +143,7 @@ class _Reporter:
             message,
             step=self.step,
             total_steps=self.total,
-            loss=self.loss,
+            loss=_finite(self.loss),
             eta_seconds=self.eta,
             loss_curve=self.curve,
         )
@@ -144,6 +157,10 @@ class _Reporter:
             self.cancelled = db.scalar(select(Job.status).where(Job.id == self.ctx.job_id)) == JobStatus.cancelled
             db.commit()  # end the read transaction (PostgreSQL would otherwise keep its snapshot)
         return self.cancelled
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _report(ctx: JobContext, fraction: float, message: str, **result: Any) -> bool:
@@ -254,9 +271,10 @@ def _train_and_register(
         dataset.load_samples(db, storage, client, active, snapshot.held_out) if active.id != parent.id else None
     )
 
-    reporter = _Reporter(ctx, params.steps)
+    earlier = (ctx.job().result or {}).get("loss_curve") or []  # this job's previous delivery, if requeued
+    reporter = _Reporter(ctx, params.steps, earlier)
     if not _report(
-        ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps, loss_curve=[]
+        ctx, TRAIN_START, f"training on {len(train)} masks", step=0, total_steps=params.steps, loss_curve=earlier
     ):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
     prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
@@ -280,7 +298,7 @@ def _train_and_register(
         if outcome.stopped_early or outcome.info is None:
             storage.delete_prefix(work_prefix)
             raise JobCancelled(f"job {ctx.job_id} was cancelled at step {outcome.steps_done}")
-        reporter.write(time.monotonic())
+        reporter.finish(outcome)
         new_ref = ModelRef(parent.architecture, checkpoint, outcome.info.sha256)
         new_held_out = held_out
         if params.trains_encoder:

@@ -9,18 +9,22 @@ the change; bad parameters are a 422."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from backend.clients import model_server
+from backend.jobs import service as jobs
+from backend.jobs.runner import run_job
 from backend.model_versions.service import record_info
 from backend.projects.service import create_project
 from backend.retraining import tasks
+from backend.retraining.schemas import RetrainParams
 from backend.storage import storage_for
 from backend.tables import Embedding, Job, ModelVersion, Project
-from backend.tables.enums import ModelOrigin, ModelStatus
+from backend.tables.enums import JobStatus, ModelOrigin, ModelStatus
 from backend.worker import celery_app
 from tests.backend.retraining_helpers import TINY, add_ml_engineer, images_with_masks
 
@@ -150,6 +154,67 @@ def test_whole_model_round_changes_the_encoder_and_evaluates_with_its_embeddings
     assert [v["hyperparameters"]["encoder_mode"] for v in listed if v["id"] == new.id] == ["full"]
 
 
+class WorkerLost(BaseException):
+    """The worker process dying mid-round: no handler of the round or the job runner sees it."""
+
+
+def test_a_requeued_encoder_round_resumes_from_its_work_prefix(
+    client, db, settings, project, ml, manager_headers, data_root, vit_test, monkeypatch
+):
+    images_with_masks(client, manager_headers, project.id, data_root, 2)
+    params = RetrainParams(**WHOLE).model_dump()
+    inputs = {"model_version_id": vit_test.id, "active_model_version_id": vit_test.id, "mask_watermark": 0}
+    job = jobs.create_job(db, "train", project.id, None, params={**inputs, "params": params})
+    db.commit()
+    trained: list[str] = []  # sha256 of the weights each delivery evaluates first
+    steps: list[int] = []  # training steps each delivery reported
+    real = tasks.model_service
+
+    class DiesAfterTraining:
+        def __init__(self, service: Any) -> None:
+            self.service = service
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.service, name)
+
+        def retrain(self, model, samples, config, out_key, *, progress, **kwargs):
+            def count(step: int, total: int, loss: float) -> None:
+                steps.append(step)
+                progress(step, total, loss)
+
+            return self.service.retrain(model, samples, config, out_key, progress=count, **kwargs)
+
+        def evaluate(self, model, samples, **kwargs):
+            if not trained:
+                trained.append(model.sha256)
+                raise WorkerLost
+            return self.service.evaluate(model, samples, **kwargs)
+
+    monkeypatch.setattr(tasks, "model_service", lambda settings, storage: DiesAfterTraining(real(settings, storage)))
+    with pytest.raises(WorkerLost):
+        run_job(job.id, tasks.run_round, settings)
+    assert steps == [1, 2] and list(storage_for(settings).list(f"training/job-{job.id}/"))
+    db.expire_all()
+    assert db.get_one(Job, job.id).status == JobStatus.running  # until the sweep sees its heartbeat stop
+
+    celery_app.configure(settings, eager=True)  # the sweep's requeue runs the round again right here
+    try:
+        assert jobs.sweep_stale_jobs(db, stale_after=timedelta(0)) == [(job.id, "requeued")]
+    finally:
+        celery_app.configure(settings, eager=False)
+    db.expire_all()
+    done = db.get_one(Job, job.id)
+    assert done.status == JobStatus.succeeded and done.attempts == 2, done.error
+    assert steps == [1, 2]  # the second delivery resumed after the last checkpointed step
+    result = done.result
+    assert result["step"] == 2 and [point[0] for point in result["loss_curve"]] == [1, 2]
+    assert result["loss"] == result["loss_curve"][-1][1] is not None  # the first delivery's, not NaN
+    (version,) = db.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)).all()
+    assert version.id == done.result["new_model_version_id"] and version.sha256 == trained[0]
+    assert version.encoder_sha256 != vit_test.encoder_sha256
+    assert list(storage_for(settings).list(f"training/job-{job.id}/")) == []
+
+
 @pytest.mark.parametrize("allow_cpu", [False])
 def test_encoder_round_on_a_cpu_fails_with_a_clear_message_unless_allowed(
     client, db, settings, eager, project, ml, manager_headers, data_root, vit_test
@@ -159,6 +224,7 @@ def test_encoder_round_on_a_cpu_fails_with_a_clear_message_unless_allowed(
     job = _round(client, ml, project.id, {**WHOLE, "encoder_mode": "last_k", "encoder_last_k": 1})
     assert job["status"] == "failed", job
     assert "CPU" in job["error"] and "frozen" in job["error"], job["error"]
+    assert "DATAENGINE_ALLOW_CPU_ENCODER_TRAINING" in job["error"]
     db.expire_all()
     assert db.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)).all() == []
     assert list(storage_for(settings).list(f"models/projects/{project.id}/")) == []
