@@ -1484,14 +1484,17 @@ export interface components {
         };
         /**
          * EmbeddingCoverageOut
-         * @description How many of the project's images have an embedding of the serving (active) version; the others
-         *     are served with the previous version's embedding while `job` (its embed job) is queued or running.
+         * @description How many of the project's images have an embedding of the serving (active) version while `job`
+         *     (its embed job) is queued or running; until the job reaches them, the others are served with the
+         *     previous version's embedding. `embedded` is counted only while the job is pending (None otherwise):
+         *     the count walks the project's images, and the summary's other figures are rollups whose cost does
+         *     not grow with the project.
          */
         EmbeddingCoverageOut: {
             /** Model Version Id */
             model_version_id: number | null;
             /** Embedded */
-            embedded: number;
+            embedded: number | null;
             /** Images */
             images: number;
             job: components["schemas"]["JobOut"] | null;
