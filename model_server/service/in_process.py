@@ -12,12 +12,10 @@ the two give the same results by construction.
   an image whose embedding object exists is not computed again.
 * Long operations call `progress` and poll `should_stop`: the detector and evaluation raise
   `api.OperationCancelled`; retraining returns an outcome with ``stopped_early`` and writes no model.
-* Retraining trains the decoder side on stored embeddings (`api.MaskSample`, encoder_mode "frozen")
-  or the image encoder too on the stored images (`api.ImageMaskSample`, read as `embed` reads them),
-  in this process or, with ``train_processes`` > 1, in that many DDP processes under torchrun
-  (`training.distributed`; progress is rank 0's progress file, polled, so it may skip steps). The
-  run's checkpoints go to ``work_prefix`` in storage either way, so a rerun resumes on any service
-  with any process count.
+* `retrain` runs a round through `retraining` (its paths: decoder only or with the image encoder,
+  here or under torchrun, resumable from storage) and stores the trained model as `create_untrained`
+  stores a new one.
+* The api's samples are read from storage by `stored_samples`.
 """
 
 from __future__ import annotations
@@ -31,10 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from model_server import api
-from model_server.service import stored, wire
+from model_server.service import retraining, stored, stored_samples, wire
 from model_server.service.embedding_file import embedding_bytes
 from model_server.service.embedding_model import EmbeddingModel, pick_device
 from model_server.service.weights import (
@@ -104,14 +100,7 @@ class InProcessModelService:
         from model_server.sam.build import build_sam
 
         _check_architecture(architecture)
-        model = build_sam(architecture, seed=UNTRAINED_SEED)
-        with self._work_file(".pth") as tmp:
-            sha = save_model_checkpoint(model, tmp)
-            with tmp.open("rb") as f:
-                self.storage.put_stream(checkpoint_key, f)
-            os.replace(tmp, self._cached(sha))
-        self._encoders[sha] = encoder_sha256(model.image_encoder)
-        return api.ModelInfo(architecture, sha, self._encoders[sha])
+        return self._store_model(architecture, build_sam(architecture, seed=UNTRAINED_SEED), checkpoint_key)
 
     def describe(self, architecture: str, checkpoint_key: str) -> api.ModelInfo:
         from model_server.sam.build import build_sam
@@ -222,7 +211,10 @@ class InProcessModelService:
 
         self._checkpoint(model)  # the embeddings are this model's: refuse other weights early
         detector, metrics = train_detector(
-            self._detection_samples(samples), dict(config), progress=progress, should_stop=should_stop
+            stored_samples.detection_samples(self.storage, samples),
+            dict(config),
+            progress=progress,
+            should_stop=should_stop,
         )
         if metrics["stopped_early"]:
             raise api.OperationCancelled("detector training was stopped; nothing was written")
@@ -237,7 +229,9 @@ class InProcessModelService:
         from model_server.detector import evaluate_detector
 
         detector = self._detector(detector_key)
-        return evaluate_detector(detector, self._detection_samples(samples), score_thresh=score_thresh)
+        return evaluate_detector(
+            detector, stored_samples.detection_samples(self.storage, samples), score_thresh=score_thresh
+        )
 
     # -- SAM's decoder: retraining and evaluation ----------------------------------------------------
 
@@ -252,118 +246,29 @@ class InProcessModelService:
         progress: api.TrainProgress | None = None,
         should_stop: api.ShouldStop | None = None,
     ) -> api.TrainOutcome:
-        from model_server.sam.build import build_sam
-
-        train_config = self._train_config(config)
-        if train_config.trains_encoder:
-            train_samples: list[Any] = self._image_samples(samples, train_config.encoder_mode)
-        else:
-            train_samples = self._mask_samples(_frozen_samples(samples))
-        checkpoint = self._checkpoint(model)
-        # Several processes train on their own devices: here the model is only written out and saved.
-        device = self.device if self.train_processes == 1 else "cpu"
-        sam = build_sam(model.architecture, checkpoint=checkpoint, device=device)
-        with tempfile.TemporaryDirectory(dir=self.cache_dir) as work:
-            state = _WorkState(self.storage, work_prefix, Path(work) / "checkpoints")
-            state.restore()
-            if self.train_processes > 1:
-                sam, result = self._train_distributed(
-                    model.architecture,
-                    sam,
-                    train_samples,
-                    train_config,
-                    state,
-                    Path(work) / "job",
-                    progress,
-                    should_stop,
-                )
-            else:
-                result = self._train_here(sam, train_samples, train_config, state, progress, should_stop)
-            state.sync()
-        info = None
-        if not result.stopped_early:
-            with self._work_file(".pth") as tmp:
-                sha = save_model_checkpoint(sam, tmp)
-                with tmp.open("rb") as f:
-                    self.storage.put_stream(out_key, f)
-                os.replace(tmp, self._cached(sha))
-            # The trained model's own encoder: a new identity when the round trained the encoder.
-            self._encoders[sha] = encoder_sha256(sam.image_encoder)
-            info = api.ModelInfo(model.architecture, sha, self._encoders[sha])
+        train_config = retraining.train_config(config, self.device, self.train_processes)
+        train_samples = retraining.train_samples(self.storage, samples, train_config)
+        sam, result = retraining.train(
+            model.architecture,
+            self._checkpoint(model),
+            train_samples,
+            train_config,
+            storage=self.storage,
+            device=self.device,
+            processes=self.train_processes,
+            work_dir=self.cache_dir,
+            work_prefix=work_prefix,
+            progress=progress,
+            should_stop=should_stop,
+        )
+        # The trained model's own encoder: a new identity when the round trained the encoder.
+        info = None if result.stopped_early else self._store_model(model.architecture, sam, out_key)
         return api.TrainOutcome(
             steps_done=int(result.steps_done),
             losses=[float(v) for v in result.losses],
             stopped_early=bool(result.stopped_early),
             info=info,
         )
-
-    def _train_config(self, config: Mapping[str, Any]) -> Any:
-        """The round's `TrainConfig`; ValueError for unknown fields, bad values, an effective batch
-        that does not split over the training processes, or encoder training on a CPU unasked."""
-        from model_server.training import TrainConfig
-
-        if not isinstance(config, Mapping):
-            raise ValueError(f"training config must be an object, got {config!r}")
-        try:
-            train_config = TrainConfig(**config)
-        except TypeError as error:
-            raise ValueError(f"training config: {error}") from None
-        train_config.micro_batch(self.train_processes)
-        if train_config.trains_encoder and self.device.type != "cuda" and not train_config.allow_cpu_encoder_training:
-            raise ValueError(
-                f"encoder_mode {train_config.encoder_mode!r} trains the image encoder, and this model service "
-                f"runs on a CPU ({self.device}), where that takes days for a real encoder: run the round on a "
-                "model service with a GPU, or train the decoder only (encoder_mode 'frozen'); tests with the "
-                "tiny vit_test encoder set allow_cpu_encoder_training (the backend's "
-                "DATAENGINE_ALLOW_CPU_ENCODER_TRAINING)"
-            )
-        return train_config
-
-    def _train_here(
-        self,
-        sam: Any,
-        samples: list[Any],
-        config: Any,
-        state: _WorkState,
-        progress: api.TrainProgress | None,
-        should_stop: api.ShouldStop | None,
-    ) -> Any:
-        """One process: `train_round` in this thread, each new checkpoint written to the work prefix."""
-        from model_server.training import train_round
-
-        def report(step: int, total: int, loss: float) -> None:
-            state.sync()
-            if progress is not None:
-                progress(step, total, loss)
-
-        return train_round(sam, samples, config, checkpoint_dir=state.folder, progress=report, should_stop=should_stop)
-
-    def _train_distributed(
-        self,
-        architecture: str,
-        sam: Any,
-        samples: list[Any],
-        config: Any,
-        state: _WorkState,
-        job: Path,
-        progress: api.TrainProgress | None,
-        should_stop: api.ShouldStop | None,
-    ) -> tuple[Any, Any]:
-        """`train_processes` processes under torchrun (DDP, one GPU each); the trained model (on the CPU).
-
-        Progress is what rank 0 last wrote to the job's progress file, read while the processes
-        run (coarse: steps between two polls are reported once, by the newest); a stop request
-        becomes the job's stop file (`distributed.request_stop`)."""
-        from model_server.training.distributed import launch, write_job
-
-        write_job(job, architecture, sam, samples, config, state.folder)
-
-        def report(step: int, total: int, loss: float) -> None:
-            state.sync()
-            if progress is not None:
-                progress(step, total, loss)
-
-        return launch(job, self.train_processes, progress=report, should_stop=should_stop)
 
     def evaluate(
         self,
@@ -376,7 +281,7 @@ class InProcessModelService:
     ) -> dict[str, float]:
         from model_server.evaluation import evaluate
 
-        masks = self._mask_samples(samples)
+        masks = stored_samples.mask_samples(self.storage, samples)
         sam = self._model(model).sam
 
         def report(done: int, total: int) -> None:
@@ -404,6 +309,16 @@ class InProcessModelService:
 
     def _cached(self, sha: str) -> Path:
         return self.cache_dir / f"{sha}.pth"
+
+    def _store_model(self, architecture: str, sam: Any, key: str) -> api.ModelInfo:
+        """Write `sam` to storage at `key` and to the local cache (by sha256), noting its encoder's identity."""
+        with self._work_file(".pth") as tmp:
+            sha = save_model_checkpoint(sam, tmp)
+            with tmp.open("rb") as f:
+                self.storage.put_stream(key, f)
+            os.replace(tmp, self._cached(sha))
+        self._encoders[sha] = encoder_sha256(sam.image_encoder)
+        return api.ModelInfo(architecture, sha, self._encoders[sha])
 
     @contextmanager
     def _work_file(self, suffix: str):
@@ -473,145 +388,6 @@ class InProcessModelService:
                 return Detector.load(tmp)
             except ValueError as error:
                 raise ValueError(str(error).replace(str(tmp), repr(key))) from None
-
-    def _detection_samples(self, samples: Sequence[api.DetectorSample]) -> list[tuple[Any, Any, Any, Any]]:
-        embeddings = _EmbeddingReader(self.storage)
-        out = []
-        for sample in samples:
-            values, original, inner = embeddings.read(sample.embedding.key)
-            out.append((values, original, inner, np.asarray(sample.boxes, dtype=np.float32).reshape(-1, 4)))
-        return out
-
-    def _mask_samples(self, samples: Sequence[api.MaskSample]) -> list[Any]:
-        from model_server.samples import MaskSample
-
-        if not samples:
-            raise ValueError("no samples given")
-        embeddings = _EmbeddingReader(self.storage)
-        out = []
-        for i, sample in enumerate(samples):
-            values, original, inner = embeddings.read(sample.embedding.key)
-            mask = _decode_rle(sample.rle, i)
-            try:
-                out.append(MaskSample(values, original, inner, mask))
-            except ValueError as error:
-                raise ValueError(f"sample {i}: {error}") from None
-        return out
-
-    def _image_samples(self, samples: Sequence[Any], mode: str) -> list[Any]:
-        """`training.ImageSample`s of `api.ImageMaskSample`s: each stored image read once (as `embed`
-        reads it, EXIF orientation applied) and resized into the 1024 frame once, shared by its masks."""
-        from model_server.training import ImageSample
-        from model_server.transforms import resize_longest_side
-
-        if not samples:
-            raise ValueError("no samples given")
-        resized: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
-        out = []
-        for i, sample in enumerate(samples):
-            if not isinstance(sample, api.ImageMaskSample):
-                raise ValueError(
-                    f"encoder_mode {mode!r} trains the image encoder on the images: every sample must be an "
-                    f"ImageMaskSample (image_key, rle), but sample {i} is a {type(sample).__name__}"
-                )
-            if not isinstance(sample.image_key, str):
-                raise ValueError(f"sample {i}: image_key must be a storage key, got {sample.image_key!r}")
-            if sample.image_key not in resized:
-                image = stored.read_image(self.storage, sample.image_key)
-                resized[sample.image_key] = (resize_longest_side(image), (image.shape[0], image.shape[1]))
-            pixels, original = resized[sample.image_key]
-            mask = _decode_rle(sample.rle, i)
-            if mask.shape != original:
-                raise ValueError(
-                    f"sample {i}: mask of {mask.shape[0]}x{mask.shape[1]} does not match image "
-                    f"{sample.image_key!r} of {original[0]}x{original[1]}"
-                )
-            try:
-                out.append(ImageSample(pixels, original, pixels.shape[:2], mask))
-            except ValueError as error:
-                raise ValueError(f"sample {i}: {error}") from None
-        return out
-
-
-def _frozen_samples(samples: Sequence[Any]) -> Sequence[api.MaskSample]:
-    """`samples` as the `MaskSample`s a frozen-encoder round trains on (ValueError naming the first other)."""
-    for i, sample in enumerate(samples):
-        if not isinstance(sample, api.MaskSample):
-            raise ValueError(
-                "encoder_mode 'frozen' trains the decoder on cached embeddings: every sample must be a "
-                f"MaskSample (embedding, rle), but sample {i} is a {type(sample).__name__}; "
-                "ImageMaskSamples are for rounds that train the image encoder"
-            )
-    return samples
-
-
-def _decode_rle(rle: Any, i: int) -> np.ndarray:
-    """The HxW bool mask of sample `i`'s COCO RLE (ValueError naming the sample when malformed)."""
-    from model_server.rle import coco_decode
-
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        raise ValueError(f"sample {i}: rle must be a COCO RLE {{'size': [h, w], 'counts': ...}}")
-    try:
-        return coco_decode(dict(rle))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"sample {i}: unreadable RLE ({error})") from None
-
-
-class _EmbeddingReader:
-    """Stored embeddings read once per call (the masks of one image share its embedding)."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._seen: dict[str, tuple[np.ndarray, tuple[int, int], tuple[int, int]]] = {}
-
-    def read(self, key: str) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-        if key not in self._seen:
-            self._seen[key] = stored.read_embedding(self.storage, key)
-        return self._seen[key]
-
-
-class _WorkState:
-    """A retraining run's resumable state, kept in storage under `prefix` so that a rerun on any
-    model service continues from it: the newest training checkpoint is read into `folder` before the
-    run and each new one written back as the run saves it."""
-
-    def __init__(self, storage: Storage, prefix: str | None, folder: Path) -> None:
-        self.storage = storage
-        self.prefix = prefix.rstrip("/") + "/" if prefix else None
-        self.folder = folder
-        self._synced: str | None = None
-
-    def restore(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if self.prefix is None:
-            return
-        from model_server.training.checkpoints import CHECKPOINT_GLOB
-
-        names = [key for key in self.storage.list(self.prefix) if Path(key).match(CHECKPOINT_GLOB)]
-        if names:
-            newest = names[-1]  # zero-padded step numbers: sorted order is step order
-            self.storage.download(newest, self.folder / Path(newest).name)
-            self._synced = Path(newest).name
-
-    def sync(self) -> None:
-        """Write the newest local checkpoint to storage if it is new; drop the older stored ones."""
-        if self.prefix is None:
-            return
-        from model_server.training.checkpoints import latest_checkpoint
-
-        newest = latest_checkpoint(self.folder)
-        if newest is None or newest.name == self._synced:
-            return
-        try:
-            f = newest.open("rb")
-        except FileNotFoundError:  # torchrun's rank 0 replaced it meanwhile: the next sync writes that one
-            return
-        with f:
-            self.storage.put_stream(self.prefix + newest.name, f)
-        for key in list(self.storage.list(self.prefix)):
-            if key != self.prefix + newest.name:
-                self.storage.delete(key)
-        self._synced = newest.name
 
 
 def _cuda_devices() -> int:
