@@ -22,18 +22,12 @@ queued before it was recorded started from it), ``params`` (`RetrainParams`), ``
    ``eta_seconds`` and a ``loss_curve`` of [step, loss] points (thinned to at most
    `MAX_CURVE_POINTS`), written at most every `REPORT_SECONDS`; a cancelled job stops training at the
    next step (``should_stop``);
-4. evaluates the new weights, the parent and (if another) the active version on the held-out masks,
-   each with the embeddings of its own image encoder: after an encoder round the held-out images are
-   first embedded with the NEW encoder (85%→97%);
-5. registers the version (origin trained, parent, the parent's architecture; a decoder-only round keeps
-   the parent's image encoder, so the same ``encoder_sha256`` and embeddings, recorded as
-   ``artifacts["encoder_from"]``; an encoder round records the new encoder's digest, ``metrics
-   ["held_out_encoder_sha256"]`` and its held-out embedding rows; artifacts checkpoint + browser
-   decoder, hyper-parameters, metrics, data snapshot, ``metrics["architecture_change"]`` when the
-   parent's architecture is not the active version's) in the same commit that records its id in the
-   job's result, so a redelivered task does not register it twice;
-6. auto-promotes it if the round says so and it beats the version that was active when the round
-   started (`service.is_better`), provided that version still serves.
+4. hands the trained weights to `registration`, which evaluates them, the parent and (if another)
+   the active version on the held-out masks, each with the embeddings of its own image encoder
+   (85%→97%), and registers the version in the same commit that records its id in the job's result,
+   so a redelivered task does not register it twice;
+5. auto-promotes it if the round says so and it beats the version that was active when the round
+   started (`service.is_better`), provided that version still serves (`registration.maybe_promote`).
 
 Training state is checkpointed under ``training/job-<id>/`` in storage (the retrain call's
 ``work_prefix``), so a requeued job (worker or model service lost, see the jobs sweep) resumes where the
@@ -47,20 +41,17 @@ import time
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from backend.clients.model_server import EmbeddingInfo, MaskSample, ModelRef, ModelService, TrainOutcome, model_service
-from backend.embeddings import service as embeddings
+from backend.clients.model_server import MaskSample, ModelService, TrainOutcome, model_service
 from backend.jobs import service as jobs
 from backend.jobs.runner import JobContext, run_job, worker_sessions
 from backend.jobs.service import STALE_AFTER, JobCancelled
-from backend.model_versions import promotion
-from backend.model_versions.service import _store_decoder, model_ref, record_info
-from backend.retraining import dataset, service
+from backend.model_versions.service import model_ref
+from backend.retraining import dataset, registration, service
 from backend.retraining.schemas import RetrainParams
 from backend.storage import storage_for
-from backend.tables import Embedding, Job, ModelVersion, Project
-from backend.tables.enums import JobStatus, ModelOrigin, ModelStatus
+from backend.tables import Job, ModelVersion, Project
+from backend.tables.enums import JobStatus
 from backend.worker.celery_app import app, task_settings
 from model_server.api import ImageMaskSample, Storage
 
@@ -228,7 +219,7 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "data_snapshot": version.data_snapshot,
         "eta_seconds": 0,
     }
-    result.update(_maybe_promote(ctx, project, active, version, params))
+    result.update(registration.maybe_promote(ctx, project, active, version, params))
     storage.delete_prefix(work_prefix)
     return result
 
@@ -278,18 +269,16 @@ def _train_and_register(
     ):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
     prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
-    checkpoint = f"{prefix}/checkpoint.pth"
     config = _train_config(params)
     if params.trains_encoder:
         config["allow_cpu_encoder_training"] = ctx.settings.allow_cpu_encoder_training
-    new_embeddings: dict[int, EmbeddingInfo] = {}  # held-out image id -> its embedding by the new encoder
     try:
         started = time.monotonic()
         outcome = client.retrain(
             ref,
             train,
             config,
-            checkpoint,
+            registration.checkpoint_key(prefix),
             work_prefix=work_prefix,
             progress=reporter,
             should_stop=reporter.should_stop,
@@ -299,27 +288,7 @@ def _train_and_register(
             storage.delete_prefix(work_prefix)
             raise JobCancelled(f"job {ctx.job_id} was cancelled at step {outcome.steps_done}")
         reporter.finish(outcome)
-        new_ref = ModelRef(parent.architecture, checkpoint, outcome.info.sha256)
-        new_held_out = held_out
-        if params.trains_encoder:
-            jobs.set_progress(
-                db, ctx.job_id, TRAIN_END, f"embedding {len(snapshot.held_out)} held-out images with the new encoder"
-            )
-            new_embeddings, new_held_out = dataset.embed_held_out(db, client, new_ref, snapshot.held_out)
-
-        evaluations = [("held_out", new_ref, new_held_out, "the new version")]
-        evaluations.append(("parent_held_out", ref, held_out, f"version {parent.id}"))
-        if active_held_out is not None:
-            evaluations.append(("active_held_out", model_ref(active), active_held_out, f"active version {active.id}"))
-        metrics: dict[str, Any] = {}
-        share = (EVAL_END - TRAIN_END) / len(evaluations)
-        for k, (name, model, samples, label) in enumerate(evaluations):
-            start = TRAIN_END + k * share
-            metrics[name] = client.evaluate(
-                model, samples, max_clicks=params.max_clicks, progress=_eval_progress(ctx, start, start + share, label)
-            )
-        jobs.set_progress(db, ctx.job_id, EVAL_END, "storing the checkpoint and browser decoder")
-        return _register(
+        return registration.evaluate_and_register(
             ctx,
             project,
             parent,
@@ -327,147 +296,15 @@ def _train_and_register(
             params,
             storage,
             client,
-            prefix,
-            outcome,
-            record,
-            metrics,
-            seconds,
-            new_embeddings,
+            prefix=prefix,
+            outcome=outcome,
+            seconds=seconds,
+            snapshot=snapshot,
+            held_out=held_out,
+            active_held_out=active_held_out,
+            train_config=_train_config(params),
+            span=(TRAIN_END, EVAL_END),
         )
     except BaseException:
         storage.delete_prefix(prefix + "/")  # a round that did not register keeps no artifacts
-        _drop_unrecorded(db, storage, [found.key for found in new_embeddings.values()])
         raise
-
-
-def _eval_progress(ctx: JobContext, start: float, end: float, label: str):
-    def report(done: int, total: int) -> None:
-        jobs.set_progress(
-            ctx.db,
-            ctx.job_id,
-            start + (end - start) * done / max(total, 1),
-            f"evaluating {label} on {total} held-out masks: {done}/{total}",
-        )
-
-    return report
-
-
-def _drop_unrecorded(db: Session, storage: Storage, keys: list[str]) -> None:
-    """Delete the embedding objects a failed encoder round wrote that no row records (an encoder that
-    came out unchanged shares its objects with the versions that have it)."""
-    if not keys:
-        return
-    db.rollback()
-    recorded = set(db.scalars(select(Embedding.storage_key).where(Embedding.storage_key.in_(keys))))
-    db.rollback()
-    for key in set(keys) - recorded:
-        storage.delete(key)
-
-
-def _register(
-    ctx: JobContext,
-    project: Project,
-    parent: ModelVersion,
-    active: ModelVersion,
-    params: RetrainParams,
-    storage: Storage,
-    client: ModelService,
-    prefix: str,
-    outcome: TrainOutcome,
-    record: dict[str, Any],
-    held_out_metrics: dict[str, Any],
-    seconds: float,
-    new_embeddings: dict[int, EmbeddingInfo],
-) -> ModelVersion:
-    """Export the browser decoder next to the checkpoint the model side wrote under `prefix`, then add
-    the version (with an encoder round's held-out embedding rows) and record its id on the job in one
-    commit."""
-    db = ctx.db
-    assert outcome.info is not None  # a round that stopped early raised before
-    rounds = len(
-        db.scalars(
-            select(ModelVersion.id).where(
-                ModelVersion.project_id == project.id, ModelVersion.origin == ModelOrigin.trained
-            )
-        ).all()
-    )
-    metrics: dict[str, Any] = {
-        **held_out_metrics,
-        "parent_id": parent.id,
-        "final_loss": outcome.losses[-1] if outcome.losses else None,
-        "training_seconds": round(seconds, 3),
-    }
-    if active.id != parent.id:
-        metrics["active_id"] = active.id
-    name = f"round {rounds + 1} (from #{parent.id})"
-    if active.architecture != parent.architecture:
-        metrics["architecture_change"] = {"from": active.architecture, "from_id": active.id, "to": parent.architecture}
-        name = f"round {rounds + 1} (from #{parent.id}, {active.architecture} → {parent.architecture})"
-    artifacts: dict[str, Any] = {"checkpoint": f"{prefix}/checkpoint.pth"}
-    if params.trains_encoder:
-        metrics["held_out_encoder_sha256"] = outcome.info.encoder_sha256
-    else:  # the parent's image encoder, untouched
-        artifacts["encoder_from"] = promotion.encoder_identity(parent)
-    hyperparameters: dict[str, Any] = {
-        **_train_config(params),
-        "held_out_fraction": params.held_out_fraction,
-        "min_masks": params.min_masks,
-        "max_clicks": params.max_clicks,
-        "steps_done": outcome.steps_done,
-        "job_id": ctx.job_id,
-    }
-    version = ModelVersion(
-        project_id=project.id,
-        parent_id=parent.id,
-        name=name,
-        architecture=parent.architecture,
-        origin=ModelOrigin.trained,
-        status=ModelStatus.ready,
-        artifacts=artifacts,
-        metrics=metrics,
-        data_snapshot=record,
-        hyperparameters=hyperparameters,
-    )
-    record_info(version, outcome.info)
-    _store_decoder(version, storage, client, prefix)
-    db.add(version)
-    db.flush()
-    db.add_all(embeddings.embedding_row(version.id, image_id, found) for image_id, found in new_embeddings.items())
-    job = ctx.job()
-    job.result = {**(job.result or {}), "new_model_version_id": version.id}
-    db.commit()
-    return version
-
-
-def _maybe_promote(
-    ctx: JobContext, project: Project, active: ModelVersion, version: ModelVersion, params: RetrainParams
-) -> dict[str, Any]:
-    """Promote `version` if the round asks for it and it beats `active`, the version it would replace
-    (the one serving when the round started), on the same held-out images."""
-    db = ctx.db
-    db.refresh(project)
-    if not service.round_auto_promote(project, params):
-        return {"promoted": False, "promotion": "auto-promotion is off: promote by hand"}
-    if project.active_model_version_id != active.id:
-        return {
-            "promoted": False,
-            "promotion": f"not promoted: the active version is no longer {active.id}, the one the round was to replace",
-        }
-    new = version.metrics["held_out"]
-    old = version.metrics.get("active_held_out", version.metrics["parent_held_out"])
-    if not service.is_better(new, old):
-        return {
-            "promoted": False,
-            "promotion": (
-                f"not promoted: not better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
-                f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})"
-            ),
-        }
-    promotion.promote(db, project, version, None, ctx.settings)
-    return {
-        "promoted": True,
-        "promotion": (
-            f"promoted: better on held-out (NoC@90 {new['noc90']:.2f} vs {old['noc90']:.2f}, "
-            f"1-point mIoU {new['miou_1pt']:.3f} vs {old['miou_1pt']:.3f})"
-        ),
-    }
