@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from backend.auto.service import images_to_do
 from backend.selection import service
 from backend.tables import ModelOrigin, ModelVersion, Project
 from backend.tables.selection import ImageScore
@@ -84,6 +85,21 @@ def claim_all(client, project_id: int, headers) -> list[int]:
 def test_the_setting_switches_what_claim_next_returns(client, project, manager_headers, scored, strategy, expected):
     set_strategy(client, project.id, manager_headers, strategy)
     assert claim_all(client, project.id, manager_headers) == [scored[i] for i in expected]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("upload_order", [0, 1, 2, 3, 4, 5]),
+        ("uncertainty", [1, 4, 3, 2, 0, 5]),
+    ],
+)
+def test_the_stage_3_queue_follows_the_setting_too(client, db, project, manager_headers, scored, strategy, expected):
+    """The automatic stage's job walks its images in `auto.service.images_to_do`'s order: claim next's."""
+    set_strategy(client, project.id, manager_headers, strategy)
+    db.expire_all()
+    total, todo = images_to_do(db, project.id)
+    assert total == len(scored) and todo == [scored[i] for i in expected]
 
 
 @pytest.mark.parametrize("strategy", ["diversity", "mix"])
