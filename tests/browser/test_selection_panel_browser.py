@@ -56,7 +56,7 @@ def _seed(live_server) -> tuple[int, list[int]]:
         )
         db.add(version)
         db.flush()
-        row = db.get(Project, project["id"])
+        row = db.get_one(Project, project["id"])
         scored = {
             image.id: ImageScores(pooled=_unit(v), uncertainty=u, details={"disagreement": u})
             for image, v, u in zip(images, vectors, UNCERTAINTY)
