@@ -11,9 +11,9 @@
  *
  * The session lives as long as the annotator stays in the project: the router keeps the page when
  * only the image changes, so the decoder's worker, its onnxruntime sessions and the editor are made
- * once. While an image is worked on, the next one (what `claim next` would give, peeked without
- * locking) and the previous one are fetched (bitmap, embedding, masks) and their per-image graph
- * is run in the worker, so *Done, next* shows the next image ready to click at once.
+ * once. Claiming, *Done, next*, *Previous* and the prefetch of the neighbours are the session's
+ * (session.ts); this module is the page's layout, its model line and re-embedding notice, and the
+ * glue between the editor and the image's saved masks.
  *
  * Each image decodes with the decoder of the version its embedding came from (editor/decoder.ts).
  * After a promotion to a new image encoder the project is re-embedded in the background; until the
@@ -32,12 +32,9 @@ import { frame } from "../layout";
 import { navigate, type KeptPage } from "../router";
 import { ImageMasks } from "./image_masks";
 import { renderMaskList } from "./mask_list";
-import { ImageCache } from "./prefetch";
 import { saver, type SaveEvent } from "./saver";
+import { AnnotateSession, type SessionView } from "./session";
 import { helpPanel } from "./shortcuts";
-
-const LOCK_REFRESH_MS = 60_000;
-const VISITED_KEY = "dataengine.visited";
 
 export async function annotatePage(container: HTMLElement, params: Record<string, string>): Promise<KeptPage | void> {
   const projectId = Number(params.projectId);
@@ -50,13 +47,13 @@ export async function annotatePage(container: HTMLElement, params: Record<string
     return;
   }
   const model = await api.getModel(projectId);
-  const session = new AnnotateSession(root, projectId, model);
-  void session.go(Number(params.imageId));
+  const page = new AnnotatePage(root, projectId, model);
+  void page.session.go(Number(params.imageId));
   return {
-    cleanup: session.cleanup,
+    cleanup: page.cleanup,
     update: (next) => {
       if (Number(next.projectId) !== projectId || !next.imageId) return false;
-      void session.go(Number(next.imageId));
+      void page.session.go(Number(next.imageId));
       return true;
     },
   };
@@ -64,16 +61,6 @@ export async function annotatePage(container: HTMLElement, params: Record<string
 
 function notice(root: HTMLElement, ...children: (Node | string)[]): void {
   root.replaceChildren(h("div", { class: "page card" }, ...children, h("p", {}, h("a", { href: "/" }, "Back to projects"))));
-}
-
-function visitedImages(): number[] {
-  return JSON.parse(sessionStorage.getItem(VISITED_KEY) ?? "[]");
-}
-
-function rememberVisit(imageId: number): void {
-  const visited = visitedImages();
-  if (visited[visited.length - 1] !== imageId) visited.push(imageId);
-  sessionStorage.setItem(VISITED_KEY, JSON.stringify(visited.slice(-200)));
 }
 
 /** A UUID for idempotent saves; crypto.randomUUID exists only in secure contexts (not plain-HTTP LAN hosts). */
@@ -95,10 +82,11 @@ interface Shown {
   size: [number, number];
 }
 
-class AnnotateSession {
+/** The page: its layout and the editing glue; the session (session.ts) decides which image it shows. */
+class AnnotatePage implements SessionView {
+  readonly session: AnnotateSession;
   private readonly decoders: DecoderHost;
   private readonly editor: MaskEditor;
-  private readonly cache: ImageCache;
   private readonly disposers: (() => void)[] = [];
   private readonly saveStatus = h("div", { class: "save-status", "aria-live": "polite" });
   private readonly maskList = h("ul", { class: "masks" });
@@ -106,14 +94,7 @@ class AnnotateSession {
   private readonly imageSize = h("div", { class: "muted" });
   private readonly layout: HTMLElement;
   private help: HTMLElement | null = null;
-  private shown: Shown | null = null;
-  /** Counts `go` calls: an image that finishes loading after the annotator moved on is not shown. */
-  private opening = 0;
-  /** The image *Done, next* moves to, and the `claim next` that locks it (or another: then that one is shown). */
-  private claimed: { image: ImageInfo; claim: Promise<ImageInfo | null> } | null = null;
-  /** What `claim next` would give after the image shown, as peeked while prefetching. */
-  private peeked: ImageInfo | null = null;
-  private closed = false;
+  private current: Shown | null = null;
   /** The version serving the project, as last asked (the page asks again when an embedding names a version it has not seen). */
   private serving: ModelVersion;
   private readonly versionsSeen = new Set<number>();
@@ -128,11 +109,11 @@ class AnnotateSession {
   ) {
     this.serving = model;
     this.versionsSeen.add(model.id);
-    this.cache = new ImageCache();
     const stage = h("div", { class: "stage", "data-testid": "stage" });
     this.decoders = new DecoderHost();
     this.decoders.know(model);
     this.editor = new MaskEditor(stage, this.decoders, { boxes: true, editing: true });
+    this.session = new AnnotateSession(projectId, this);
     this.layout = h("div", { class: "annotate" }, stage, this.sidePanel());
     this.showModel();
     this.disposers.push(this.editor.subscribe(() => this.render()));
@@ -142,89 +123,34 @@ class AnnotateSession {
     window.addEventListener("keydown", onKey);
     this.disposers.push(() => window.removeEventListener("keydown", onKey));
     this.disposers.push(saver.subscribe((e) => this.onSave(e)));
-    const lock = window.setInterval(() => {
-      const image = this.shown?.image;
-      if (!image) return;
-      void api.claimImage(image.id).catch((error) => {
-        if (error instanceof api.ApiError && error.status === 409) this.editor.status.textContent = `lock lost: ${error.message}`;
-      });
-    }, LOCK_REFRESH_MS);
-    this.disposers.push(() => clearInterval(lock));
   }
 
   readonly cleanup = (): void => {
-    this.closed = true;
+    this.session.close();
     for (const dispose of this.disposers) dispose();
     this.editor.dispose();
     this.decoders.terminate();
-    this.cache.clear();
+    this.session.clearCache();
   };
 
-  /**
-   * Shows image `imageId`: claims it (unless *Done, next* is claiming it), and opens it from what was
-   * prefetched (fetching what was not); then prefetches its neighbours.
-   */
-  async go(imageId: number): Promise<void> {
-    const opening = ++this.opening;
-    if (this.shown && this.shown.image.id !== imageId) this.cache.left(this.shown.image.id);
-    const claimed = this.claimed?.image.id === imageId ? this.claimed : null;
-    this.claimed = null;
-    this.peeked = null;
-    let image: ImageInfo;
-    let bitmap: ImageBitmap;
-    let masks: MaskOut[];
-    const prefetched = this.cache.get(imageId);
-    try {
-      image = claimed ? claimed.image : await api.claimImage(imageId);
-    } catch (error) {
-      if (opening === this.opening) this.fail(String((error as Error).message));
-      return;
-    }
-    try {
-      [bitmap, masks] = await Promise.all([prefetched.bitmap, prefetched.masks]);
-      const embedding = await prefetched.embedding;
-      if (opening !== this.opening || this.closed) return;
-      this.show(image, bitmap, masks, embedding, prefetched.embedding, claimed ? this.confirm(imageId, claimed.claim, opening) : Promise.resolve());
-    } catch (error) {
-      if (opening === this.opening) this.fail(`Could not open ${image.file_name}: ${(error as Error).message}`);
-      return;
-    }
-    rememberVisit(imageId);
-    void this.prefetchAround(imageId);
+  // ---- what the session asks of the page (SessionView) ------------------------------------------
+
+  shown(): Shown | null {
+    return this.current;
   }
 
-  /**
-   * The claim of a prefetched image shown by *Done, next*: usually it is this image; if someone took
-   * it meanwhile, the image claimed instead is shown (nothing was saved on this one: saves wait).
-   */
-  private async confirm(imageId: number, claim: Promise<ImageInfo | null>, opening: number): Promise<void> {
-    let next: ImageInfo | null;
-    try {
-      next = await claim;
-    } catch (error) {
-      if (opening === this.opening) this.fail(`Could not claim the next image: ${(error as Error).message}`);
-      return;
-    }
-    if (opening !== this.opening || this.closed) return;
-    if (next === null) this.nothingLeft();
-    else if (next.id !== imageId) {
-      this.claimed = { image: next, claim: Promise.resolve(next) };
-      navigate(`/annotate/${this.projectId}/${next.id}`, true);
-    } else if (this.shown?.image.id === imageId) this.shown.image = next;
-  }
-
-  private nothingLeft(): void {
-    this.shown = null;
+  nothingLeft(): void {
+    this.current = null;
     this.editor.close();
     notice(this.root, h("h1", {}, "Nothing left to annotate"), h("p", {}, "Every image of this stage is done or being annotated by someone else."));
   }
 
-  private show(image: ImageInfo, bitmap: ImageBitmap, masks: MaskOut[], embedding: Embedding, fetched: Promise<Embedding>, claimed: Promise<unknown>): void {
+  show(image: ImageInfo, bitmap: ImageBitmap, masks: MaskOut[], embedding: Embedding, fetched: Promise<Embedding>, claimed: Promise<unknown>): void {
     const size = embedding.originalSize;
     if (!this.layout.isConnected) this.root.replaceChildren(this.layout);
     const shown: Shown = { image, claimed, masks: new ImageMasks(masks), size };
     for (const p of saver.pending(image.id)) shown.masks.restore(p.body);
-    this.shown = shown;
+    this.current = shown;
     this.fileName.textContent = image.file_name;
     this.imageSize.textContent = `${size[1]}×${size[0]} px`;
     this.saveStatus.textContent = "";
@@ -243,12 +169,12 @@ class AnnotateSession {
     if (this.versionsSeen.has(versionId)) return;
     this.versionsSeen.add(versionId);
     const model = await api.getModel(this.projectId).catch(() => null);
-    if (model === null || this.closed) return;
+    if (model === null || this.session.closed) return;
     this.serving = model;
     this.versionsSeen.add(model.id);
     this.decoders.know(model);
     this.showModel();
-    if (this.shown?.image.id === imageId) this.showEmbeddingVersion(imageId, versionId);
+    if (this.current?.image.id === imageId) this.showEmbeddingVersion(imageId, versionId);
   }
 
   private showModel(): void {
@@ -269,29 +195,26 @@ class AnnotateSession {
       : `The project is being re-embedded for model #${this.serving.id}; this image's new embedding is not ready yet, so it decodes with model #${versionId}, whose encoder made the embedding it has.`;
   }
 
-  private fail(message: string): void {
-    this.shown = null;
+  fail(message: string): void {
+    this.current = null;
     this.editor.close();
     notice(this.root, h("p", { class: "error" }, message));
   }
 
-  /** Fetches (and prepares in the decoder) the image `claim next` would give after this one, and the previous one. */
-  private async prefetchAround(imageId: number): Promise<void> {
-    const previous = this.previousOf(imageId);
-    const next = await api.peekNext(this.projectId, imageId).catch(() => null);
-    if (this.closed || this.shown?.image.id !== imageId) return;
-    this.peeked = next;
-    for (const id of [next?.id, previous]) {
-      if (id === undefined || id === imageId) continue;
-      const { embedding } = this.cache.get(id);
-      void this.decoders.prepare(id, embedding).catch(() => undefined); // a failure is retried when it is opened
-    }
+  mayDiscardWorking(): boolean {
+    return isEmpty(this.editor.store.working) || confirm("Discard the mask you have not accepted?");
   }
 
-  private previousOf(imageId: number): number | undefined {
-    const visited = visitedImages();
-    const here = visited.lastIndexOf(imageId);
-    return here > 0 ? visited[here - 1] : undefined;
+  status(text: string): void {
+    this.saveStatus.textContent = text;
+  }
+
+  lockLost(message: string): void {
+    this.editor.status.textContent = `lock lost: ${message}`;
+  }
+
+  prepare(imageId: number, embedding: Promise<Embedding>): void {
+    void this.decoders.prepare(imageId, embedding).catch(() => undefined); // a failure is retried when it is opened
   }
 
   // ---- side panel -------------------------------------------------------------------------------
@@ -311,8 +234,8 @@ class AnnotateSession {
             ")",
           )
         : null;
-    const previous = h("button", { title: "Shift+N", onclick: () => this.previousImage() }, "◀ Previous");
-    const next = h("button", { class: "primary", title: "N", onclick: () => void this.nextImage() }, "Done, next ▶");
+    const previous = h("button", { title: "Shift+N", onclick: () => this.session.previous() }, "◀ Previous");
+    const next = h("button", { class: "primary", title: "N", onclick: () => void this.session.next() }, "Done, next ▶");
     return h(
       "aside",
       {},
@@ -351,7 +274,7 @@ class AnnotateSession {
 
   /** The image's masks on the canvas and in the list (the editor draws the working mask itself). */
   private render(): void {
-    const shown = this.shown;
+    const shown = this.current;
     if (!shown) return;
     const correcting = this.editor.store.correcting?.maskId ?? null;
     this.editor.drawSaved(shown.masks.layers(correcting));
@@ -371,10 +294,10 @@ class AnnotateSession {
    */
   private accept(): void {
     const store = this.editor.store;
-    const shown = this.shown;
+    const shown = this.current;
     if (!shown) return;
     void Promise.all([this.editor.settled(), shown.claimed]).then(() => {
-      if (this.shown !== shown) return; // moved on to another image meanwhile
+      if (this.current !== shown) return; // moved on to another image meanwhile
       const working = store.working;
       const correcting = store.correcting;
       if (isEmpty(working)) {
@@ -412,7 +335,7 @@ class AnnotateSession {
   }
 
   private onSave(event: SaveEvent): void {
-    const shown = this.shown;
+    const shown = this.current;
     if (!shown || !shown.masks.apply(event)) return;
     const status = this.saveStatus;
     switch (event.kind) {
@@ -444,7 +367,7 @@ class AnnotateSession {
    */
   private correct(mask: MaskOut): void {
     void this.editor.settled().then(() => {
-      if (!isEmpty(this.editor.store.working) && !confirm("Discard the mask you have not accepted?")) return;
+      if (!this.mayDiscardWorking()) return;
       this.editor.store.correct(mask.id, decodeRle(mask.rle));
     });
   }
@@ -452,7 +375,7 @@ class AnnotateSession {
   private async deleteSaved(mask: MaskOut): Promise<void> {
     try {
       await api.deleteMask(mask.id);
-      this.shown?.masks.deleted(mask);
+      this.current?.masks.deleted(mask);
       if (this.editor.store.correcting?.maskId === mask.id) this.editor.store.clear(); // renders
       else this.render();
     } catch (error) {
@@ -461,54 +384,9 @@ class AnnotateSession {
   }
 
   private toggleAll(): void {
-    if (!this.shown) return;
-    this.shown.masks.allHidden = !this.shown.masks.allHidden;
+    if (!this.current) return;
+    this.current.masks.allHidden = !this.current.masks.allHidden;
     this.render();
-  }
-
-  // ---- navigation -------------------------------------------------------------------------------
-
-  /**
-   * Done, next: once the image's saves are in, it is marked done and `claim next` locks the next one.
-   * The image peeked and prefetched is shown at once, while the claim confirms it (see `confirm`).
-   */
-  private async nextImage(): Promise<void> {
-    const shown = this.shown;
-    if (!shown) return;
-    if (!isEmpty(this.editor.store.working) && !confirm("Discard the mask you have not accepted?")) return;
-    this.saveStatus.textContent = "waiting for saves…";
-    try {
-      await saver.flushed(shown.image.id);
-      await api.markDone(shown.image.id);
-      const claim = api.claimNext(this.projectId);
-      const peeked = this.peeked;
-      if (peeked !== null && this.shown === shown) {
-        this.claimed = { image: peeked, claim };
-        return navigate(`/annotate/${this.projectId}/${peeked.id}`);
-      }
-      const next = await claim;
-      if (this.shown !== shown || this.closed) return;
-      if (next === null) return this.nothingLeft();
-      this.claimed = { image: next, claim: Promise.resolve(next) };
-      navigate(`/annotate/${this.projectId}/${next.id}`);
-    } catch (error) {
-      this.saveStatus.textContent = `could not move on: ${(error as Error).message}`;
-    }
-  }
-
-  private previousImage(): void {
-    const shown = this.shown;
-    if (!shown) return;
-    const visited = visitedImages();
-    const here = visited.lastIndexOf(shown.image.id);
-    const previous = here > 0 ? visited[here - 1] : undefined;
-    if (previous === undefined) {
-      this.saveStatus.textContent = "no previous image in this session";
-      return;
-    }
-    sessionStorage.setItem(VISITED_KEY, JSON.stringify(visited.slice(0, here)));
-    void api.releaseImage(shown.image.id).catch(() => undefined);
-    navigate(`/annotate/${this.projectId}/${previous}`);
   }
 
   // ---- keyboard (the editing keys are the editor's) ---------------------------------------------
@@ -529,13 +407,13 @@ class AnnotateSession {
         case "u": case "U": editor.toggleUncovered(); return true;
         case "c": case "C": {
           const cursor = editor.cursor;
-          const shown = this.shown;
+          const shown = this.current;
           const mask = cursor && shown?.masks.at(Math.floor(cursor[0]), Math.floor(cursor[1]), shown.size[1]);
           if (mask) this.correct(mask);
           return true;
         }
-        case "n": void this.nextImage(); return true;
-        case "N": this.previousImage(); return true;
+        case "n": void this.session.next(); return true;
+        case "N": this.session.previous(); return true;
         case "?": this.toggleHelp(); return true;
         default: return false;
       }
