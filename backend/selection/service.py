@@ -178,7 +178,10 @@ def uncertainty_histogram(db: Session, project: Project) -> tuple[list[int], int
     how many images have no score yet. One float per image is read (a histogram in SQL would need
     floor/least, which SQLite and PostgreSQL spell differently)."""
     values = db.scalars(select(ImageScore.uncertainty).where(ImageScore.project_id == project.id)).all()
-    counts, _ = np.histogram(np.clip(np.asarray(values, dtype=np.float64), 0, 1), bins=HISTOGRAM_BINS, range=(0, 1))
+    # Bin i holds [i/10, (i+1)/10), the last one 1.0 too. Not np.histogram: its edges are
+    # linspace(0, 1, 11), whose 0.30000000000000004 put a score of exactly 0.3 in the 0.2-0.3 bar.
+    scaled = np.floor(np.clip(np.asarray(values, dtype=np.float64), 0, 1) * HISTOGRAM_BINS).astype(np.int64)
+    counts = np.bincount(np.minimum(scaled, HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
     total = db.scalar(select(func.count(Image.id)).where(Image.project_id == project.id)) or 0
     return [int(c) for c in counts], total - len(values)
 
