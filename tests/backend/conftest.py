@@ -35,7 +35,8 @@ from backend.core.migrations import upgrade
 from backend.core.security import create_access_token, hash_password
 from backend.main import create_app
 from backend.projects.service import create_project
-from backend.tables import Project, Role, User
+from backend.tables import Project, ProjectMember, Role, User
+from backend.worker import celery_app
 
 POSTGRES_URL = os.environ.get("DATAENGINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TEST_PASSWORD = "correct horse battery"
@@ -219,6 +220,25 @@ def manager_headers(manager: User, login: Callable[[User], dict[str, str]]) -> d
 @pytest.fixture
 def project(db: Session, manager: User) -> Project:
     return create_project(db, manager, "Test project", "made by the `project` fixture")
+
+
+@pytest.fixture
+def ml(
+    db: Session, project: Project, make_user: Callable[..., User], login: Callable[[User], dict[str, str]]
+) -> dict[str, str]:
+    """Headers of an ML engineer who is a member of `project`."""
+    user = make_user(Role.ml_engineer)
+    db.add(ProjectMember(project_id=project.id, user_id=user.id))
+    db.commit()
+    return login(user)
+
+
+@pytest.fixture
+def eager(settings: Settings) -> Iterator[None]:
+    """Celery tasks run in the test's process as they are sent (the tests of a job without a worker)."""
+    celery_app.configure(settings, eager=True)
+    yield
+    celery_app.configure(settings, eager=False)
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from pycocotools import mask as mask_utils
-from sqlalchemy.orm import Session
 
-from backend.tables import Project, ProjectMember, Role, User
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
 
 # Tiny rounds: a few decoder steps on vit_t, two evaluation clicks; runs in seconds on 2 cores.
@@ -24,13 +22,6 @@ def grabcut_rle(data_root: Path, image_name: str) -> dict:
     mask = np.asarray(PILImage.open(data_root / "grabcut" / "masks" / f"{stem}__0.png").convert("L")) > 127
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def add_ml_engineer(db: Session, project: Project, make_user, login) -> tuple[User, dict[str, str]]:
-    user = make_user(Role.ml_engineer)
-    db.add(ProjectMember(project_id=project.id, user_id=user.id))
-    db.commit()
-    return user, login(user)
 
 
 def images_with_masks(

@@ -28,18 +28,10 @@ from backend.clients.model_server import model_service
 from backend.model_versions.service import ensure_default_version
 from backend.storage import storage_for
 from backend.tables import Image, Job, Mask
-from backend.worker import celery_app
 from tests.backend.jobs_helpers import upload
 from tests.backend.model_memo import MemoService, memo_models_fixture, remembered_records  # noqa: F401
 
 LOW = {"points_per_side": 4, "points_per_batch": 16, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 @pytest.fixture(autouse=True)

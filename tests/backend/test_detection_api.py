@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from backend.detection.service import MIN_TRAIN_IMAGES
@@ -23,17 +22,9 @@ from backend.jobs import service as jobs
 from backend.jobs.runner import run_job
 from backend.masks.split import split_images
 from backend.tables import DetectorVersion, Job, Mask, ModelStatus, Role
-from backend.worker import celery_app
 from tests.backend.model_memo import memo_models_fixture  # noqa: F401 - the encoder runs once per (weights, image)
 from tests.backend.stage1_objects import SMALL, STAGE1, davis_images, mask_rle
 from tests.backend.test_auto_annotate import untrained_version
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 def _job(client, headers, response) -> dict:

@@ -7,27 +7,18 @@ and embeddings computed once per session: `tests.backend.model_memo`); on SQLite
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
 from backend.tables import Embedding, ModelOrigin, ModelStatus, ModelVersion, Role
-from backend.worker import celery_app
 from model_server.service.embedding_file import load_embedding
 from model_server.service.wire import decode_int8
 from tests.backend.jobs_helpers import upload
 from tests.backend.model_memo import memo_models_fixture  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("memo_models")
-
-
-@pytest.fixture
-def eager(settings) -> Iterator[None]:
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 def test_embed_job_embeds_every_image_once_and_is_idempotent(

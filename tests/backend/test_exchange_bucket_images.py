@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from backend.core.config import Settings
 from backend.tables import Image
-from backend.worker import celery_app
 from model_server.api import open_storage
 from tests.backend.jobs_helpers import GRABCUT_IMAGES
 from tests.s3_server import S3Server
@@ -37,13 +36,6 @@ def settings(settings: Settings, source_url: str) -> Settings:
     settings.import_sources = {"incoming": source_url}
     settings.max_upload_bytes = 2_000_000
     return settings
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 def _run(client, project, headers, body):

@@ -26,16 +26,8 @@ from sqlalchemy import select
 
 from backend.exchange.polygons import mask_to_polygons, polygon_iou
 from backend.tables import Image, Mask
-from backend.worker import celery_app
 from tests.backend.jobs_helpers import upload
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, decode, ground_truth_mask
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 @pytest.fixture

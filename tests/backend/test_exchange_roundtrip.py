@@ -20,18 +20,10 @@ from pycocotools.coco import COCO
 from sqlalchemy import func, select
 
 from backend.tables import Image, Mask
-from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, decode, ground_truth_mask, rle_of
 
 SCHEMA = json.loads((Path(__file__).parent / "sa1b_schema.json").read_text())
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 @pytest.fixture

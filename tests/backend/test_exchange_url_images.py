@@ -11,15 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from backend.tables import Image
-from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 @pytest.fixture

@@ -35,18 +35,10 @@ from backend.tables import (
     MaskReview,
     Role,
 )
-from backend.worker import celery_app
 from model_server.transforms import preprocess_shape
 from tests.backend.jobs_helpers import upload
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, rle_of
 from tests.backend.test_dashboard_rollups import snapshot
-
-
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:

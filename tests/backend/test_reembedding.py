@@ -27,14 +27,8 @@ from backend.tables import Image, Job, JobStatus, ModelOrigin, ModelStatus, Mode
 from model_server.sam.build import build_sam
 from tests.backend.jobs_helpers import upload
 from tests.backend.model_memo import memo_models_fixture  # noqa: F401 - fixture
-from tests.backend.retraining_helpers import add_ml_engineer
 
 pytestmark = pytest.mark.usefixtures("memo_models")
-
-
-@pytest.fixture
-def ml(db, project, make_user, login):
-    return add_ml_engineer(db, project, make_user, login)[1]
 
 
 def _new_encoder_version(db, settings, tmp_path: Path) -> ModelVersion:

@@ -5,7 +5,6 @@ masks API: round → new version with metrics → promote → the browser's deco
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -13,21 +12,8 @@ from sqlalchemy import select
 from backend.retraining.service import is_better
 from backend.tables import Mask, ModelVersion
 from backend.tables.enums import ReviewStatus
-from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
-from tests.backend.retraining_helpers import TINY, add_ml_engineer, images_with_masks, save_mask
-
-
-@pytest.fixture
-def eager(settings) -> Iterator[None]:
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
-
-
-@pytest.fixture
-def ml(db, project, make_user, login):
-    return add_ml_engineer(db, project, make_user, login)[1]
+from tests.backend.retraining_helpers import TINY, images_with_masks, save_mask
 
 
 def _decoder(client, headers, project_id: int) -> tuple[int, bytes, str]:

@@ -8,7 +8,6 @@ the change; bad parameters are a 422."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +25,7 @@ from backend.storage import storage_for
 from backend.tables import Embedding, Job, ModelVersion, Project
 from backend.tables.enums import JobStatus, ModelOrigin, ModelStatus
 from backend.worker import celery_app
-from tests.backend.retraining_helpers import TINY, add_ml_engineer, images_with_masks
+from tests.backend.retraining_helpers import TINY, images_with_masks
 
 # Two steps of two masks each; the encoder trained on the images (1024 frame) of vit_test.
 WHOLE = {**TINY, "batch_size": 2, "encoder_mode": "full"}
@@ -42,18 +41,6 @@ def settings(settings, allow_cpu):
     """The shared test settings, with encoder training on a CPU allowed unless a test says otherwise."""
     settings.allow_cpu_encoder_training = allow_cpu
     return settings
-
-
-@pytest.fixture
-def eager(settings) -> Iterator[None]:
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
-
-
-@pytest.fixture
-def ml(db, project, make_user, login):
-    return add_ml_engineer(db, project, make_user, login)[1]
 
 
 def _global_version(db, settings, architecture: str) -> ModelVersion:

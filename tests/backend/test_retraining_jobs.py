@@ -17,11 +17,10 @@ from backend.tables import Job, ModelVersion, Project
 from backend.tables.enums import JobStatus
 from backend.worker import celery_app
 from tests.backend.jobs_helpers import GRABCUT_IMAGES, upload
-from tests.backend.retraining_helpers import TINY, add_ml_engineer, images_with_masks, save_mask
+from tests.backend.retraining_helpers import TINY, images_with_masks, save_mask
 
 
-def test_cancel_stops_a_running_round(client, db, settings, project, manager_headers, make_user, login, data_root):
-    _, ml = add_ml_engineer(db, project, make_user, login)
+def test_cancel_stops_a_running_round(client, db, settings, project, manager_headers, ml, data_root):
     images_with_masks(client, manager_headers, project.id, data_root, 3)
     parent = client.get(f"/api/projects/{project.id}/model", headers=ml).json()["id"]
     params = RetrainParams(**{**TINY, "steps": 100_000}).model_dump()

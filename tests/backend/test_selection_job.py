@@ -6,26 +6,16 @@ once per session: `tests.backend.model_memo`); `score_images` runs for real.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import delete, select
 
 from backend.selection.service import due_for_scoring
 from backend.selection.tasks import start_due_scoring
 from backend.tables import ImageScore, Project
-from backend.worker import celery_app
 from tests.backend.jobs_helpers import upload
 from tests.backend.model_memo import memo_models_fixture  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("memo_models")
-
-
-@pytest.fixture
-def eager(settings) -> Iterator[None]:
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
 
 
 def job_of(client, response, headers) -> dict:

@@ -57,13 +57,6 @@ def receiver() -> Iterator[Receiver]:
     server.server.shutdown()
 
 
-@pytest.fixture
-def eager(settings):
-    celery_app.configure(settings, eager=True)
-    yield
-    celery_app.configure(settings, eager=False)
-
-
 def _hook(client, headers, project_id: int, url: str, events: list[str]) -> dict:
     response = client.post(f"/api/projects/{project_id}/webhooks", json={"url": url, "events": events}, headers=headers)
     assert response.status_code == 201, response.text
