@@ -23,6 +23,7 @@ and reads those metrics back to promote, so the names ``held_out``, ``parent_hel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -46,14 +47,23 @@ def checkpoint_key(prefix: str) -> str:
     return f"{prefix}/checkpoint.pth"
 
 
+@dataclass(frozen=True)
+class Round:
+    """A round's fixed inputs, which each of its steps needs: the job (`ctx`), its project, the version
+    it starts from (`parent`), the version serving when it started (`active`: what it would replace,
+    often the parent), its parameters, and the storage and model service it runs on."""
+
+    ctx: JobContext
+    project: Project
+    parent: ModelVersion
+    active: ModelVersion
+    params: RetrainParams
+    storage: Storage
+    client: ModelService
+
+
 def evaluate_and_register(
-    ctx: JobContext,
-    project: Project,
-    parent: ModelVersion,
-    active: ModelVersion,
-    params: RetrainParams,
-    storage: Storage,
-    client: ModelService,
+    r: Round,
     *,
     prefix: str,
     outcome: TrainOutcome,
@@ -68,6 +78,7 @@ def evaluate_and_register(
 
     `held_out` and `active_held_out` are the held-out masks on the parent's and the active version's
     embeddings; `train_config` is the round's TrainConfig fields, recorded as hyper-parameters."""
+    ctx, parent, active, params, storage, client = r.ctx, r.parent, r.active, r.params, r.storage, r.client
     db = ctx.db
     assert outcome.info is not None  # a round that stopped early raised before
     new_ref = ModelRef(parent.architecture, checkpoint_key(prefix), outcome.info.sha256)
@@ -93,13 +104,7 @@ def evaluate_and_register(
             )
         jobs.set_progress(db, ctx.job_id, span[1], "storing the checkpoint and browser decoder")
         return _register(
-            ctx,
-            project,
-            parent,
-            active,
-            params,
-            storage,
-            client,
+            r,
             prefix,
             outcome,
             snapshot.record,
@@ -138,13 +143,7 @@ def _drop_unrecorded(db: Session, storage: Storage, keys: list[str]) -> None:
 
 
 def _register(
-    ctx: JobContext,
-    project: Project,
-    parent: ModelVersion,
-    active: ModelVersion,
-    params: RetrainParams,
-    storage: Storage,
-    client: ModelService,
+    r: Round,
     prefix: str,
     outcome: TrainOutcome,
     record: dict[str, Any],
@@ -156,6 +155,7 @@ def _register(
     """Export the browser decoder next to the checkpoint the model side wrote under `prefix`, then add
     the version (with an encoder round's held-out embedding rows) and record its id on the job in one
     commit."""
+    ctx, project, parent, active, params = r.ctx, r.project, r.parent, r.active, r.params
     db = ctx.db
     assert outcome.info is not None
     rounds = len(
@@ -203,7 +203,7 @@ def _register(
         hyperparameters=hyperparameters,
     )
     record_info(version, outcome.info)
-    _store_decoder(version, storage, client, prefix)
+    _store_decoder(version, r.storage, r.client, prefix)
     db.add(version)
     db.flush()
     db.add_all(embeddings.embedding_row(version.id, image_id, found) for image_id, found in new_embeddings.items())
@@ -213,11 +213,10 @@ def _register(
     return version
 
 
-def maybe_promote(
-    ctx: JobContext, project: Project, active: ModelVersion, version: ModelVersion, params: RetrainParams
-) -> dict[str, Any]:
-    """Promote `version` if the round asks for it and it beats `active`, the version it would replace
+def maybe_promote(r: Round, version: ModelVersion) -> dict[str, Any]:
+    """Promote `version` if the round asks for it and it beats `r.active`, the version it would replace
     (the one serving when the round started), on the same held-out images."""
+    ctx, project, active, params = r.ctx, r.project, r.active, r.params
     db = ctx.db
     db.refresh(project)
     if not service.round_auto_promote(project, params):

@@ -42,7 +42,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from backend.clients.model_server import MaskSample, ModelService, TrainOutcome, model_service
+from backend.clients.model_server import MaskSample, TrainOutcome, model_service
 from backend.jobs import service as jobs
 from backend.jobs.runner import JobContext, run_job, worker_sessions
 from backend.jobs.service import STALE_AFTER, JobCancelled
@@ -50,10 +50,10 @@ from backend.model_versions.service import model_ref
 from backend.retraining import dataset, registration, service
 from backend.retraining.schemas import RetrainParams
 from backend.storage import storage_for
-from backend.tables import Job, ModelVersion, Project
+from backend.tables import Job, ModelVersion
 from backend.tables.enums import JobStatus
 from backend.worker.celery_app import app, task_settings
-from model_server.api import ImageMaskSample, Storage
+from model_server.api import ImageMaskSample
 
 REPORT_SECONDS = 1.0
 MAX_CURVE_POINTS = 500
@@ -205,11 +205,12 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
     storage = storage_for(settings)
     client = model_service(settings, storage)
     work_prefix = f"training/job-{job.id}/"
+    this_round = registration.Round(ctx, project, parent, active, params, storage, client)
 
     registered = (job.result or {}).get("new_model_version_id")  # by an earlier delivery of this job
     version = db.get(ModelVersion, registered) if registered is not None else None
     if version is None:
-        version = _train_and_register(ctx, project, parent, active, params, storage, client, work_prefix)
+        version = _train_and_register(this_round, work_prefix)
     kept = ("model_version_id", "active_model_version_id", "params", "mask_watermark", "reason")
     result: dict[str, Any] = {
         **{key: inputs[key] for key in kept if key in inputs},
@@ -219,21 +220,14 @@ def run_round(ctx: JobContext) -> dict[str, Any]:
         "data_snapshot": version.data_snapshot,
         "eta_seconds": 0,
     }
-    result.update(registration.maybe_promote(ctx, project, active, version, params))
+    result.update(registration.maybe_promote(this_round, version))
     storage.delete_prefix(work_prefix)
     return result
 
 
-def _train_and_register(
-    ctx: JobContext,
-    project: Project,
-    parent: ModelVersion,
-    active: ModelVersion,
-    params: RetrainParams,
-    storage: Storage,
-    client: ModelService,
-    work_prefix: str,
-) -> ModelVersion:
+def _train_and_register(r: registration.Round, work_prefix: str) -> ModelVersion:
+    ctx, project, parent, active, params = r.ctx, r.project, r.parent, r.active, r.params
+    storage, client = r.storage, r.client
     db = ctx.db
     snapshot = dataset.take_snapshot(db, project.id, params.held_out_fraction, params.seed)
     record = snapshot.record
@@ -269,7 +263,8 @@ def _train_and_register(
     ):
         raise JobCancelled(f"job {ctx.job_id} was cancelled")
     prefix = f"models/projects/{project.id}/job-{ctx.job_id}"
-    config = _train_config(params)
+    recorded = _train_config(params)  # the hyper-parameters the version records
+    config = dict(recorded)
     if params.trains_encoder:
         config["allow_cpu_encoder_training"] = ctx.settings.allow_cpu_encoder_training
     try:
@@ -289,20 +284,14 @@ def _train_and_register(
             raise JobCancelled(f"job {ctx.job_id} was cancelled at step {outcome.steps_done}")
         reporter.finish(outcome)
         return registration.evaluate_and_register(
-            ctx,
-            project,
-            parent,
-            active,
-            params,
-            storage,
-            client,
+            r,
             prefix=prefix,
             outcome=outcome,
             seconds=seconds,
             snapshot=snapshot,
             held_out=held_out,
             active_held_out=active_held_out,
-            train_config=_train_config(params),
+            train_config=recorded,
             span=(TRAIN_END, EVAL_END),
         )
     except BaseException:
