@@ -24,7 +24,7 @@ from backend.tables import DetectorVersion, Image, Mask, MaskSource, ModelStatus
 from tests.backend.jobs_helpers import upload
 from tests.backend.model_memo import MemoService, memo_models_fixture  # noqa: F401 - fixtures
 from tests.backend.stage3_helpers import add_auto_masks, box_mask, record, rle_of
-from tests.backend.test_auto_annotate import eager, untrained_version  # noqa: F401 - fixtures
+from tests.backend.test_auto_annotate import untrained_version  # noqa: F401 - a fixture
 
 MANUAL = (20, 20, 80, 80)  # y0, x0, y1, x1
 NEAR = (21, 20, 80, 80)
